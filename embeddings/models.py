@@ -1,0 +1,87 @@
+from django.db import models
+from django.db.models import Q
+from pgvector.django import HalfVectorField
+
+from catalog.models import Product, ProductImage
+
+
+class EmbeddingSpace(models.Model):
+    """One trained CLIP: vectors of two spaces are never compared."""
+
+    class Source(models.TextChoices):
+        PRETRAINED = "pretrained", "open_clip pretrained tag"
+        CHECKPOINT = "checkpoint", "local checkpoint file"
+        RANDOM = "random", "fixed-seed random init"
+
+    class Status(models.TextChoices):
+        CANDIDATE = "candidate"
+        FILLING = "filling"
+        ACTIVE = "active"
+        RETIRED = "retired"
+
+    name = models.CharField(max_length=120, unique=True)
+    architecture = models.CharField(max_length=120)
+    source = models.CharField(max_length=20, choices=Source.choices)
+    pretrained = models.CharField(max_length=200, blank=True)
+    checkpoint = models.CharField(max_length=500, blank=True)
+    checkpoint_sha256 = models.CharField(max_length=64, blank=True)
+    seed = models.IntegerField(default=0)
+    embed_dim = models.PositiveIntegerField()
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.CANDIDATE)
+    metrics = models.JSONField(default=dict, blank=True)
+    # Where an interrupted full reindex stopped, so running it again continues from there.
+    reindex_cursor = models.JSONField(default=dict, blank=True)
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["status"], condition=Q(status="active"), name="one_active_space"
+            )
+        ]
+
+    def __str__(self):
+        return self.name
+
+    @property
+    def vector_type(self) -> str:
+        """The SQL type every query and index of this space casts its vectors to."""
+        return f"halfvec({int(self.embed_dim)})"
+
+
+class ImageEmbedding(models.Model):
+    """An image's vector in a space; a row with an error and no vector marks a failed image."""
+
+    image = models.ForeignKey(ProductImage, on_delete=models.CASCADE, related_name="embeddings")
+    space = models.ForeignKey(EmbeddingSpace, on_delete=models.CASCADE, related_name="+")
+    # No fixed dimension: spaces differ; each space's index casts to its own halfvec(n).
+    vector = HalfVectorField(null=True)
+    # The image content this vector was computed from; a replaced file gets a new vector.
+    source_sha256 = models.CharField(max_length=64)
+    error = models.TextField(blank=True)
+    updated = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["image", "space"], name="one_vector_per_image_space")
+        ]
+
+
+class CaptionEmbedding(models.Model):
+    """A product caption (title, translated title, description) and its vector in a space."""
+
+    product = models.ForeignKey(Product, on_delete=models.CASCADE, related_name="captions")
+    space = models.ForeignKey(EmbeddingSpace, on_delete=models.CASCADE, related_name="+")
+    field = models.CharField(max_length=40)  # "title", "title_zh", "description"
+    lang = models.CharField(max_length=8)
+    text = models.TextField()
+    vector = HalfVectorField()
+    updated = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["product", "space", "field"], name="one_vector_per_caption_space"
+            )
+        ]

@@ -1,0 +1,17 @@
+"""Test settings: the embedded database, eager Celery, cheap hashing, media in a temp dir."""
+
+import tempfile
+from pathlib import Path
+
+from .base import *  # noqa: F403
+
+DEBUG = False
+ALLOWED_HOSTS = ["testserver", "localhost", "127.0.0.1"]
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+MEDIA_ROOT = Path(tempfile.mkdtemp(prefix="shop-search-media-"))
+# Tasks run eagerly unless a test starts a real worker; that worker uses the in-memory
+# broker of its own process.
+CELERY_BROKER_URL = "memory://"
+CELERY_TASK_ALWAYS_EAGER = True
+CELERY_RESULT_BACKEND = "cache+memory://"
+CLIP_DEVICE = "cpu"
