@@ -13,7 +13,9 @@ def thumbnail(image: ProductImage | None, size: int = 64) -> str:
         return "-"
     return format_html(
         '<img src="{}" alt="" style="height:{}px;width:{}px;object-fit:cover;border-radius:4px">',
-        image.file.url, size, size,
+        image.file.url,
+        size,
+        size,
     )
 
 
@@ -85,8 +87,16 @@ class ProductImageAdmin(admin.ModelAdmin):
     list_select_related = ["product"]
     search_fields = ["product__sku", "product__title", "sha256"]
     readonly_fields = ["preview", "sha256", "width", "height", "embedding_status"]
-    fields = ["preview", "product", "file", "position", "width", "height", "sha256",
-              "embedding_status"]
+    fields = [
+        "preview",
+        "product",
+        "file",
+        "position",
+        "width",
+        "height",
+        "sha256",
+        "embedding_status",
+    ]
     raw_id_fields = ["product"]
 
     def get_queryset(self, request):
@@ -110,8 +120,9 @@ class ProductImageAdmin(admin.ModelAdmin):
         if getattr(obj, "has_embedding", False):
             return "embedded"
         if getattr(obj, "embedding_error", None):
-            return format_html('<span title="{}">failed: {}</span>', obj.embedding_error,
-                               obj.embedding_error[:80])
+            return format_html(
+                '<span title="{}">failed: {}</span>', obj.embedding_error, obj.embedding_error[:80]
+            )
         return "pending"
 
     def save_model(self, request, obj, form, change):

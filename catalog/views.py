@@ -14,9 +14,11 @@ def shop_search(request):
     query = request.GET.get("q", "").strip()[:500]
     context = {"query": query, "page": None}
     if query:
-        page_number = Paginator(range(settings.SEARCH_MAX_RESULTS), PAGE_SIZE).get_page(
-            request.GET.get("page")
-        ).number
+        page_number = (
+            Paginator(range(settings.SEARCH_MAX_RESULTS), PAGE_SIZE)
+            .get_page(request.GET.get("page"))
+            .number
+        )
         offset = (page_number - 1) * PAGE_SIZE
         result = product_search_by_text(query=query, limit=PAGE_SIZE, offset=offset)
         context.update(

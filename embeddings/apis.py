@@ -68,7 +68,9 @@ class ProductSearchApi(APIView):
 class ImageCaptionsApi(APIView):
     class InputSerializer(serializers.Serializer):
         image = UploadedImageField()
-        limit = serializers.IntegerField(min_value=1, max_value=settings.SEARCH_MAX_LIMIT, default=10)
+        limit = serializers.IntegerField(
+            min_value=1, max_value=settings.SEARCH_MAX_LIMIT, default=10
+        )
 
     class OutputSerializer(serializers.Serializer):
         product_id = serializers.IntegerField()
@@ -82,4 +84,6 @@ class ImageCaptionsApi(APIView):
         space, hits = captions_by_image(
             image=params.validated_data["image"], limit=params.validated_data["limit"]
         )
-        return Response({"space": space.name, "results": self.OutputSerializer(hits, many=True).data})
+        return Response(
+            {"space": space.name, "results": self.OutputSerializer(hits, many=True).data}
+        )

@@ -67,6 +67,9 @@ class ImageEmbedding(models.Model):
             models.UniqueConstraint(fields=["image", "space"], name="one_vector_per_image_space")
         ]
 
+    def __str__(self):
+        return f"image {self.image_id} in space {self.space_id}"
+
 
 class CaptionEmbedding(models.Model):
     """A product caption (title, translated title, description) and its vector in a space."""
@@ -85,3 +88,6 @@ class CaptionEmbedding(models.Model):
                 fields=["product", "space", "field"], name="one_vector_per_caption_space"
             )
         ]
+
+    def __str__(self):
+        return f"{self.field} of product {self.product_id} in space {self.space_id}"

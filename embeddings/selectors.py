@@ -70,6 +70,13 @@ def image_search_sql(space: EmbeddingSpace) -> str:
     """
 
 
+def image_search_params(vector: np.ndarray) -> dict:
+    max_results = settings.SEARCH_MAX_RESULTS
+    # Products have one to a few images: fetch enough images to fill the result window.
+    window = min(max_results * 3, MAX_EF_SEARCH)
+    return {"query": vector_literal(vector), "window": window, "max_results": max_results}
+
+
 def _nearest(sql: str, params: dict, window: int) -> list[tuple]:
     with transaction.atomic(), connection.cursor() as cursor:
         # HNSW yields at most ef_search rows: make it at least the window asked for.
@@ -81,14 +88,8 @@ def _nearest(sql: str, params: dict, window: int) -> list[tuple]:
 def products_nearest(
     *, space: EmbeddingSpace, vector: np.ndarray, limit: int, offset: int = 0
 ) -> SearchPage:
-    max_results = settings.SEARCH_MAX_RESULTS
-    # Products have one to a few images: fetch enough images to fill the result window.
-    window = min(max_results * 3, MAX_EF_SEARCH)
-    rows = _nearest(
-        image_search_sql(space),
-        {"query": vector_literal(vector), "window": window, "max_results": max_results},
-        window,
-    )
+    params = image_search_params(vector)
+    rows = _nearest(image_search_sql(space), params, params["window"])
     page = rows[offset : offset + limit]
     ids = [product_id for product_id, _ in page]
     products = {p.pk: p for p in Product.objects.filter(pk__in=ids).prefetch_related("images")}
@@ -135,8 +136,9 @@ def text_vector(space: EmbeddingSpace, text: str) -> np.ndarray:
 
 def product_search_by_text(*, query: str, limit: int, offset: int = 0) -> SearchPage:
     space = space_get_active()
-    return products_nearest(space=space, vector=text_vector(space, query), limit=limit,
-                            offset=offset)
+    return products_nearest(
+        space=space, vector=text_vector(space, query), limit=limit, offset=offset
+    )
 
 
 def captions_by_image(*, image: Image.Image, limit: int) -> tuple[EmbeddingSpace, list[CaptionHit]]:

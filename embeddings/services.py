@@ -55,8 +55,13 @@ def space_default_spec() -> tuple[str, ModelSpec]:
     return f"{model}@random-seed{settings.CLIP_SEED}", ModelSpec(model, seed=settings.CLIP_SEED)
 
 
-def space_create(*, name: str, spec: ModelSpec, status: str = EmbeddingSpace.Status.CANDIDATE,
-                 parent: EmbeddingSpace | None = None) -> EmbeddingSpace:
+def space_create(
+    *,
+    name: str,
+    spec: ModelSpec,
+    status: str = EmbeddingSpace.Status.CANDIDATE,
+    parent: EmbeddingSpace | None = None,
+) -> EmbeddingSpace:
     if spec.pretrained:
         source = EmbeddingSpace.Source.PRETRAINED
     elif spec.checkpoint:
@@ -108,12 +113,16 @@ def space_build_indexes(space: EmbeddingSpace) -> None:
     matches this index; other spaces' rows are not in it at all.
     """
     with connection.cursor() as cursor:
+        # Postgres refuses CREATE INDEX while deferred FK checks of this transaction are
+        # pending; run them now (and restore deferral after).
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
         for table, index in _index_names(space).items():
             cursor.execute(
                 f"CREATE INDEX IF NOT EXISTS {index} ON {table} USING hnsw "
                 f"((vector::{space.vector_type}) halfvec_cosine_ops) "
                 f"WHERE space_id = {int(space.pk)}"
             )
+        cursor.execute("SET CONSTRAINTS ALL DEFERRED")
 
 
 def space_drop_indexes(space: EmbeddingSpace) -> None:
@@ -175,14 +184,24 @@ def image_embeddings_compute(
                 pixels = _read_image(image, encoder)
             except ImageDecodeError as exc:
                 report.failed[image.pk] = str(exc)
-                rows.append(ImageEmbedding(image=image, space=space, vector=None,
-                                           source_sha256=image.sha256, error=str(exc)))
+                rows.append(
+                    ImageEmbedding(
+                        image=image,
+                        space=space,
+                        vector=None,
+                        source_sha256=image.sha256,
+                        error=str(exc),
+                    )
+                )
                 continue
             decoded.append((image, pixels))
         vectors = encoder.encode_images([pixels for _, pixels in decoded])
         for (image, _), vector in zip(decoded, vectors, strict=True):
-            rows.append(ImageEmbedding(image=image, space=space, vector=vector,
-                                       source_sha256=image.sha256, error=""))
+            rows.append(
+                ImageEmbedding(
+                    image=image, space=space, vector=vector, source_sha256=image.sha256, error=""
+                )
+            )
         ImageEmbedding.objects.bulk_create(
             rows,
             update_conflicts=True,
@@ -222,8 +241,9 @@ def product_captions(product: Product) -> list[Caption]:
         if isinstance(text, str) and text.strip():
             captions.append(Caption(f"title_{lang}"[:40], lang[:8], text.strip()))
     if product.description.strip():
-        captions.append(Caption("description", caption_lang(product.description),
-                                product.description.strip()))
+        captions.append(
+            Caption("description", caption_lang(product.description), product.description.strip())
+        )
     return captions
 
 
@@ -259,8 +279,14 @@ def caption_embeddings_compute(
             vectors = encoder.encode_texts([caption.text for _, caption in batch])
             CaptionEmbedding.objects.bulk_create(
                 [
-                    CaptionEmbedding(product=product, space=space, field=caption.field,
-                                     lang=caption.lang, text=caption.text, vector=vector)
+                    CaptionEmbedding(
+                        product=product,
+                        space=space,
+                        field=caption.field,
+                        lang=caption.lang,
+                        text=caption.text,
+                        vector=vector,
+                    )
                     for (product, caption), vector in zip(batch, vectors, strict=True)
                 ],
                 update_conflicts=True,
@@ -306,11 +332,22 @@ def space_fill(
     report = EmbedReport()
     cursor = {} if (missing_only or restart) else dict(space.reindex_cursor)
     passes = [
-        ("images", ProductImage.objects.all(), "embeddings",
-         lambda ids: image_embeddings_compute(space=space, image_ids=ids, force=not missing_only)),
-        ("captions", Product.objects.all(), "captions",
-         lambda ids: caption_embeddings_compute(space=space, product_ids=ids,
-                                                force=not missing_only)),
+        (
+            "images",
+            ProductImage.objects.all(),
+            "embeddings",
+            lambda ids: image_embeddings_compute(
+                space=space, image_ids=ids, force=not missing_only
+            ),
+        ),
+        (
+            "captions",
+            Product.objects.all(),
+            "captions",
+            lambda ids: caption_embeddings_compute(
+                space=space, product_ids=ids, force=not missing_only
+            ),
+        ),
     ]
     for kind, queryset, related, compute in passes:
         if missing_only:
@@ -318,9 +355,9 @@ def space_fill(
         last_id = cursor.get(kind, 0)
         while True:
             ids = list(
-                queryset.filter(pk__gt=last_id).order_by("pk").values_list("pk", flat=True)[
-                    :batch_size
-                ]
+                queryset.filter(pk__gt=last_id)
+                .order_by("pk")
+                .values_list("pk", flat=True)[:batch_size]
             )
             if not ids:
                 break

@@ -16,8 +16,12 @@ pytestmark = pytest.mark.django_db
 def test_new_product_gets_image_and_caption_vectors_after_commit(make_product, embed_on_commit):
     photos = [jpeg_bytes((200, 20, 20), seed=1), jpeg_bytes((20, 20, 200), seed=2)]
     with embed_on_commit():
-        product = make_product(title="Red striped t-shirt", description="Soft cotton tee.",
-                               images=photos, attributes={"titles": {"zh": "红色条纹T恤"}})
+        product = make_product(
+            title="Red striped t-shirt",
+            description="Soft cotton tee.",
+            images=photos,
+            attributes={"titles": {"zh": "红色条纹T恤"}},
+        )
     space = space_get_active()
     rows = ImageEmbedding.objects.filter(space=space, image__product=product).order_by("image_id")
     assert [row.error for row in rows] == ["", ""]
@@ -32,8 +36,9 @@ def test_new_product_gets_image_and_caption_vectors_after_commit(make_product, e
         "title_zh": ("zh", "红色条纹T恤"),
         "description": ("en", "Soft cotton tee."),
     }
-    np.testing.assert_allclose(np.array(captions["title_zh"].vector),
-                               encoder.encode_texts(["红色条纹T恤"])[0], atol=2e-3)
+    np.testing.assert_allclose(
+        np.array(captions["title_zh"].vector), encoder.encode_texts(["红色条纹T恤"])[0], atol=2e-3
+    )
 
 
 def test_rerunning_the_tasks_changes_nothing(make_product, embed_on_commit):
@@ -57,8 +62,9 @@ def test_corrupt_image_is_marked_failed_and_the_rest_of_the_batch_is_embedded(
     make_product, embed_on_commit
 ):
     with embed_on_commit():
-        product = make_product(images=[jpeg_bytes(seed=5), corrupt_jpeg_bytes(),
-                                       jpeg_bytes(seed=6)])
+        product = make_product(
+            images=[jpeg_bytes(seed=5), corrupt_jpeg_bytes(), jpeg_bytes(seed=6)]
+        )
     rows = list(ImageEmbedding.objects.filter(image__product=product).order_by("image_id"))
     assert [row.vector is not None for row in rows] == [True, False, True]
     assert "corrupt or truncated" in rows[1].error
@@ -69,8 +75,9 @@ def test_corrupt_image_is_marked_failed_and_the_rest_of_the_batch_is_embedded(
 def test_not_an_image_is_stored_and_reported(make_product, embed_on_commit):
     with embed_on_commit():
         product = make_product()
-        image = product_image_create(product=product, file=b"GIF89a? no, a text file",
-                                     name="notes.jpg")
+        image = product_image_create(
+            product=product, file=b"GIF89a? no, a text file", name="notes.jpg"
+        )
     row = ImageEmbedding.objects.get(image=image)
     assert row.vector is None and "not a recognised image" in row.error
     assert image.file.read() == b"GIF89a? no, a text file"  # nothing lost
@@ -81,8 +88,9 @@ def test_replaced_image_content_gets_a_new_vector(make_product, embed_on_commit)
         product = make_product(images=[jpeg_bytes((250, 0, 0), seed=7)])
     image = product.images.get()
     old = np.array(ImageEmbedding.objects.get(image=image).vector)
-    from catalog.services import product_image_fill_metadata
     from django.core.files.base import ContentFile
+
+    from catalog.services import product_image_fill_metadata
 
     image.file.save("new.jpg", ContentFile(jpeg_bytes((0, 0, 250), seed=8)), save=False)
     product_image_fill_metadata(image)

@@ -61,11 +61,13 @@ def test_checkpoint_round_trip_and_checksum(encoder, tmp_path):
 
     path = tmp_path / "model.safetensors"
     save_file({k: v.contiguous() for k, v in encoder.model.state_dict().items()}, str(path))
-    spec = ModelSpec("shop-tiny", checkpoint=str(path), checkpoint_sha256=file_sha256(path),
-                     seed=123)  # the seed must not matter once weights are loaded
+    spec = ModelSpec(
+        "shop-tiny", checkpoint=str(path), checkpoint_sha256=file_sha256(path), seed=123
+    )  # the seed must not matter once weights are loaded
     loaded = ClipEncoder(spec, device="cpu")
-    np.testing.assert_allclose(loaded.encode_texts(["mug"]), encoder.encode_texts(["mug"]),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        loaded.encode_texts(["mug"]), encoder.encode_texts(["mug"]), atol=1e-6
+    )
     with pytest.raises(CheckpointError, match="sha256"):
         ClipEncoder(ModelSpec("shop-tiny", checkpoint=str(path), checkpoint_sha256="0" * 64))
 

@@ -1,0 +1,150 @@
+"""Search ranks exactly like brute force, uses the space's HNSW index, and stays in its space."""
+
+import numpy as np
+import pytest
+from django.db import connection
+
+from catalog.models import Product, ProductImage
+from embeddings.encoder import ModelSpec
+from embeddings.models import ImageEmbedding
+from embeddings.selectors import (
+    captions_by_image,
+    image_search_params,
+    image_search_sql,
+    product_search_by_text,
+    products_nearest,
+    text_vector,
+)
+from embeddings.services import space_create, space_get_active
+from tests.conftest import jpeg_bytes
+
+pytestmark = pytest.mark.django_db
+
+COLOURS = [
+    (220, 20, 20),
+    (20, 20, 220),
+    (20, 180, 20),
+    (240, 220, 30),
+    (20, 20, 20),
+    (240, 240, 240),
+    (160, 40, 200),
+    (250, 140, 0),
+]
+
+
+@pytest.fixture
+def catalog(make_product, embed_on_commit):
+    """24 products with one or two images each, embedded in the active space."""
+    with embed_on_commit():
+        for i in range(24):
+            photos = [
+                jpeg_bytes(COLOURS[i % 8], stripes=COLOURS[(i * 3) % 8] if i % 3 else None, seed=i)
+            ]
+            if i % 2:
+                photos.append(jpeg_bytes(COLOURS[(i + 1) % 8], seed=100 + i))
+            make_product(title=f"Product {i}", images=photos)
+    return space_get_active()
+
+
+def brute_force_ranking(space, query_vector):
+    """Exact cosine ranking of products by their best image, in numpy."""
+    rows = ImageEmbedding.objects.filter(space=space, vector__isnull=False).values_list(
+        "image__product_id", "vector"
+    )
+    # The query goes through halfvec too, so round it the same way.
+    query = query_vector.astype(np.float16).astype(np.float64)
+    best: dict[int, float] = {}
+    for product_id, vector in rows:
+        vector = np.asarray(vector, dtype=np.float64)
+        score = float(vector @ query / (np.linalg.norm(vector) * np.linalg.norm(query)))
+        best[product_id] = max(score, best.get(product_id, -2.0))
+    return sorted(best.items(), key=lambda item: (-item[1], item[0]))
+
+
+@pytest.mark.parametrize("query", ["red striped t-shirt", "黑色皮鞋", "blue"])
+def test_text_search_equals_brute_force_numpy_ranking(catalog, query):
+    page = product_search_by_text(query=query, limit=24)
+    expected = brute_force_ranking(catalog, text_vector(catalog, query))
+    assert page.count == 24
+    assert [hit.product.pk for hit in page.results] == [pid for pid, _ in expected]
+    np.testing.assert_allclose(
+        [hit.score for hit in page.results], [score for _, score in expected], atol=1e-4
+    )
+
+
+def test_pages_do_not_overlap_or_skip(catalog):
+    whole = [hit.product.pk for hit in product_search_by_text(query="red", limit=24).results]
+    pages = [product_search_by_text(query="red", limit=5, offset=o).results for o in (0, 5, 10)]
+    assert [hit.product.pk for page in pages for hit in page] == whole[:15]
+
+
+def test_search_stays_in_its_space(catalog):
+    """Vectors of another space (closer to the query!) never leak into the active results."""
+    other = space_create(name="other", spec=ModelSpec("shop-tiny", seed=7))
+    query_vector = text_vector(catalog, "red")
+    images = list(ProductImage.objects.all())
+    ImageEmbedding.objects.bulk_create(
+        ImageEmbedding(image=image, space=other, vector=query_vector, source_sha256=image.sha256)
+        for image in images
+    )
+    page = product_search_by_text(query="red", limit=24)
+    assert [hit.product.pk for hit in page.results] == [
+        pid for pid, _ in brute_force_ranking(catalog, query_vector)
+    ]
+    assert max(hit.score for hit in page.results) < 0.999
+    # ...and the other space answers from its own vectors only (all identical to the query).
+    other_page = products_nearest(space=other, vector=query_vector, limit=24)
+    assert other_page.count == 24 and min(hit.score for hit in other_page.results) > 0.999
+
+
+def test_search_query_uses_the_spaces_hnsw_index(db, settings):
+    """When the result window is a small part of the space, the planner picks its HNSW index."""
+    settings.SEARCH_MAX_RESULTS = 20
+    space = space_get_active()
+    other = space_create(name="other-for-plan", spec=ModelSpec("shop-tiny", seed=8))
+    product = Product.objects.create(sku="PLAN-1", title="plan", price="1.00")
+    images = ProductImage.objects.bulk_create(
+        ProductImage(product=product, file=f"products/x{i}.jpg", sha256=f"{i:064x}")
+        for i in range(3000)
+    )
+    rng = np.random.default_rng(0)
+    for target in (space, other):
+        vectors = rng.standard_normal((len(images), space.embed_dim)).astype(np.float32)
+        ImageEmbedding.objects.bulk_create(
+            ImageEmbedding(image=image, space=target, vector=vector, source_sha256=image.sha256)
+            for image, vector in zip(images, vectors, strict=True)
+        )
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE embeddings_imageembedding")
+        params = image_search_params(vectors[0])
+        cursor.execute("EXPLAIN " + image_search_sql(space), params)
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    assert f"Index Scan using emb_image_hnsw_s{space.pk} " in plan, plan
+    assert f"emb_image_hnsw_s{other.pk}" not in plan
+
+
+def test_image_to_caption_ranks_catalog_captions(make_product, embed_on_commit):
+    with embed_on_commit():
+        for i, title in enumerate(["red dress", "blue jeans", "green scarf", "black boots"]):
+            make_product(title=title, description=f"Item {i}", images=[jpeg_bytes(seed=i)])
+    from embeddings.encoder import decode_image
+    from embeddings.models import CaptionEmbedding
+    from embeddings.services import space_encoder
+
+    image = decode_image(jpeg_bytes((220, 20, 20), seed=50))
+    space, hits = captions_by_image(image=image, limit=5)
+    vector = space_encoder(space).encode_images([image])[0].astype(np.float16).astype(np.float64)
+    expected = sorted(
+        (
+            (
+                float(
+                    np.asarray(v, np.float64) @ vector / np.linalg.norm(v) / np.linalg.norm(vector)
+                ),
+                text,
+            )
+            for text, v in CaptionEmbedding.objects.values_list("text", "vector")
+        ),
+        reverse=True,
+    )[:5]
+    assert [hit.text for hit in hits] == [text for _, text in expected]
+    np.testing.assert_allclose([hit.score for hit in hits], [s for s, _ in expected], atol=1e-4)
