@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+import io
+from collections.abc import Callable, Iterable, Sequence
 from decimal import Decimal
 from typing import IO
 
 from django.core.files.base import ContentFile, File
 from django.db import transaction
+from django.utils.text import slugify
 from PIL import Image
 
 from catalog.models import Category, Product, ProductImage
@@ -84,3 +86,87 @@ def product_create(
         )
     embeddings_queue(product_ids=[product.pk])
     return product
+
+
+def category_get_or_create_path(path: Sequence[str]) -> Category:
+    """The category at `path` (e.g. ["Women", "Dresses"]), creating missing levels."""
+    parent = None
+    for depth in range(1, len(path) + 1):
+        slug = slugify(" ".join(path[:depth]), allow_unicode=True)[:200]
+        parent, _ = Category.objects.get_or_create(
+            slug=slug, defaults={"name": path[depth - 1], "parent": parent}
+        )
+    if parent is None:
+        raise ValueError("a category path needs at least one name")
+    return parent
+
+
+def demo_catalog_load(
+    *,
+    count: int,
+    seed: int = 0,
+    embed: bool = True,
+    batch_size: int = 250,
+    progress: Callable[[int], None] | None = None,
+) -> int:
+    """Create the synthetic demo shop; returns how many products were new.
+
+    Each batch of products and their photos commits together, so an interruption leaves
+    no half-written product, and running it again adds only the missing SKUs.
+    """
+    from catalog.demo_catalog import demo_products, render_product_image
+
+    created = 0
+    categories: dict[tuple[str, ...], Category] = {}
+    batch: list = []
+
+    def flush():
+        nonlocal created
+        existing = set(
+            Product.objects.filter(sku__in=[p.sku for p in batch]).values_list("sku", flat=True)
+        )
+        todo = [p for p in batch if p.sku not in existing]
+        with transaction.atomic():
+            for demo in todo:
+                if demo.category not in categories:
+                    categories[demo.category] = category_get_or_create_path(demo.category)
+            products = Product.objects.bulk_create(
+                Product(
+                    sku=demo.sku,
+                    title=demo.title,
+                    description=demo.description,
+                    brand=demo.brand,
+                    category=categories[demo.category],
+                    price=demo.price,
+                    currency=demo.currency,
+                    in_stock=demo.in_stock,
+                    attributes={**demo.attributes, "titles": {"zh": demo.title_zh}},
+                )
+                for demo in todo
+            )
+            images = []
+            for demo, product in zip(todo, products, strict=True):
+                for position in range(demo.image_count):
+                    data = render_product_image(demo, position, seed=seed)
+                    image = ProductImage(product=product, position=position)
+                    image.file.save(f"{demo.sku}-{position}.jpg", ContentFile(data), save=False)
+                    image.sha256, image.width, image.height = image_file_metadata(io.BytesIO(data))
+                    images.append(image)
+            ProductImage.objects.bulk_create(images)
+            if embed:
+                embeddings_queue(
+                    image_ids=[image.pk for image in images],
+                    product_ids=[product.pk for product in products],
+                )
+        created += len(todo)
+        if progress:
+            progress(len(batch))
+        batch.clear()
+
+    for demo in demo_products(count, seed=seed):
+        batch.append(demo)
+        if len(batch) == batch_size:
+            flush()
+    if batch:
+        flush()
+    return created
