@@ -110,25 +110,39 @@ def space_build_indexes(space: EmbeddingSpace) -> None:
     """A partial HNSW index per table on the space's own `vector::halfvec(n)` expression.
 
     Queries repeat the same expression and `space_id = <id>` predicate so the planner
-    matches this index; other spaces' rows are not in it at all.
+    matches this index; other spaces' rows are not in it at all. Outside a transaction
+    the build is CONCURRENTLY, so uploads keep being embedded while it runs.
     """
+    concurrently = "" if connection.in_atomic_block else "CONCURRENTLY"
     with connection.cursor() as cursor:
-        # Postgres refuses CREATE INDEX while deferred FK checks of this transaction are
-        # pending; run them now (and restore deferral after).
-        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+        if connection.in_atomic_block:
+            # Postgres refuses CREATE INDEX while deferred FK checks of this transaction
+            # are pending; run them now (and restore deferral after).
+            cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
         for table, index in _index_names(space).items():
             cursor.execute(
-                f"CREATE INDEX IF NOT EXISTS {index} ON {table} USING hnsw "
+                "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+                "WHERE c.relname = %s",
+                [index],
+            )
+            row = cursor.fetchone()
+            if row and not row[0]:  # left invalid by an interrupted concurrent build
+                cursor.execute(f"DROP INDEX {concurrently} {index}")
+            cursor.execute(
+                f"CREATE INDEX {concurrently} IF NOT EXISTS {index} ON {table} USING hnsw "
                 f"((vector::{space.vector_type}) halfvec_cosine_ops) "
                 f"WHERE space_id = {int(space.pk)}"
             )
-        cursor.execute("SET CONSTRAINTS ALL DEFERRED")
+        if connection.in_atomic_block:
+            cursor.execute("SET CONSTRAINTS ALL DEFERRED")
 
 
 def space_drop_indexes(space: EmbeddingSpace) -> None:
+    # CONCURRENTLY when possible: a plain DROP INDEX would lock out searches meanwhile.
+    concurrently = "" if connection.in_atomic_block else "CONCURRENTLY"
     with connection.cursor() as cursor:
         for index in _index_names(space).values():
-            cursor.execute(f"DROP INDEX IF EXISTS {index}")
+            cursor.execute(f"DROP INDEX {concurrently} IF EXISTS {index}")
 
 
 # --- vectors ------------------------------------------------------------------------------
@@ -372,3 +386,41 @@ def space_fill(
         EmbeddingSpace.objects.filter(pk=space.pk).update(reindex_cursor={})
     space.reindex_cursor = {}
     return report
+
+
+def space_activate(
+    *,
+    space: EmbeddingSpace,
+    batch_size: int = 256,
+    progress: Callable[[str, int], None] | None = None,
+) -> EmbeddingSpace:
+    """Make `space` the one search answers from, without search ever going empty or mixed.
+
+    The space is filled first (only missing vectors, so this also serves rollback to an
+    older space), its indexes are built, and only then do the two spaces swap status in
+    one transaction. Until that commit every query reads the old space; after it, every
+    query reads the new one. Uploads that landed during the switch are caught up after.
+    """
+    space.refresh_from_db(fields=["status"])
+    if space.status == EmbeddingSpace.Status.ACTIVE:
+        return space
+    # Load (and checksum) the model before touching anything: a bad checkpoint fails here.
+    space_encoder(space)
+    EmbeddingSpace.objects.filter(pk=space.pk).update(status=EmbeddingSpace.Status.FILLING)
+    space_fill(space=space, missing_only=True, batch_size=batch_size, progress=progress)
+    space_build_indexes(space)
+    with transaction.atomic():
+        spaces = EmbeddingSpace.objects.select_for_update()
+        previous = spaces.filter(status=EmbeddingSpace.Status.ACTIVE).first()
+        if previous is not None:
+            previous.status = EmbeddingSpace.Status.RETIRED
+            previous.save(update_fields=["status"])
+        space = spaces.get(pk=space.pk)
+        space.status = EmbeddingSpace.Status.ACTIVE
+        space.save(update_fields=["status"])
+    if previous is not None:
+        # Vectors stay for rollback; the index is rebuilt if the space comes back.
+        space_drop_indexes(previous)
+    space_fill(space=space, missing_only=True, batch_size=batch_size)
+    logger.info("space %s is active (was %s)", space, previous)
+    return space
