@@ -1,14 +1,157 @@
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.http import HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.urls import path, reverse
+from django.utils.html import format_html
 
-from embeddings.models import EmbeddingSpace
+from embeddings.charts import line_chart_svg, metrics_table
+from embeddings.finetuning import finetune_run_start
+from embeddings.models import EmbeddingSpace, FinetuneRun
+from embeddings.services import space_get_active
+
+
+def training_report(metrics: dict) -> str:
+    """Before/after Recall@K table and the loss and validation-recall curves of a training."""
+    if not metrics.get("after"):
+        evaluation = metrics.get("evaluation")
+        return metrics_table({"evaluation": evaluation}) if evaluation else "-"
+    rows = {
+        f"active before ({metrics.get('active_space', '?')})": metrics.get("active_before", {}),
+        "start of training": metrics.get("before", {}),
+        "after training": metrics["after"],
+    }
+    if metrics.get("evaluation"):
+        rows["latest evaluation"] = metrics["evaluation"]
+    recall = [e.get("val_mean_recall") for e in metrics.get("epochs", [])]
+    return format_html(
+        "{}<p>{}</p>{}{}",
+        metrics_table(rows),
+        metrics.get("decision", ""),
+        line_chart_svg(metrics.get("losses", []), title="training loss by step"),
+        line_chart_svg(recall, title="validation mean recall by epoch", colour="#ba2121"),
+    )
 
 
 @admin.register(EmbeddingSpace)
 class EmbeddingSpaceAdmin(admin.ModelAdmin):
-    list_display = ["name", "architecture", "source", "embed_dim", "status", "created"]
+    list_display = [
+        "name",
+        "architecture",
+        "source",
+        "embed_dim",
+        "status",
+        "mean_recall",
+        "created",
+    ]
     list_filter = ["status", "source"]
-    readonly_fields = [f.name for f in EmbeddingSpace._meta.fields]
+    readonly_fields = [f.name for f in EmbeddingSpace._meta.fields if f.name != "metrics"] + [
+        "report"
+    ]
+    exclude = ["metrics"]
+    change_list_template = "admin/embeddings/embeddingspace/change_list.html"
+    change_form_template = "admin/embeddings/embeddingspace/change_form.html"
 
     def has_add_permission(self, request):
         # Spaces come from settings, training, or reindexing, never from a hand-made form.
         return False
+
+    @admin.display(description="validation mean recall")
+    def mean_recall(self, obj):
+        metrics = obj.metrics.get("evaluation") or obj.metrics.get("after") or {}
+        return f"{metrics['mean_recall']:.3f}" if "mean_recall" in metrics else "-"
+
+    @admin.display(description="Quality report")
+    def report(self, obj):
+        return training_report(obj.metrics)
+
+    def get_urls(self):
+        return [
+            path(
+                "finetune/",
+                self.admin_site.admin_view(self.finetune_view),
+                name="embeddings_embeddingspace_finetune",
+            ),
+            path(
+                "<int:pk>/activate/",
+                self.admin_site.admin_view(self.activate_view),
+                name="embeddings_embeddingspace_activate",
+            ),
+        ] + super().get_urls()
+
+    def finetune_view(self, request):
+        if request.method != "POST" or not request.user.has_perm("embeddings.add_finetunerun"):
+            messages.error(request, "Fine-tuning needs a POST by a user allowed to start runs.")
+            return HttpResponseRedirect(reverse("admin:embeddings_embeddingspace_changelist"))
+        from django.conf import settings
+
+        run = finetune_run_start(options=dict(settings.FINETUNE_ADMIN_OPTIONS),
+                                 source=space_get_active(), requested_by=request.user)
+        messages.success(request, f"Fine-tuning started ({run}).")
+        return HttpResponseRedirect(reverse("admin:embeddings_finetunerun_change", args=[run.pk]))
+
+    def activate_view(self, request, pk):
+        from embeddings.tasks import activate_space
+        from shop_search.celery import queue_long_task
+
+        space = get_object_or_404(EmbeddingSpace, pk=pk)
+        if request.method == "POST" and request.user.has_perm("embeddings.change_embeddingspace"):
+            queue_long_task(activate_space, space.pk)
+            messages.success(request, f"Activating {space} (filled first, then switched).")
+        return HttpResponseRedirect(reverse("admin:embeddings_embeddingspace_change", args=[pk]))
+
+
+@admin.register(FinetuneRun)
+class FinetuneRunAdmin(admin.ModelAdmin):
+    list_display = ["__str__", "status", "phase", "space", "requested_by", "created"]
+    list_filter = ["status"]
+    readonly_fields = [
+        "status",
+        "live_progress",
+        "outcome",
+        "space",
+        "source",
+        "options",
+        "error",
+        "requested_by",
+        "created",
+        "updated",
+    ]
+    exclude = ["progress", "result"]
+
+    def has_add_permission(self, request):
+        return False  # started by the button on the spaces page, or finetune_clip
+
+    @admin.display(description="phase")
+    def phase(self, obj):
+        return obj.progress.get("phase", "-")
+
+    @admin.display(description="Progress")
+    def live_progress(self, obj):
+        p = obj.progress
+        refresh = (
+            format_html('<meta http-equiv="refresh" content="5">')
+            if obj.status in (FinetuneRun.Status.QUEUED, FinetuneRun.Status.RUNNING)
+            else ""
+        )
+        line = format_html(
+            "{}<strong>{}</strong> · step {} of {} · epoch {} · loss {} · {} s",
+            refresh,
+            p.get("phase", "queued"),
+            p.get("step", 0),
+            p.get("total_steps", "?"),
+            p.get("epoch", "-"),
+            f"{p['loss']:.3f}" if isinstance(p.get("loss"), float) else "-",
+            round(p.get("elapsed", 0)),
+        )
+        recall = [e.get("val_mean_recall") for e in p.get("epochs", [])]
+        losses = [e.get("train_loss") for e in p.get("epochs", [])]
+        return format_html(
+            "{}<br>{}{}",
+            line,
+            line_chart_svg(losses, title="training loss by epoch"),
+            line_chart_svg(recall, title="validation mean recall by epoch", colour="#ba2121"),
+        )
+
+    @admin.display(description="Result")
+    def outcome(self, obj):
+        return training_report(obj.space.metrics) if obj.space else "-"

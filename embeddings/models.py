@@ -91,3 +91,36 @@ class CaptionEmbedding(models.Model):
 
     def __str__(self):
         return f"{self.field} of product {self.product_id} in space {self.space_id}"
+
+
+class FinetuneRun(models.Model):
+    """One fine-tuning of CLIP on the catalog: its options, live progress and outcome."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
+    options = models.JSONField(default=dict, blank=True)
+    source = models.ForeignKey(
+        EmbeddingSpace, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    space = models.ForeignKey(
+        EmbeddingSpace, null=True, blank=True, on_delete=models.SET_NULL, related_name="runs"
+    )
+    progress = models.JSONField(default=dict, blank=True)
+    result = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True)
+    requested_by = models.ForeignKey(
+        "auth.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created = models.DateTimeField(auto_now_add=True)
+    updated = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created"]
+
+    def __str__(self):
+        return f"fine-tune #{self.pk} ({self.status})"

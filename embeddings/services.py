@@ -61,6 +61,8 @@ def space_create(
     spec: ModelSpec,
     status: str = EmbeddingSpace.Status.CANDIDATE,
     parent: EmbeddingSpace | None = None,
+    build_indexes: bool = True,
+    metrics: dict | None = None,
 ) -> EmbeddingSpace:
     if spec.pretrained:
         source = EmbeddingSpace.Source.PRETRAINED
@@ -81,8 +83,10 @@ def space_create(
             embed_dim=encoder.embed_dim,
             status=status,
             parent=parent,
+            metrics=metrics or {},
         )
-        space_build_indexes(space)
+        if build_indexes:
+            space_build_indexes(space)
     return space
 
 

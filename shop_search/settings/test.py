@@ -15,3 +15,12 @@ CELERY_BROKER_URL = "memory://"
 CELERY_TASK_ALWAYS_EAGER = True
 CELERY_RESULT_BACKEND = "cache+memory://"
 CLIP_DEVICE = "cpu"
+MODEL_DIR = Path(tempfile.mkdtemp(prefix="shop-search-models-"))
+FINETUNE_MIN_PAIRS = 16
+LONG_TASKS_IN_THREAD_WHEN_EAGER = False
+
+# One intra-op thread: the tests share two cores with the embedded Postgres (and with
+# anything else running), and oversubscribed torch threads stall each other badly.
+import torch  # noqa: E402
+
+torch.set_num_threads(1)

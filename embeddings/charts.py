@@ -1,0 +1,63 @@
+"""Tiny inline SVG line charts for the admin: no plotting library, no JavaScript."""
+
+from django.utils.html import format_html, format_html_join
+
+
+def line_chart_svg(
+    values: list[float], *, title: str, width: int = 360, height: int = 120, colour: str = "#417690"
+) -> str:
+    """A polyline of `values` (index on x) with its title and min/max labels."""
+    points = [v for v in values if v is not None]
+    if len(points) < 2:
+        return format_html("<p>{}: not enough points yet</p>", title)
+    low, high = min(points), max(points)
+    span = (high - low) or 1.0
+    pad = 18
+    step = (width - 2 * pad) / (len(points) - 1)
+    coords = " ".join(
+        f"{pad + i * step:.1f},{height - pad - (v - low) / span * (height - 2 * pad):.1f}"
+        for i, v in enumerate(points)
+    )
+    return format_html(
+        '<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" role="img" '
+        'aria-label="{t}" style="background:#fff;border:1px solid #ddd;margin:4px">'
+        '<text x="{p}" y="12" font-size="11">{t}</text>'
+        '<text x="{w2}" y="12" font-size="10" text-anchor="end">max {hi}</text>'
+        '<text x="{w2}" y="{h2}" font-size="10" text-anchor="end">min {lo}</text>'
+        '<polyline fill="none" stroke="{c}" stroke-width="1.5" points="{pts}"/></svg>',
+        w=width,
+        h=height,
+        t=title,
+        p=pad,
+        w2=width - 4,
+        h2=height - 4,
+        hi=f"{high:.3g}",
+        lo=f"{low:.3g}",
+        c=colour,
+        pts=coords,
+    )
+
+
+METRIC_KEYS = ["t2i_r1", "t2i_r5", "t2i_r10", "i2t_r1", "i2t_r5", "i2t_r10", "mean_recall"]
+
+
+def metrics_table(rows: dict[str, dict]) -> str:
+    """Recall@K rows (model name -> metrics) as an HTML table."""
+    header = format_html_join("", "<th>{}</th>", ((key,) for key in METRIC_KEYS))
+    body = format_html_join(
+        "",
+        "<tr><th>{}</th>{}</tr>",
+        (
+            (
+                name,
+                format_html_join(
+                    "", "<td>{}</td>", ((f"{metrics.get(k, 0):.3f}",) for k in METRIC_KEYS)
+                ),
+            )
+            for name, metrics in rows.items()
+            if metrics
+        ),
+    )
+    return format_html(
+        "<table><thead><tr><th></th>{}</tr></thead><tbody>{}</tbody></table>", header, body
+    )

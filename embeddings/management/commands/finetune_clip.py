@@ -1,0 +1,148 @@
+from django.core.management.base import BaseCommand, CommandError
+from tqdm import tqdm
+
+from embeddings.finetuning import FinetuneError, finetune_run_execute
+from embeddings.models import EmbeddingSpace, FinetuneRun
+from embeddings.training import TrainConfig
+
+
+def space_by_name(name: str) -> EmbeddingSpace:
+    try:
+        return EmbeddingSpace.objects.get(name=name)
+    except EmbeddingSpace.DoesNotExist:
+        names = ", ".join(EmbeddingSpace.objects.values_list("name", flat=True)) or "none"
+        raise CommandError(f"no embedding space named {name!r} (spaces: {names})") from None
+
+
+def print_metrics(stdout, rows: dict[str, dict]) -> None:
+    """A Recall@K table, one row per model, the way retrieval papers report it."""
+    keys = ["t2i_r1", "t2i_r5", "t2i_r10", "i2t_r1", "i2t_r5", "i2t_r10", "mean_recall"]
+    width = max(len(name) for name in rows) + 2
+    stdout.write(f"{'':{width}}" + "".join(f"{k:>12}" for k in keys))
+    for name, metrics in rows.items():
+        stdout.write(f"{name:{width}}" + "".join(f"{metrics.get(k, 0):>12.3f}" for k in keys))
+
+
+class Command(BaseCommand):
+    help = (
+        "Fine-tune CLIP on the catalog's (title, image) pairs, evaluate Recall@1/5/10 both "
+        "ways before and after, save the model as a new space, and make it active only if "
+        "it beats the active space by the configured margin."
+    )
+
+    def add_arguments(self, parser):
+        start = parser.add_mutually_exclusive_group()
+        start.add_argument(
+            "--from",
+            dest="source",
+            metavar="SPACE",
+            help="start from this space's weights (default: the active space)",
+        )
+        start.add_argument(
+            "--pretrained",
+            metavar="TAG",
+            help="start from an open_clip pretrained tag (needs the model hub)",
+        )
+        start.add_argument(
+            "--scratch",
+            action="store_true",
+            help="start from a fixed-seed random init of the architecture",
+        )
+        parser.add_argument("--architecture", help="with --pretrained or --scratch")
+        defaults = TrainConfig()
+        parser.add_argument("--epochs", type=int, default=defaults.epochs)
+        parser.add_argument(
+            "--batch-size",
+            type=int,
+            default=None,
+            help="pairs per step (default: larger on GPU than on CPU)",
+        )
+        parser.add_argument("--lr", type=float, default=defaults.lr)
+        parser.add_argument(
+            "--max-minutes",
+            type=float,
+            default=None,
+            help="stop training cleanly after this many minutes",
+        )
+        parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument("--name", help="name of the new space (default: generated)")
+        parser.add_argument(
+            "--margin",
+            type=float,
+            default=None,
+            help="required gain in validation mean recall (default: settings)",
+        )
+        parser.add_argument(
+            "--no-promote",
+            action="store_true",
+            help="keep the result as a candidate whatever it scores",
+        )
+
+    def handle(self, *args, **options):
+        for name in ("epochs", "batch_size"):
+            if options[name] is not None and options[name] < 1:
+                raise CommandError(f"--{name.replace('_', '-')} must be at least 1")
+        if options["lr"] <= 0:
+            raise CommandError("--lr must be positive")
+        if options["max_minutes"] is not None and options["max_minutes"] <= 0:
+            raise CommandError("--max-minutes must be positive")
+        if options["name"] and EmbeddingSpace.objects.filter(name=options["name"]).exists():
+            raise CommandError(f"a space named {options['name']!r} exists already")
+        source = space_by_name(options["source"]) if options["source"] else None
+        run = FinetuneRun.objects.create(
+            source=source,
+            options={
+                k: options[k]
+                for k in (
+                    "epochs",
+                    "batch_size",
+                    "lr",
+                    "max_minutes",
+                    "seed",
+                    "name",
+                    "margin",
+                    "no_promote",
+                    "pretrained",
+                    "scratch",
+                    "architecture",
+                )
+            },
+        )
+        bar = tqdm(desc="training", unit="step", disable=options["verbosity"] == 0)
+        try:
+            run = finetune_run_execute(run=run, on_progress=self._progress(bar))
+        except FinetuneError as exc:
+            raise CommandError(str(exc)) from exc
+        finally:
+            bar.close()
+        result = run.result
+        space = run.space
+        print_metrics(
+            self.stdout,
+            {
+                f"active ({space.metrics['active_space']})": result["active_before"],
+                f"new ({space.name})": result["after"],
+            },
+        )
+        training = space.metrics["training"]
+        self.stdout.write(
+            f"{training['train_pairs']} training pairs, {training['epochs_completed']} epochs, "
+            f"{training['pairs_per_second']:.0f} pairs/s on {training['device']}"
+        )
+        self.stdout.write(self.style.SUCCESS(result["decision"]))
+
+    def _progress(self, bar):
+        def on_event(event: dict) -> None:
+            if event.get("total_steps") and bar.total != event["total_steps"]:
+                bar.total = event["total_steps"]
+            if event.get("step") is not None:
+                bar.n = event["step"]
+                bar.set_postfix(epoch=event.get("epoch"), loss=f"{event.get('loss', 0):.3f}")
+                bar.refresh()
+            if event.get("event") == "epoch" and event.get("val"):
+                bar.write(
+                    f"epoch {event['epoch']}: validation mean recall "
+                    f"{event['val']['mean_recall']:.3f}"
+                )
+
+        return on_event

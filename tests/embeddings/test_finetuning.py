@@ -1,0 +1,148 @@
+"""Fine-tuning on the catalog: really learns, promotes only past the margin, fails clearly."""
+
+import numpy as np
+import pytest
+from django.core.management import CommandError, call_command
+from django.urls import reverse
+
+from catalog.services import demo_catalog_load
+from embeddings.encoder import file_sha256
+from embeddings.finetuning import FinetuneError, catalog_pairs, finetune_run_execute
+from embeddings.models import EmbeddingSpace, FinetuneRun, ImageEmbedding
+from embeddings.selectors import product_search_by_text
+from embeddings.services import space_encoder, space_get_active
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def demo_shop(settings):
+    # A quarter for validation, so a small shop still gives a meaningful recall.
+    settings.FINETUNE_VAL_FRACTION = 0.25
+    demo_catalog_load(count=64, seed=0, embed=False)
+    return space_get_active()
+
+
+def run_finetune(**options) -> FinetuneRun:
+    run = FinetuneRun.objects.create(options={"batch_size": 32, "seed": 0, **options})
+    return finetune_run_execute(run=run)
+
+
+def test_training_learns_and_a_winner_is_promoted(demo_shop, capsys):
+    # shop-micro (a 3.5M-parameter config, mostly its token table) trains in seconds; the
+    # switch from a 128-d to a 32-d space is part of what is tested.
+    call_command("finetune_clip", scratch=True, architecture="shop-micro", epochs=30,
+                 batch_size=16, lr=3e-3, margin=0.0, name="trained")
+    out = capsys.readouterr().out
+    assert "mean_recall" in out and "promoted" in out
+
+    space = EmbeddingSpace.objects.get(name="trained")
+    metrics = space.metrics
+    losses = [epoch["train_loss"] for epoch in metrics["epochs"]]
+    assert losses[-1] < losses[0] * 0.9
+    assert metrics["after"]["mean_recall"] > metrics["active_before"]["mean_recall"]
+    assert metrics["training"]["val_products"] > 5 and metrics["training"]["train_pairs"] > 100
+    # Saved as safetensors with its checksum; promoted, filled and searchable.
+    assert space.checkpoint.endswith(".safetensors")
+    assert file_sha256(space.checkpoint) == space.checkpoint_sha256
+    assert space_get_active() == space and space.parent == demo_shop
+    assert ImageEmbedding.objects.filter(space=space, vector__isnull=False).exists()
+    assert product_search_by_text(query="red t-shirt", limit=5).space == space
+    demo_shop.refresh_from_db()
+    assert demo_shop.status == EmbeddingSpace.Status.RETIRED
+
+
+def test_a_model_below_the_margin_stays_a_candidate(demo_shop):
+    run = run_finetune(epochs=1, margin=1.0)
+    assert run.status == FinetuneRun.Status.SUCCEEDED and not run.result["promoted"]
+    assert "below the margin of 1.000" in run.result["decision"]
+    assert run.space.status == EmbeddingSpace.Status.CANDIDATE
+    assert space_get_active() == demo_shop
+    assert not ImageEmbedding.objects.filter(space=run.space).exists()
+
+
+def test_too_few_pairs_is_a_clear_error_and_changes_nothing(db):
+    demo_catalog_load(count=3, seed=0, embed=False)
+    active = space_get_active()
+    run = FinetuneRun.objects.create(options={"epochs": 1})
+    with pytest.raises(FinetuneError, match="too few pairs to train on"):
+        finetune_run_execute(run=run)
+    run.refresh_from_db()
+    assert run.status == FinetuneRun.Status.FAILED and "too few pairs" in run.error
+    assert list(EmbeddingSpace.objects.all()) == [active] and space_get_active() == active
+
+
+def test_finetune_command_refuses_bad_options(db):
+    with pytest.raises(CommandError, match="no embedding space named 'ghost'"):
+        call_command("finetune_clip", source="ghost")
+    with pytest.raises(CommandError, match="--epochs must be at least 1"):
+        call_command("finetune_clip", epochs=0)
+    with pytest.raises(CommandError, match="--lr must be positive"):
+        call_command("finetune_clip", lr=-1.0)
+    with pytest.raises(CommandError, match="no embedding space named 'ghost'"):
+        call_command("activate_space", "ghost")
+
+
+def brute_force_recall(image_vecs, image_owner, text_vecs, text_owner, k):
+    """Recall@K by plain loops: a query hits when any item of its product is in its top K."""
+
+    def recall(queries, query_owner, items, item_owner):
+        hits = []
+        for vector, owner in zip(queries, query_owner, strict=True):
+            scores = items @ vector
+            top = sorted(range(len(items)), key=lambda i: -scores[i])[:k]
+            hits.append(any(item_owner[i] == owner for i in top))
+        return sum(hits) / len(hits)
+
+    return (
+        recall(text_vecs, text_owner, image_vecs, image_owner),
+        recall(image_vecs, image_owner, text_vecs, text_owner),
+    )
+
+
+def test_evaluation_matches_brute_force_recall(demo_shop, capsys):
+    call_command("evaluate_clip")
+    assert "mean_recall" in capsys.readouterr().out
+    stored = EmbeddingSpace.objects.get(pk=demo_shop.pk).metrics["evaluation"]
+
+    encoder = space_encoder(demo_shop)
+    val = catalog_pairs(image_size=encoder.image_size).val
+    texts = sorted({(e.product_key, e.text) for e in val})
+    images, image_owner, seen = [], [], set()
+    for example in val:
+        if id(example.image) not in seen:
+            seen.add(id(example.image))
+            images.append(example.image)
+            image_owner.append(example.product_key)
+    image_vecs = encoder.encode_images(images)
+    text_vecs = encoder.encode_texts([text for _, text in texts])
+    text_owner = [owner for owner, _ in texts]
+    for k in (1, 5, 10):
+        t2i, i2t = brute_force_recall(image_vecs, image_owner, text_vecs, text_owner, k)
+        assert stored[f"t2i_r{k}"] == pytest.approx(t2i, abs=1e-9)
+        assert stored[f"i2t_r{k}"] == pytest.approx(i2t, abs=1e-9)
+    assert stored["mean_recall"] == pytest.approx(
+        np.mean([stored[f"{d}_r{k}"] for d in ("t2i", "i2t") for k in (1, 5, 10)])
+    )
+
+
+def test_admin_button_runs_a_finetune_and_shows_the_report(
+    demo_shop, admin_client, settings, django_capture_on_commit_callbacks
+):
+    settings.FINETUNE_ADMIN_OPTIONS = {"epochs": 1, "batch_size": 32, "no_promote": True}
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client.post(reverse("admin:embeddings_embeddingspace_finetune"))
+    run = FinetuneRun.objects.get()
+    assert response.status_code == 302
+    assert response["Location"] == reverse("admin:embeddings_finetunerun_change", args=[run.pk])
+    assert run.status == FinetuneRun.Status.SUCCEEDED
+    page = admin_client.get(response["Location"]).content.decode()
+    assert "mean_recall" in page and "<svg" in page and "promotion was not asked for" in page
+    listing = admin_client.get(reverse("admin:embeddings_embeddingspace_changelist")).content
+    assert b"Fine-tune on catalog" in listing
+
+
+def test_only_staff_can_start_a_finetune(client, db):
+    response = client.post(reverse("admin:embeddings_embeddingspace_finetune"))
+    assert response.status_code == 302 and "/admin/login/" in response["Location"]
+    assert not FinetuneRun.objects.exists()
