@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.db.models import Exists, OuterRef, Subquery
 from django.utils.html import format_html
 
+from catalog.importing import admin as import_admin  # noqa: F401 (the import pages)
 from catalog.models import Category, Product, ProductImage
 from catalog.services import product_image_fill_metadata
 from embeddings.models import ImageEmbedding

@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.db import models
 
 
@@ -52,3 +53,85 @@ class ProductImage(models.Model):
 
     def __str__(self):
         return f"{self.product.sku} image {self.position}"
+
+
+class ImportJob(models.Model):
+    """One bulk import of a product file: what was asked, how far it got, what it did.
+
+    The counters and `resume_offset` commit in the same transaction as each batch of
+    products, so after an interruption they describe exactly what is in the catalog.
+    """
+
+    class Format(models.TextChoices):
+        CSV = "csv", "CSV (+ ZIP of images)"
+        TSV = "tsv", "TSV: text<TAB>base64 image"
+        JSONL = "jsonl", "JSON Lines"
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        RUNNING = "running"
+        DONE = "done"
+        FAILED = "failed"
+
+    format = models.CharField(max_length=8, choices=Format.choices)
+    status = models.CharField(
+        max_length=16, choices=Status.choices, default=Status.PENDING, db_index=True
+    )
+    dry_run = models.BooleanField(default=False, help_text="validate only, write nothing")
+    # Uploads (admin, API) are kept here; the command reads its file in place.
+    source = models.FileField(upload_to="imports/%Y/%m/", blank=True)
+    source_name = models.CharField(max_length=255)
+    source_bytes = models.PositiveBigIntegerField(default=0)
+    images = models.FileField(upload_to="imports/%Y/%m/", blank=True)
+    images_name = models.CharField(max_length=255, blank=True)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    # Where the next batch starts: everything before it is committed.
+    resume_offset = models.PositiveBigIntegerField(default=0)
+    resume_line = models.PositiveIntegerField(default=0)
+    rows_processed = models.PositiveIntegerField(default=0)
+    rows_created = models.PositiveIntegerField(default=0)
+    rows_updated = models.PositiveIntegerField(default=0)
+    rows_unchanged = models.PositiveIntegerField(default=0)
+    rows_failed = models.PositiveIntegerField(default=0)
+    images_created = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True, help_text="why the whole import stopped")
+    created = models.DateTimeField(auto_now_add=True)
+    started = models.DateTimeField(null=True, blank=True)
+    finished = models.DateTimeField(null=True, blank=True)
+    updated = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created"]
+
+    def __str__(self):
+        return f"import {self.pk} of {self.source_name}"
+
+    @property
+    def progress(self) -> float:
+        """Fraction of the data file read and committed, 0..1."""
+        if self.status == self.Status.DONE:
+            return 1.0
+        return min(self.resume_offset / self.source_bytes, 1.0) if self.source_bytes else 0.0
+
+
+class ImportRowError(models.Model):
+    """A row that was not imported, and why: one line of the downloadable report."""
+
+    job = models.ForeignKey(ImportJob, on_delete=models.CASCADE, related_name="row_errors")
+    line = models.PositiveIntegerField()
+    sku = models.CharField("SKU", max_length=200, blank=True)
+    field = models.CharField(max_length=100, blank=True)
+    message = models.TextField()
+
+    class Meta:
+        ordering = ["job", "line", "id"]
+        indexes = [models.Index(fields=["job", "line"])]
+
+    def __str__(self):
+        return f"line {self.line} {self.field}: {self.message}"

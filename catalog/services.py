@@ -38,6 +38,44 @@ def product_image_fill_metadata(image: ProductImage) -> None:
     image.sha256, image.width, image.height = image_file_metadata(image.file)
 
 
+# Pillow format -> file extension of a stored image.
+IMAGE_EXTENSIONS = {"JPEG": "jpg", "MPO": "jpg", "PNG": "png", "GIF": "gif", "WEBP": "webp"}
+
+
+def image_file_extension(file: IO[bytes], name: str = "") -> str:
+    """The extension an image is stored under: from its content, else from its name."""
+    file.seek(0)
+    try:
+        with Image.open(file) as image:
+            detected = image.format or ""
+    except (OSError, Image.UnidentifiedImageError, Image.DecompressionBombError):
+        detected = ""
+    file.seek(0)
+    if detected:
+        return IMAGE_EXTENSIONS.get(detected, detected.lower())
+    suffix = name.rpartition(".")[2].lower() if "." in name else ""
+    return suffix if suffix.isascii() and suffix.isalnum() and len(suffix) <= 5 else "bin"
+
+
+def image_file_store(*, content: File, sha256: str, extension: str) -> str:
+    """Store image bytes once, under their sha256; returns the storage name.
+
+    Two products (or two rows of an import) with the same photo share one file, and
+    storing it again is free. A stored copy of another size (damaged) is replaced.
+    """
+    storage = ProductImage._meta.get_field("file").storage
+    name = f"products/sha256/{sha256[:2]}/{sha256}.{extension}"
+    if storage.exists(name):
+        if storage.size(name) == content.size:
+            return name
+        storage.delete(name)
+    content.seek(0)
+    saved = storage.save(name, content)
+    if saved != name:  # another process stored the same bytes meanwhile: keep theirs
+        storage.delete(saved)
+    return name
+
+
 def product_image_create(
     *, product: Product, file: File | bytes, name: str = "image.jpg", position: int | None = None
 ) -> ProductImage:
@@ -45,8 +83,13 @@ def product_image_create(
         file = ContentFile(file, name=name)
     if position is None:
         position = product.images.count()
-    image = ProductImage(product=product, file=file, position=position)
-    product_image_fill_metadata(image)
+    image = ProductImage(product=product, position=position)
+    image.sha256, image.width, image.height = image_file_metadata(file)
+    image.file.name = image_file_store(
+        content=file,
+        sha256=image.sha256,
+        extension=image_file_extension(file, getattr(file, "name", None) or name),
+    )
     with transaction.atomic():
         image.save()
         embeddings_queue(image_ids=[image.pk])
@@ -88,11 +131,16 @@ def product_create(
     return product
 
 
+def category_path_slug(path: Sequence[str]) -> str:
+    """The slug of the category at `path`: its names joined, so each path has its own."""
+    return slugify(" ".join(path), allow_unicode=True)[:200]
+
+
 def category_get_or_create_path(path: Sequence[str]) -> Category:
     """The category at `path` (e.g. ["Women", "Dresses"]), creating missing levels."""
     parent = None
     for depth in range(1, len(path) + 1):
-        slug = slugify(" ".join(path[:depth]), allow_unicode=True)[:200]
+        slug = category_path_slug(path[:depth])
         parent, _ = Category.objects.get_or_create(
             slug=slug, defaults={"name": path[depth - 1], "parent": parent}
         )

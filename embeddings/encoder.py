@@ -174,6 +174,9 @@ def decode_image(
         image = Image.open(stream)
     except Image.UnidentifiedImageError as exc:
         raise ImageDecodeError("file is not a recognised image (JPEG, PNG, WebP, GIF...)") from exc
+    except Image.DecompressionBombError as exc:
+        # Pillow's own guard fires at open() for images over twice its limit.
+        raise ImageDecodeError(f"image is over the limit of {max_pixels:,} pixels: {exc}") from exc
     except OSError as exc:
         raise ImageDecodeError(f"cannot read image: {exc}") from exc
     width, height = image.size

@@ -16,6 +16,7 @@ from embeddings.encoder import (
     file_sha256,
     get_encoder,
 )
+from tests.catalog.conftest import png_bomb
 from tests.conftest import corrupt_jpeg_bytes, jpeg_bytes
 
 TINY = ModelSpec("shop-tiny", seed=0)
@@ -92,6 +93,9 @@ def test_decode_image_says_why_it_refuses():
         decode_image(corrupt_jpeg_bytes())
     with pytest.raises(ImageDecodeError, match="over the limit"):
         decode_image(jpeg_bytes(size=64), max_pixels=32 * 32)
+    # A 50,000 x 50,000 PNG (a few KB on disk): refused from its header, never decoded.
+    with pytest.raises(ImageDecodeError, match="over the limit"):
+        decode_image(png_bomb(50_000, 50_000))
     image = decode_image(io.BytesIO(jpeg_bytes(size=96)))
     assert image.mode == "RGB" and image.size == (96, 96)
 

@@ -1,0 +1,291 @@
+"""Where an import's images come from (a ZIP, base64, an http(s) URL) and how they are checked.
+
+Everything here distrusts its input: archive entry names (zip slip), expanded sizes and
+compression ratios (zip bombs), pixel counts (decompression bombs), and URLs (private
+addresses, slow or oversized responses, non-image content).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import io
+import ipaddress
+import posixpath
+import socket
+import ssl
+import time
+import zipfile
+import zlib
+from dataclasses import dataclass
+from typing import IO
+from urllib.parse import urljoin, urlsplit
+
+from django.conf import settings
+from django.core.files.base import ContentFile
+from PIL import Image
+
+from catalog.importing.readers import ImportFileError, file_size
+from catalog.services import IMAGE_EXTENSIONS, image_file_store
+from embeddings.encoder import ImageDecodeError, decode_image
+
+# Formats a shop photo comes in; anything else (PSD, EPS, TGA...) is refused unopened.
+IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF")
+# The ratio limit applies to entries big enough to matter: tiny files compress oddly.
+ZIP_RATIO_MIN_BYTES = 1024 * 1024
+MAX_REDIRECTS = 3
+
+
+class ImageRefError(ValueError):
+    """An image of a row that cannot be used; the message says why."""
+
+
+@dataclass(frozen=True)
+class CheckedImage:
+    sha256: str
+    width: int
+    height: int
+    extension: str
+    name: str = ""  # storage name once stored; empty in a dry run
+
+
+def image_check(data: bytes) -> CheckedImage:
+    """Size, format, pixel count and full decode of an image, or ImageRefError saying why."""
+    limit = settings.MAX_UPLOAD_IMAGE_BYTES
+    if len(data) > limit:
+        raise ImageRefError(f"{file_size(len(data))}, over the limit of {file_size(limit)}")
+    try:
+        with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as image:
+            image_format, (width, height) = image.format, image.size
+    except Image.DecompressionBombError:
+        # Pillow's own guard fires from the header, far beyond our limit.
+        raise ImageRefError(
+            f"over the limit of {settings.MAX_IMAGE_PIXELS:,} pixels (decompression bomb)"
+        ) from None
+    except (OSError, Image.UnidentifiedImageError):
+        raise ImageRefError("not a JPEG, PNG, WebP or GIF image") from None
+    try:
+        decode_image(data, max_pixels=settings.MAX_IMAGE_PIXELS, draft_size=512)
+    except (ImageDecodeError, Image.DecompressionBombError) as exc:
+        raise ImageRefError(str(exc)) from None
+    return CheckedImage(
+        sha256=hashlib.sha256(data).hexdigest(),
+        width=width,
+        height=height,
+        extension=IMAGE_EXTENSIONS[image_format],
+    )
+
+
+def image_checked_store(data: bytes, *, store: bool) -> CheckedImage:
+    """Check an image and, unless it is a dry run, store it once under its sha256."""
+    checked = image_check(data)
+    if not store:
+        return checked
+    name = image_file_store(
+        content=ContentFile(data), sha256=checked.sha256, extension=checked.extension
+    )
+    return CheckedImage(**{**checked.__dict__, "name": name})
+
+
+# --- ZIP ------------------------------------------------------------------------------------
+
+
+def _unsafe_entry_name(name: str) -> bool:
+    parts = name.replace("\\", "/").split("/")
+    return name.startswith(("/", "\\")) or ":" in parts[0] or ".." in parts
+
+
+class ImageArchive:
+    """A ZIP of images, checked as a whole before any row uses it.
+
+    Refused outright: entries with absolute paths or `..` (zip slip), too many entries,
+    an expanded size or a compression ratio over the limits (zip bombs). Entries are only
+    ever read into memory, capped at the image size limit, never extracted to disk.
+    """
+
+    def __init__(self, file: IO[bytes]):
+        try:
+            self.zip = zipfile.ZipFile(file)
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError):
+            raise ImportFileError("the images file is not a ZIP archive", field="images") from None
+        infos = self.zip.infolist()
+        if len(infos) > settings.IMPORT_ZIP_MAX_ENTRIES:
+            raise ImportFileError(
+                f"the ZIP has {len(infos):,} entries, over the limit of "
+                f"{settings.IMPORT_ZIP_MAX_ENTRIES:,}",
+                field="images",
+            )
+        expanded = compressed = 0
+        self.by_basename: dict[str, str | None] = {}
+        for info in infos:
+            if _unsafe_entry_name(info.filename):
+                raise ImportFileError(
+                    f"the ZIP entry {info.filename!r} has an absolute path or '..' "
+                    "(zip slip): archive refused",
+                    field="images",
+                )
+            if info.is_dir():
+                continue
+            expanded += info.file_size
+            compressed += info.compress_size
+            if info.file_size > ZIP_RATIO_MIN_BYTES and info.file_size > (
+                settings.IMPORT_ZIP_MAX_RATIO * max(info.compress_size, 1)
+            ):
+                raise ImportFileError(
+                    f"the ZIP entry {info.filename!r} expands {file_size(info.compress_size)} "
+                    f"to {file_size(info.file_size)}, over the compression ratio limit of "
+                    f"{settings.IMPORT_ZIP_MAX_RATIO}:1 (zip bomb): archive refused",
+                    field="images",
+                )
+            base = posixpath.basename(info.filename)
+            # A name used by two entries in different folders cannot be found by basename.
+            self.by_basename[base] = None if base in self.by_basename else info.filename
+        if expanded > settings.IMPORT_ZIP_MAX_BYTES:
+            raise ImportFileError(
+                f"the ZIP expands to {file_size(expanded)}, over the limit of "
+                f"{file_size(settings.IMPORT_ZIP_MAX_BYTES)}: archive refused",
+                field="images",
+            )
+        if compressed > ZIP_RATIO_MIN_BYTES and expanded > (
+            settings.IMPORT_ZIP_MAX_RATIO * compressed
+        ):
+            raise ImportFileError(
+                f"the ZIP's compression ratio is over {settings.IMPORT_ZIP_MAX_RATIO}:1 "
+                "(zip bomb): archive refused",
+                field="images",
+            )
+
+    def read(self, name: str) -> bytes:
+        """The bytes of the entry `name` (its path in the ZIP, or a unique file name)."""
+        if _unsafe_entry_name(name):
+            raise ImageRefError("not a path inside the ZIP (it is absolute or has '..')")
+        name = name.removeprefix("./")
+        try:
+            info = self.zip.getinfo(name)
+        except KeyError:
+            found = self.by_basename.get(posixpath.basename(name), "")
+            if not found:
+                why = "in several folders of" if found is None else "not in"
+                raise ImageRefError(f"{why} the ZIP") from None
+            info = self.zip.getinfo(found)
+        limit = settings.MAX_UPLOAD_IMAGE_BYTES
+        if info.file_size > limit:
+            raise ImageRefError(
+                f"{file_size(info.file_size)}, over the limit of {file_size(limit)}"
+            )
+        try:
+            with self.zip.open(info) as entry:
+                data = entry.read(limit + 1)  # never trust the declared size alone
+        except RuntimeError as exc:  # encrypted
+            raise ImageRefError(f"cannot be read from the ZIP: {exc}") from None
+        except (zipfile.BadZipFile, zlib.error, NotImplementedError, OSError, EOFError) as exc:
+            raise ImageRefError(f"damaged in the ZIP: {exc}") from None
+        if len(data) > limit:
+            raise ImageRefError(f"over the limit of {file_size(limit)}")
+        return data
+
+    def close(self) -> None:
+        self.zip.close()
+
+
+# --- http(s) URLs ----------------------------------------------------------------------------
+
+
+class _PinnedHTTPConnection(http.client.HTTPConnection):
+    """Connects to the address that was checked, not to a second DNS answer (rebinding)."""
+
+    def __init__(self, host, port, *, address, timeout):
+        super().__init__(host, port, timeout=timeout)
+        self.address = address
+
+    def connect(self):
+        self.sock = socket.create_connection((self.address, self.port), self.timeout)
+
+
+class _PinnedHTTPSConnection(http.client.HTTPSConnection):
+    def __init__(self, host, port, *, address, timeout):
+        self.tls = ssl.create_default_context()
+        super().__init__(host, port, timeout=timeout, context=self.tls)
+        self.address = address
+
+    def connect(self):
+        sock = socket.create_connection((self.address, self.port), self.timeout)
+        self.sock = self.tls.wrap_socket(sock, server_hostname=self.host)
+
+
+def _checked_address(host: str, port: int) -> str:
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError):
+        raise ImageRefError(f"host {host} not found") from None
+    for *_, sockaddr in infos:
+        address = ipaddress.ip_address(sockaddr[0])
+        if settings.IMPORT_URL_ALLOW_PRIVATE or (address.is_global and not address.is_multicast):
+            return sockaddr[0]
+    raise ImageRefError(f"refused: {host} is a private or local address ({infos[0][4][0]})")
+
+
+def image_download(url: str) -> bytes:
+    """GET an image URL within the timeout and size limit, requiring an image/* response."""
+    limit = settings.MAX_UPLOAD_IMAGE_BYTES
+    deadline = time.monotonic() + settings.IMPORT_URL_TIMEOUT
+    for _ in range(MAX_REDIRECTS + 1):
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ImageRefError("only http(s) URLs are downloaded")
+        try:
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+        except ValueError:
+            raise ImageRefError("invalid port in the URL") from None
+        connection_class = (
+            _PinnedHTTPSConnection if parts.scheme == "https" else _PinnedHTTPConnection
+        )
+        connection = connection_class(
+            parts.hostname,
+            port,
+            address=_checked_address(parts.hostname, port),
+            timeout=max(deadline - time.monotonic(), 0.001),
+        )
+        try:
+            target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+            connection.request(
+                "GET", target, headers={"Accept": "image/*", "User-Agent": "shop-search-import"}
+            )
+            sock = connection.sock  # the response keeps reading it after getresponse()
+            response = connection.getresponse()
+            if response.status in (301, 302, 303, 307, 308) and response.getheader("Location"):
+                url = urljoin(url, response.getheader("Location"))
+                continue
+            if response.status != 200:
+                raise ImageRefError(f"download failed: HTTP {response.status} {response.reason}")
+            content_type = (response.getheader("Content-Type") or "").split(";")[0].strip()
+            if not content_type.lower().startswith("image/"):
+                raise ImageRefError(f"content type {content_type or 'missing'}, not an image")
+            length = response.getheader("Content-Length") or ""
+            if length.isdigit() and int(length) > limit:
+                raise ImageRefError(
+                    f"{file_size(int(length))}, over the limit of {file_size(limit)}"
+                )
+            chunks, size = [], 0
+            while True:
+                # The whole download, not each read, must fit in the timeout.
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError
+                sock.settimeout(remaining)
+                chunk = response.read1(64 * 1024)
+                if not chunk:
+                    return b"".join(chunks)
+                size += len(chunk)
+                if size > limit:
+                    raise ImageRefError(f"over the limit of {file_size(limit)}")
+                chunks.append(chunk)
+        except TimeoutError:
+            raise ImageRefError(
+                f"download timed out after {settings.IMPORT_URL_TIMEOUT:g} s"
+            ) from None
+        except (OSError, http.client.HTTPException) as exc:
+            raise ImageRefError(f"download failed: {exc}") from None
+        finally:
+            connection.close()
+    raise ImageRefError(f"download failed: more than {MAX_REDIRECTS} redirects")

@@ -1,0 +1,154 @@
+"""The other import formats: TSV of text and base64 images, JSON Lines with image URLs."""
+
+import base64
+from decimal import Decimal
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from catalog.models import Product, ProductImage
+from tests.catalog.conftest import jsonl_bytes, zip_bytes
+from tests.conftest import jpeg_bytes
+
+pytestmark = pytest.mark.django_db
+
+RED = jpeg_bytes((220, 20, 20), seed=1)
+BLUE = jpeg_bytes((20, 40, 160), seed=2)
+
+
+def tsv_bytes(pairs, encoding="utf-8", urlsafe=False) -> bytes:
+    encode = base64.urlsafe_b64encode if urlsafe else base64.b64encode
+    return b"".join(text.encode(encoding) + b"\t" + encode(image) + b"\n" for text, image in pairs)
+
+
+PAIRS = [("红色条纹T恤", RED), ("蓝色牛仔裤", BLUE), ("蓝色牛仔裤 同款", BLUE)]
+
+
+def test_tsv_lines_become_products_with_content_hash_skus(run_import):
+    job = run_import(tsv_bytes(PAIRS), format="tsv")
+    assert (job.status, job.rows_created, job.images_created) == ("done", 3, 3)
+    shirt = Product.objects.get(title="红色条纹T恤")
+    assert shirt.sku.startswith("TSV-") and len(shirt.sku) == 28
+    assert shirt.price == Decimal("0.00") and shirt.images.get().file.read() == RED
+    # Two texts of one photo are two products sharing one stored file.
+    assert len(set(ProductImage.objects.values_list("file", flat=True))) == 2
+
+
+def test_gb18030_and_urlsafe_base64_give_the_same_products_as_utf8(run_import):
+    run_import(tsv_bytes(PAIRS), format="tsv")
+    skus = set(Product.objects.values_list("sku", flat=True))
+    again = run_import(tsv_bytes(PAIRS, encoding="gb18030", urlsafe=True), format="tsv")
+    assert (again.rows_unchanged, again.rows_created, again.rows_failed) == (3, 0, 0)
+    assert set(Product.objects.values_list("sku", flat=True)) == skus
+
+
+def test_bad_tsv_lines_are_reported_and_the_others_imported(run_import):
+    data = (
+        tsv_bytes(PAIRS[:1])
+        + b"no tab on this line\n"
+        + "破损的图片\t".encode()
+        + b"!!not base64!!\n"
+        + b"\t"
+        + base64.b64encode(BLUE)
+        + b"\n"
+        + "不是图片\t".encode()
+        + base64.b64encode(b"plain text")
+        + b"\n"
+        + b"\xff\xfe\xfd\t"
+        + base64.b64encode(BLUE)
+        + b"\n"
+    )
+    job = run_import(data, format="tsv")
+    assert (job.rows_created, job.rows_failed) == (1, 5)
+    assert list(job.row_errors.values_list("line", "field", "message")) == [
+        (2, "", "expected text<TAB>base64 image, found no tab"),
+        (3, "image", "image is not valid base64"),
+        (4, "title", "is required"),
+        (5, "image", "the image: not a JPEG, PNG, WebP or GIF image"),
+        (6, "title", "text is neither UTF-8 nor GB18030"),
+    ]
+
+
+def test_tsv_command_refuses_an_images_zip(tmp_path):
+    data, archive = tmp_path / "pairs.tsv", tmp_path / "i.zip"
+    data.write_bytes(tsv_bytes(PAIRS))
+    archive.write_bytes(zip_bytes({"a.jpg": RED}))
+    with pytest.raises(CommandError, match="TSV file carries its images in base64"):
+        call_command("import_products", str(data), images=str(archive))
+
+
+def test_jsonl_rows_with_zip_names_and_downloaded_urls(run_import, web_server, settings):
+    settings.MAX_UPLOAD_IMAGE_BYTES = 20_000
+    web_server.routes.update(
+        {
+            "/red.jpg": (200, "image/jpeg", RED),
+            "/moved.jpg": (302, None, b"/red.jpg"),
+            "/page.html": (200, "text/html; charset=utf-8", b"<html>sorry</html>"),
+            "/huge.jpg": (200, "image/jpeg", jpeg_bytes(size=400, seed=5)),
+        }
+    )
+    rows = [
+        {
+            "sku": "J-1",
+            "title": "Red shirt",
+            "price": 12.5,
+            "in_stock": True,
+            "category": ["Men", "Shirts"],
+            "image": [web_server.url("/red.jpg"), "blue.jpg"],
+            "attributes": {"fit": "slim", "titles": {"zh": "红色衬衫"}},
+            "sizes": ["S", "M"],
+        },
+        {"sku": "J-2", "title": "Redirected", "price": "3", "image": web_server.url("/moved.jpg")},
+        {"sku": "J-3", "title": "Missing", "price": 3, "image": web_server.url("/gone.jpg")},
+        {"sku": "J-4", "title": "A page", "price": 3, "image": web_server.url("/page.html")},
+        {"sku": "J-5", "title": "Huge", "price": 3, "image": web_server.url("/huge.jpg")},
+        "a list is not a product",
+    ]
+    data = jsonl_bytes(rows) + b'{"sku": "J-7", "title": \n'
+    job = run_import(data, zip_bytes({"blue.jpg": BLUE}), format="jsonl")
+    shirt = Product.objects.get(sku="J-1")
+    assert (shirt.price, shirt.in_stock, str(shirt.category)) == (
+        Decimal("12.50"),
+        True,
+        "Men > Shirts",
+    )
+    assert shirt.attributes == {"fit": "slim", "sizes": ["S", "M"], "titles": {"zh": "红色衬衫"}}
+    assert [i.file.read() for i in shirt.images.all()] == [RED, BLUE]
+    assert Product.objects.get(sku="J-2").images.get().file.name == shirt.images.first().file.name
+    errors = list(job.row_errors.values_list("line", "sku", "message"))
+    url = web_server.url
+    assert errors == [
+        (3, "J-3", f"'{url('/gone.jpg')}': download failed: HTTP 404 Not Found"),
+        (4, "J-4", f"'{url('/page.html')}': content type text/html, not an image"),
+        (
+            5,
+            "J-5",
+            f"'{url('/huge.jpg')}': {len(web_server.routes['/huge.jpg'][2]) / 1e3:.1f} kB, "
+            "over the limit of 20.0 kB",
+        ),
+        (6, "", "expected a JSON object, found str"),
+        (7, "", "not valid JSON: Expecting value (column 24)"),
+    ]
+
+
+def test_a_slow_image_server_times_out_without_holding_up_the_import(
+    run_import, web_server, settings
+):
+    settings.IMPORT_URL_TIMEOUT = 0.5
+    web_server.routes["/slow.jpg"] = (200, "image/jpeg", RED, 3)
+    rows = [
+        {"sku": "S-1", "title": "Slow", "price": 1, "image": web_server.url("/slow.jpg")},
+        {"sku": "S-2", "title": "No image", "price": 1},
+    ]
+    job = run_import(jsonl_bytes(rows), format="jsonl")
+    assert list(Product.objects.values_list("sku", flat=True)) == ["S-2"]
+    assert job.row_errors.get().message.endswith("download timed out after 0.5 s")
+
+
+def test_image_urls_on_private_addresses_are_refused(run_import, web_server, settings):
+    settings.IMPORT_URL_ALLOW_PRIVATE = False  # the default: no server-side request forgery
+    web_server.routes["/red.jpg"] = (200, "image/jpeg", RED)
+    rows = [{"sku": "P-1", "title": "Internal", "price": 1, "image": web_server.url("/red.jpg")}]
+    job = run_import(jsonl_bytes(rows), format="jsonl")
+    assert not Product.objects.exists()
+    assert "refused: 127.0.0.1 is a private or local address" in job.row_errors.get().message

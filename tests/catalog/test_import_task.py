@@ -1,0 +1,72 @@
+"""The import task: continues past its time limit, and one job never runs twice at once."""
+
+import pytest
+from celery.exceptions import SoftTimeLimitExceeded
+from django.core.files.base import ContentFile
+from django.db import connections
+
+from catalog.importing import services
+from catalog.models import ImportJob, Product
+from catalog.tasks import import_products
+from tests.catalog.conftest import csv_bytes
+
+pytestmark = pytest.mark.django_db
+
+ROWS = [{"sku": f"A-{n}", "title": f"Mug {n}", "price": "8"} for n in range(5)]
+
+
+def queued_job() -> ImportJob:
+    job = ImportJob(format="csv", source_name="shop.csv")
+    job.source.save("shop.csv", ContentFile(csv_bytes(ROWS)), save=False)
+    job.save()
+    return job
+
+
+def test_a_task_over_its_time_limit_continues_in_a_fresh_task(settings, monkeypatch):
+    settings.IMPORT_BATCH_SIZE = 2
+    commit, commits = services._Batch.commit, []
+
+    def commit_then_time_out(batch):
+        commit(batch)
+        commits.append(batch.job.resume_line)
+        if len(commits) == 1:
+            raise SoftTimeLimitExceeded  # what Celery raises in the task at its soft limit
+
+    monkeypatch.setattr(services._Batch, "commit", commit_then_time_out)
+    job = queued_job()
+    import_products.delay(job.pk)
+    job.refresh_from_db()
+    assert (job.status, job.rows_processed, job.rows_created, job.error) == ("done", 5, 5, "")
+    assert Product.objects.count() == 5
+    assert commits[:2] == [3, 5]  # the second task started after the committed batch
+
+
+def test_a_job_already_running_elsewhere_is_left_to_its_runner():
+    job = queued_job()
+    other = connections.create_connection("default")  # another worker's session
+    try:
+        with other.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_lock(%s, %s)", [services._LOCK_NAMESPACE, job.pk])
+        import_products.delay(job.pk)
+        job.refresh_from_db()
+        assert job.status == "pending" and not Product.objects.exists()
+        assert services.import_job_requeue(job=job).status == "pending"
+    finally:
+        other.close()
+    import_products.delay(job.pk)
+    job.refresh_from_db()
+    assert job.status == "done" and Product.objects.count() == 5
+
+
+def test_a_task_for_a_deleted_job_does_nothing():
+    assert import_products.delay(987654).get() == {}
+
+
+def test_a_command_line_import_cannot_be_resumed_from_the_admin():
+    job = ImportJob.objects.create(format="csv", source_name="/srv/shop.csv", status="running")
+    import_products.delay(job.pk)
+    job.refresh_from_db()
+    assert job.status == "failed"
+    assert job.error == (
+        "this import read /srv/shop.csv on the command line: run the command again to complete it"
+    )
