@@ -140,7 +140,7 @@ def test_finetune_lowers_loss_and_raises_validation_recall(micro_tools):
     assert len(result.losses) == 60 and len(result.history) == 30
     first, last = result.history[0].train_loss, result.history[-1].train_loss
     assert first > 0.9 * math.log(16)  # chance level for a batch of 16 at the start
-    assert last < 0.3 * first, (first, last)
+    assert last < 0.5 * first, (first, last)
 
     before, after = result.metrics_before, result.metrics_after
     assert set(after) == {
@@ -188,15 +188,17 @@ def test_time_budget_stops_after_the_current_step(micro_tools):
     assert set(result.metrics_after) >= {"t2i_r1", "mean_recall"}
 
 
-def test_fit_schedule_to_budget_shortens_the_horizon():
+def test_fit_schedule_to_budget_follows_the_pace():
     recent = [0.5] * 10  # seconds per step
     # 100 steps left need 50 s; 20 s fit ~38 of them.
     shortened = training._fit_steps(200, 100, 20.0, recent, 50, val_seconds=0.0)
     assert 130 <= shortened <= 140
-    # Plenty of time: the plan stands (never lengthened).
+    # Plenty of time: the plan, never more (also after an earlier shortening).
     assert training._fit_steps(200, 100, 1000.0, recent, 50, val_seconds=0.0) == 200
-    # Validation passes still to come count too: 2 epochs left x 5 s.
+    # Validations still to come count too.
     assert training._fit_steps(200, 100, 20.0, recent, 50, val_seconds=5.0) < shortened
+    # Out of time: one more step at most.
+    assert training._fit_steps(200, 100, 0.0, recent, 50, val_seconds=0.0) == 101
 
 
 def test_bad_loss_raises_instead_of_training_on(micro_tools):
@@ -235,6 +237,33 @@ def test_epoch_batches_fall_back_to_repeats_when_unavoidable():
     assert [len(b) for b in batches] == [8, 8, 8]
     # A batch larger than the data is capped at it.
     assert [len(b) for b in epoch_batches(np.arange(5), 64, np.random.default_rng(0))] == [5]
+
+
+def test_examples_reduce_to_distinct_texts_and_images_per_product():
+    def fresh():  # new image objects every time, as a generator decoding files would make
+        for key, colour in (("a", "red"), ("a", "red"), ("b", "red"), ("a", "blue")):
+            yield key, f"{colour} circle", shape_image(colour, "circle", 0)
+
+    data = training._collect(fresh())
+    # Same pixels twice for product a: one image; the same pixels for b: b's own image.
+    assert data.products == ["a", "b"]
+    assert data.texts == ["red circle", "red circle", "blue circle"]
+    assert data.text_product.tolist() == [0, 1, 0]
+    assert data.image_product.tolist() == [0, 1, 0]
+    assert [ix.tolist() for ix in data.product_images] == [[0, 2], [1]]
+
+
+def test_word_dropout_keeps_a_non_empty_ordered_subset():
+    rng = np.random.default_rng(0)
+    title = "plain red linen dress"
+    outs = [training._drop_words(title, 1.0, rng) for _ in range(200)]
+    words = title.split()
+    for out in outs:
+        kept = out.split()
+        assert kept and kept == [w for w in words if w in kept]
+    assert len(set(outs)) > 8 and "red dress" in outs
+    assert training._drop_words(title, 0.0, rng) == title
+    assert training._drop_words("红色亚麻连衣裙", 1.0, rng) == "红色亚麻连衣裙"  # no spaces
 
 
 def test_lr_schedule_warms_up_linearly_then_decays_by_cosine():
@@ -413,7 +442,7 @@ def test_checkpoint_round_trips_through_encoder_loading(tmp_path, micro_tools):
     with torch.no_grad():
         assert torch.equal(fresh.encode_image(images), model.encode_image(images))
         assert torch.equal(fresh.encode_text(tokens), model.encode_text(tokens))
-    assert float(fresh.logit_scale) == 3.0
+    assert float(fresh.logit_scale.detach()) == 3.0
 
     # And through the app's loader, with the checksum checked.
     encoder = ClipEncoder(
