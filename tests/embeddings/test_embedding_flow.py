@@ -2,8 +2,9 @@
 
 import numpy as np
 import pytest
+from django.core.files.base import ContentFile
 
-from catalog.services import product_image_create
+from catalog.services import product_image_create, product_image_fill_metadata
 from embeddings.encoder import decode_image
 from embeddings.models import CaptionEmbedding, ImageEmbedding
 from embeddings.services import space_encoder, space_get_active
@@ -87,17 +88,16 @@ def test_replaced_image_content_gets_a_new_vector(make_product, embed_on_commit)
     with embed_on_commit():
         product = make_product(images=[jpeg_bytes((250, 0, 0), seed=7)])
     image = product.images.get()
-    old = np.array(ImageEmbedding.objects.get(image=image).vector)
-    from django.core.files.base import ContentFile
-
-    from catalog.services import product_image_fill_metadata
-
-    image.file.save("new.jpg", ContentFile(jpeg_bytes((0, 0, 250), seed=8)), save=False)
+    old_sha = image.sha256
+    replacement = jpeg_bytes((0, 0, 250), stripes=(250, 250, 0), seed=8)
+    image.file.save("new.jpg", ContentFile(replacement), save=False)
     product_image_fill_metadata(image)
     image.save()
     assert embed_images.delay([image.pk]).get()["embedded"] == 1
-    new = np.array(ImageEmbedding.objects.get(image=image).vector)
-    assert not np.allclose(old, new, atol=1e-2)
+    row = ImageEmbedding.objects.get(image=image)
+    assert row.source_sha256 == image.sha256 != old_sha
+    expected = space_encoder(row.space).encode_images([decode_image(replacement)])[0]
+    np.testing.assert_allclose(np.array(row.vector), expected, atol=2e-3)
 
 
 def test_changed_title_replaces_its_caption_vector_and_drops_removed_ones(
