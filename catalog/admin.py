@@ -6,6 +6,7 @@ from catalog.importing import admin as import_admin  # noqa: F401 (the import pa
 from catalog.models import Category, Product, ProductImage
 from catalog.services import product_image_fill_metadata
 from embeddings.models import ImageEmbedding
+from embeddings.selectors import product_image_title_agree
 from embeddings.services import embeddings_queue, space_get_active
 
 
@@ -40,19 +41,44 @@ class ProductImageInline(admin.TabularInline):
 
 @admin.register(Product)
 class ProductAdmin(admin.ModelAdmin):
-    list_display = ["preview", "sku", "title", "brand", "category", "price", "currency", "in_stock"]
+    list_display = [
+        "preview",
+        "sku",
+        "title",
+        "brand",
+        "category",
+        "price",
+        "currency",
+        "in_stock",
+        "image_title_check",
+    ]
     list_display_links = ["preview", "sku", "title"]
     list_filter = ["in_stock", "category", "brand"]
     search_fields = ["sku", "title", "brand"]
     list_select_related = ["category"]
+    readonly_fields = ["image_title_check"]
     inlines = [ProductImageInline]
 
     def get_queryset(self, request):
-        return super().get_queryset(request).prefetch_related("images")
+        # Computed for the page shown only: one nearest-captions scan per product.
+        agree = product_image_title_agree(space_get_active())
+        return super().get_queryset(request).prefetch_related("images").annotate(agree=agree)
 
     @admin.display(description="Image")
     def preview(self, obj):
         return thumbnail(next(iter(obj.images.all()), None))
+
+    @admin.display(description="Image vs title")
+    def image_title_check(self, obj):
+        agree = getattr(obj, "agree", None)
+        if agree is None:
+            return "-"  # photo or title not embedded yet
+        if agree:
+            return "ok"
+        return format_html(
+            '<strong style="color:#ba2121" title="{}">image and title disagree</strong>',
+            "the title is not among the captions that best describe the main photo",
+        )
 
     def save_model(self, request, obj, form, change):
         super().save_model(request, obj, form, change)

@@ -27,7 +27,7 @@ def image_file_metadata(file: IO[bytes]) -> tuple[str, int, int]:
     try:
         with Image.open(file) as image:
             width, height = image.size
-    except (OSError, Image.UnidentifiedImageError):
+    except (OSError, Image.UnidentifiedImageError, Image.DecompressionBombError):
         # Still stored, so nothing is lost; the embedding task records why it failed.
         width, height = 0, 0
     file.seek(0)

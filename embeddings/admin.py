@@ -44,9 +44,10 @@ class EmbeddingSpaceAdmin(admin.ModelAdmin):
         "created",
     ]
     list_filter = ["status", "source"]
-    readonly_fields = [f.name for f in EmbeddingSpace._meta.fields if f.name != "metrics"] + [
-        "report"
-    ]
+    # The similarity floor is the one setting an operator tunes by hand.
+    readonly_fields = [
+        f.name for f in EmbeddingSpace._meta.fields if f.name not in ("metrics", "similarity_floor")
+    ] + ["report"]
     exclude = ["metrics"]
     change_list_template = "admin/embeddings/embeddingspace/change_list.html"
     change_form_template = "admin/embeddings/embeddingspace/change_form.html"

@@ -1,12 +1,27 @@
-"""JSON API: thin views that validate input, call one selector, serialize the result."""
+"""JSON API: thin views that validate input, call one selector, serialize the result.
+
+The OpenAPI schema (/api/schema/) comes from these serializers via drf-spectacular.
+"""
 
 from django.conf import settings
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import extend_schema, extend_schema_serializer
 from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from catalog.models import Category, Product
+from catalog.selectors import category_subtree_ids
 from embeddings.encoder import ImageDecodeError, decode_image
-from embeddings.selectors import captions_by_image, product_search_by_text
+from embeddings.search import SearchFilters
+from embeddings.selectors import (
+    SearchPage,
+    captions_by_image,
+    image_text_match,
+    product_search_by_image,
+    product_search_by_text,
+    products_similar,
+)
 
 
 def validated_upload_image(upload):
@@ -22,68 +37,277 @@ def validated_upload_image(upload):
         raise serializers.ValidationError(str(exc)) from exc
 
 
+def non_blank(data) -> dict:
+    """Request parameters without the empty ones: an empty form field means "not given"."""
+    return {key: value for key, value in data.items() if value != ""}
+
+
 class UploadedImageField(serializers.FileField):
     def to_internal_value(self, data):
         return validated_upload_image(super().to_internal_value(data))
 
 
+# --- shared input and output --------------------------------------------------------------
+
+
+class SearchFiltersSerializer(serializers.Serializer):
+    """The filters of every product search; `validated_data["filters"]` is a SearchFilters."""
+
+    category = serializers.CharField(
+        required=False, max_length=200, help_text="a category slug; its sub-categories count too"
+    )
+    brand = serializers.CharField(required=False, max_length=120, help_text="exact brand name")
+    min_price = serializers.DecimalField(
+        max_digits=12, decimal_places=2, min_value=0, required=False
+    )
+    max_price = serializers.DecimalField(
+        max_digits=12, decimal_places=2, min_value=0, required=False
+    )
+    in_stock = serializers.BooleanField(
+        required=False, allow_null=True, default=None, help_text="true: only products in stock"
+    )
+
+    def validate_category(self, slug):
+        category = Category.objects.filter(slug=slug).first()
+        if category is None:
+            raise serializers.ValidationError(f"Unknown category {slug!r}.")
+        return category
+
+    def validate(self, data):
+        low, high = data.get("min_price"), data.get("max_price")
+        if low is not None and high is not None and low > high:
+            raise serializers.ValidationError(
+                {"max_price": [f"Must be at least min_price ({low})."]}
+            )
+        category = data.get("category")
+        data["filters"] = SearchFilters(
+            category_ids=tuple(category_subtree_ids(category=category)) if category else (),
+            brand=data.get("brand", ""),
+            min_price=low,
+            max_price=high,
+            in_stock=data.get("in_stock"),
+        )
+        return data
+
+
+class PageInputSerializer(SearchFiltersSerializer):
+    limit = serializers.IntegerField(
+        min_value=1, max_value=settings.SEARCH_MAX_LIMIT, default=settings.SEARCH_DEFAULT_LIMIT
+    )
+    offset = serializers.IntegerField(min_value=0, max_value=10_000, default=0)
+
+
+@extend_schema_serializer(component_name="ProductHit")
+class ProductHitSerializer(serializers.Serializer):
+    id = serializers.IntegerField(source="product.id")
+    sku = serializers.CharField(source="product.sku")
+    title = serializers.CharField(source="product.title")
+    brand = serializers.CharField(source="product.brand")
+    price = serializers.DecimalField(source="product.price", max_digits=12, decimal_places=2)
+    currency = serializers.CharField(source="product.currency")
+    in_stock = serializers.BooleanField(source="product.in_stock")
+    image_url = serializers.SerializerMethodField()
+    score = serializers.FloatField(help_text="fused rank score; results are ordered by it")
+    similarity = serializers.FloatField(
+        allow_null=True, help_text="cosine similarity of its best photo to the query"
+    )
+    matched = serializers.ListField(
+        child=serializers.ChoiceField(choices=["sku", "text", "image"]),
+        help_text="why it was found: exact SKU, words of its texts, its photos",
+    )
+
+    def get_image_url(self, hit) -> str | None:
+        images = list(hit.product.images.all())
+        if not images:
+            return None
+        return self.context["request"].build_absolute_uri(images[0].file.url)
+
+
+class CategoryFacetSerializer(serializers.Serializer):
+    slug = serializers.CharField(source="value")
+    name = serializers.CharField(source="label")
+    count = serializers.IntegerField()
+    depth = serializers.IntegerField(help_text="0: top-level category, 1: its child...")
+
+
+class BrandFacetSerializer(serializers.Serializer):
+    brand = serializers.CharField(source="value")
+    count = serializers.IntegerField()
+
+
+class FacetsSerializer(serializers.Serializer):
+    categories = CategoryFacetSerializer(many=True)
+    brands = BrandFacetSerializer(many=True)
+    in_stock = serializers.IntegerField()
+
+
+class SearchPageSerializer(serializers.Serializer):
+    count = serializers.IntegerField(help_text="products in the ranked, filtered window")
+    space = serializers.CharField(source="space.name")
+    results = ProductHitSerializer(many=True)
+    facets = FacetsSerializer(help_text="counts over the ranked, filtered window")
+
+
+class CaptionSerializer(serializers.Serializer):
+    product_id = serializers.IntegerField()
+    field = serializers.CharField(help_text="title, title_<lang> or description")
+    text = serializers.CharField()
+    score = serializers.FloatField(help_text="cosine similarity to the image")
+
+
+class ErrorSerializer(serializers.Serializer):
+    error = serializers.CharField(help_text="one readable message")
+    errors = serializers.DictField(required=False, help_text="messages by field")
+
+
+def search_response(request, page: SearchPage) -> Response:
+    return Response(SearchPageSerializer(page, context={"request": request}).data)
+
+
+# --- endpoints ----------------------------------------------------------------------------
+
+
 class ProductSearchApi(APIView):
-    class InputSerializer(serializers.Serializer):
+    class InputSerializer(PageInputSerializer):
         q = serializers.CharField(
             max_length=500,
             error_messages={"blank": "Enter a search query.", "required": "Enter a search query."},
         )
-        limit = serializers.IntegerField(
-            min_value=1, max_value=settings.SEARCH_MAX_LIMIT, default=settings.SEARCH_DEFAULT_LIMIT
-        )
-        offset = serializers.IntegerField(min_value=0, max_value=10_000, default=0)
 
-    class OutputSerializer(serializers.Serializer):
-        id = serializers.IntegerField(source="product.id")
-        sku = serializers.CharField(source="product.sku")
-        title = serializers.CharField(source="product.title")
-        price = serializers.DecimalField(source="product.price", max_digits=12, decimal_places=2)
-        currency = serializers.CharField(source="product.currency")
-        image_url = serializers.SerializerMethodField()
-        score = serializers.FloatField()
-
-        def get_image_url(self, hit):
-            images = list(hit.product.images.all())
-            if not images:
-                return None
-            return self.context["request"].build_absolute_uri(images[0].file.url)
-
+    @extend_schema(
+        operation_id="search_products",
+        summary="Search products by text",
+        description="Words, SKU and meaning fused by rank; an exact SKU match comes first. "
+        "Image-only hits under the similarity floor are dropped, so nonsense finds nothing.",
+        parameters=[InputSerializer],
+        responses={200: SearchPageSerializer, 400: ErrorSerializer},
+    )
     def get(self, request):
-        params = self.InputSerializer(data=request.query_params)
+        params = self.InputSerializer(data=non_blank(request.query_params))
         params.is_valid(raise_exception=True)
+        data = params.validated_data
         page = product_search_by_text(
-            query=params.validated_data["q"],
-            limit=params.validated_data["limit"],
-            offset=params.validated_data["offset"],
+            query=data["q"], filters=data["filters"], limit=data["limit"], offset=data["offset"]
         )
-        results = self.OutputSerializer(page.results, many=True, context={"request": request})
-        return Response({"count": page.count, "space": page.space.name, "results": results.data})
+        return search_response(request, page)
+
+
+class ProductImageSearchApi(APIView):
+    @extend_schema_serializer(component_name="ImageSearchRequest")
+    class InputSerializer(PageInputSerializer):
+        image = UploadedImageField(help_text="a JPEG, PNG, WebP or GIF photo")
+
+    @extend_schema(
+        operation_id="search_products_by_image",
+        summary="Search products by photo",
+        request={"multipart/form-data": InputSerializer},
+        responses={200: SearchPageSerializer, 400: ErrorSerializer},
+    )
+    def post(self, request):
+        params = self.InputSerializer(data=non_blank(request.data))
+        params.is_valid(raise_exception=True)
+        data = params.validated_data
+        page = product_search_by_image(
+            image=data["image"], filters=data["filters"], limit=data["limit"], offset=data["offset"]
+        )
+        return search_response(request, page)
+
+
+class ProductSimilarApi(APIView):
+    class InputSerializer(serializers.Serializer):
+        limit = serializers.IntegerField(
+            min_value=1, max_value=settings.SEARCH_MAX_LIMIT, default=8
+        )
+
+    @extend_schema_serializer(component_name="SimilarProducts")
+    class OutputSerializer(serializers.Serializer):
+        count = serializers.IntegerField()
+        space = serializers.CharField(source="space.name")
+        results = ProductHitSerializer(many=True)
+
+    @extend_schema(
+        operation_id="similar_products",
+        summary="Products that look like this one",
+        description="From the stored vectors of the product's photos; nothing is re-encoded.",
+        parameters=[InputSerializer],
+        responses={200: OutputSerializer, 400: ErrorSerializer, 404: ErrorSerializer},
+    )
+    def get(self, request, product_id: int):
+        params = self.InputSerializer(data=non_blank(request.query_params))
+        params.is_valid(raise_exception=True)
+        product = get_object_or_404(Product, pk=product_id)
+        page = products_similar(product=product, limit=params.validated_data["limit"])
+        return Response(self.OutputSerializer(page, context={"request": request}).data)
+
+
+class ImageTextMatchApi(APIView):
+    @extend_schema_serializer(component_name="ImageTextMatchRequest")
+    class InputSerializer(serializers.Serializer):
+        image = UploadedImageField()
+        text = serializers.CharField(
+            max_length=1000,
+            error_messages={
+                "blank": "Enter the text to match.",
+                "required": "Enter the text to match.",
+            },
+        )
+
+    @extend_schema_serializer(component_name="ImageTextMatch")
+    class OutputSerializer(serializers.Serializer):
+        space = serializers.CharField(source="space.name")
+        score = serializers.FloatField(help_text="cosine similarity of the text to the image")
+        rank = serializers.IntegerField(
+            allow_null=True,
+            help_text="1 + the number of catalog captions that fit the image better; null when "
+            "all `compared` captions do (see rank_label)",
+        )
+        rank_label = serializers.SerializerMethodField()
+        compared = serializers.IntegerField(help_text="captions nearest the image it was ranked in")
+        top_captions = CaptionSerializer(many=True, help_text="the captions that fit it best")
+
+        def get_rank_label(self, match) -> str:
+            return str(match.rank) if match.rank is not None else f"> {match.compared}"
+
+    @extend_schema(
+        operation_id="match_image_text",
+        summary="How well a text describes a photo",
+        description="The similarity score, and its rank among the catalog's captions for "
+        "this photo: does a product photo fit its description?",
+        request={"multipart/form-data": InputSerializer},
+        responses={200: OutputSerializer, 400: ErrorSerializer},
+    )
+    def post(self, request):
+        params = self.InputSerializer(data=non_blank(request.data))
+        params.is_valid(raise_exception=True)
+        match = image_text_match(
+            image=params.validated_data["image"], text=params.validated_data["text"]
+        )
+        return Response(self.OutputSerializer(match).data)
 
 
 class ImageCaptionsApi(APIView):
+    @extend_schema_serializer(component_name="ImageCaptionsRequest")
     class InputSerializer(serializers.Serializer):
         image = UploadedImageField()
         limit = serializers.IntegerField(
             min_value=1, max_value=settings.SEARCH_MAX_LIMIT, default=10
         )
 
+    @extend_schema_serializer(component_name="ImageCaptions")
     class OutputSerializer(serializers.Serializer):
-        product_id = serializers.IntegerField()
-        field = serializers.CharField()
-        text = serializers.CharField()
-        score = serializers.FloatField()
+        space = serializers.CharField(source="space.name")
+        results = CaptionSerializer(many=True)
 
+    @extend_schema(
+        operation_id="captions_for_image",
+        summary="The catalog captions that best describe a photo",
+        request={"multipart/form-data": InputSerializer},
+        responses={200: OutputSerializer, 400: ErrorSerializer},
+    )
     def post(self, request):
-        params = self.InputSerializer(data=request.data)
+        params = self.InputSerializer(data=non_blank(request.data))
         params.is_valid(raise_exception=True)
         space, hits = captions_by_image(
             image=params.validated_data["image"], limit=params.validated_data["limit"]
         )
-        return Response(
-            {"space": space.name, "results": self.OutputSerializer(hits, many=True).data}
-        )
+        return Response(self.OutputSerializer({"space": space, "results": hits}).data)

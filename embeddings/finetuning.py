@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 from django.conf import settings
 from django.utils import timezone
 
@@ -199,6 +200,10 @@ def _execute(run: FinetuneRun, on_progress: Callable[[dict], None] | None) -> No
         progress=_progress_writer(run, also=on_progress),
     )
 
+    # Serve in the encoder's own precision again (fp16 on GPU); the checkpoint is fp32.
+    model.model = model.model.to(model.dtype).eval()
+    floor = similarity_floor_calibrate(encoder=model, examples=pairs.val)
+
     _set_phase(run, "saving")
     name = options.get("name") or f"{spec.architecture}-ft-{timezone.now():%Y%m%d-%H%M%S}"
     model_dir = settings.MODEL_DIR
@@ -211,6 +216,7 @@ def _execute(run: FinetuneRun, on_progress: Callable[[dict], None] | None) -> No
         )
     )
     metrics = {
+        "similarity_floor": floor,
         "before": result.metrics_before,
         "after": result.metrics_after,
         "active_before": active_metrics,
@@ -249,6 +255,7 @@ def _execute(run: FinetuneRun, on_progress: Callable[[dict], None] | None) -> No
         build_indexes=False,  # built after the fill, faster than growing it row by row
         metrics=metrics,
     )
+    EmbeddingSpace.objects.filter(pk=space.pk).update(similarity_floor=floor)
     run.space = space
 
     margin = (
@@ -284,6 +291,29 @@ def _execute(run: FinetuneRun, on_progress: Callable[[dict], None] | None) -> No
     }
     run.progress = {**run.progress, "phase": "done"}
     logger.info("fine-tune run %s: %s", run.pk, decision)
+
+
+def similarity_floor_calibrate(
+    *, encoder: ClipEncoder, examples: list[Example], percentile: float = 2.0
+) -> float:
+    """The similarity under which a text-only-by-vector hit is treated as noise, per model.
+
+    Models differ wildly in their similarity scale (pretrained CLIP puts true matches near
+    0.3, a small model trained on one shop near 0.8), so one global floor cannot fit. Here
+    it is the `percentile` of the similarity between short shopper-style queries (each
+    validation title cut to its first and last word, e.g. "red t-shirt") and their own
+    product's image: 98% of such real queries stay above it, while gibberish typed into
+    the box mostly falls below it.
+    """
+    texts = [" ".join(e.text.split()[:: max(1, len(e.text.split()) - 1)]) for e in examples]
+    image_vecs = encoder.encode_images([_as_pil_image(e.image) for e in examples])
+    text_vecs = encoder.encode_texts(texts)
+    similarities = (image_vecs * text_vecs).sum(axis=1)
+    return round(float(np.percentile(similarities, percentile)), 4)
+
+
+def _as_pil_image(image):
+    return image if hasattr(image, "convert") else decode_image(image)
 
 
 def space_evaluate(*, space: EmbeddingSpace) -> dict:

@@ -31,6 +31,13 @@ class EmbeddingSpace(models.Model):
     metrics = models.JSONField(default=dict, blank=True)
     # Where an interrupted full reindex stopped, so running it again continues from there.
     reindex_cursor = models.JSONField(default=dict, blank=True)
+    # Text search drops vector-only hits less similar than this (empty: SEARCH_SIMILARITY_FLOOR).
+    similarity_floor = models.FloatField(
+        null=True,
+        blank=True,
+        help_text="cosine similarity under which a text query's image-only hits are dropped; "
+        "empty: the SEARCH_SIMILARITY_FLOOR setting",
+    )
     parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL)
     created = models.DateTimeField(auto_now_add=True)
 

@@ -1,29 +1,61 @@
-"""Reads: nearest-neighbour search in the active space, one bounded SQL query each."""
+"""Reads: product search (text, photo, similar products), captions and image-text match.
+
+Each is one bounded SQL query over the active space's HNSW indexes (embeddings.search),
+then one query for the page's products and one for the facets.
+"""
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from dataclasses import dataclass
-from threading import Lock
+import hashlib
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
 
 import numpy as np
 from django.conf import settings
-from django.db import connection, transaction
-from pgvector import HalfVector
+from django.core.cache import cache
+from django.db.models.expressions import RawSQL
 from PIL import Image
 
 from catalog.models import Product
+from catalog.selectors import category_ancestor_ids, category_nodes
 from embeddings.models import EmbeddingSpace
+from embeddings.search import (
+    MAX_EF_SEARCH,
+    RankedProduct,
+    SearchFilters,
+    hybrid_search,
+    nearest_rows,
+    vector_literal,
+)
 from embeddings.services import space_encoder, space_get_active
 
-# pgvector's HNSW returns at most ef_search rows; 1000 is its maximum.
-MAX_EF_SEARCH = 1000
+logger = logging.getLogger(__name__)
+
+NO_FILTERS = SearchFilters()
 
 
 @dataclass(frozen=True)
 class ProductHit:
     product: Product
-    score: float
+    score: float  # fused rank score: what results are ordered by
+    similarity: float | None  # cosine of its best image to the query; None: text match only
+    matched: tuple[str, ...] = ()  # why it is here: "sku", "text", "image"
+
+
+@dataclass(frozen=True)
+class FacetCount:
+    value: str  # what the filter parameter takes: a category slug, a brand
+    label: str
+    count: int
+    depth: int = 0  # categories: 0 for a top-level one, 1 for its children...
+
+
+@dataclass(frozen=True)
+class Facets:
+    categories: list[FacetCount] = field(default_factory=list)
+    brands: list[FacetCount] = field(default_factory=list)
+    in_stock: int = 0
 
 
 @dataclass(frozen=True)
@@ -31,6 +63,7 @@ class SearchPage:
     space: EmbeddingSpace
     count: int
     results: list[ProductHit]
+    facets: Facets = field(default_factory=Facets)
 
 
 @dataclass(frozen=True)
@@ -41,110 +74,210 @@ class CaptionHit:
     score: float
 
 
-def vector_literal(vector: np.ndarray) -> str:
-    return HalfVector(vector).to_text()
+@dataclass(frozen=True)
+class ImageTextMatch:
+    space: EmbeddingSpace
+    score: float
+    rank: int | None  # among the catalog captions by fit to the image; None: beyond `compared`
+    compared: int  # how many of the image's nearest captions the rank was counted within
+    top_captions: list[CaptionHit]
 
 
-def image_search_sql(space: EmbeddingSpace) -> str:
-    """Products ranked by their best image's cosine similarity to %(query)s.
-
-    The inner query repeats the index's expression and `space_id` predicate literally
-    so the planner uses the space's partial HNSW index; its LIMIT bounds the work.
-    """
-    vector = f"e.vector::{space.vector_type}"
-    query = f"%(query)s::{space.vector_type}"
-    return f"""
-        WITH hits AS (
-            SELECT e.image_id, {vector} <=> {query} AS distance
-            FROM embeddings_imageembedding e
-            WHERE e.space_id = {int(space.pk)} AND e.vector IS NOT NULL
-            ORDER BY {vector} <=> {query}
-            LIMIT %(window)s
-        ), best AS (
-            SELECT DISTINCT ON (i.product_id) i.product_id, h.distance
-            FROM hits h JOIN catalog_productimage i ON i.id = h.image_id
-            ORDER BY i.product_id, h.distance
-        )
-        SELECT product_id, 1 - distance AS score FROM best ORDER BY distance, product_id
-        LIMIT %(max_results)s
-    """
-
-
-def image_search_params(vector: np.ndarray) -> dict:
-    max_results = settings.SEARCH_MAX_RESULTS
-    # Products have one to a few images: fetch enough images to fill the result window.
-    window = min(max_results * 3, MAX_EF_SEARCH)
-    return {"query": vector_literal(vector), "window": window, "max_results": max_results}
-
-
-def _nearest(sql: str, params: dict, window: int) -> list[tuple]:
-    with transaction.atomic(), connection.cursor() as cursor:
-        # HNSW yields at most ef_search rows: make it at least the window asked for.
-        cursor.execute(f"SET LOCAL hnsw.ef_search = {max(40, min(window, MAX_EF_SEARCH))}")
-        cursor.execute(sql, params)
-        return cursor.fetchall()
-
-
-def products_nearest(
-    *, space: EmbeddingSpace, vector: np.ndarray, limit: int, offset: int = 0
-) -> SearchPage:
-    params = image_search_params(vector)
-    rows = _nearest(image_search_sql(space), params, params["window"])
-    page = rows[offset : offset + limit]
-    ids = [product_id for product_id, _ in page]
-    products = {p.pk: p for p in Product.objects.filter(pk__in=ids).prefetch_related("images")}
-    results = [
-        ProductHit(products[product_id], float(score))
-        for product_id, score in page
-        if product_id in products  # deleted since the vectors were read
-    ]
-    return SearchPage(space=space, count=len(rows), results=results)
-
-
-class _QueryVectorCache:
-    """Query vectors by (space, normalised query): popular queries skip the text tower."""
-
-    def __init__(self, size: int = 2048):
-        self.size, self.items, self.lock = size, OrderedDict(), Lock()
-
-    def get_or_compute(self, key, compute):
-        with self.lock:
-            if key in self.items:
-                self.items.move_to_end(key)
-                return self.items[key]
-        value = compute()
-        with self.lock:
-            self.items[key] = value
-            if len(self.items) > self.size:
-                self.items.popitem(last=False)
-        return value
-
-
-_query_vectors = _QueryVectorCache()
+# --- query vectors ------------------------------------------------------------------------
 
 
 def normalise_query(query: str) -> str:
     return " ".join(query.lower().split())
 
 
+def query_vector_cache_key(space: EmbeddingSpace, normalised_query: str) -> str:
+    digest = hashlib.sha256(f"{space.pk}:{space.name}:{normalised_query}".encode()).hexdigest()
+    return f"search:qv:{digest}"
+
+
 def text_vector(space: EmbeddingSpace, text: str) -> np.ndarray:
+    """The query's vector in `space`, cached by (space, normalised query).
+
+    Django's cache: Redis when CACHE_URL is set (shared by all web processes), else in
+    process. A cache that is down only costs the text tower's time.
+    """
     text = normalise_query(text)
-    return _query_vectors.get_or_compute(
-        (space.pk, text), lambda: space_encoder(space).encode_texts([text])[0]
+    key = query_vector_cache_key(space, text)
+    try:
+        cached = cache.get(key)
+    except Exception:  # any backend's connection error: search must go on without it
+        logger.warning("query vector cache unreachable", exc_info=True)
+        cached = None
+    if cached is not None:
+        return np.frombuffer(cached, dtype=np.float32)
+    vector = np.asarray(space_encoder(space).encode_texts([text])[0], dtype=np.float32)
+    try:
+        cache.set(key, vector.tobytes(), timeout=settings.SEARCH_QUERY_CACHE_SECONDS)
+    except Exception:
+        logger.warning("query vector cache unreachable", exc_info=True)
+    return vector
+
+
+def image_vector(space: EmbeddingSpace, image: Image.Image) -> np.ndarray:
+    return space_encoder(space).encode_images([image])[0]
+
+
+def space_similarity_floor(space: EmbeddingSpace) -> float:
+    floor = space.similarity_floor
+    return settings.SEARCH_SIMILARITY_FLOOR if floor is None else floor
+
+
+# --- product search -----------------------------------------------------------------------
+
+
+def product_search_by_text(
+    *, query: str, filters: SearchFilters = NO_FILTERS, limit: int, offset: int = 0
+) -> SearchPage:
+    """Hybrid search: words, SKU and the query's meaning, fused; nonsense finds nothing."""
+    space = space_get_active()
+    ranked = hybrid_search(
+        space=space,
+        vector=text_vector(space, query),
+        filters=filters,
+        text=query,
+        floor=space_similarity_floor(space),
     )
+    return search_page(space=space, ranked=ranked, limit=limit, offset=offset)
 
 
-def product_search_by_text(*, query: str, limit: int, offset: int = 0) -> SearchPage:
+def product_search_by_image(
+    *, image: Image.Image, filters: SearchFilters = NO_FILTERS, limit: int, offset: int = 0
+) -> SearchPage:
+    """Products whose photos look most like `image`."""
     space = space_get_active()
     return products_nearest(
-        space=space, vector=text_vector(space, query), limit=limit, offset=offset
+        space=space,
+        vector=image_vector(space, image),
+        filters=filters,
+        limit=limit,
+        offset=offset,
     )
+
+
+def products_nearest(
+    *,
+    space: EmbeddingSpace,
+    vector: np.ndarray,
+    filters: SearchFilters = NO_FILTERS,
+    limit: int,
+    offset: int = 0,
+) -> SearchPage:
+    """Products ranked by their best image's similarity to `vector`, in `space`."""
+    ranked = hybrid_search(space=space, vector=vector, filters=filters)
+    return search_page(space=space, ranked=ranked, limit=limit, offset=offset)
+
+
+def search_page(
+    *,
+    space: EmbeddingSpace,
+    ranked: list[RankedProduct],
+    limit: int,
+    offset: int,
+    with_facets: bool = True,
+) -> SearchPage:
+    """One page of a ranked window, with its products loaded and facets over the window."""
+    window = ranked[offset : offset + limit]
+    products = {
+        p.pk: p
+        for p in Product.objects.filter(pk__in=[r.product_id for r in window])
+        .select_related("category")
+        .prefetch_related("images")
+    }
+    results = [
+        ProductHit(products[r.product_id], r.score, r.similarity, _matched(r))
+        for r in window
+        if r.product_id in products  # deleted since the vectors were read
+    ]
+    facets = search_facets(product_ids=[r.product_id for r in ranked]) if with_facets else Facets()
+    return SearchPage(space=space, count=len(ranked), results=results, facets=facets)
+
+
+def _matched(ranked: RankedProduct) -> tuple[str, ...]:
+    reasons = (
+        ("sku", ranked.sku_match),
+        ("text", ranked.text_match),
+        ("image", ranked.similarity is not None),
+    )
+    return tuple(name for name, hit in reasons if hit)
+
+
+def search_facets(*, product_ids: list[int]) -> Facets:
+    """Counts by category (each counted in its ancestors too), brand and stock."""
+    rows = list(
+        Product.objects.filter(pk__in=product_ids).values_list("category_id", "brand", "in_stock")
+    )
+    nodes = category_nodes() if any(category for category, _, _ in rows) else {}
+    per_category = Counter(
+        pk for category, _, _ in rows if category for pk in category_ancestor_ids(nodes, category)
+    )
+    categories: list[FacetCount] = []
+
+    def walk(parent_id, depth):
+        children = [n for n in nodes.values() if n.parent_id == parent_id and per_category[n.id]]
+        for node in sorted(children, key=lambda n: (-per_category[n.id], n.name)):
+            categories.append(FacetCount(node.slug, node.name, per_category[node.id], depth))
+            walk(node.id, depth + 1)
+
+    walk(None, 0)
+    brands = Counter(brand for _, brand, _ in rows if brand)
+    return Facets(
+        categories=categories,
+        brands=[
+            FacetCount(b, b, n) for b, n in sorted(brands.items(), key=lambda i: (-i[1], i[0]))
+        ],
+        in_stock=sum(1 for _, _, in_stock in rows if in_stock),
+    )
+
+
+def products_similar(*, product: Product, limit: int) -> SearchPage:
+    """Products whose photos look like this product's, from the stored image vectors."""
+    space = space_get_active()
+    vector_type = f"e.vector::{space.vector_type}"
+    window = min(3 * (limit + 1), MAX_EF_SEARCH)  # our own photos are among the nearest
+    # One nearest-neighbour scan per photo of the product (LATERAL), best image per product.
+    sql = f"""
+        WITH own AS (
+            SELECT e.vector FROM embeddings_imageembedding e
+            JOIN catalog_productimage i ON i.id = e.image_id
+            WHERE i.product_id = %(product)s AND e.space_id = {int(space.pk)}
+                  AND e.vector IS NOT NULL
+        ), hits AS (
+            SELECT h.image_id, h.distance FROM own CROSS JOIN LATERAL (
+                SELECT e.image_id, {vector_type} <=> own.vector::{space.vector_type} AS distance
+                FROM embeddings_imageembedding e
+                WHERE e.space_id = {int(space.pk)} AND e.vector IS NOT NULL
+                ORDER BY {vector_type} <=> own.vector::{space.vector_type}
+                LIMIT %(window)s
+            ) h
+        )
+        SELECT i.product_id, min(h.distance) AS distance
+        FROM hits h JOIN catalog_productimage i ON i.id = h.image_id
+        WHERE i.product_id <> %(product)s
+        GROUP BY i.product_id
+        ORDER BY min(h.distance), i.product_id
+        LIMIT %(limit)s
+    """
+    rows = nearest_rows(
+        sql, {"product": product.pk, "window": window, "limit": limit}, ef_search=window
+    )
+    ranked = [
+        RankedProduct(pid, 1.0 / (settings.SEARCH_RRF_K + rank), 1 - float(distance), False, False)
+        for rank, (pid, distance) in enumerate(rows, start=1)
+    ]
+    return search_page(space=space, ranked=ranked, limit=limit, offset=0, with_facets=False)
+
+
+# --- captions -----------------------------------------------------------------------------
 
 
 def captions_by_image(*, image: Image.Image, limit: int) -> tuple[EmbeddingSpace, list[CaptionHit]]:
     """The catalog captions (titles, descriptions) that best describe an image."""
     space = space_get_active()
-    vector = space_encoder(space).encode_images([image])[0]
     expr = f"c.vector::{space.vector_type}"
     query = f"%(query)s::{space.vector_type}"
     sql = f"""
@@ -154,5 +287,88 @@ def captions_by_image(*, image: Image.Image, limit: int) -> tuple[EmbeddingSpace
         ORDER BY {expr} <=> {query}
         LIMIT %(limit)s
     """
-    rows = _nearest(sql, {"query": vector_literal(vector), "limit": limit}, limit)
+    params = {"query": vector_literal(image_vector(space, image)), "limit": limit}
+    rows = nearest_rows(sql, params, ef_search=limit)
     return space, [CaptionHit(pid, fld, text, float(score)) for pid, fld, text, score in rows]
+
+
+def image_text_match(*, image: Image.Image, text: str, top: int = 5) -> ImageTextMatch:
+    """How well `text` describes `image`, and where it ranks among the catalog's captions.
+
+    The rank is counted within the image's MATCH_TOP_CAPTIONS nearest captions (an HNSW
+    scan, never the whole catalog): a text that fits worse than all of them has no rank.
+    Both vectors are rounded to halfvec like the stored captions, so a catalog caption
+    checked against its own product's photo ties with itself instead of beating itself.
+    """
+    space = space_get_active()
+    k = min(settings.MATCH_TOP_CAPTIONS, 1000)
+    vtype = space.vector_type
+    sql = f"""
+        WITH nearest AS MATERIALIZED (
+            SELECT c.product_id, c.field, c.text,
+                   1 - (c.vector::{vtype} <=> %(image)s::{vtype}) AS score
+            FROM embeddings_captionembedding c
+            WHERE c.space_id = {int(space.pk)}
+            ORDER BY c.vector::{vtype} <=> %(image)s::{vtype}
+            LIMIT %(k)s
+        ), pair AS (
+            SELECT 1 - (%(text)s::{vtype} <=> %(image)s::{vtype}) AS score
+        )
+        SELECT pair.score,
+               (SELECT count(*) FROM nearest WHERE nearest.score > pair.score),
+               (SELECT count(*) FROM nearest),
+               (SELECT coalesce(json_agg(json_build_array(product_id, field, text, score)), '[]')
+                FROM (SELECT * FROM nearest ORDER BY score DESC, product_id LIMIT %(top)s) t)
+        FROM pair
+    """
+    params = {
+        "image": vector_literal(image_vector(space, image)),
+        "text": vector_literal(text_vector(space, text)),
+        "k": k,
+        "top": top,
+    }
+    ((score, better, compared, nearest),) = nearest_rows(sql, params, ef_search=k)
+    # Every compared caption fits better, and there may be more beyond them: no rank.
+    rank = None if better == compared == k else better + 1
+    return ImageTextMatch(
+        space=space,
+        score=float(score),
+        rank=rank,
+        compared=compared,
+        top_captions=[CaptionHit(pid, fld, txt, float(s)) for pid, fld, txt, s in nearest],
+    )
+
+
+def product_image_title_agree(space: EmbeddingSpace) -> RawSQL:
+    """Per product (an annotation): is its title among the captions nearest its main photo?
+
+    True or False; None while its photo or title has no vector in `space`. One HNSW scan
+    of IMAGE_TITLE_TOP_CAPTIONS captions per product, so use it on a page of products.
+    """
+    sid, vtype = int(space.pk), space.vector_type
+    return RawSQL(
+        f"""(
+        SELECT CASE
+            WHEN main.vector IS NULL OR NOT EXISTS (
+                SELECT 1 FROM embeddings_captionembedding t
+                WHERE t.product_id = catalog_product.id AND t.space_id = {sid}
+                      AND t.field = 'title')
+            THEN NULL
+            ELSE EXISTS (
+                SELECT 1 FROM (
+                    SELECT c.product_id, c.field FROM embeddings_captionembedding c
+                    WHERE c.space_id = {sid}
+                    ORDER BY c.vector::{vtype} <=> main.vector::{vtype}
+                    LIMIT {int(settings.IMAGE_TITLE_TOP_CAPTIONS)}
+                ) top
+                WHERE top.product_id = catalog_product.id AND left(top.field, 5) = 'title')
+            END
+        FROM (
+            SELECT (SELECT e.vector FROM embeddings_imageembedding e
+                    JOIN catalog_productimage i ON i.id = e.image_id
+                    WHERE i.product_id = catalog_product.id AND e.space_id = {sid}
+                          AND e.vector IS NOT NULL
+                    ORDER BY i.position, i.id LIMIT 1) AS vector
+        ) main)""",
+        [],
+    )

@@ -10,6 +10,7 @@ from functools import partial
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
+from django.db.models import Exists, OuterRef
 
 from catalog.models import Product, ProductImage
 from embeddings.encoder import ClipEncoder, ImageDecodeError, ModelSpec, get_encoder
@@ -315,6 +316,15 @@ def caption_embeddings_compute(
     return report
 
 
+def _task_sender(task, *args) -> partial:
+    """`task.delay(*args)`, named. Django's robust on_commit logs a failed callback by its
+    __qualname__, which a bare partial lacks: the log call itself would raise, and fail the
+    committed upload that `robust` is there to protect."""
+    send = partial(task.delay, *args)
+    send.__qualname__ = f"{task.name}.delay"
+    return send
+
+
 def embeddings_queue(*, image_ids: Iterable[int] = (), product_ids: Iterable[int] = ()) -> None:
     """Queue embedding of new or changed images and captions once the transaction commits.
 
@@ -325,9 +335,9 @@ def embeddings_queue(*, image_ids: Iterable[int] = (), product_ids: Iterable[int
 
     image_ids, product_ids = sorted(set(image_ids)), sorted(set(product_ids))
     for batch in _chunks(image_ids, settings.EMBED_BATCH_SIZE):
-        transaction.on_commit(partial(embed_images.delay, batch), robust=True)
+        transaction.on_commit(_task_sender(embed_images, batch), robust=True)
     for batch in _chunks(product_ids, settings.EMBED_BATCH_SIZE * 4):
-        transaction.on_commit(partial(embed_captions.delay, batch), robust=True)
+        transaction.on_commit(_task_sender(embed_captions, batch), robust=True)
 
 
 # --- filling a space ------------------------------------------------------------------------
@@ -428,3 +438,41 @@ def space_activate(
     space_fill(space=space, missing_only=True, batch_size=batch_size)
     logger.info("space %s is active (was %s)", space, previous)
     return space
+
+
+# --- healing lost messages ------------------------------------------------------------------
+
+
+@dataclass
+class SweepReport:
+    images: int = 0
+    products: int = 0
+
+    def as_dict(self) -> dict:
+        return {"images": self.images, "products": self.products}
+
+
+def embeddings_sweep_missing(*, space: EmbeddingSpace, limit: int) -> SweepReport:
+    """Queue embedding of the images and products that have no current vector in `space`.
+
+    An image is missing with no row in the space, or with a row computed from other
+    content (its photo was replaced). A failed image has a row for its current content,
+    so it is not missing: a corrupt file is never retried in a loop. At most `limit`
+    images and `limit` products per call, oldest first.
+    """
+    current = ImageEmbedding.objects.filter(
+        space=space, image=OuterRef("pk"), source_sha256=OuterRef("sha256")
+    )
+    image_ids = list(
+        ProductImage.objects.filter(~Exists(current))
+        .order_by("pk")
+        .values_list("pk", flat=True)[:limit]
+    )
+    captions = CaptionEmbedding.objects.filter(space=space, product=OuterRef("pk"))
+    product_ids = list(
+        Product.objects.filter(~Exists(captions))
+        .order_by("pk")
+        .values_list("pk", flat=True)[:limit]
+    )
+    embeddings_queue(image_ids=image_ids, product_ids=product_ids)
+    return SweepReport(images=len(image_ids), products=len(product_ids))

@@ -3,12 +3,14 @@
 import logging
 
 from celery import shared_task
+from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
 from embeddings.finetuning import finetune_run_execute
 from embeddings.models import EmbeddingSpace, FinetuneRun
 from embeddings.services import (
     caption_embeddings_compute,
+    embeddings_sweep_missing,
     image_embeddings_compute,
     space_activate,
     space_get_active,
@@ -71,3 +73,41 @@ def activate_space(space_id: int) -> str:
     if space is None:
         return ""
     return space_activate(space=space).name
+
+
+def _queued_messages(queue: str) -> int:
+    """Messages waiting in a broker queue (not counting those a worker already holds)."""
+    from kombu.exceptions import ChannelError
+
+    from shop_search.celery import app
+
+    with app.connection_for_read() as conn:
+        try:
+            return conn.default_channel.queue_declare(queue=queue, passive=True).message_count
+        except ChannelError:  # never declared, or drained and removed: nothing waits
+            return 0
+
+
+@shared_task(acks_late=False)
+def sweep_missing_embeddings() -> dict:
+    """Beat, every EMBED_SWEEP_INTERVAL: re-queue what has no vector, so lost messages heal.
+
+    Skipped while embed tasks still wait in their queue: they may well be the missing
+    images, and queuing those again would only grow the backlog.
+    """
+    if not settings.CELERY_TASK_ALWAYS_EAGER:
+        queue = settings.CELERY_TASK_ROUTES[embed_images.name]["queue"]
+        waiting = _queued_messages(queue)
+        if waiting:
+            logger.info("sweep skipped: %d tasks still wait in the %s queue", waiting, queue)
+            return {"skipped": waiting}
+    report = embeddings_sweep_missing(
+        space=space_get_active(), limit=settings.EMBED_SWEEP_MAX_ITEMS
+    )
+    if report.images or report.products:
+        logger.info(
+            "sweep queued %d images and %d products without vectors",
+            report.images,
+            report.products,
+        )
+    return report.as_dict()

@@ -1,12 +1,24 @@
 import os
 
-from celery import Celery
+from celery import Celery, signals
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "shop_search.settings.dev")
 
 app = Celery("shop_search")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@signals.setup_logging.connect
+def use_django_logging(**kwargs) -> None:
+    """Workers and beat log through Django's LOGGING (JSON lines in production), not Celery's.
+
+    Configured now rather than at django.setup(), so that warnings of the start-up go there too.
+    """
+    from django.conf import settings
+    from django.utils.log import configure_logging
+
+    configure_logging(settings.LOGGING_CONFIG, settings.LOGGING)
 
 
 def queue_long_task(task, *args) -> None:

@@ -1,6 +1,7 @@
 """Settings shared by every environment; all of it can be overridden from the environment."""
 
 import os
+import re
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -40,6 +41,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django.contrib.postgres",
     "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI's files, served locally: no CDN is reachable
     "catalog",
     "embeddings",
 ]
@@ -99,6 +102,10 @@ MAX_UPLOAD_IMAGE_BYTES = int(os.environ.get("MAX_UPLOAD_IMAGE_BYTES", 10 * 1024 
 MAX_IMAGE_PIXELS = int(os.environ.get("MAX_IMAGE_PIXELS", 40_000_000))
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_UPLOAD_IMAGE_BYTES + 1024 * 1024
 
+# Requests per period for anonymous API clients, e.g. "120/min"; empty: not throttled.
+API_ANON_RATE = os.environ.get("API_ANON_RATE", "120/min")
+if API_ANON_RATE and not re.fullmatch(r"[1-9]\d*/(s|sec|m|min|h|hour|d|day)", API_ANON_RATE):
+    raise ValueError(f"API_ANON_RATE must look like 120/min (s, min, hour, day): {API_ANON_RATE!r}")
 REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": [
@@ -107,7 +114,25 @@ REST_FRAMEWORK = {
         "rest_framework.parsers.FormParser",
     ],
     "EXCEPTION_HANDLER": "shop_search.api.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # Anonymous API clients are throttled per IP (counted in CACHES); staff are not.
+    "DEFAULT_THROTTLE_CLASSES": ["shop_search.throttling.AnonRateThrottle"],
+    "DEFAULT_THROTTLE_RATES": {"anon": API_ANON_RATE or None},
+    # Behind reverse proxies (docker/compose.yaml: 1), the client IP is in X-Forwarded-For.
+    "NUM_PROXIES": int(os.environ.get("API_NUM_PROXIES") or 0) or None,
 }
+
+# Throttle counters: shared by all web processes through Redis when CACHE_URL is set.
+if os.environ.get("CACHE_URL"):
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": os.environ["CACHE_URL"],
+            "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
+        }
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
 # The first active embedding space, used until a trained model is promoted.
 CLIP_MODEL = os.environ.get("CLIP_MODEL", "shop-tiny")
@@ -135,6 +160,31 @@ FINETUNE_ADMIN_OPTIONS: dict = {}
 SEARCH_MAX_RESULTS = int(os.environ.get("SEARCH_MAX_RESULTS", "200"))
 SEARCH_DEFAULT_LIMIT = 20
 SEARCH_MAX_LIMIT = 100
+# Hybrid ranking (embeddings.search): reciprocal rank fusion of the vector and text lists.
+SEARCH_RRF_K = int(os.environ.get("SEARCH_RRF_K", "60"))
+# A text query's image-only hits less similar than this are dropped ("asdfgh" finds nothing);
+# a space's own `similarity_floor` overrides it. 0.2 suits pretrained CLIP ViT-B-32.
+SEARCH_SIMILARITY_FLOOR = float(os.environ.get("SEARCH_SIMILARITY_FLOOR", "0.2"))
+# Text matches ranked per query beyond those in the vector window (bounds broad queries).
+SEARCH_TEXT_CANDIDATES = int(os.environ.get("SEARCH_TEXT_CANDIDATES", "1000"))
+# Filtered vector search: HNSW index tuples read at most while looking for filtered hits.
+SEARCH_MAX_SCAN_TUPLES = int(os.environ.get("SEARCH_MAX_SCAN_TUPLES", "20000"))
+SEARCH_QUERY_CACHE_SECONDS = int(os.environ.get("SEARCH_QUERY_CACHE_SECONDS", "86400"))
+# Image-text match: the rank is counted among this many captions nearest the image.
+MATCH_TOP_CAPTIONS = int(os.environ.get("MATCH_TOP_CAPTIONS", "1000"))
+# Admin: a product is flagged when its title is not among its photo's nearest captions.
+IMAGE_TITLE_TOP_CAPTIONS = int(os.environ.get("IMAGE_TITLE_TOP_CAPTIONS", "10"))
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Shop Search API",
+    "DESCRIPTION": "Product search by text and photo, similar products, image-text match.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+}
 
 # Bulk import (catalog.importing): rows per committed batch, and limits beyond which a
 # file, an archive or a downloaded image is refused.
@@ -168,6 +218,34 @@ CELERY_TASK_ROUTES = {
     "catalog.tasks.import_products": {"queue": "default"},
     "embeddings.tasks.finetune_catalog": {"queue": "train"},
     "embeddings.tasks.activate_space": {"queue": "train"},
+    "embeddings.tasks.sweep_missing_embeddings": {"queue": "default"},
+}
+# Redis redelivers a message that was never acknowledged (its worker died) after this long;
+# it must exceed the longest late-acknowledged task (CELERY_TASK_TIME_LIMIT).
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": int(os.environ.get("CELERY_VISIBILITY_TIMEOUT", "3600")),
+    "socket_connect_timeout": 2,
+}
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# An upload must not hang on a broker that is down: fail fast, the sweep catches up.
+CELERY_BROKER_CONNECTION_TIMEOUT = 2
+CELERY_TASK_PUBLISH_RETRY_POLICY = {
+    "max_retries": 2,
+    "interval_start": 0,
+    "interval_step": 0.5,
+    "interval_max": 1,
+}
+# The sweep (beat) re-queues images and products of the active space that have no vector,
+# so a message lost with the broker heals by itself. At most this many per sweep.
+EMBED_SWEEP_INTERVAL = float(os.environ.get("EMBED_SWEEP_INTERVAL", "300"))
+EMBED_SWEEP_MAX_ITEMS = int(os.environ.get("EMBED_SWEEP_MAX_ITEMS", "20000"))
+CELERY_BEAT_SCHEDULE = {
+    "sweep-missing-embeddings": {
+        "task": "embeddings.tasks.sweep_missing_embeddings",
+        "schedule": EMBED_SWEEP_INTERVAL,
+        # A sweep still queued when the next one is due is pointless: drop it.
+        "options": {"expires": EMBED_SWEEP_INTERVAL},
+    }
 }
 
 LOGGING = {

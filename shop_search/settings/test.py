@@ -18,6 +18,8 @@ CLIP_DEVICE = "cpu"
 MODEL_DIR = Path(tempfile.mkdtemp(prefix="shop-search-models-"))
 FINETUNE_MIN_PAIRS = 16
 LONG_TASKS_IN_THREAD_WHEN_EAGER = False
+# No throttling, except in the test that checks it (it overrides the rate).
+REST_FRAMEWORK = {**REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"anon": None}}  # noqa: F405
 
 # One intra-op thread: the tests share two cores with the embedded Postgres (and with
 # anything else running), and oversubscribed torch threads stall each other badly.

@@ -47,7 +47,10 @@ def test_search_answers_from_the_old_space_until_the_switch(shop):
     assert f"emb_image_hnsw_s{shop.pk}" not in index_names()
 
 
-def test_rollback_reactivates_the_old_space_with_its_vectors(shop, make_product, embed_on_commit):
+def test_rollback_reactivates_the_old_space_with_its_vectors(
+    shop, make_product, embed_on_commit, settings
+):
+    settings.SEARCH_SIMILARITY_FLOOR = -1.0  # rank every embedded product, not only word hits
     candidate = space_create(name="candidate", spec=ModelSpec("shop-tiny", seed=5))
     space_activate(space=candidate)
     # An upload while the candidate is active is embedded there only...

@@ -13,6 +13,12 @@ from tests.conftest import corrupt_jpeg_bytes, jpeg_bytes
 pytestmark = pytest.mark.django_db
 
 
+@pytest.fixture(autouse=True)
+def no_similarity_floor(settings):
+    """Keep image-only hits: the random tiny model's similarities are all near 0."""
+    settings.SEARCH_SIMILARITY_FLOOR = -1.0
+
+
 @pytest.fixture
 def shop(make_product, embed_on_commit):
     with embed_on_commit():
@@ -40,11 +46,27 @@ def test_search_api_returns_ranked_products(client, shop):
     assert body["count"] == 2  # products without an embedded photo are not ranked
     assert {r["sku"] for r in body["results"]} == {p.sku for p in shop}
     first = body["results"][0]
-    assert set(first) == {"id", "sku", "title", "price", "currency", "image_url", "score"}
+    assert set(first) == {
+        "id",
+        "sku",
+        "title",
+        "brand",
+        "price",
+        "currency",
+        "in_stock",
+        "image_url",
+        "score",
+        "similarity",
+        "matched",
+    }
     assert first["image_url"].startswith("http://testserver/media/products/")
     assert body["results"][0]["score"] >= body["results"][1]["score"]
+    # The title matches the words, so it comes first and says why.
     product = Product.objects.get(pk=first["id"])
+    assert product == shop[0] and first["matched"] == ["text", "image"]
     assert first["title"] == product.title and first["price"] == str(product.price)
+    assert body["results"][1]["matched"] == ["image"]
+    assert set(body["facets"]) == {"categories", "brands", "in_stock"}
 
 
 def test_search_api_pages(client, shop):

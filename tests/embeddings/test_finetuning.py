@@ -31,8 +31,16 @@ def run_finetune(**options) -> FinetuneRun:
 def test_training_learns_and_a_winner_is_promoted(demo_shop, capsys):
     # shop-micro (a 3.5M-parameter config, mostly its token table) trains in seconds; the
     # switch from a 128-d to a 32-d space is part of what is tested.
-    call_command("finetune_clip", scratch=True, architecture="shop-micro", epochs=30,
-                 batch_size=16, lr=3e-3, margin=0.0, name="trained")
+    call_command(
+        "finetune_clip",
+        scratch=True,
+        architecture="shop-micro",
+        epochs=30,
+        batch_size=16,
+        lr=3e-3,
+        margin=0.0,
+        name="trained",
+    )
     out = capsys.readouterr().out
     assert "mean_recall" in out and "promoted" in out
 
@@ -50,6 +58,17 @@ def test_training_learns_and_a_winner_is_promoted(demo_shop, capsys):
     assert product_search_by_text(query="red t-shirt", limit=5).space == space
     demo_shop.refresh_from_db()
     assert demo_shop.status == EmbeddingSpace.Status.RETIRED
+
+    # The similarity floor is calibrated on this model: 98% of short validation queries
+    # ("red t-shirt") are at least that similar to their own product's photos.
+    encoder = space_encoder(space)
+    val = catalog_pairs(image_size=encoder.image_size).val
+    short = [f"{e.text.split()[0]} {e.text.split()[-1]}" if " " in e.text else e.text
+             for e in val]
+    similarity = (encoder.encode_images([e.image for e in val])
+                  * encoder.encode_texts(short)).sum(axis=1)
+    assert space.similarity_floor == metrics["similarity_floor"]
+    assert np.mean(similarity >= space.similarity_floor - 1e-3) >= 0.97
 
 
 def test_a_model_below_the_margin_stays_a_candidate(demo_shop):

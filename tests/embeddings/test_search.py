@@ -1,4 +1,7 @@
-"""Search ranks exactly like brute force, uses the space's HNSW index, and stays in its space."""
+"""Vector search ranks exactly like brute force, uses the space's HNSW index, stays in its space.
+
+Image-only hits are kept here (similarity floor -1): these tests are about the vector list.
+"""
 
 import numpy as np
 import pytest
@@ -7,10 +10,9 @@ from django.db import connection
 from catalog.models import Product, ProductImage
 from embeddings.encoder import ModelSpec
 from embeddings.models import ImageEmbedding
+from embeddings.search import SearchFilters, hybrid_search_params, hybrid_search_sql
 from embeddings.selectors import (
     captions_by_image,
-    image_search_params,
-    image_search_sql,
     product_search_by_text,
     products_nearest,
     text_vector,
@@ -19,6 +21,12 @@ from embeddings.services import space_create, space_get_active
 from tests.conftest import jpeg_bytes
 
 pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def no_similarity_floor(settings):
+    settings.SEARCH_SIMILARITY_FLOOR = -1.0
+
 
 COLOURS = [
     (220, 20, 20),
@@ -68,8 +76,12 @@ def test_text_search_equals_brute_force_numpy_ranking(catalog, query):
     assert page.count == 24
     assert [hit.product.pk for hit in page.results] == [pid for pid, _ in expected]
     np.testing.assert_allclose(
-        [hit.score for hit in page.results], [score for _, score in expected], atol=1e-4
+        [hit.similarity for hit in page.results], [score for _, score in expected], atol=1e-4
     )
+    # No title matches these queries, so the fused order is the vector order.
+    assert all(hit.matched == ("image",) for hit in page.results)
+    scores = [hit.score for hit in page.results]
+    assert scores == sorted(scores, reverse=True)
 
 
 def test_pages_do_not_overlap_or_skip(catalog):
@@ -91,10 +103,10 @@ def test_search_stays_in_its_space(catalog):
     assert [hit.product.pk for hit in page.results] == [
         pid for pid, _ in brute_force_ranking(catalog, query_vector)
     ]
-    assert max(hit.score for hit in page.results) < 0.999
+    assert max(hit.similarity for hit in page.results) < 0.999
     # ...and the other space answers from its own vectors only (all identical to the query).
     other_page = products_nearest(space=other, vector=query_vector, limit=24)
-    assert other_page.count == 24 and min(hit.score for hit in other_page.results) > 0.999
+    assert other_page.count == 24 and min(hit.similarity for hit in other_page.results) > 0.999
 
 
 def test_search_query_uses_the_spaces_hnsw_index(db, settings):
@@ -116,11 +128,25 @@ def test_search_query_uses_the_spaces_hnsw_index(db, settings):
         )
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE embeddings_imageembedding")
-        params = image_search_params(vectors[0])
-        cursor.execute("EXPLAIN " + image_search_sql(space), params)
+        params = hybrid_search_params(vector=vectors[0], filters=SearchFilters(), text="shirt")
+        cursor.execute("EXPLAIN " + hybrid_search_sql(space, SearchFilters(), text=True), params)
         plan = "\n".join(row[0] for row in cursor.fetchall())
     assert f"Index Scan using emb_image_hnsw_s{space.pk} " in plan, plan
     assert f"emb_image_hnsw_s{other.pk}" not in plan
+
+
+def test_text_condition_can_use_the_gin_index(db):
+    """The text half matches through the GIN index on the generated search document."""
+    space = space_get_active()
+    with connection.cursor() as cursor:
+        cursor.execute("SET enable_seqscan = off")  # a tiny table would be scanned anyway
+        params = hybrid_search_params(
+            vector=np.ones(space.embed_dim, np.float32), filters=SearchFilters(), text="shirt"
+        )
+        cursor.execute("EXPLAIN " + hybrid_search_sql(space, SearchFilters(), text=True), params)
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+        cursor.execute("RESET enable_seqscan")
+    assert "catalog_product_search_gin" in plan, plan
 
 
 def test_image_to_caption_ranks_catalog_captions(make_product, embed_on_commit):

@@ -1,0 +1,64 @@
+"""The shop in a real browser: headless Chromium (Debian's) driven by playwright-core.
+
+`bin/test` installs both (`apt-get install chromium`, `npm ci` here); the test runs the
+scenario in shop.mjs against a live server with a small catalog and checks its report.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import jpeg_bytes
+from tests.embeddings.conftest import catalog_shop  # noqa: F401 (the shop the browser sees)
+from tests.embeddings.test_search import COLOURS
+
+HERE = Path(__file__).resolve().parent
+
+
+@pytest.fixture
+def shop_server(settings, live_server, transactional_db, catalog_shop):  # noqa: F811
+    # Only word matches in text search: the tiny random model's image-only hits are noise.
+    settings.SEARCH_SIMILARITY_FLOOR = 0.99
+    settings.ROOT_URLCONF = "tests.browser.urls"
+    return live_server.url
+
+
+def test_a_shopper_searches_filters_and_searches_by_photo(shop_server, tmp_path):
+    assert shutil.which("node"), "bin/test installs node's dependencies; node is missing"
+    photo = tmp_path / "boots.jpg"
+    photo.write_bytes(jpeg_bytes(COLOURS[4], seed=4))  # the black shoes' own photo
+    run = subprocess.run(
+        ["node", str(HERE / "shop.mjs"), shop_server, str(photo)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=HERE,
+        env={**os.environ, "SCREENSHOTS": os.environ.get("SHOP_SCREENSHOTS", "")},
+    )
+    assert run.returncode == 0, run.stderr
+    report = json.loads(run.stdout.strip().splitlines()[-1])
+    assert "error" not in report, report["error"]
+
+    query = report["query"]
+    assert query["summary"] == "2 products for “striped”"
+    assert sorted(r["sku"] for r in query["results"]) == ["DRS-200", "TEE-100"]
+    assert all(r["imageLoaded"] for r in query["results"])
+    assert "category:clothing:(2)" in query["facets"] and "brand:Acme:(2)" in query["facets"]
+
+    assert report["category"]["summary"] == "1 product for “striped”"
+    assert [r["title"] for r in report["category"]["results"]] == ["Red striped T-Shirt"]
+    assert [r["sku"] for r in report["inStock"]["results"]] == ["TEE-100"]  # the dress is not
+
+    photo_results = report["photo"]["results"]
+    assert report["photo"]["summary"] == "6 products look like your photo"
+    assert photo_results[0]["sku"] == "SHO-300" and photo_results[0]["imageLoaded"]
+    assert report["product"]["title"] == "Black leather shoes"
+    assert len(report["product"]["similar"]) == 5 and "SHO-300" not in report["product"]["similar"]
+
+    phone = report["phone"]
+    assert not phone["overflows"] and phone["cards"] == 2 and phone["filtersVisible"]
+    assert phone["searchBoxWidth"] > 150

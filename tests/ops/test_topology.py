@@ -1,0 +1,165 @@
+"""The production topology itself: web, worker and beat as processes; compose; deploy checks."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import yaml
+
+from tests.ops.topology import ROOT, wait_until
+
+
+def test_stack_embeds_serves_and_reports_health(topology):
+    """Catalog rows that no one queued (a lost message) are swept, embedded and searchable."""
+    topology.seed([{"sku": f"STACK{n}", "images": [{"seed": n}]} for n in range(3)])
+    web = topology.start_web()
+    worker = topology.start_worker()
+    beat = topology.start_beat(EMBED_SWEEP_INTERVAL=1)
+
+    def found():
+        status, body = web.get_json("/api/search/?q=red+shirt&limit=10")
+        assert status == 200, body
+        return body["count"] == 3 and body
+
+    body = wait_until(
+        found, timeout=120, interval=0.5, what="the sweep to get every product embedded"
+    )
+    assert {hit["sku"] for hit in body["results"]} == {"STACK0", "STACK1", "STACK2"}
+
+    status, health = web.get_json("/healthz")
+    assert status == 200 and health["status"] == "ok", health
+    assert set(health["checks"]) == {"database", "broker", "space"}
+    assert health["checks"]["space"]["detail"] == body["space"]
+
+    # Without its database the web process is out of service, and says why.
+    topology.postgres.stop("fast")
+    try:
+        status, health = web.get_json("/healthz")
+    finally:
+        topology.postgres.start()
+    assert status == 503 and health["status"] == "error", health
+    assert health["checks"]["database"]["status"] == "error"
+    assert web.wait_healthy()["status"] == "ok"  # and back once it returns
+
+    # Structured logs: every line each process wrote is one JSON object.
+    for process in (web.process, worker, beat):
+        lines = [line for line in process.output(tail=10**7).splitlines() if line.strip()]
+        assert lines, f"{process.name} logged nothing"
+        for line in lines:
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                raise AssertionError(f"{process.name} logged a non-JSON line: {line!r}") from None
+            assert {"time", "level", "logger", "message"} <= set(entry), line
+    access = [json.loads(line) for line in web.process.output(tail=10**7).splitlines()]
+    assert any(e.get("request", "").startswith("GET /api/search/") for e in access)
+
+
+def test_sweep_waits_while_embed_tasks_are_queued(topology):
+    seeded = topology.seed([{"sku": "BACKLOG", "images": [{"seed": 1}]}])
+    image = seeded["products"][0]["images"][0]
+    # A worker of the default queue only: the embed task stays queued, as in a backlog.
+    topology.start_worker(queues="default")
+    topology.send("embeddings.tasks.embed_images", [image])
+    sweep = topology.send("embeddings.tasks.sweep_missing_embeddings", queue="default")
+    assert sweep.get(timeout=60) == {"skipped": 1}
+
+    topology.redis.command("DEL", "embed")  # the backlog is lost: now the sweep queues it
+    sweep = topology.send("embeddings.tasks.sweep_missing_embeddings", queue="default")
+    assert sweep.get(timeout=60) == {"images": 1, "products": 1}
+    assert topology.redis.command("LLEN", "embed").strip() == b":2"  # images + captions
+
+
+def production_env(**env) -> dict:
+    environment = {
+        k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "DATABASE_"))
+    }
+    environment.update(
+        DJANGO_SETTINGS_MODULE="shop_search.settings.production",
+        DJANGO_SECRET_KEY="x" * 30 + "-long-random-production-secret",
+        DJANGO_ALLOWED_HOSTS="shop.example",
+        # Parsed, never connected to: `check --deploy` needs no database.
+        DATABASE_URL="postgres://shop@db.invalid:5432/shop_search",
+        **env,
+    )
+    return environment
+
+
+def start_check_deploy(**env) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "manage.py", "check", "--deploy"],
+        cwd=ROOT,
+        env=production_env(**env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def test_check_deploy_passes_under_production_settings():
+    configured = start_check_deploy()
+    # The check is not a formality: turning the HTTPS redirect off is caught.
+    without_redirect = start_check_deploy(DJANGO_SECURE_SSL_REDIRECT="0")
+    # And settings of this issue refuse bad values with a clear message.
+    bad_log_format = start_check_deploy(LOG_FORMAT="xml")
+    bad_rate = start_check_deploy(API_ANON_RATE="lots")
+    output = configured.communicate(timeout=120)[0]
+    assert configured.returncode == 0, output
+    assert "security." not in output, output
+    assert "security.W008" in without_redirect.communicate(timeout=120)[0]
+    assert "LOG_FORMAT must be 'json' or 'plain'" in bad_log_format.communicate(timeout=120)[0]
+    assert "API_ANON_RATE must look like 120/min" in bad_rate.communicate(timeout=120)[0]
+    assert bad_log_format.returncode != 0 and bad_rate.returncode != 0
+
+
+def compose(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    executable = shutil.which("docker-compose")
+    assert executable, "docker-compose is missing: ./bin/test installs Debian's package"
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("DJANGO_")}
+    return subprocess.run(
+        [executable, "-f", str(ROOT / "docker" / "compose.yaml"), *args],
+        cwd=ROOT,
+        env={**environment, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_compose_file_is_valid_and_complete():
+    result = compose("config", "-q")
+    assert result.returncode == 0, result.stderr
+
+    result = compose("--env-file", str(ROOT / "docker" / ".env.example"), "config")
+    assert result.returncode == 0, result.stderr
+    config = yaml.safe_load(result.stdout)
+    services = config["services"]
+    assert {"db", "redis", "migrate", "web", "worker", "beat", "proxy"} <= set(services)
+    assert services["db"]["image"].startswith("pgvector/pgvector:")
+    for name in ("db", "redis", "web", "worker", "beat"):
+        assert "healthcheck" in services[name], f"{name} has no health check"
+    assert "gunicorn" in " ".join(services["web"]["command"])
+
+    worker = services["worker"]
+    command = " ".join(worker["command"])
+    assert "-Q embed,train" in command
+    assert "--concurrency 1" in command and "--prefetch-multiplier 1" in command
+    devices = worker["deploy"]["resources"]["reservations"]["devices"]
+    assert devices[0]["capabilities"] == ["gpu"]
+    assert "beat" in " ".join(services["beat"]["command"])
+
+    # One image, differing by command; the GPU worker is the same Dockerfile with CUDA torch.
+    assert {services[name]["build"]["dockerfile"] for name in ("web", "worker", "beat")} == {
+        "docker/Dockerfile"
+    }
+    assert worker["build"]["args"]["TORCH_VARIANT"].startswith("cu")
+    # Named volumes: the database, uploaded photos, downloaded and trained models.
+    mounts = {
+        name: {volume.split(":")[0] for volume in services[name].get("volumes", [])}
+        for name in services
+    }
+    assert "db-data" in mounts["db"]
+    assert {"media", "models", "model-cache"} <= mounts["web"] & mounts["worker"]
+    assert {"db-data", "media", "models", "model-cache"} <= set(config["volumes"])
