@@ -1,7 +1,7 @@
 """The shop in a real browser: headless Chromium (Debian's) driven by playwright-core.
 
 `bin/test` installs both (`apt-get install chromium`, `npm ci` here); the test runs the
-scenario in shop.mjs against a live server with a small catalog and checks its report.
+scenario in tools/browser/shop.mjs against a live server with a small catalog and checks its report.
 """
 
 import json
@@ -16,7 +16,8 @@ from tests.conftest import jpeg_bytes
 from tests.embeddings.conftest import catalog_shop  # noqa: F401 (the shop the browser sees)
 from tests.embeddings.test_search import COLOURS
 
-HERE = Path(__file__).resolve().parent
+# The npm project (playwright-core) lives outside tests/: tools/browser/.
+SCRIPT_DIR = Path(__file__).resolve().parents[2] / "tools" / "browser"
 
 
 @pytest.fixture
@@ -32,11 +33,11 @@ def test_a_shopper_searches_filters_and_searches_by_photo(shop_server, tmp_path)
     photo = tmp_path / "boots.jpg"
     photo.write_bytes(jpeg_bytes(COLOURS[4], seed=4))  # the black shoes' own photo
     run = subprocess.run(
-        ["node", str(HERE / "shop.mjs"), shop_server, str(photo)],
+        ["node", str(SCRIPT_DIR / "shop.mjs"), shop_server, str(photo)],
         capture_output=True,
         text=True,
         timeout=180,
-        cwd=HERE,
+        cwd=SCRIPT_DIR,
         env={**os.environ, "SCREENSHOTS": os.environ.get("SHOP_SCREENSHOTS", "")},
     )
     assert run.returncode == 0, run.stderr
