@@ -18,7 +18,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from catalog.demo_catalog import demo_products, render_product_image  # noqa: E402
-from embeddings.encoder import ClipEncoder, ModelSpec, decode_image  # noqa: E402
+from catalog.images import decode_image  # noqa: E402
+from embeddings.encoder import ClipEncoder, ModelSpec  # noqa: E402
 from embeddings.training import Example, TrainConfig, finetune, split_by_product  # noqa: E402
 
 

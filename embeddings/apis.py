@@ -10,9 +10,9 @@ from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from catalog.images import ImageDecodeError, decode_image
 from catalog.models import Category, Product
 from catalog.selectors import category_subtree_ids
-from embeddings.encoder import ImageDecodeError, decode_image
 from embeddings.search import SearchFilters
 from embeddings.selectors import (
     SearchPage,

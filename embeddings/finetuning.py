@@ -17,8 +17,9 @@ import numpy as np
 from django.conf import settings
 from django.utils import timezone
 
+from catalog.images import ImageDecodeError, decode_image
 from catalog.models import Product
-from embeddings.encoder import ClipEncoder, ImageDecodeError, ModelSpec, decode_image
+from embeddings.encoder import ClipEncoder, ModelSpec
 from embeddings.models import EmbeddingSpace, FinetuneRun
 from embeddings.services import (
     product_captions,

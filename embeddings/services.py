@@ -12,8 +12,9 @@ from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Exists, OuterRef
 
+from catalog.images import ImageDecodeError
 from catalog.models import Product, ProductImage
-from embeddings.encoder import ClipEncoder, ImageDecodeError, ModelSpec, get_encoder
+from embeddings.encoder import ClipEncoder, ModelSpec, get_encoder
 from embeddings.models import CaptionEmbedding, EmbeddingSpace, ImageEmbedding
 
 logger = logging.getLogger(__name__)

@@ -25,9 +25,9 @@ from django.conf import settings
 from django.core.files.base import ContentFile
 from PIL import Image
 
+from catalog.images import ImageDecodeError, decode_image
 from catalog.importing.readers import ImportFileError, file_size
 from catalog.services import IMAGE_EXTENSIONS, image_file_store
-from embeddings.encoder import ImageDecodeError, decode_image
 
 # Formats a shop photo comes in; anything else (PSD, EPS, TGA...) is refused unopened.
 IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF")

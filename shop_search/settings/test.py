@@ -1,5 +1,6 @@
 """Test settings: the embedded database, eager Celery, cheap hashing, media in a temp dir."""
 
+import os
 import tempfile
 from pathlib import Path
 
@@ -26,3 +27,9 @@ REST_FRAMEWORK = {**REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"anon": None}}  #
 import torch  # noqa: E402
 
 torch.set_num_threads(1)
+
+# Several test runs on one machine (helpers, a second terminal) each need their own test
+# database: the embedded server is shared, and --reuse-db runs would block on each other.
+DATABASES["default"]["TEST"] = {  # noqa: F405
+    "NAME": os.environ.get("SHOP_TEST_DATABASE", "test_shop_search")
+}

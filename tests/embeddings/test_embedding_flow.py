@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from django.core.files.base import ContentFile
 
+from catalog.images import decode_image
 from catalog.services import product_image_create, product_image_fill_metadata
-from embeddings.encoder import decode_image
 from embeddings.models import CaptionEmbedding, ImageEmbedding
 from embeddings.services import space_encoder, space_get_active
 from embeddings.tasks import embed_captions, embed_images

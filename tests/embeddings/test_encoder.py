@@ -7,12 +7,11 @@ import pytest
 import torch
 from PIL import Image
 
+from catalog.images import ImageDecodeError, decode_image
 from embeddings.encoder import (
     CheckpointError,
     ClipEncoder,
-    ImageDecodeError,
     ModelSpec,
-    decode_image,
     file_sha256,
     get_encoder,
 )

@@ -153,7 +153,7 @@ def test_image_to_caption_ranks_catalog_captions(make_product, embed_on_commit):
     with embed_on_commit():
         for i, title in enumerate(["red dress", "blue jeans", "green scarf", "black boots"]):
             make_product(title=title, description=f"Item {i}", images=[jpeg_bytes(seed=i)])
-    from embeddings.encoder import decode_image
+    from catalog.images import decode_image
     from embeddings.models import CaptionEmbedding
     from embeddings.services import space_encoder
 

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from django.urls import reverse
 
+from catalog.images import decode_image
 from catalog.models import Product
-from embeddings.encoder import decode_image
 from embeddings.models import CaptionEmbedding, ImageEmbedding
 from embeddings.search import SearchFilters
 from embeddings.selectors import (
