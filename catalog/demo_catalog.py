@@ -36,6 +36,7 @@ __all__ = [
     "demo_product",
     "demo_products",
     "render_product_image",
+    "render_product_image_and_mask",
 ]
 
 RGB = tuple[int, int, int]
@@ -610,7 +611,7 @@ def _gradient(size: int) -> Image.Image:
     return Image.linear_gradient("L").resize((size, size))
 
 
-def _render(product: DemoProduct, image_index: int, seed: int, size: int):
+def render_product_image_and_mask(product: DemoProduct, image_index: int, seed: int, size: int):
     """Render one photo; returns (RGB image, L mask of the product-coloured pixels)."""
     attrs = product.attributes
     colour, pattern, cat = COLOURS[attrs["colour"]], attrs["pattern"], attrs["category"]
@@ -712,7 +713,7 @@ def render_product_image(
     Pass the seed the product was generated with. Deterministic: the same product,
     image_index, seed and size give identical bytes (for a given Pillow/libjpeg).
     """
-    image, _ = _render(product, image_index, seed, size)
+    image, _ = render_product_image_and_mask(product, image_index, seed, size)
     buf = io.BytesIO()
     image.save(buf, "JPEG", quality=85)
     return buf.getvalue()

@@ -1,36 +1,27 @@
-"""Shared builders: real images drawn with Pillow, products made through the services."""
+"""Fixtures used by several test folders; plain builders live in tests/builders.py."""
 
-import io
 import itertools
+from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image, ImageDraw
 
-from catalog.services import product_create
+from catalog.services import category_get_or_create_path, product_create
+from tests.builders import COLOURS, jpeg_bytes
+
+TESTS = Path(__file__).parent
+# Slow tests that start real processes: `./bin/test -m "not ops and not browser"` skips them.
+MARKERS_BY_FOLDER = {"ops": pytest.mark.ops, "browser": pytest.mark.browser}
+
+
+def pytest_collection_modifyitems(items):
+    """Mark by folder, so a new file under tests/ops or tests/browser cannot miss its marker."""
+    for item in items:
+        for folder, marker in MARKERS_BY_FOLDER.items():
+            if item.path.is_relative_to(TESTS / folder):
+                item.add_marker(marker)
+
 
 _sku_numbers = itertools.count(1)
-
-
-def jpeg_bytes(colour=(200, 30, 30), size=96, stripes=None, seed=0) -> bytes:
-    """A small photo-like JPEG: a coloured square with optional stripes and a little noise."""
-    rng = np.random.default_rng(seed)
-    image = Image.new("RGB", (size, size), (235, 235, 235))
-    draw = ImageDraw.Draw(image)
-    draw.rectangle([size // 6, size // 6, size * 5 // 6, size * 5 // 6], fill=tuple(colour))
-    if stripes:
-        for y in range(size // 6, size * 5 // 6, 8):
-            draw.rectangle([size // 6, y, size * 5 // 6, y + 3], fill=tuple(stripes))
-    pixels = np.asarray(image, dtype=np.int16) + rng.integers(-8, 9, (size, size, 3))
-    buffer = io.BytesIO()
-    Image.fromarray(pixels.clip(0, 255).astype(np.uint8)).save(buffer, "JPEG", quality=90)
-    return buffer.getvalue()
-
-
-def corrupt_jpeg_bytes() -> bytes:
-    """A JPEG cut off in the middle of its pixel data: the header reads, decoding fails."""
-    data = jpeg_bytes(size=128)
-    return data[: len(data) // 3]
 
 
 @pytest.fixture
@@ -47,3 +38,34 @@ def make_product(db):
 def embed_on_commit(django_capture_on_commit_callbacks):
     """Run the on-commit embedding tasks (eagerly), as they would run after a real commit."""
     return lambda: django_capture_on_commit_callbacks(execute=True)
+
+
+@pytest.fixture
+def catalog_shop(make_product, embed_on_commit):
+    """A small shop with a category tree, brands, prices, stock and Chinese titles."""
+    tees = category_get_or_create_path(["Clothing", "T-Shirts"])
+    dresses = category_get_or_create_path(["Clothing", "Dresses"])
+    shoes = category_get_or_create_path(["Shoes"])
+    rows = [
+        ("TEE-100", "Red striped T-Shirt", tees, "Acme", "12.50", True, "红色条纹T恤"),
+        ("TEE-101", "Plain white t-shirt", tees, "Basics", "9.90", True, "白色纯色T恤"),
+        ("DRS-200", "Red striped summer dress", dresses, "Acme", "39.00", False, "红色条纹连衣裙"),
+        ("DRS-201", "Blue linen dress", dresses, "Juniper", "59.00", True, "蓝色亚麻连衣裙"),
+        ("SHO-300", "Black leather shoes", shoes, "Stepwell", "89.00", True, "黑色真皮皮鞋"),
+        ("SHO-301", "Brown suede boots", shoes, "Stepwell", "120.00", True, "棕色麂皮靴子"),
+    ]
+    products = {}
+    with embed_on_commit():
+        for i, (sku, title, category, brand, price, in_stock, zh) in enumerate(rows):
+            products[sku] = make_product(
+                sku=sku,
+                title=title,
+                description=f"A {title.lower()} from {brand}, made to last.",
+                category=category,
+                brand=brand,
+                price=price,
+                in_stock=in_stock,
+                attributes={"titles": {"zh": zh}},
+                images=[jpeg_bytes(COLOURS[i % 8], seed=i)],
+            )
+    return products

@@ -12,16 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import jpeg_bytes
-from tests.embeddings.conftest import catalog_shop  # noqa: F401 (the shop the browser sees)
-from tests.embeddings.test_search import COLOURS
+from tests.builders import COLOURS, jpeg_bytes
 
 # The npm project (playwright-core) lives outside tests/: tools/browser/.
 SCRIPT_DIR = Path(__file__).resolve().parents[2] / "tools" / "browser"
 
 
 @pytest.fixture
-def shop_server(settings, live_server, transactional_db, catalog_shop):  # noqa: F811
+def shop_server(settings, live_server, transactional_db, catalog_shop):
     # Only word matches in text search: the tiny random model's image-only hits are noise.
     settings.SEARCH_SIMILARITY_FLOOR = 0.99
     settings.ROOT_URLCONF = "tests.browser.urls"

@@ -1,56 +1,14 @@
-"""Builders of import files: CSV, ZIP, TSV, JSON Lines, hostile images, a local web server."""
+"""Import fixtures: a job run on in-memory files, a local web server (files: tests/builders.py)."""
 
-import csv
 import http.server
 import io
-import json
-import struct
 import threading
 import time
-import zipfile
-import zlib
 
 import pytest
 
 from catalog.importing.services import import_job_run
 from catalog.models import ImportJob
-
-
-def csv_bytes(rows: list[dict], columns=None, bom=False) -> bytes:
-    columns = columns or list(dict.fromkeys(key for row in rows for key in row))
-    text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=columns, lineterminator="\r\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return ("\ufeff" if bom else "").encode() + text.getvalue().encode("utf-8")
-
-
-def zip_bytes(entries: dict[str, bytes], compression=zipfile.ZIP_DEFLATED) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", compression) as archive:
-        for name, data in entries.items():
-            archive.writestr(zipfile.ZipInfo(name), data, compress_type=compression)
-    return buffer.getvalue()
-
-
-def jsonl_bytes(rows: list) -> bytes:
-    return b"".join(json.dumps(row, ensure_ascii=False).encode() + b"\n" for row in rows)
-
-
-def png_bomb(width: int, height: int) -> bytes:
-    """A valid, tiny PNG of a huge black 1-bit image: decoding it would need gigabytes."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        body = kind + data
-        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
-
-    compressor = zlib.compressobj(9)
-    row = b"\0" * (1 + (width + 7) // 8)
-    pixels = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
-    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
-    )
 
 
 @pytest.fixture

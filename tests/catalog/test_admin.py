@@ -6,7 +6,7 @@ from django.urls import reverse
 
 from catalog.models import Product
 from embeddings.models import ImageEmbedding
-from tests.conftest import corrupt_jpeg_bytes, jpeg_bytes
+from tests.builders import corrupt_jpeg_bytes, jpeg_bytes
 
 pytestmark = pytest.mark.django_db
 

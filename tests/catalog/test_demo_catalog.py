@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from catalog import demo_catalog
 from catalog.demo_catalog import (
     CATEGORIES,
     COLOURS,
@@ -21,6 +20,7 @@ from catalog.demo_catalog import (
     demo_product,
     demo_products,
     render_product_image,
+    render_product_image_and_mask,
 )
 
 BLOCK = len(COLOURS) * len(CATEGORIES)  # one of every (colour, category)
@@ -38,11 +38,11 @@ def decode(data: bytes) -> Image.Image:
 def at_64(product: DemoProduct, image_index: int = 0, seed: int = 0):
     """The photo as the tiny CLIP model sees it (64x64) plus the product-colour mask.
 
-    The mask comes from the internal renderer with the same arguments; only pixels
+    The mask comes from rendering with the same arguments; only pixels
     fully inside it are used, so edges and JPEG ringing do not count.
     """
     image = decode(render_product_image(product, image_index, seed))
-    _, mask = demo_catalog._render(product, image_index, seed, 256)
+    _, mask = render_product_image_and_mask(product, image_index, seed, 256)
     pixels = np.asarray(image.resize((64, 64), Image.BILINEAR), dtype=float)
     inside = np.asarray(mask.resize((64, 64), Image.BILINEAR)) >= 250
     return pixels, inside

@@ -9,8 +9,7 @@ from django.core.management import CommandError, call_command
 from catalog.importing.services import import_job_run
 from catalog.models import Category, ImportJob, ImportRowError, Product, ProductImage
 from embeddings.models import CaptionEmbedding, ImageEmbedding
-from tests.catalog.conftest import csv_bytes, zip_bytes
-from tests.conftest import corrupt_jpeg_bytes, jpeg_bytes
+from tests.builders import corrupt_jpeg_bytes, csv_bytes, jpeg_bytes, zip_bytes
 
 pytestmark = pytest.mark.django_db
 

@@ -5,8 +5,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
 from catalog.models import ImportJob, Product
-from tests.catalog.conftest import csv_bytes, zip_bytes
-from tests.conftest import jpeg_bytes
+from tests.builders import csv_bytes, jpeg_bytes, zip_bytes
 
 pytestmark = pytest.mark.django_db
 

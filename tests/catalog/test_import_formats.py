@@ -7,8 +7,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from catalog.models import Product, ProductImage
-from tests.catalog.conftest import jsonl_bytes, zip_bytes
-from tests.conftest import jpeg_bytes
+from tests.builders import jpeg_bytes, jsonl_bytes, zip_bytes
 
 pytestmark = pytest.mark.django_db
 

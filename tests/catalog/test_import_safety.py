@@ -9,8 +9,7 @@ from django.core.management import CommandError, call_command
 from django.urls import reverse
 
 from catalog.models import ImportJob, Product
-from tests.catalog.conftest import csv_bytes, png_bomb, zip_bytes
-from tests.conftest import jpeg_bytes
+from tests.builders import csv_bytes, jpeg_bytes, png_bomb, zip_bytes
 
 pytestmark = pytest.mark.django_db
 

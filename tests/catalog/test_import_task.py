@@ -7,7 +7,7 @@ from django.db import connections
 from catalog.importing import services
 from catalog.models import ImportJob, Product
 from catalog.tasks import import_products
-from tests.catalog.conftest import csv_bytes
+from tests.builders import csv_bytes
 
 pytestmark = pytest.mark.django_db
 

@@ -7,7 +7,7 @@ from embeddings.encoder import CheckpointError, ModelSpec
 from embeddings.models import EmbeddingSpace, ImageEmbedding
 from embeddings.selectors import product_search_by_text
 from embeddings.services import space_activate, space_create, space_get_active
-from tests.conftest import jpeg_bytes
+from tests.builders import jpeg_bytes
 
 pytestmark = pytest.mark.django_db
 

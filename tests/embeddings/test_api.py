@@ -8,7 +8,7 @@ from django.urls import reverse
 from PIL import Image
 
 from catalog.models import Product
-from tests.conftest import corrupt_jpeg_bytes, jpeg_bytes
+from tests.builders import corrupt_jpeg_bytes, jpeg_bytes
 
 pytestmark = pytest.mark.django_db
 

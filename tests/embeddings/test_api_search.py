@@ -7,8 +7,7 @@ from django.urls import reverse
 from drf_spectacular.validation import validate_schema
 
 from embeddings.services import space_get_active
-from tests.conftest import corrupt_jpeg_bytes, jpeg_bytes
-from tests.embeddings.test_search import COLOURS
+from tests.builders import COLOURS, corrupt_jpeg_bytes, jpeg_bytes
 
 pytestmark = pytest.mark.django_db
 

@@ -9,7 +9,7 @@ from catalog.services import product_image_create, product_image_fill_metadata
 from embeddings.models import CaptionEmbedding, ImageEmbedding
 from embeddings.services import space_encoder, space_get_active
 from embeddings.tasks import embed_captions, embed_images
-from tests.conftest import corrupt_jpeg_bytes, jpeg_bytes
+from tests.builders import corrupt_jpeg_bytes, jpeg_bytes
 
 pytestmark = pytest.mark.django_db
 

@@ -15,8 +15,7 @@ from embeddings.encoder import (
     file_sha256,
     get_encoder,
 )
-from tests.catalog.conftest import png_bomb
-from tests.conftest import corrupt_jpeg_bytes, jpeg_bytes
+from tests.builders import corrupt_jpeg_bytes, jpeg_bytes, png_bomb
 
 TINY = ModelSpec("shop-tiny", seed=0)
 

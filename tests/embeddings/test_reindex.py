@@ -6,7 +6,7 @@ from django.core.management import CommandError, call_command
 from embeddings.encoder import ModelSpec
 from embeddings.models import CaptionEmbedding, EmbeddingSpace, ImageEmbedding
 from embeddings.services import space_create, space_fill
-from tests.conftest import corrupt_jpeg_bytes, jpeg_bytes
+from tests.builders import corrupt_jpeg_bytes, jpeg_bytes
 
 pytestmark = pytest.mark.django_db
 

@@ -18,7 +18,7 @@ from embeddings.selectors import (
     text_vector,
 )
 from embeddings.services import space_create, space_get_active
-from tests.conftest import jpeg_bytes
+from tests.builders import COLOURS, brute_force_ranking, jpeg_bytes
 
 pytestmark = pytest.mark.django_db
 
@@ -26,18 +26,6 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture(autouse=True)
 def no_similarity_floor(settings):
     settings.SEARCH_SIMILARITY_FLOOR = -1.0
-
-
-COLOURS = [
-    (220, 20, 20),
-    (20, 20, 220),
-    (20, 180, 20),
-    (240, 220, 30),
-    (20, 20, 20),
-    (240, 240, 240),
-    (160, 40, 200),
-    (250, 140, 0),
-]
 
 
 @pytest.fixture
@@ -52,21 +40,6 @@ def catalog(make_product, embed_on_commit):
                 photos.append(jpeg_bytes(COLOURS[(i + 1) % 8], seed=100 + i))
             make_product(title=f"Product {i}", images=photos)
     return space_get_active()
-
-
-def brute_force_ranking(space, query_vector):
-    """Exact cosine ranking of products by their best image, in numpy."""
-    rows = ImageEmbedding.objects.filter(space=space, vector__isnull=False).values_list(
-        "image__product_id", "vector"
-    )
-    # The query goes through halfvec too, so round it the same way.
-    query = query_vector.astype(np.float16).astype(np.float64)
-    best: dict[int, float] = {}
-    for product_id, vector in rows:
-        vector = np.asarray(vector, dtype=np.float64)
-        score = float(vector @ query / (np.linalg.norm(vector) * np.linalg.norm(query)))
-        best[product_id] = max(score, best.get(product_id, -2.0))
-    return sorted(best.items(), key=lambda item: (-item[1], item[0]))
 
 
 @pytest.mark.parametrize("query", ["red striped t-shirt", "黑色皮鞋", "blue"])

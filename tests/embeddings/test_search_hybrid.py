@@ -20,7 +20,7 @@ from embeddings.selectors import (
     text_vector,
 )
 from embeddings.services import space_create, space_get_active
-from tests.embeddings.test_search import brute_force_ranking
+from tests.builders import brute_force_ranking
 
 pytestmark = pytest.mark.django_db
 

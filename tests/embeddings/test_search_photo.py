@@ -17,8 +17,7 @@ from embeddings.selectors import (
     text_vector,
 )
 from embeddings.services import space_get_active
-from tests.conftest import jpeg_bytes
-from tests.embeddings.test_search import COLOURS, brute_force_ranking
+from tests.builders import COLOURS, brute_force_ranking, jpeg_bytes
 
 pytestmark = pytest.mark.django_db
 

@@ -7,7 +7,7 @@ from celery.contrib.testing.worker import start_worker
 
 from embeddings.models import CaptionEmbedding, ImageEmbedding
 from shop_search.celery import app
-from tests.conftest import corrupt_jpeg_bytes, jpeg_bytes
+from tests.builders import corrupt_jpeg_bytes, jpeg_bytes
 
 
 @pytest.fixture

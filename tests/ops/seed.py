@@ -12,28 +12,10 @@ embedding task is queued: the test decides what reaches the broker, and when.
 import io
 import json
 import sys
-import zlib
-
-
-def png_bomb(width: int, height: int) -> bytes:
-    """A valid 1-bit PNG of width x height black pixels: a few hundred KB on disk."""
-    import struct
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        body = kind + data
-        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
-
-    row = b"\x00" * (1 + (width + 7) // 8)  # filter byte + packed pixels
-    compressor = zlib.compressobj(9)
-    rows = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
-    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
-    )
 
 
 def image_bytes(spec: dict) -> tuple[bytes, str]:
-    from tests.conftest import corrupt_jpeg_bytes, jpeg_bytes
+    from tests.builders import corrupt_jpeg_bytes, jpeg_bytes, png_bomb
 
     kind = spec.get("kind", "jpeg")
     if kind == "jpeg":

@@ -7,7 +7,7 @@ row's lock inside its upsert, and the test strikes exactly then. No sleeps, no t
 
 from contextlib import closing
 
-from tests.conftest import jpeg_bytes
+from tests.builders import jpeg_bytes
 from tests.ops.topology import AdminSession, wait_until
 
 EMBED = "embeddings.tasks.embed_images"

@@ -12,7 +12,7 @@ from django.urls import reverse
 from catalog.models import ImportJob, Product
 from embeddings.encoder import CheckpointError, ClipEncoder, ModelSpec
 from embeddings.models import FinetuneRun
-from tests.conftest import jpeg_bytes
+from tests.builders import jpeg_bytes
 
 pytestmark = pytest.mark.django_db
 

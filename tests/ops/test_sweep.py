@@ -8,7 +8,7 @@ from catalog.services import product_image_fill_metadata
 from embeddings.models import CaptionEmbedding, ImageEmbedding
 from embeddings.services import space_get_active
 from embeddings.tasks import sweep_missing_embeddings
-from tests.conftest import corrupt_jpeg_bytes, jpeg_bytes
+from tests.builders import corrupt_jpeg_bytes, jpeg_bytes
 
 pytestmark = pytest.mark.django_db
 

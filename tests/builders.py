@@ -1,0 +1,100 @@
+"""Plain builders the tests share: real images drawn with Pillow, import files, search oracles.
+
+Fixtures live in the conftest.py files; these are functions and constants a test imports.
+"""
+
+import csv
+import io
+import json
+import struct
+import zipfile
+import zlib
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from embeddings.models import ImageEmbedding
+
+COLOURS = [
+    (220, 20, 20),
+    (20, 20, 220),
+    (20, 180, 20),
+    (240, 220, 30),
+    (20, 20, 20),
+    (240, 240, 240),
+    (160, 40, 200),
+    (250, 140, 0),
+]
+
+
+def jpeg_bytes(colour=(200, 30, 30), size=96, stripes=None, seed=0) -> bytes:
+    """A small photo-like JPEG: a coloured square with optional stripes and a little noise."""
+    rng = np.random.default_rng(seed)
+    image = Image.new("RGB", (size, size), (235, 235, 235))
+    draw = ImageDraw.Draw(image)
+    draw.rectangle([size // 6, size // 6, size * 5 // 6, size * 5 // 6], fill=tuple(colour))
+    if stripes:
+        for y in range(size // 6, size * 5 // 6, 8):
+            draw.rectangle([size // 6, y, size * 5 // 6, y + 3], fill=tuple(stripes))
+    pixels = np.asarray(image, dtype=np.int16) + rng.integers(-8, 9, (size, size, 3))
+    buffer = io.BytesIO()
+    Image.fromarray(pixels.clip(0, 255).astype(np.uint8)).save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def corrupt_jpeg_bytes() -> bytes:
+    """A JPEG cut off in the middle of its pixel data: the header reads, decoding fails."""
+    data = jpeg_bytes(size=128)
+    return data[: len(data) // 3]
+
+
+def png_bomb(width: int, height: int) -> bytes:
+    """A valid, tiny PNG of a huge black 1-bit image: decoding it would need gigabytes."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    compressor = zlib.compressobj(9)
+    row = b"\0" * (1 + (width + 7) // 8)
+    pixels = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+    )
+
+
+def csv_bytes(rows: list[dict], columns=None, bom=False) -> bytes:
+    columns = columns or list(dict.fromkeys(key for row in rows for key in row))
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=columns, lineterminator="\r\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return ("\ufeff" if bom else "").encode() + text.getvalue().encode("utf-8")
+
+
+def zip_bytes(entries: dict[str, bytes], compression=zipfile.ZIP_DEFLATED) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression) as archive:
+        for name, data in entries.items():
+            archive.writestr(zipfile.ZipInfo(name), data, compress_type=compression)
+    return buffer.getvalue()
+
+
+def jsonl_bytes(rows: list) -> bytes:
+    return b"".join(json.dumps(row, ensure_ascii=False).encode() + b"\n" for row in rows)
+
+
+def brute_force_ranking(space, query_vector):
+    """Exact cosine ranking of products by their best image, in numpy."""
+    rows = ImageEmbedding.objects.filter(space=space, vector__isnull=False).values_list(
+        "image__product_id", "vector"
+    )
+    # The query goes through halfvec too, so round it the same way.
+    query = query_vector.astype(np.float16).astype(np.float64)
+    best: dict[int, float] = {}
+    for product_id, vector in rows:
+        vector = np.asarray(vector, dtype=np.float64)
+        score = float(vector @ query / (np.linalg.norm(vector) * np.linalg.norm(query)))
+        best[product_id] = max(score, best.get(product_id, -2.0))
+    return sorted(best.items(), key=lambda item: (-item[1], item[0]))
