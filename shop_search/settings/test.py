@@ -1,10 +1,10 @@
 """Test settings: the embedded database, eager Celery, cheap hashing, media in a temp dir."""
 
-import os
 import tempfile
 from pathlib import Path
 
 from .base import *  # noqa: F403
+from .base import env
 
 DEBUG = False
 ALLOWED_HOSTS = ["testserver", "localhost", "127.0.0.1"]
@@ -31,5 +31,5 @@ torch.set_num_threads(1)
 # Several test runs on one machine (helpers, a second terminal) each need their own test
 # database: the embedded server is shared, and --reuse-db runs would block on each other.
 DATABASES["default"]["TEST"] = {  # noqa: F405
-    "NAME": os.environ.get("SHOP_TEST_DATABASE", "test_shop_search")
+    "NAME": env.str("SHOP_TEST_DATABASE", default="test_shop_search")
 }

@@ -1,4 +1,5 @@
-"""Production settings refuse to start with unsafe values; the embedded default works."""
+"""Settings come from the environment through one reader whose errors name the variable;
+production refuses to start with unsafe values; the embedded default works."""
 
 import os
 import subprocess
@@ -6,13 +7,20 @@ import sys
 from pathlib import Path
 
 import pytest
+from django.core.exceptions import ImproperlyConfigured
 from django.db import connection
+
+from shop_search.settings.environment import Env
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_django_check(**env) -> subprocess.CompletedProcess:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("DJANGO_")}
+    environment = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("DJANGO_") and k != "CELERY_BROKER_URL"
+    }
     environment.update(DJANGO_SETTINGS_MODULE="shop_search.settings.production", **env)
     return subprocess.run(
         [sys.executable, "manage.py", "check"],
@@ -38,6 +46,12 @@ def run_django_check(**env) -> subprocess.CompletedProcess:
             },
             "DJANGO_DEBUG must be off",
         ),
+        (
+            {"DJANGO_SECRET_KEY": "s" * 50, "DJANGO_ALLOWED_HOSTS": "shop.example"},
+            "CELERY_BROKER_URL must be set in production",
+        ),
+        ({"EMBED_BATCH_SIZE": "abc"}, "EMBED_BATCH_SIZE must be an integer, got 'abc'"),
+        ({"SEARCH_SIMILARITY_FLOOR": "high"}, "SEARCH_SIMILARITY_FLOOR must be a number"),
     ],
 )
 def test_production_settings_refuse_unsafe_configuration(env, message):
@@ -47,9 +61,39 @@ def test_production_settings_refuse_unsafe_configuration(env, message):
 
 
 def test_production_settings_start_when_configured():
-    result = run_django_check(DJANGO_SECRET_KEY="s" * 50, DJANGO_ALLOWED_HOSTS="shop.example")
+    result = run_django_check(
+        DJANGO_SECRET_KEY="s" * 50,
+        DJANGO_ALLOWED_HOSTS="shop.example",
+        CELERY_BROKER_URL="redis://127.0.0.1:6379/0",  # parsed, never connected to by `check`
+    )
     assert result.returncode == 0, result.stderr
     assert "no issues" in result.stdout
+
+
+def test_environment_values_are_read_as_they_always_were(monkeypatch):
+    monkeypatch.setenv("SECRET", "$not-a-reference")
+    monkeypatch.setenv("FLAG", " Yes ")
+    monkeypatch.setenv("NOT_A_FLAG", "ok")
+    monkeypatch.setenv("RATIO", "1e-3")
+    monkeypatch.setenv("HOSTS", "a.example,,b.example")
+    env = Env()
+    assert env.str("SECRET") == "$not-a-reference"
+    assert env.bool("FLAG") is True
+    assert env.bool("NOT_A_FLAG") is False
+    assert env.float("RATIO") == 0.001
+    assert env.list("HOSTS") == ["a.example", "b.example"]
+    assert env.int("UNSET_IN_THIS_TEST", default=7) == 7
+
+
+def test_environment_errors_name_the_variable(monkeypatch):
+    monkeypatch.setenv("IMPORT_URL_TIMEOUT", "0.5s")
+    with pytest.raises(
+        ImproperlyConfigured, match="IMPORT_URL_TIMEOUT must be a number, got '0.5s'"
+    ):
+        Env().float("IMPORT_URL_TIMEOUT", default=15.0)
+    monkeypatch.delenv("UNSET_IN_THIS_TEST", raising=False)
+    with pytest.raises(ImproperlyConfigured, match="Set the UNSET_IN_THIS_TEST environment"):
+        Env().str("UNSET_IN_THIS_TEST")
 
 
 @pytest.mark.django_db
