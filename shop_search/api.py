@@ -1,6 +1,6 @@
 """API conventions: every error body has one readable `error` message, plus details."""
 
-from rest_framework import exceptions
+from rest_framework import exceptions, serializers
 from rest_framework.views import exception_handler as drf_exception_handler
 
 
@@ -23,3 +23,12 @@ def exception_handler(exc, context):
     elif isinstance(response.data, dict) and "detail" in response.data:
         response.data = {"error": str(response.data["detail"])}
     return response
+
+
+class ErrorSerializer(serializers.Serializer):
+    """The body of every error response, as `exception_handler` shapes it."""
+
+    error = serializers.CharField(help_text="one readable message")
+    errors = serializers.DictField(
+        required=False, help_text="messages by field (400 responses only)"
+    )

@@ -3,6 +3,7 @@
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
+from drf_spectacular.generators import SchemaGenerator
 
 from catalog.models import ImportJob, Product
 from tests.builders import csv_bytes, jpeg_bytes, zip_bytes
@@ -110,6 +111,17 @@ def test_api_refuses_bad_uploads_with_a_clear_400(admin_client, data, message):
     assert not ImportJob.objects.exists()
 
 
+def test_api_report_answers_a_client_that_asks_for_csv(admin_client):
+    job = ImportJob.objects.create(format="csv", source_name="shop.csv", status="done")
+    url = reverse("api-import-report", args=[job.pk])
+    report = admin_client.get(url, HTTP_ACCEPT="text/csv")
+    assert (report.status_code, report["Content-Type"]) == (200, "text/csv; charset=utf-8")
+    assert b"".join(report.streaming_content).decode("utf-8-sig") == "line,sku,field,error\r\n"
+    missing = admin_client.get(reverse("api-import-report", args=[999]), HTTP_ACCEPT="text/csv")
+    assert missing.status_code == 404
+    assert missing.json() == {"error": "there is no import 999"}
+
+
 def test_api_unknown_job_is_a_404(admin_client):
     response = admin_client.get(reverse("api-import-detail", args=[999]))
     assert response.status_code == 404
@@ -183,3 +195,41 @@ def test_admin_action_resumes_an_interrupted_import(admin_client, embed_on_commi
     job.refresh_from_db()
     assert (job.status, job.rows_processed, job.rows_created) == ("done", 3, 1)
     assert Product.objects.filter(sku="A-1").exists()
+
+
+def test_the_openapi_schema_describes_the_import_endpoints():
+    schema = SchemaGenerator().get_schema(request=None, public=True)
+    paths, components = schema["paths"], schema["components"]["schemas"]
+
+    def component(ref):
+        return components[ref["$ref"].rsplit("/", 1)[1]]
+
+    create = paths["/api/imports/"]["post"]
+    form = component(create["requestBody"]["content"]["multipart/form-data"]["schema"])
+    assert list(form["properties"]) == ["file", "images", "format", "dry_run"]
+    assert form["properties"]["file"]["format"] == "binary"  # an upload
+    assert form["required"] == ["file"]
+    assert set(create["responses"]) == {"202", "400", "403"}
+    job = component(create["responses"]["202"]["content"]["application/json"]["schema"])
+    assert set(job["properties"]) == {
+        "id", "status", "format", "dry_run", "source_name", "images_name", "progress", "rows",
+        "images_created", "failure", "errors", "report_url", "created", "started", "finished",
+    }  # fmt: skip
+    assert set(component(job["properties"]["rows"])["properties"]) == {
+        "processed", "created", "updated", "unchanged", "failed"
+    }  # fmt: skip
+    row_error = component(job["properties"]["errors"]["items"])
+    assert set(row_error["properties"]) == {"line", "sku", "field", "error"}
+    error = component(create["responses"]["400"]["content"]["application/json"]["schema"])
+    assert set(error["properties"]) == {"error", "errors"}
+
+    detail = paths["/api/imports/{job_id}/"]["get"]
+    assert set(detail["responses"]) == {"200", "403", "404"}
+    assert (
+        detail["responses"]["200"]["content"]["application/json"]["schema"]
+        == (create["responses"]["202"]["content"]["application/json"]["schema"])
+    )
+
+    report = paths["/api/imports/{job_id}/report/"]["get"]
+    assert report["responses"]["200"]["content"] == {"text/csv": {"schema": {"type": "string"}}}
+    assert set(report["responses"]) == {"200", "403", "404"}
