@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import pickle
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -60,23 +61,28 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Weights only: safetensors, or a torch file read with weights_only=True (no pickled code)."""
+def load_checkpoint(model: torch.nn.Module, path: str | Path, sha256: str = "") -> None:
+    """Load a local checkpoint into `model` with open_clip's own loader, after checking the
+    file's sha256 when one is given.
+
+    open_clip reads safetensors, or a torch file with weights_only=True (no pickled code
+    runs); it unwraps a "state_dict" key and drops DDP's "module." prefix. Every failure
+    is a CheckpointError saying why: missing file, checksum mismatch, unsafe or unreadable
+    file, weights that do not fit the model.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint file not found: {path}")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path), device="cpu")
+    if sha256:
+        actual = file_sha256(path)
+        if actual != sha256:
+            raise CheckpointError(f"checkpoint {path} has sha256 {actual}, expected {sha256}")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises UnpicklingError and friends for unsafe payloads
+        open_clip.load_checkpoint(model, str(path), weights_only=True, device="cpu")
+    except pickle.UnpicklingError as exc:  # torch's refusal of pickled code, or garbage
         raise CheckpointError(f"cannot load {path} as weights only: {exc}") from exc
-    if isinstance(state, dict) and "state_dict" in state:
-        state = state["state_dict"]
-    # Checkpoints saved from DataParallel/DDP prefix every key with "module.".
-    return {k.removeprefix("module."): v for k, v in state.items()}
+    except Exception as exc:
+        raise CheckpointError(f"cannot load {path} into {type(model).__name__}: {exc}") from exc
 
 
 def default_device() -> torch.device:
@@ -91,20 +97,13 @@ class ClipEncoder:
         self.device = torch.device(device) if device else default_device()
         # Half precision on GPU: twice the throughput, and cosine ranking does not notice.
         self.precision = "fp16" if self.device.type == "cuda" else "fp32"
-        if spec.checkpoint and spec.checkpoint_sha256:
-            actual = file_sha256(spec.checkpoint)
-            if actual != spec.checkpoint_sha256:
-                raise CheckpointError(
-                    f"checkpoint {spec.checkpoint} has sha256 {actual}, "
-                    f"expected {spec.checkpoint_sha256}"
-                )
         # Seed before building so a random init is the same in every process.
         torch.manual_seed(spec.seed)
         model, _, preprocess = open_clip.create_model_and_transforms(
             spec.architecture, pretrained=spec.pretrained or None, precision="fp32", device="cpu"
         )
         if spec.checkpoint:
-            model.load_state_dict(load_state_dict(spec.checkpoint))
+            load_checkpoint(model, spec.checkpoint, sha256=spec.checkpoint_sha256)
         if self.precision == "fp16":
             model = model.half()
         self.model = model.to(self.device).eval()

@@ -84,6 +84,26 @@ def test_torch_checkpoint_with_pickled_code_is_refused(tmp_path):
         ClipEncoder(ModelSpec("shop-tiny", checkpoint=str(path)), device="cpu")
 
 
+def test_torch_checkpoint_saved_by_ddp_training_loads(encoder, tmp_path):
+    # open_clip_train saves {"epoch", "state_dict"} with DDP's "module." on every key.
+    state = encoder.model.state_dict()
+    path = tmp_path / "epoch_1.pt"
+    torch.save({"epoch": 1, "state_dict": {f"module.{k}": v for k, v in state.items()}}, path)
+    loaded = ClipEncoder(ModelSpec("shop-tiny", checkpoint=str(path), seed=123), device="cpu")
+    np.testing.assert_allclose(
+        loaded.encode_texts(["mug"]), encoder.encode_texts(["mug"]), atol=1e-6
+    )
+
+
+def test_checkpoint_errors_say_why(encoder, tmp_path):
+    with pytest.raises(CheckpointError, match="not found"):
+        ClipEncoder(ModelSpec("shop-tiny", checkpoint=str(tmp_path / "no.pt")), device="cpu")
+    partial = tmp_path / "partial.pt"
+    torch.save(dict(list(encoder.model.state_dict().items())[1:]), partial)
+    with pytest.raises(CheckpointError, match="cannot load .* into CLIP"):
+        ClipEncoder(ModelSpec("shop-tiny", checkpoint=str(partial)), device="cpu")
+
+
 def test_decode_image_says_why_it_refuses():
     with pytest.raises(ImageDecodeError, match="not a recognised image"):
         decode_image(b"%PDF-1.4 definitely not a picture")

@@ -1,4 +1,4 @@
-"""Tests for embeddings.training: real (tiny) models and data, no mocks, no database.
+"""Tests for the embeddings.training package: real (tiny) models and data, no mocks, no database.
 
 Run without Django: `python -m pytest tests/embeddings/test_training.py -p no:django -q`.
 """
@@ -17,14 +17,14 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from embeddings import training
-from embeddings.encoder import ClipEncoder, ModelSpec, file_sha256, load_state_dict
+from embeddings.encoder import ClipEncoder, ModelSpec, file_sha256
 from embeddings.training import (
     Example,
     TrainConfig,
     epoch_batches,
     evaluate,
     finetune,
+    load_checkpoint,
     lr_at,
     model_config,
     param_groups,
@@ -32,6 +32,8 @@ from embeddings.training import (
     save_checkpoint,
     split_by_product,
 )
+from embeddings.training.data import collect_examples, drop_words
+from embeddings.training.schedule import fit_steps
 
 # ------------------------------------------------------------------------- tiny world
 
@@ -191,14 +193,14 @@ def test_time_budget_stops_after_the_current_step(micro_tools):
 def test_fit_schedule_to_budget_follows_the_pace():
     recent = [0.5] * 10  # seconds per step
     # 100 steps left need 50 s; 20 s fit ~38 of them.
-    shortened = training._fit_steps(200, 100, 20.0, recent, 50, val_seconds=0.0)
+    shortened = fit_steps(200, 100, 20.0, recent, 50, val_seconds=0.0)
     assert 130 <= shortened <= 140
     # Plenty of time: the plan, never more (also after an earlier shortening).
-    assert training._fit_steps(200, 100, 1000.0, recent, 50, val_seconds=0.0) == 200
+    assert fit_steps(200, 100, 1000.0, recent, 50, val_seconds=0.0) == 200
     # Validations still to come count too.
-    assert training._fit_steps(200, 100, 20.0, recent, 50, val_seconds=5.0) < shortened
+    assert fit_steps(200, 100, 20.0, recent, 50, val_seconds=5.0) < shortened
     # Out of time: one more step at most.
-    assert training._fit_steps(200, 100, 0.0, recent, 50, val_seconds=0.0) == 101
+    assert fit_steps(200, 100, 0.0, recent, 50, val_seconds=0.0) == 101
 
 
 def test_bad_loss_raises_instead_of_training_on(micro_tools):
@@ -244,7 +246,7 @@ def test_examples_reduce_to_distinct_texts_and_images_per_product():
         for key, colour in (("a", "red"), ("a", "red"), ("b", "red"), ("a", "blue")):
             yield key, f"{colour} circle", shape_image(colour, "circle", 0)
 
-    data = training._collect(fresh())
+    data = collect_examples(fresh())
     # Same pixels twice for product a: one image; the same pixels for b: b's own image.
     assert data.products == ["a", "b"]
     assert data.texts == ["red circle", "red circle", "blue circle"]
@@ -256,14 +258,14 @@ def test_examples_reduce_to_distinct_texts_and_images_per_product():
 def test_word_dropout_keeps_a_non_empty_ordered_subset():
     rng = np.random.default_rng(0)
     title = "plain red linen dress"
-    outs = [training._drop_words(title, 1.0, rng) for _ in range(200)]
+    outs = [drop_words(title, 1.0, rng) for _ in range(200)]
     words = title.split()
     for out in outs:
         kept = out.split()
         assert kept and kept == [w for w in words if w in kept]
     assert len(set(outs)) > 8 and "red dress" in outs
-    assert training._drop_words(title, 0.0, rng) == title
-    assert training._drop_words("红色亚麻连衣裙", 1.0, rng) == "红色亚麻连衣裙"  # no spaces
+    assert drop_words(title, 0.0, rng) == title
+    assert drop_words("红色亚麻连衣裙", 1.0, rng) == "红色亚麻连衣裙"  # no spaces
 
 
 def test_lr_schedule_warms_up_linearly_then_decays_by_cosine():
@@ -420,6 +422,8 @@ def test_split_by_product_is_stable_across_processes():
 
 
 def test_checkpoint_round_trips_through_encoder_loading(tmp_path, micro_tools):
+    from safetensors.torch import load_file
+
     torch.manual_seed(0)
     model, _, preprocess = open_clip.create_model_and_transforms("shop-tiny")
     with torch.no_grad():  # weights unlike the fixed-seed init, so loading must matter
@@ -431,11 +435,11 @@ def test_checkpoint_round_trips_through_encoder_loading(tmp_path, micro_tools):
     assert sha == file_sha256(path) and len(sha) == 64
     assert not list(path.parent.glob("*.tmp"))
 
-    state = load_state_dict(path)
+    state = load_file(path)
     assert state.keys() == model.state_dict().keys()
     torch.manual_seed(0)
     fresh = open_clip.create_model("shop-tiny")
-    fresh.load_state_dict(state)
+    load_checkpoint(fresh, path, sha256=sha)
     model.eval(), fresh.eval()
     images = torch.stack([preprocess(shape_image("red", "circle", i)) for i in range(3)])
     tokens = open_clip.get_tokenizer("shop-tiny")(["red circle", "红色圆形", "blue square"])

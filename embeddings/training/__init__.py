@@ -1,0 +1,43 @@
+"""Contrastive fine-tuning and retrieval evaluation for open_clip models, Django-free.
+
+Like open_clip_train, but small: one process, one device, a catalogue-sized dataset.
+One module per concern:
+
+* `split`: `Example` and `split_by_product`, so no product is in train and validation.
+* `data`: examples reduced to distinct texts and images per product, word dropout, the
+  batches of an epoch (no product twice in a batch) and their tensors.
+* `metrics`: `recall_at_k` / `evaluate`, text-to-image and image-to-text Recall@K, where
+  the right answers for a query are everything belonging to the same product.
+* `precision`: the autocast dtype that pays on a device, and the GradScaler it needs.
+* `schedule`: linear warmup + cosine decay, fitted to a wall-clock budget.
+* `loop`: `finetune`, the symmetric InfoNCE loss (open_clip's `ClipLoss`) with AdamW.
+* `checkpoint`: `save_checkpoint` writes safetensors that `load_checkpoint` reads back.
+
+A training example is `(product_key, text, image)`: the image a PIL image (or encoded
+image bytes). Every distinct text of a product is one training pair per epoch, paired
+with one of the product's images drawn at random that epoch.
+"""
+
+from .checkpoint import load_checkpoint, model_config, save_checkpoint
+from .data import epoch_batches
+from .loop import EpochStats, TrainConfig, TrainResult, finetune, param_groups
+from .metrics import evaluate, recall_at_k
+from .schedule import lr_at
+from .split import Example, split_by_product
+
+__all__ = [
+    "EpochStats",
+    "Example",
+    "TrainConfig",
+    "TrainResult",
+    "epoch_batches",
+    "evaluate",
+    "finetune",
+    "load_checkpoint",
+    "lr_at",
+    "model_config",
+    "param_groups",
+    "recall_at_k",
+    "save_checkpoint",
+    "split_by_product",
+]
