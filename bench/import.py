@@ -123,7 +123,7 @@ def write_files(folder: Path, products: int, rows: int) -> dict[str, tuple[Path,
 
 def child(args) -> None:
     setup_django(args.database)
-    from catalog.importing.services import import_job_run
+    from catalog.importing.run import import_job_run
     from catalog.models import ImportJob, Product
     from catalog.services import demo_catalog_load
 

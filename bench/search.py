@@ -106,7 +106,7 @@ def load(products: int) -> None:
     from catalog.services import category_get_or_create_path
     from embeddings.encoder import ModelSpec
     from embeddings.models import EmbeddingSpace
-    from embeddings.services import space_build_indexes, space_create
+    from embeddings.spaces import space_build_indexes, space_create
 
     started = time.perf_counter()
     EmbeddingSpace.objects.filter(status=EmbeddingSpace.Status.ACTIVE).update(
@@ -268,14 +268,14 @@ def main() -> None:
 
     from catalog.models import Product
     from embeddings.models import EmbeddingSpace
-    from embeddings.search import (
+    from search.ranking import (
         MAX_EF_SEARCH,
         SearchFilters,
         hybrid_search_params,
         hybrid_search_sql,
         image_window,
     )
-    from embeddings.selectors import text_vector
+    from search.selectors import text_vector
 
     # serialize=False: no copy of 100k products for TransactionTestCase rollbacks.
     connection.creation.create_test_db(verbosity=0, keepdb=not args.fresh, serialize=False)
@@ -298,7 +298,7 @@ def main() -> None:
     sql = hybrid_search_sql(space, none, text=False)
     times, recalls = [], []
     for query in queries:
-        params = hybrid_search_params(vector=query, filters=none)
+        params = hybrid_search_params(space=space, vector=query, filters=none)
         rows, ms = timed(lambda params=params: run_sql(sql, params, settings=hnsw))
         exact = run_sql(sql, params, settings=EXACT)
         times.append(ms)
@@ -309,7 +309,9 @@ def main() -> None:
     times = []
     for i, query in enumerate(queries):
         text = TEXT_QUERIES[i % len(TEXT_QUERIES)]
-        params = hybrid_search_params(vector=query, filters=none, text=text, floor=-2.0)
+        params = hybrid_search_params(
+            space=space, vector=query, filters=none, text=text, floor=-2.0
+        )
         _, ms = timed(lambda params=params: run_sql(hybrid_sql(space), params, settings=hnsw))
         times.append(ms)
     print(f"hybrid SQL (text + vector):    {percentiles(times)}")
@@ -335,7 +337,7 @@ def main() -> None:
     for name, (way_sql, way_settings) in ways.items():
         times, recalls, returned = [], [], []
         for i, query in enumerate(queries):
-            params = hybrid_search_params(vector=query, filters=filters)
+            params = hybrid_search_params(space=space, vector=query, filters=filters)
             rows, ms = timed(lambda s=way_sql, p=params, w=way_settings: run_sql(s, p, settings=w))
             if i not in exact_tops:
                 exact_tops[i] = top_products(run_sql(sql, params, settings=EXACT))
@@ -364,7 +366,7 @@ def main() -> None:
 
 
 def hybrid_sql(space):
-    from embeddings.search import SearchFilters, hybrid_search_sql
+    from search.ranking import SearchFilters, hybrid_search_sql
 
     return hybrid_search_sql(space, SearchFilters(), text=True)
 
@@ -381,7 +383,7 @@ def one_percent_filter():
 
     from catalog.models import Category, Product
     from catalog.selectors import category_subtree_ids
-    from embeddings.search import SearchFilters
+    from search.ranking import SearchFilters
 
     total = Product.objects.count()
     counts = Product.objects.values("category_id", "brand").annotate(n=Count("id"))

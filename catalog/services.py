@@ -14,7 +14,7 @@ from django.utils.text import slugify
 from PIL import Image
 
 from catalog.models import Category, Product, ProductImage
-from embeddings.services import embeddings_queue
+from catalog.signals import catalog_changed_send
 
 
 def image_file_metadata(file: IO[bytes]) -> tuple[str, int, int]:
@@ -36,6 +36,33 @@ def image_file_metadata(file: IO[bytes]) -> tuple[str, int, int]:
 
 def product_image_fill_metadata(image: ProductImage) -> None:
     image.sha256, image.width, image.height = image_file_metadata(image.file)
+
+
+# The product fields its caption vectors are computed from: changing one re-embeds them.
+CAPTION_FIELDS = frozenset({"title", "description", "attributes"})
+
+
+@transaction.atomic
+def product_save(*, product: Product, changed_fields: Iterable[str] = ()) -> Product:
+    """Save a product edited in a form; new products and changed texts are re-embedded."""
+    adding = product._state.adding
+    product.save()
+    if adding or CAPTION_FIELDS & set(changed_fields):
+        catalog_changed_send(product_ids=[product.pk])
+    return product
+
+
+@transaction.atomic
+def product_images_save(*, images: Iterable[tuple[ProductImage, bool]]) -> None:
+    """Save images edited in a form, each with whether its file changed; new or replaced
+    files get fresh metadata, and their vectors are recomputed in one batch."""
+    new_content = []
+    for image, file_changed in images:
+        if image._state.adding or file_changed:
+            product_image_fill_metadata(image)
+            new_content.append(image)
+        image.save()
+    catalog_changed_send(image_ids=[image.pk for image in new_content])
 
 
 # Pillow format -> file extension of a stored image.
@@ -92,7 +119,7 @@ def product_image_create(
     )
     with transaction.atomic():
         image.save()
-        embeddings_queue(image_ids=[image.pk])
+        catalog_changed_send(image_ids=[image.pk])
     return image
 
 
@@ -127,7 +154,7 @@ def product_create(
         product_image_create(
             product=product, file=file, name=f"{sku}-{position}.jpg", position=position
         )
-    embeddings_queue(product_ids=[product.pk])
+    catalog_changed_send(product_ids=[product.pk])
     return product
 
 
@@ -202,7 +229,7 @@ def demo_catalog_load(
                     images.append(image)
             ProductImage.objects.bulk_create(images)
             if embed:
-                embeddings_queue(
+                catalog_changed_send(
                     image_ids=[image.pk for image in images],
                     product_ids=[product.pk for product in products],
                 )

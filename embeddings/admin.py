@@ -1,13 +1,18 @@
+from django.conf import settings
 from django.contrib import admin, messages
+from django.db.models import Exists, OuterRef, Subquery
 from django.http import HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
 from django.utils.html import format_html
 
+from catalog.admin import ProductImageAdmin
+from catalog.models import ProductImage
 from embeddings.charts import line_chart_svg, metrics_table
-from embeddings.finetuning import finetune_run_start
-from embeddings.models import EmbeddingSpace, FinetuneRun
-from embeddings.services import space_get_active
+from embeddings.finetuning import FinetuneOptions
+from embeddings.models import EmbeddingSpace, FinetuneRun, ImageEmbedding
+from embeddings.services import finetune_run_start, space_activate_start
+from embeddings.spaces import NoActiveSpace, space_active
 
 
 def training_report(metrics: dict) -> str:
@@ -83,20 +88,18 @@ class EmbeddingSpaceAdmin(admin.ModelAdmin):
         if request.method != "POST" or not request.user.has_perm("embeddings.add_finetunerun"):
             messages.error(request, "Fine-tuning needs a POST by a user allowed to start runs.")
             return HttpResponseRedirect(reverse("admin:embeddings_embeddingspace_changelist"))
-        from django.conf import settings
-
-        run = finetune_run_start(options=dict(settings.FINETUNE_ADMIN_OPTIONS),
-                                 source=space_get_active(), requested_by=request.user)
+        run = finetune_run_start(
+            options=FinetuneOptions(**settings.FINETUNE_ADMIN_OPTIONS),
+            source=space_active(),
+            requested_by=request.user,
+        )
         messages.success(request, f"Fine-tuning started ({run}).")
         return HttpResponseRedirect(reverse("admin:embeddings_finetunerun_change", args=[run.pk]))
 
     def activate_view(self, request, pk):
-        from embeddings.tasks import activate_space
-        from shop_search.celery import queue_long_task
-
         space = get_object_or_404(EmbeddingSpace, pk=pk)
         if request.method == "POST" and request.user.has_perm("embeddings.change_embeddingspace"):
-            queue_long_task(activate_space, space.pk)
+            space_activate_start(space=space)
             messages.success(request, f"Activating {space} (filled first, then switched).")
         return HttpResponseRedirect(reverse("admin:embeddings_embeddingspace_change", args=[pk]))
 
@@ -122,6 +125,9 @@ class FinetuneRunAdmin(admin.ModelAdmin):
     def has_add_permission(self, request):
         return False  # started by the button on the spaces page, or finetune_clip
 
+    def has_change_permission(self, request, obj=None):
+        return False  # a record of what happened: shown read-only, no Save buttons
+
     @admin.display(description="phase")
     def phase(self, obj):
         return obj.progress.get("phase", "-")
@@ -144,6 +150,8 @@ class FinetuneRunAdmin(admin.ModelAdmin):
             f"{p['loss']:.3f}" if isinstance(p.get("loss"), float) else "-",
             round(p.get("elapsed", 0)),
         )
+        if not refresh:  # finished: the result below has the final charts
+            return line
         recall = [e.get("val_mean_recall") for e in p.get("epochs", [])]
         losses = [e.get("train_loss") for e in p.get("epochs", [])]
         return format_html(
@@ -156,3 +164,38 @@ class FinetuneRunAdmin(admin.ModelAdmin):
     @admin.display(description="Result")
     def outcome(self, obj):
         return training_report(obj.space.metrics) if obj.space else "-"
+
+
+admin.site.unregister(ProductImage)
+
+
+@admin.register(ProductImage)
+class ProductImageEmbeddingAdmin(ProductImageAdmin):
+    """The catalog's image admin, with each image's embedding status in the active space."""
+
+    list_display = [*ProductImageAdmin.list_display, "embedding_status"]
+    readonly_fields = [*ProductImageAdmin.readonly_fields, "embedding_status"]
+    fields = [*ProductImageAdmin.fields, "embedding_status"]
+
+    def get_queryset(self, request):
+        queryset = super().get_queryset(request)
+        try:
+            space = space_active()
+        except NoActiveSpace:
+            return queryset
+        # Status comes from the active space's embedding rows, not a stored flag.
+        rows = ImageEmbedding.objects.filter(image=OuterRef("pk"), space=space)
+        return queryset.annotate(
+            has_embedding=Exists(rows.filter(vector__isnull=False)),
+            embedding_error=Subquery(rows.values("error")[:1]),
+        )
+
+    @admin.display(description="Embedding")
+    def embedding_status(self, obj):
+        if getattr(obj, "has_embedding", False):
+            return "embedded"
+        if getattr(obj, "embedding_error", None):
+            return format_html(
+                '<span title="{}">failed: {}</span>', obj.embedding_error, obj.embedding_error[:80]
+            )
+        return "pending"

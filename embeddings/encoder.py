@@ -85,6 +85,14 @@ def load_checkpoint(model: torch.nn.Module, path: str | Path, sha256: str = "") 
         raise CheckpointError(f"cannot load {path} into {type(model).__name__}: {exc}") from exc
 
 
+def model_embed_dim(architecture: str) -> int:
+    """The vector size of an architecture, read from its config: no weights are loaded."""
+    config = open_clip.get_model_config(architecture)
+    if config is None:
+        raise ValueError(f"unknown CLIP architecture {architecture!r}")
+    return int(config["embed_dim"])
+
+
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 

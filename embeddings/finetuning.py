@@ -11,7 +11,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 from django.conf import settings
@@ -21,14 +21,7 @@ from catalog.images import ImageDecodeError, decode_image
 from catalog.models import Product
 from embeddings.encoder import ClipEncoder, ModelSpec
 from embeddings.models import EmbeddingSpace, FinetuneRun
-from embeddings.services import (
-    product_captions,
-    space_activate,
-    space_create,
-    space_encoder,
-    space_get_active,
-    space_spec,
-)
+from embeddings.spaces import space_active, space_create, space_encoder, space_spec
 from embeddings.training import (
     Example,
     TrainConfig,
@@ -38,12 +31,42 @@ from embeddings.training import (
     save_checkpoint,
     split_by_product,
 )
+from embeddings.vectors import product_captions, space_activate
 
 logger = logging.getLogger(__name__)
 
 
 class FinetuneError(ValueError):
     """Fine-tuning cannot start or finish; the message says why. The active space is untouched."""
+
+
+@dataclass(frozen=True)
+class FinetuneOptions:
+    """What one run trains from and how; stored on the run as JSON. None: the default."""
+
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    max_minutes: float | None = None
+    seed: int = 0
+    name: str | None = None  # of the new space; default generated from the time
+    margin: float | None = None  # required recall gain; default FINETUNE_PROMOTION_MARGIN
+    no_promote: bool = False
+    pretrained: str | None = None  # start from an open_clip tag instead of a space
+    scratch: bool = False  # start from a fixed-seed random init of `architecture`
+    architecture: str | None = None
+    max_products: int | None = None
+
+    @classmethod
+    def from_dict(cls, options: dict) -> FinetuneOptions:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise FinetuneError(f"unknown fine-tuning options: {', '.join(unknown)}")
+        return cls(**options)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -150,28 +173,28 @@ def finetune_run_execute(
     return run
 
 
-def _start_spec(run: FinetuneRun, active: EmbeddingSpace) -> tuple[ModelSpec, EmbeddingSpace]:
-    options = run.options
-    if options.get("pretrained"):
-        architecture = options.get("architecture") or active.architecture
-        return ModelSpec(architecture, pretrained=options["pretrained"]), active
-    if options.get("scratch"):
-        architecture = options.get("architecture") or active.architecture
-        return ModelSpec(architecture, seed=int(options.get("seed", 0))), active
+def _start_spec(
+    run: FinetuneRun, options: FinetuneOptions, active: EmbeddingSpace
+) -> tuple[ModelSpec, EmbeddingSpace]:
+    architecture = options.architecture or active.architecture
+    if options.pretrained:
+        return ModelSpec(architecture, pretrained=options.pretrained), active
+    if options.scratch:
+        return ModelSpec(architecture, seed=options.seed), active
     source = run.source or active
     return space_spec(source), source
 
 
 def _execute(run: FinetuneRun, on_progress: Callable[[dict], None] | None) -> None:
-    options = run.options
-    active = space_get_active()
-    spec, source = _start_spec(run, active)
+    options = FinetuneOptions.from_dict(run.options)
+    active = space_active()
+    spec, source = _start_spec(run, options, active)
     device = settings.CLIP_DEVICE or None
     # A model of its own: training changes weights in place, the shared encoder must not.
     model = ClipEncoder(spec, device=device)
 
     _set_phase(run, "collecting pairs")
-    pairs = catalog_pairs(image_size=model.image_size, max_products=options.get("max_products"))
+    pairs = catalog_pairs(image_size=model.image_size, max_products=options.max_products)
     minimum = settings.FINETUNE_MIN_PAIRS
     if len(pairs.train) < minimum or not pairs.val:
         raise FinetuneError(
@@ -185,9 +208,9 @@ def _execute(run: FinetuneRun, on_progress: Callable[[dict], None] | None) -> No
 
     config = TrainConfig(
         **{
-            k: options[k]
+            k: getattr(options, k)
             for k in ("epochs", "batch_size", "lr", "max_minutes", "seed")
-            if options.get(k) is not None
+            if getattr(options, k) is not None
         },
         device=str(model.device),
     )
@@ -206,7 +229,7 @@ def _execute(run: FinetuneRun, on_progress: Callable[[dict], None] | None) -> No
     floor = similarity_floor_calibrate(encoder=model, examples=pairs.val)
 
     _set_phase(run, "saving")
-    name = options.get("name") or f"{spec.architecture}-ft-{timezone.now():%Y%m%d-%H%M%S}"
+    name = options.name or f"{spec.architecture}-ft-{timezone.now():%Y%m%d-%H%M%S}"
     model_dir = settings.MODEL_DIR
     checkpoint = model_dir / f"{name}.safetensors"
     digest = save_checkpoint(model.model, checkpoint, metadata={"space": name})
@@ -259,20 +282,16 @@ def _execute(run: FinetuneRun, on_progress: Callable[[dict], None] | None) -> No
     EmbeddingSpace.objects.filter(pk=space.pk).update(similarity_floor=floor)
     run.space = space
 
-    margin = (
-        settings.FINETUNE_PROMOTION_MARGIN
-        if options.get("margin") is None
-        else float(options["margin"])
-    )
+    margin = settings.FINETUNE_PROMOTION_MARGIN if options.margin is None else options.margin
     gain = result.metrics_after.get("mean_recall", 0.0) - active_metrics.get("mean_recall", 0.0)
-    promote = gain >= margin and not options.get("no_promote")
+    promote = gain >= margin and not options.no_promote
     if promote:
         _set_phase(run, "filling and activating")
         space_activate(space=space)
         decision = (
             f"promoted: validation mean recall {gain:+.3f} over {active.name}, margin {margin:.3f}"
         )
-    elif options.get("no_promote"):
+    elif options.no_promote:
         decision = "kept as a candidate: promotion was not asked for"
     else:
         decision = (
@@ -310,7 +329,9 @@ def similarity_floor_calibrate(
     image_vecs = encoder.encode_images([_as_pil_image(e.image) for e in examples])
     text_vecs = encoder.encode_texts(texts)
     similarities = (image_vecs * text_vecs).sum(axis=1)
-    return round(float(np.percentile(similarities, percentile)), 4)
+    # "lower": an observed similarity, so at least (100 - percentile)% of the queries are at
+    # or above it however few there are (interpolating could put it above the lowest few).
+    return round(float(np.percentile(similarities, percentile, method="lower")), 4)
 
 
 def _as_pil_image(image):
@@ -333,15 +354,3 @@ def space_evaluate(*, space: EmbeddingSpace) -> dict:
     space.metrics = {**space.metrics, "evaluation": evaluation}
     space.save(update_fields=["metrics"])
     return evaluation
-
-
-def finetune_run_start(
-    *, options: dict, source: EmbeddingSpace | None = None, requested_by=None
-) -> FinetuneRun:
-    """Record a run and queue it on the `train` queue once the transaction commits."""
-    from embeddings.tasks import finetune_catalog
-    from shop_search.celery import queue_long_task
-
-    run = FinetuneRun.objects.create(options=options, source=source, requested_by=requested_by)
-    queue_long_task(finetune_catalog, run.pk)
-    return run

@@ -1,19 +1,26 @@
-"""Thin Celery tasks: take ids, load the space, call a service, retry transient errors."""
+"""Thin Celery tasks: take ids, load the space, call a service, retry transient errors.
+
+Tasks import the services that do the work; the services that queue tasks
+(embeddings.services) import this module. Queuing embed tasks lives here because the
+sweep, a task itself, queues them too.
+"""
 
 import logging
+from functools import partial
 
 from celery import shared_task
 from django.conf import settings
-from django.db import InterfaceError, OperationalError
+from django.db import InterfaceError, OperationalError, transaction
 
 from embeddings.finetuning import finetune_run_execute
 from embeddings.models import EmbeddingSpace, FinetuneRun
-from embeddings.services import (
+from embeddings.spaces import space_active
+from embeddings.vectors import (
     caption_embeddings_compute,
-    embeddings_sweep_missing,
+    chunks,
+    embeddings_missing,
     image_embeddings_compute,
     space_activate,
-    space_get_active,
 )
 
 logger = logging.getLogger(__name__)
@@ -33,7 +40,7 @@ RETRY_POLICY = dict(
 
 def _space(space_id: int | None) -> EmbeddingSpace | None:
     if space_id is None:
-        return space_get_active()
+        return space_active()
     space = EmbeddingSpace.objects.filter(pk=space_id).first()
     if space is None:
         logger.warning("embedding space %s is gone; nothing to do", space_id)
@@ -54,6 +61,28 @@ def embed_captions(product_ids: list[int], space_id: int | None = None) -> dict:
     if space is None:
         return {}
     return caption_embeddings_compute(space=space, product_ids=product_ids).as_dict()
+
+
+def _task_sender(task, *args) -> partial:
+    """`task.delay(*args)`, named. Django's robust on_commit logs a failed callback by its
+    __qualname__, which a bare partial lacks: the log call itself would raise, and fail the
+    committed upload that `robust` is there to protect."""
+    send = partial(task.delay, *args)
+    send.__qualname__ = f"{task.name}.delay"
+    return send
+
+
+def embeddings_queue(*, image_ids: list[int] = (), product_ids: list[int] = ()) -> None:
+    """Queue embedding of new or changed images and captions once the transaction commits.
+
+    One task per batch, never one per image. `robust`: an unreachable broker must not
+    fail an upload that has already committed; the periodic sweep catches up.
+    """
+    image_ids, product_ids = sorted(set(image_ids)), sorted(set(product_ids))
+    for batch in chunks(image_ids, settings.EMBED_BATCH_SIZE):
+        transaction.on_commit(_task_sender(embed_images, batch), robust=True)
+    for batch in chunks(product_ids, settings.EMBED_BATCH_SIZE * 4):
+        transaction.on_commit(_task_sender(embed_captions, batch), robust=True)
 
 
 @shared_task(acks_late=False, time_limit=6 * 3600, soft_time_limit=6 * 3600 - 60)
@@ -101,13 +130,12 @@ def sweep_missing_embeddings() -> dict:
         if waiting:
             logger.info("sweep skipped: %d tasks still wait in the %s queue", waiting, queue)
             return {"skipped": waiting}
-    report = embeddings_sweep_missing(
-        space=space_get_active(), limit=settings.EMBED_SWEEP_MAX_ITEMS
-    )
-    if report.images or report.products:
+    missing = embeddings_missing(space=space_active(), limit=settings.EMBED_SWEEP_MAX_ITEMS)
+    embeddings_queue(image_ids=missing.image_ids, product_ids=missing.product_ids)
+    if missing.image_ids or missing.product_ids:
         logger.info(
             "sweep queued %d images and %d products without vectors",
-            report.images,
-            report.products,
+            len(missing.image_ids),
+            len(missing.product_ids),
         )
-    return report.as_dict()
+    return {"images": len(missing.image_ids), "products": len(missing.product_ids)}

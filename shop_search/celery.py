@@ -7,6 +7,8 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "shop_search.settings.dev")
 app = Celery("shop_search")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+# The import task lives with the importer (catalog.importing), not in catalog.tasks.
+app.autodiscover_tasks(["catalog.importing"])
 
 
 @signals.setup_logging.connect

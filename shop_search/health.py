@@ -1,4 +1,5 @@
-"""/healthz: can this process serve? Database, broker and the active space's model."""
+"""/healthz: can this process serve? Database, broker and an active space (a read: no model
+is loaded, so a probe stays cheap; the first search loads it)."""
 
 import logging
 import time
@@ -30,11 +31,9 @@ def _check_broker() -> str:
 
 
 def _check_space() -> str:
-    from embeddings.services import space_encoder, space_get_active
+    from embeddings.spaces import space_active
 
-    space = space_get_active()
-    space_encoder(space)  # loads the model on the first probe, so it is warm for searches
-    return space.name
+    return space_active().name
 
 
 # Without the database or the model this process cannot answer a search: it is unhealthy.

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from catalog.services import category_get_or_create_path, product_create
+from embeddings.spaces import space_ensure_default
 from tests.builders import COLOURS, jpeg_bytes
 
 TESTS = Path(__file__).parent
@@ -22,6 +23,22 @@ def pytest_collection_modifyitems(items):
 
 
 _sku_numbers = itertools.count(1)
+
+
+@pytest.fixture(autouse=True)
+def default_space(request):
+    """Every database test starts with the default active space, as `migrate` makes it.
+
+    Created inside the test's own transaction (settings.test turns off the one `migrate`
+    makes), so each test gets a fresh HNSW index that rolls back with it.
+    """
+    uses_db = request.node.get_closest_marker("django_db") or {"db", "transactional_db"} & set(
+        request.fixturenames
+    )
+    if not uses_db:
+        return None
+    request.getfixturevalue("db")
+    return space_ensure_default()
 
 
 @pytest.fixture

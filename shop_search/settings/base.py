@@ -44,6 +44,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",  # Swagger UI's files, served locally: no CDN is reachable
     "catalog",
     "embeddings",
+    "search",
 ]
 
 MIDDLEWARE = [
@@ -156,13 +157,15 @@ FINETUNE_PROMOTION_MARGIN = env.float("FINETUNE_PROMOTION_MARGIN", default=0.01)
 LONG_TASKS_IN_THREAD_WHEN_EAGER = True
 # What the admin's "Fine-tune on catalog" button runs (finetune_clip options, e.g. epochs).
 FINETUNE_ADMIN_OPTIONS: dict = {}
+# `migrate` creates the first active space (from CLIP_MODEL) when there is none.
+EMBEDDINGS_DEFAULT_SPACE_ON_MIGRATE = True
 
 # Search: results are ranked within a bounded window of nearest neighbours, so a request
 # never touches more than this many products, however large the catalog.
 SEARCH_MAX_RESULTS = env.int("SEARCH_MAX_RESULTS", default=200)
 SEARCH_DEFAULT_LIMIT = 20
 SEARCH_MAX_LIMIT = 100
-# Hybrid ranking (embeddings.search): reciprocal rank fusion of the vector and text lists.
+# Hybrid ranking (search.ranking): reciprocal rank fusion of the vector and text lists.
 SEARCH_RRF_K = env.int("SEARCH_RRF_K", default=60)
 # A text query's image-only hits less similar than this are dropped ("asdfgh" finds nothing);
 # a space's own `similarity_floor` overrides it. 0.2 suits pretrained CLIP ViT-B-32.
@@ -217,7 +220,7 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {
     "embeddings.tasks.embed_images": {"queue": "embed"},
     "embeddings.tasks.embed_captions": {"queue": "embed"},
-    "catalog.tasks.import_products": {"queue": "default"},
+    "catalog.importing.tasks.import_products": {"queue": "default"},
     "embeddings.tasks.finetune_catalog": {"queue": "train"},
     "embeddings.tasks.activate_space": {"queue": "train"},
     "embeddings.tasks.sweep_missing_embeddings": {"queue": "default"},
@@ -260,7 +263,7 @@ LOGGING = {
     "loggers": {
         **{
             app: {"level": env.str("LOG_LEVEL", default="INFO")}
-            for app in ("catalog", "embeddings", "shop_search", "celery")
+            for app in ("catalog", "embeddings", "search", "shop_search", "celery")
         },
         # In-process (eager) tasks would log every success into commands' progress bars.
         "celery.app.trace": {"level": "INFO" if CELERY_BROKER_URL else "WARNING"},

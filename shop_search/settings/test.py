@@ -19,6 +19,10 @@ CLIP_DEVICE = "cpu"
 MODEL_DIR = Path(tempfile.mkdtemp(prefix="shop-search-models-"))
 FINETUNE_MIN_PAIRS = 16
 LONG_TASKS_IN_THREAD_WHEN_EAGER = False
+# Each database test creates the default space inside its own transaction instead
+# (tests/conftest.py): a space kept in the test database would keep one HNSW index whose
+# dead entries, left by every rolled-back test, crowd out live rows in later searches.
+EMBEDDINGS_DEFAULT_SPACE_ON_MIGRATE = False
 # No throttling, except in the test that checks it (it overrides the rate).
 REST_FRAMEWORK = {**REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"anon": None}}  # noqa: F405
 

@@ -46,7 +46,8 @@ def test_a_shopper_searches_filters_and_searches_by_photo(shop_server, tmp_path)
     assert query["summary"] == "2 products for “striped”"
     assert sorted(r["sku"] for r in query["results"]) == ["DRS-200", "TEE-100"]
     assert all(r["imageLoaded"] for r in query["results"])
-    assert "category:clothing:(2)" in query["facets"] and "brand:Acme:(2)" in query["facets"]
+    assert "category:clothing:(2)" in query["facets"]
+    assert "brand:Acme:(2)" in query["facets"]
 
     assert report["category"]["summary"] == "1 product for “striped”"
     assert [r["title"] for r in report["category"]["results"]] == ["Red striped T-Shirt"]
@@ -54,10 +55,14 @@ def test_a_shopper_searches_filters_and_searches_by_photo(shop_server, tmp_path)
 
     photo_results = report["photo"]["results"]
     assert report["photo"]["summary"] == "6 products look like your photo"
-    assert photo_results[0]["sku"] == "SHO-300" and photo_results[0]["imageLoaded"]
+    assert photo_results[0]["sku"] == "SHO-300"
+    assert photo_results[0]["imageLoaded"]
     assert report["product"]["title"] == "Black leather shoes"
-    assert len(report["product"]["similar"]) == 5 and "SHO-300" not in report["product"]["similar"]
+    assert len(report["product"]["similar"]) == 5
+    assert "SHO-300" not in report["product"]["similar"]
 
     phone = report["phone"]
-    assert not phone["overflows"] and phone["cards"] == 2 and phone["filtersVisible"]
+    assert not phone["overflows"]
+    assert phone["cards"] == 2
+    assert phone["filtersVisible"]
     assert phone["searchBoxWidth"] > 150

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from catalog.importing.services import import_job_run
+from catalog.importing.run import import_job_run
 from catalog.models import ImportJob
 
 

@@ -43,7 +43,8 @@ def test_product_added_in_admin_is_embedded_and_found(
     assert response.status_code == 302, response.content.decode()[:2000]
     product = Product.objects.get(sku="ADM-1")
     image = product.images.get()
-    assert len(image.sha256) == 64 and (image.width, image.height) == (96, 96)
+    assert len(image.sha256) == 64
+    assert (image.width, image.height) == (96, 96)
     assert ImageEmbedding.objects.get(image=image).vector is not None
 
     found = client.get(reverse("api-search"), {"q": "yellow raincoat"}).json()
@@ -51,7 +52,8 @@ def test_product_added_in_admin_is_embedded_and_found(
 
     # The admin lists show the thumbnail and the embedding status.
     listing = admin_client.get(reverse("admin:catalog_productimage_changelist")).content.decode()
-    assert image.file.url in listing and "embedded" in listing
+    assert image.file.url in listing
+    assert "embedded" in listing
     listing = admin_client.get(reverse("admin:catalog_product_changelist")).content.decode()
     assert image.file.url in listing
 
@@ -87,4 +89,5 @@ def test_admin_shows_why_an_image_failed(admin_client, django_capture_on_commit_
 
 def test_anonymous_users_cannot_use_the_admin(client):
     response = client.get(reverse("admin:catalog_product_add"))
-    assert response.status_code == 302 and "/admin/login/" in response["Location"]
+    assert response.status_code == 302
+    assert "/admin/login/" in response["Location"]

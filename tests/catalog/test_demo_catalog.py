@@ -54,10 +54,14 @@ def sample() -> list[DemoProduct]:
 
 
 def test_module_data_is_complete():
-    assert len(CATEGORIES) >= 12 and len(COLOURS) == 12
+    assert len(CATEGORIES) >= 12
+    assert len(COLOURS) == 12
     assert set(PATTERNS) == {"plain", "striped", "dotted", "checked"}
     for cat in CATEGORIES.values():
-        assert cat.name and cat.zh and len(cat.path) >= 2 and len(cat.path_zh) == len(cat.path)
+        assert cat.name
+        assert cat.zh
+        assert len(cat.path) >= 2
+        assert len(cat.path_zh) == len(cat.path)
         assert set(cat.materials) <= set(MATERIALS)
         assert 0 < cat.price_range[0] < cat.price_range[1]
     for colour in COLOURS.values():
@@ -103,7 +107,8 @@ def test_product_fields_are_sensible(sample):
         cat = CATEGORY_BY_PATH[product.category]
         assert product.category_zh == cat.zh
         assert product.material in cat.materials
-        assert isinstance(product.price, Decimal) and product.price.as_tuple().exponent == -2
+        assert isinstance(product.price, Decimal)
+        assert product.price.as_tuple().exponent == -2
         assert cat.price_range[0] * 0.8 <= product.price <= cat.price_range[1] * 2
         assert product.currency == "USD"
         assert 1 <= product.image_count <= 3
@@ -126,7 +131,8 @@ def test_titles_name_colour_pattern_and_category_in_both_languages(sample):
         cat, material = CATEGORY_BY_PATH[product.category], MATERIALS[product.material]
         for text in (product.title, product.description):
             words = text.rstrip(".").replace(",", "").split()
-            assert colour.name in words and pattern.name in words
+            assert colour.name in words
+            assert pattern.name in words
             assert cat.name in text
         assert product.title.endswith(cat.name)
         assert material.name in product.title  # "leather shoes" names it via the category
@@ -148,7 +154,8 @@ def test_coverage_is_exact_and_balanced():
     assert {p.pattern for p in first_block[:40]} == set(PATTERNS)
     # The default demo size: each combination 10 or 11 times, materials all used.
     counts = Counter((p.colour, p.attributes["category"]) for p in demo_products(2000))
-    assert len(counts) == BLOCK and set(counts.values()) <= {10, 11}
+    assert len(counts) == BLOCK
+    assert set(counts.values()) <= {10, 11}
 
 
 def test_images_decode_as_jpeg_of_requested_size():

@@ -6,7 +6,7 @@ from decimal import Decimal
 import pytest
 from django.core.management import CommandError, call_command
 
-from catalog.importing.services import import_job_run
+from catalog.importing.run import import_job_run
 from catalog.models import Category, ImportJob, ImportRowError, Product, ProductImage
 from embeddings.models import CaptionEmbedding, ImageEmbedding
 from tests.builders import corrupt_jpeg_bytes, csv_bytes, jpeg_bytes, zip_bytes
@@ -76,7 +76,8 @@ def test_csv_and_zip_become_products_with_images_that_are_embedded(
     assert images[0].file.read() == RED
     # The same photo in two products is stored once, under its sha256.
     blue = jeans.images.get()
-    assert blue.file.name == images[1].file.name and blue.sha256 in blue.file.name
+    assert blue.file.name == images[1].file.name
+    assert blue.sha256 in blue.file.name
 
     assert ImageEmbedding.objects.filter(vector__isnull=False).count() == 3
     assert set(CaptionEmbedding.objects.filter(product=shirt).values_list("field", "text")) == {
@@ -267,8 +268,10 @@ def test_dry_run_validates_everything_and_writes_nothing(tmp_path, capsys):
         "line,sku,field,error",
         "4,IM-1,image,'nope.jpg': not in the ZIP",
     ]
-    assert not Product.objects.exists() and not Category.objects.exists()
-    assert not ProductImage.objects.exists() and not ImportJob.objects.exists()
+    assert not Product.objects.exists()
+    assert not Category.objects.exists()
+    assert not ProductImage.objects.exists()
+    assert not ImportJob.objects.exists()
 
 
 def test_dry_run_of_changes_counts_what_would_change(run_import):
@@ -306,7 +309,8 @@ def test_an_interrupted_import_leaves_whole_products_and_running_it_again_comple
                 progress=stop_after_first_batch,
             )
     job.refresh_from_db()
-    assert job.status == "failed" and "stopped after line 4" in job.error
+    assert job.status == "failed"
+    assert "stopped after line 4" in job.error
     assert Product.objects.count() == 3 == job.rows_created
     assert all(p.images.count() == 2 for p in Product.objects.all())
 

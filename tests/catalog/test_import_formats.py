@@ -27,8 +27,10 @@ def test_tsv_lines_become_products_with_content_hash_skus(run_import):
     job = run_import(tsv_bytes(PAIRS), format="tsv")
     assert (job.status, job.rows_created, job.images_created) == ("done", 3, 3)
     shirt = Product.objects.get(title="红色条纹T恤")
-    assert shirt.sku.startswith("TSV-") and len(shirt.sku) == 28
-    assert shirt.price == Decimal("0.00") and shirt.images.get().file.read() == RED
+    assert shirt.sku.startswith("TSV-")
+    assert len(shirt.sku) == 28
+    assert shirt.price == Decimal("0.00")
+    assert shirt.images.get().file.read() == RED
     # Two texts of one photo are two products sharing one stored file.
     assert len(set(ProductImage.objects.values_list("file", flat=True))) == 2
 

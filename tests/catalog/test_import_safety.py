@@ -110,7 +110,8 @@ def test_only_staff_allowed_to_import_may_import(client, django_user_model):
     client.force_login(clerk)
     assert client.post(url, upload_request()).status_code == 403  # staff, not allowed
     assert client.get(reverse("admin:catalog_importjob_add")).status_code == 403
-    assert not ImportJob.objects.exists() and not Product.objects.exists()
+    assert not ImportJob.objects.exists()
+    assert not Product.objects.exists()
 
     clerk.user_permissions.add(Permission.objects.get(codename="add_importjob"))
     clerk = User.objects.get(pk=clerk.pk)  # fresh permission cache
@@ -121,4 +122,5 @@ def test_only_staff_allowed_to_import_may_import(client, django_user_model):
 def test_anonymous_users_are_sent_to_the_admin_login(client):
     for name in ("admin:catalog_importjob_add", "admin:catalog_importjob_changelist"):
         response = client.get(reverse(name))
-        assert response.status_code == 302 and "/admin/login/" in response["Location"]
+        assert response.status_code == 302
+        assert "/admin/login/" in response["Location"]

@@ -4,9 +4,9 @@ import pytest
 from django.core.files.base import ContentFile
 from django.db import connections
 
-from catalog.importing import services
+from catalog.importing import run, services
+from catalog.importing.tasks import import_products
 from catalog.models import ImportJob, Product
-from catalog.tasks import import_products
 from tests.builders import csv_bytes
 
 pytestmark = pytest.mark.django_db
@@ -31,7 +31,7 @@ def test_the_task_continues_a_job_interrupted_after_a_committed_batch(settings):
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        services.import_job_run(job=job, progress=stop_after_first_batch)
+        run.import_job_run(job=job, progress=stop_after_first_batch)
     assert Product.objects.count() == 2
     import_products.delay(job.pk)
     job.refresh_from_db()
@@ -44,16 +44,18 @@ def test_a_job_already_running_elsewhere_is_left_to_its_runner():
     other = connections.create_connection("default")  # another worker's session
     try:
         with other.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_lock(%s, %s)", [services._LOCK_NAMESPACE, job.pk])
+            cursor.execute("SELECT pg_advisory_lock(%s, %s)", [run.IMPORT_LOCK_NAMESPACE, job.pk])
         import_products.delay(job.pk)
         job.refresh_from_db()
-        assert job.status == "pending" and not Product.objects.exists()
+        assert job.status == "pending"
+        assert not Product.objects.exists()
         assert services.import_job_requeue(job=job).status == "pending"
     finally:
         other.close()
     import_products.delay(job.pk)
     job.refresh_from_db()
-    assert job.status == "done" and Product.objects.count() == 5
+    assert job.status == "done"
+    assert Product.objects.count() == 5
 
 
 def test_a_task_for_a_deleted_job_does_nothing():

@@ -27,7 +27,8 @@ def test_demo_catalog_is_created_embedded_and_complete(embed_on_commit, capsys):
     assert product.category.parent.name == expected.category[0]
     assert product.images.count() == expected.image_count
     image = product.images.first()
-    assert (image.width, image.height) == (256, 256) and len(image.sha256) == 64
+    assert (image.width, image.height) == (256, 256)
+    assert len(image.sha256) == 64
     total_images = ProductImage.objects.count()
     assert ImageEmbedding.objects.filter(vector__isnull=False).count() == total_images
     # English title, Chinese title and description of every product.
@@ -39,7 +40,8 @@ def test_running_it_again_adds_only_what_is_missing(capsys):
     images = ProductImage.objects.count()
     call_command("load_demo_catalog", products=8, seed=1, no_embed=True)
     assert "3 demo products created (5 already there)" in capsys.readouterr().out
-    assert Product.objects.count() == 8 and ProductImage.objects.count() > images
+    assert Product.objects.count() == 8
+    assert ProductImage.objects.count() > images
     assert Category.objects.filter(parent=None).count() >= 1
 
 

@@ -5,8 +5,9 @@ from django.db import connection
 
 from embeddings.encoder import CheckpointError, ModelSpec
 from embeddings.models import EmbeddingSpace, ImageEmbedding
-from embeddings.selectors import product_search_by_text
-from embeddings.services import space_activate, space_create, space_get_active
+from embeddings.spaces import space_active, space_create
+from embeddings.vectors import space_activate
+from search.selectors import product_search_by_text
 from tests.builders import jpeg_bytes
 
 pytestmark = pytest.mark.django_db
@@ -17,7 +18,7 @@ def shop(make_product, embed_on_commit):
     with embed_on_commit():
         for i in range(6):
             make_product(title=f"Item {i}", images=[jpeg_bytes(seed=i), jpeg_bytes(seed=10 + i)])
-    return space_get_active()
+    return space_active()
 
 
 def index_names() -> set[str]:
@@ -36,7 +37,8 @@ def test_search_answers_from_the_old_space_until_the_switch(shop):
 
     space_activate(space=candidate, batch_size=4, progress=during_fill)
     # Every search during the fill came from the old, complete space.
-    assert seen_during_fill and set(seen_during_fill) == {(shop.name, 6)}
+    assert seen_during_fill
+    assert set(seen_during_fill) == {(shop.name, 6)}
     page = product_search_by_text(query="item", limit=12)
     assert (page.space.name, page.count) == ("candidate", 6)
     assert ImageEmbedding.objects.filter(space=candidate, vector__isnull=False).count() == 12
@@ -59,7 +61,7 @@ def test_rollback_reactivates_the_old_space_with_its_vectors(
     assert not ImageEmbedding.objects.filter(space=shop, image__product=late).exists()
     space_activate(space=shop)
     # ...and is caught up when the old space comes back.
-    assert space_get_active() == shop
+    assert space_active() == shop
     assert ImageEmbedding.objects.filter(space=shop, image__product=late).exists()
     assert f"emb_image_hnsw_s{shop.pk}" in index_names()
     assert product_search_by_text(query="late", limit=20).count == 7
@@ -68,7 +70,7 @@ def test_rollback_reactivates_the_old_space_with_its_vectors(
 def test_bad_checkpoint_leaves_the_active_space_untouched(shop, tmp_path):
     from safetensors.torch import save_file
 
-    from embeddings.services import space_encoder
+    from embeddings.spaces import space_encoder
 
     path = tmp_path / "model.safetensors"
     state = space_encoder(shop).model.state_dict()
@@ -84,7 +86,7 @@ def test_bad_checkpoint_leaves_the_active_space_untouched(shop, tmp_path):
     )
     with pytest.raises(CheckpointError, match="sha256"):
         space_activate(space=broken)
-    assert space_get_active() == shop
+    assert space_active() == shop
     broken.refresh_from_db()
     assert broken.status == EmbeddingSpace.Status.CANDIDATE
     assert not ImageEmbedding.objects.filter(space=broken).exists()

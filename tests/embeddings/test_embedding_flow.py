@@ -7,7 +7,7 @@ from django.core.files.base import ContentFile
 from catalog.images import decode_image
 from catalog.services import product_image_create, product_image_fill_metadata
 from embeddings.models import CaptionEmbedding, ImageEmbedding
-from embeddings.services import space_encoder, space_get_active
+from embeddings.spaces import space_active, space_encoder
 from embeddings.tasks import embed_captions, embed_images
 from tests.builders import corrupt_jpeg_bytes, jpeg_bytes
 
@@ -23,7 +23,7 @@ def test_new_product_gets_image_and_caption_vectors_after_commit(make_product, e
             images=photos,
             attributes={"titles": {"zh": "红色条纹T恤"}},
         )
-    space = space_get_active()
+    space = space_active()
     rows = ImageEmbedding.objects.filter(space=space, image__product=product).order_by("image_id")
     assert [row.error for row in rows] == ["", ""]
     encoder = space_encoder(space)
@@ -80,7 +80,8 @@ def test_not_an_image_is_stored_and_reported(make_product, embed_on_commit):
             product=product, file=b"GIF89a? no, a text file", name="notes.jpg"
         )
     row = ImageEmbedding.objects.get(image=image)
-    assert row.vector is None and "not a recognised image" in row.error
+    assert row.vector is None
+    assert "not a recognised image" in row.error
     assert image.file.read() == b"GIF89a? no, a text file"  # nothing lost
 
 

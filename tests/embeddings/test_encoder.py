@@ -28,7 +28,8 @@ def encoder():
 def test_shop_tiny_is_a_small_open_clip_model(encoder):
     params = sum(p.numel() for p in encoder.model.parameters())
     assert 10e6 < params < 16e6
-    assert encoder.embed_dim == 128 and encoder.image_size == 64
+    assert encoder.embed_dim == 128
+    assert encoder.image_size == 64
 
 
 def test_random_init_is_identical_in_every_process(encoder):
@@ -47,7 +48,8 @@ def test_vectors_are_normalised_float32_and_batching_does_not_change_them(encode
     images = [decode_image(jpeg_bytes((i * 40, 90, 200 - i * 30), seed=i)) for i in range(5)]
     batched = encoder.encode_images(images, batch_size=2)
     single = np.stack([encoder.encode_images([im])[0] for im in images])
-    assert batched.dtype == np.float32 and batched.shape == (5, 128)
+    assert batched.dtype == np.float32
+    assert batched.shape == (5, 128)
     np.testing.assert_allclose(np.linalg.norm(batched, axis=1), 1.0, atol=1e-5)
     np.testing.assert_allclose(batched, single, atol=1e-5)
     texts = encoder.encode_texts(["a", "b", "c"], batch_size=2)
@@ -115,11 +117,13 @@ def test_decode_image_says_why_it_refuses():
     with pytest.raises(ImageDecodeError, match="over the limit"):
         decode_image(png_bomb(50_000, 50_000))
     image = decode_image(io.BytesIO(jpeg_bytes(size=96)))
-    assert image.mode == "RGB" and image.size == (96, 96)
+    assert image.mode == "RGB"
+    assert image.size == (96, 96)
 
 
 def test_jpeg_draft_mode_decodes_near_model_size():
     buffer = io.BytesIO()
     Image.new("RGB", (1024, 768), (10, 200, 10)).save(buffer, "JPEG")
     image = decode_image(buffer.getvalue(), draft_size=64)
-    assert image.size[0] < 1024 and min(image.size) >= 64
+    assert image.size[0] < 1024
+    assert min(image.size) >= 64

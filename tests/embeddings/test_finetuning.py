@@ -9,8 +9,8 @@ from catalog.services import demo_catalog_load
 from embeddings.encoder import file_sha256
 from embeddings.finetuning import FinetuneError, catalog_pairs, finetune_run_execute
 from embeddings.models import EmbeddingSpace, FinetuneRun, ImageEmbedding
-from embeddings.selectors import product_search_by_text
-from embeddings.services import space_encoder, space_get_active
+from embeddings.spaces import space_active, space_encoder
+from search.selectors import product_search_by_text
 
 pytestmark = pytest.mark.django_db
 
@@ -20,7 +20,7 @@ def demo_shop(settings):
     # A quarter for validation, so a small shop still gives a meaningful recall.
     settings.FINETUNE_VAL_FRACTION = 0.25
     demo_catalog_load(count=64, seed=0, embed=False)
-    return space_get_active()
+    return space_active()
 
 
 def run_finetune(**options) -> FinetuneRun:
@@ -42,18 +42,21 @@ def test_training_learns_and_a_winner_is_promoted(demo_shop, capsys):
         name="trained",
     )
     out = capsys.readouterr().out
-    assert "mean_recall" in out and "promoted" in out
+    assert "mean_recall" in out
+    assert "promoted" in out
 
     space = EmbeddingSpace.objects.get(name="trained")
     metrics = space.metrics
     losses = [epoch["train_loss"] for epoch in metrics["epochs"]]
     assert losses[-1] < losses[0] * 0.9
     assert metrics["after"]["mean_recall"] > metrics["active_before"]["mean_recall"]
-    assert metrics["training"]["val_products"] > 5 and metrics["training"]["train_pairs"] > 100
+    assert metrics["training"]["val_products"] > 5
+    assert metrics["training"]["train_pairs"] > 100
     # Saved as safetensors with its checksum; promoted, filled and searchable.
     assert space.checkpoint.endswith(".safetensors")
     assert file_sha256(space.checkpoint) == space.checkpoint_sha256
-    assert space_get_active() == space and space.parent == demo_shop
+    assert space_active() == space
+    assert space.parent == demo_shop
     assert ImageEmbedding.objects.filter(space=space, vector__isnull=False).exists()
     assert product_search_by_text(query="red t-shirt", limit=5).space == space
     demo_shop.refresh_from_db()
@@ -63,32 +66,35 @@ def test_training_learns_and_a_winner_is_promoted(demo_shop, capsys):
     # ("red t-shirt") are at least that similar to their own product's photos.
     encoder = space_encoder(space)
     val = catalog_pairs(image_size=encoder.image_size).val
-    short = [f"{e.text.split()[0]} {e.text.split()[-1]}" if " " in e.text else e.text
-             for e in val]
-    similarity = (encoder.encode_images([e.image for e in val])
-                  * encoder.encode_texts(short)).sum(axis=1)
+    short = [f"{e.text.split()[0]} {e.text.split()[-1]}" if " " in e.text else e.text for e in val]
+    similarity = (encoder.encode_images([e.image for e in val]) * encoder.encode_texts(short)).sum(
+        axis=1
+    )
     assert space.similarity_floor == metrics["similarity_floor"]
     assert np.mean(similarity >= space.similarity_floor - 1e-3) >= 0.97
 
 
 def test_a_model_below_the_margin_stays_a_candidate(demo_shop):
     run = run_finetune(epochs=1, margin=1.0)
-    assert run.status == FinetuneRun.Status.SUCCEEDED and not run.result["promoted"]
+    assert run.status == FinetuneRun.Status.SUCCEEDED
+    assert not run.result["promoted"]
     assert "below the margin of 1.000" in run.result["decision"]
     assert run.space.status == EmbeddingSpace.Status.CANDIDATE
-    assert space_get_active() == demo_shop
+    assert space_active() == demo_shop
     assert not ImageEmbedding.objects.filter(space=run.space).exists()
 
 
 def test_too_few_pairs_is_a_clear_error_and_changes_nothing(db):
     demo_catalog_load(count=3, seed=0, embed=False)
-    active = space_get_active()
+    active = space_active()
     run = FinetuneRun.objects.create(options={"epochs": 1})
     with pytest.raises(FinetuneError, match="too few pairs to train on"):
         finetune_run_execute(run=run)
     run.refresh_from_db()
-    assert run.status == FinetuneRun.Status.FAILED and "too few pairs" in run.error
-    assert list(EmbeddingSpace.objects.all()) == [active] and space_get_active() == active
+    assert run.status == FinetuneRun.Status.FAILED
+    assert "too few pairs" in run.error
+    assert list(EmbeddingSpace.objects.all()) == [active]
+    assert space_active() == active
 
 
 def test_finetune_command_refuses_bad_options(db):
@@ -156,12 +162,15 @@ def test_admin_button_runs_a_finetune_and_shows_the_report(
     assert response["Location"] == reverse("admin:embeddings_finetunerun_change", args=[run.pk])
     assert run.status == FinetuneRun.Status.SUCCEEDED
     page = admin_client.get(response["Location"]).content.decode()
-    assert "mean_recall" in page and "<svg" in page and "promotion was not asked for" in page
+    assert "mean_recall" in page
+    assert "<svg" in page
+    assert "promotion was not asked for" in page
     listing = admin_client.get(reverse("admin:embeddings_embeddingspace_changelist")).content
     assert b"Fine-tune on catalog" in listing
 
 
 def test_only_staff_can_start_a_finetune(client, db):
     response = client.post(reverse("admin:embeddings_embeddingspace_finetune"))
-    assert response.status_code == 302 and "/admin/login/" in response["Location"]
+    assert response.status_code == 302
+    assert "/admin/login/" in response["Location"]
     assert not FinetuneRun.objects.exists()

@@ -5,7 +5,8 @@ from django.core.management import CommandError, call_command
 
 from embeddings.encoder import ModelSpec
 from embeddings.models import CaptionEmbedding, EmbeddingSpace, ImageEmbedding
-from embeddings.services import space_create, space_fill
+from embeddings.spaces import space_create
+from embeddings.vectors import space_fill
 from tests.builders import corrupt_jpeg_bytes, jpeg_bytes
 
 pytestmark = pytest.mark.django_db
@@ -30,7 +31,9 @@ def test_reindex_fills_a_space_in_batches(products, new_space, capsys):
     assert ImageEmbedding.objects.filter(space=new_space, vector__isnull=True).count() == 1
     assert CaptionEmbedding.objects.filter(space=new_space).count() == 7
     out = capsys.readouterr().out
-    assert "14 vectors computed" in out and "1 images failed" in out and "corrupt" in out
+    assert "14 vectors computed" in out
+    assert "1 images failed" in out
+    assert "corrupt" in out
 
 
 def test_missing_only_computes_only_what_is_missing(products, new_space, capsys):
@@ -57,11 +60,13 @@ def test_interrupted_full_reindex_continues_where_it_stopped(products, new_space
     done_image_ids = set(
         ImageEmbedding.objects.filter(space=new_space).values_list("image_id", flat=True)
     )
-    assert len(done_image_ids) == 6 and new_space.reindex_cursor == {"images": max(done_image_ids)}
+    assert len(done_image_ids) == 6
+    assert new_space.reindex_cursor == {"images": max(done_image_ids)}
 
     report = space_fill(space=new_space, batch_size=3)
     # Only the two remaining images and the seven products' captions were computed.
-    assert report.embedded == 1 + 7 and len(report.failed) == 1
+    assert report.embedded == 1 + 7
+    assert len(report.failed) == 1
     assert ImageEmbedding.objects.filter(space=new_space).count() == 8
     new_space.refresh_from_db()
     assert new_space.reindex_cursor == {}

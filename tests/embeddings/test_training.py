@@ -137,9 +137,13 @@ def test_finetune_lowers_loss_and_raises_validation_recall(micro_tools):
     )
 
     # 16 products x 2 titles = 32 pairs per epoch, 2 steps of 16.
-    assert result.steps == 60 and result.epochs_completed == 30 and not result.stopped_early
-    assert result.pairs_seen == 32 * 30 and result.pairs_per_second > 0
-    assert len(result.losses) == 60 and len(result.history) == 30
+    assert result.steps == 60
+    assert result.epochs_completed == 30
+    assert not result.stopped_early
+    assert result.pairs_seen == 32 * 30
+    assert result.pairs_per_second > 0
+    assert len(result.losses) == 60
+    assert len(result.history) == 30
     first, last = result.history[0].train_loss, result.history[-1].train_loss
     assert first > 0.9 * math.log(16)  # chance level for a batch of 16 at the start
     assert last < 0.5 * first, (first, last)
@@ -149,7 +153,8 @@ def test_finetune_lowers_loss_and_raises_validation_recall(micro_tools):
         "t2i_r1", "t2i_r5", "t2i_r10", "i2t_r1", "i2t_r5", "i2t_r10", "mean_recall",
     }  # fmt: skip
     # 8 validation products, 16 texts, 16 images: chance R@1 is 1/8.
-    assert before["t2i_r1"] < 0.4 and before["i2t_r1"] < 0.4
+    assert before["t2i_r1"] < 0.4
+    assert before["i2t_r1"] < 0.4
     assert after["t2i_r1"] >= 0.6 and after["i2t_r1"] >= 0.6, after
     assert after["mean_recall"] > before["mean_recall"] + 0.2
     assert after == result.history[-1].val
@@ -185,8 +190,10 @@ def test_time_budget_stops_after_the_current_step(micro_tools):
     config = micro_config(max_minutes=1e-9, eval_before=False)
     result = finetune(micro_model(), preprocess, tokenizer, train, val, config)
     assert result.stopped_early
-    assert result.steps == 1 and result.epochs_completed == 0
-    assert len(result.history) == 1 and result.history[0].steps == 1
+    assert result.steps == 1
+    assert result.epochs_completed == 0
+    assert len(result.history) == 1
+    assert result.history[0].steps == 1
     assert set(result.metrics_after) >= {"t2i_r1", "mean_recall"}
 
 
@@ -220,7 +227,8 @@ def test_epoch_batches_cover_each_text_once_without_repeating_a_product():
     batches = epoch_batches(text_product, 64, np.random.default_rng(1))
     flat = np.concatenate(batches)
     assert len(set(flat.tolist())) == len(flat)  # no text twice
-    assert all(len(b) == 64 for b in batches[:-1]) and 32 <= len(batches[-1]) <= 64
+    assert all(len(b) == 64 for b in batches[:-1])
+    assert 32 <= len(batches[-1]) <= 64
     assert len(text_product) - len(flat) < 32  # only a last batch under half is dropped
     for b in batches:
         assert len(set(text_product[b].tolist())) == len(b)  # one text per product
@@ -262,16 +270,20 @@ def test_word_dropout_keeps_a_non_empty_ordered_subset():
     words = title.split()
     for out in outs:
         kept = out.split()
-        assert kept and kept == [w for w in words if w in kept]
-    assert len(set(outs)) > 8 and "red dress" in outs
+        assert kept
+        assert kept == [w for w in words if w in kept]
+    assert len(set(outs)) > 8
+    assert "red dress" in outs
     assert drop_words(title, 0.0, rng) == title
     assert drop_words("红色亚麻连衣裙", 1.0, rng) == "红色亚麻连衣裙"  # no spaces
 
 
 def test_lr_schedule_warms_up_linearly_then_decays_by_cosine():
     lrs = [lr_at(s, 100, 10, 1.0, 0.1) for s in range(100)]
-    assert lrs[0] == pytest.approx(0.1) and lrs[4] == pytest.approx(0.5)
-    assert lrs[9] == pytest.approx(1.0) and lrs[10] == pytest.approx(1.0)
+    assert lrs[0] == pytest.approx(0.1)
+    assert lrs[4] == pytest.approx(0.5)
+    assert lrs[9] == pytest.approx(1.0)
+    assert lrs[10] == pytest.approx(1.0)
     assert lrs[55] == pytest.approx(0.55)  # half-way through the decay
     assert all(a >= b for a, b in zip(lrs[10:], lrs[11:], strict=False))
     assert lr_at(100, 100, 10, 1.0, 0.1) == pytest.approx(0.1)
@@ -280,13 +292,15 @@ def test_lr_schedule_warms_up_linearly_then_decays_by_cosine():
 def test_param_groups_exempt_biases_norms_and_logit_scale_from_weight_decay():
     model = micro_model()
     no_decay, decay = param_groups(model, 0.2)
-    assert no_decay["weight_decay"] == 0.0 and decay["weight_decay"] == 0.2
+    assert no_decay["weight_decay"] == 0.0
+    assert decay["weight_decay"] == 0.2
     names = {id(p): n for n, p in model.named_parameters()}
     no_decay_names = {names[id(p)] for p in no_decay["params"]}
     decay_names = {names[id(p)] for p in decay["params"]}
     assert "logit_scale" in no_decay_names
     assert "positional_embedding" in no_decay_names
-    assert "ln_final.weight" in no_decay_names and "ln_final.bias" in no_decay_names
+    assert "ln_final.weight" in no_decay_names
+    assert "ln_final.bias" in no_decay_names
     assert "visual.transformer.resblocks.0.ln_1.weight" in no_decay_names
     assert "visual.transformer.resblocks.0.attn.in_proj_bias" in no_decay_names
     assert "token_embedding.weight" in decay_names
@@ -370,7 +384,8 @@ def test_evaluate_encodes_distinct_items_once_and_matches_recall_at_k():
             texts.append(text), text_owner.append(key)
         if not any(image is im for im in images):
             images.append(image), image_owner.append(key)
-    assert len(texts) == 24 and len(images) == 24
+    assert len(texts) == 24
+    assert len(images) == 24
     want = recall_at_k(
         encoder.encode_images(images), image_owner, encoder.encode_texts(texts), text_owner
     )
@@ -432,7 +447,8 @@ def test_checkpoint_round_trips_through_encoder_loading(tmp_path, micro_tools):
         model.logit_scale.fill_(3.0)
     path = tmp_path / "ckpt" / "shop-tiny.safetensors"
     sha = save_checkpoint(model, path)
-    assert sha == file_sha256(path) and len(sha) == 64
+    assert sha == file_sha256(path)
+    assert len(sha) == 64
     assert not list(path.parent.glob("*.tmp"))
 
     state = load_file(path)

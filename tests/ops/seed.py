@@ -36,9 +36,9 @@ def seed(spec: list[dict]) -> dict:
 
     from catalog.models import Product, ProductImage
     from catalog.services import image_file_metadata, image_file_store
-    from embeddings.services import space_get_active
+    from embeddings.spaces import space_active
 
-    space = space_get_active()
+    space = space_active()
     created = []
     with transaction.atomic():
         for item in spec:

@@ -55,7 +55,8 @@ def test_admin_writes_need_staff(client, who, request):
     add = reverse("admin:catalog_product_add")
     assert client.get(add)["Location"].startswith(reverse("admin:login"))
     response = client.post(add, {"sku": "EVIL", "title": "x", "price": "1", "currency": "USD"})
-    assert response.status_code == 302 and response["Location"].startswith(reverse("admin:login"))
+    assert response.status_code == 302
+    assert response["Location"].startswith(reverse("admin:login"))
     assert not Product.objects.exists()
 
 

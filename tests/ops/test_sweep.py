@@ -6,7 +6,7 @@ from django.core.files.base import ContentFile
 from catalog.models import ProductImage
 from catalog.services import product_image_fill_metadata
 from embeddings.models import CaptionEmbedding, ImageEmbedding
-from embeddings.services import space_get_active
+from embeddings.spaces import space_active
 from embeddings.tasks import sweep_missing_embeddings
 from tests.builders import corrupt_jpeg_bytes, jpeg_bytes
 
@@ -29,17 +29,19 @@ def test_sweep_queues_missing_and_stale_vectors_but_not_failures(
     product_image_fill_metadata(image)
     image.save()
 
-    space = space_get_active()
+    space = space_active()
     with embed_on_commit():
         report = sweep_missing_embeddings.delay().get()
     assert report == {"images": 3, "products": 1}  # lost x2 + replaced; lost's captions
 
     rows = {row.image_id: row for row in ImageEmbedding.objects.filter(space=space)}
     for img in ProductImage.objects.filter(product__in=[done, lost, replaced]):
-        assert rows[img.pk].vector is not None and rows[img.pk].source_sha256 == img.sha256
+        assert rows[img.pk].vector is not None
+        assert rows[img.pk].source_sha256 == img.sha256
     assert CaptionEmbedding.objects.filter(space=space, product=lost).exists()
     failure = rows[failed.images.get().pk]
-    assert failure.vector is None and "truncated" in failure.error  # not retried in a loop
+    assert failure.vector is None
+    assert "truncated" in failure.error
 
     with embed_on_commit():
         assert sweep_missing_embeddings.delay().get() == {"images": 0, "products": 0}

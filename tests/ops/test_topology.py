@@ -82,6 +82,7 @@ def production_env(**env) -> dict:
         DJANGO_ALLOWED_HOSTS="shop.example",
         # Parsed, never connected to: `check --deploy` needs no database.
         DATABASE_URL="postgres://shop@db.invalid:5432/shop_search",
+        CELERY_BROKER_URL="redis://redis.invalid:6379/0",
         **env,
     )
     return environment
@@ -111,7 +112,8 @@ def test_check_deploy_passes_under_production_settings():
     assert "security.W008" in without_redirect.communicate(timeout=120)[0]
     assert "LOG_FORMAT must be 'json' or 'plain'" in bad_log_format.communicate(timeout=120)[0]
     assert "API_ANON_RATE must look like 120/min" in bad_rate.communicate(timeout=120)[0]
-    assert bad_log_format.returncode != 0 and bad_rate.returncode != 0
+    assert bad_log_format.returncode != 0
+    assert bad_rate.returncode != 0
 
 
 def compose(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -145,7 +147,8 @@ def test_compose_file_is_valid_and_complete():
     worker = services["worker"]
     command = " ".join(worker["command"])
     assert "-Q embed,train" in command
-    assert "--concurrency 1" in command and "--prefetch-multiplier 1" in command
+    assert "--concurrency 1" in command
+    assert "--prefetch-multiplier 1" in command
     devices = worker["deploy"]["resources"]["reservations"]["devices"]
     assert devices[0]["capabilities"] == ["gpu"]
     assert "beat" in " ".join(services["beat"]["command"])

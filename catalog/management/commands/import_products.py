@@ -7,8 +7,9 @@ from django.urls import reverse
 from tqdm import tqdm
 
 from catalog.importing.readers import ImportFileError
+from catalog.importing.run import import_job_run
 from catalog.importing.selectors import REPORT_COLUMNS
-from catalog.importing.services import import_files_check, import_format_from_name, import_job_run
+from catalog.importing.services import import_files_check, import_format_from_name
 from catalog.models import ImportJob
 
 ERRORS_SHOWN = 20

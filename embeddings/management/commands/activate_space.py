@@ -2,8 +2,8 @@ from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
 from embeddings.encoder import CheckpointError
-from embeddings.management.commands.finetune_clip import space_by_name
-from embeddings.services import space_activate
+from embeddings.management.commandline import space_by_name
+from embeddings.vectors import space_activate
 
 
 class Command(BaseCommand):

@@ -1,8 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from embeddings.finetuning import FinetuneError, space_evaluate
-from embeddings.management.commands.finetune_clip import print_metrics, space_by_name
-from embeddings.services import space_get_active
+from embeddings.management.commandline import print_metrics, space_by_name
 
 
 class Command(BaseCommand):
@@ -15,7 +14,7 @@ class Command(BaseCommand):
         parser.add_argument("--space", help="name of the space (default: the active one)")
 
     def handle(self, *args, space=None, **options):
-        target = space_by_name(space) if space else space_get_active()
+        target = space_by_name(space)
         try:
             metrics = space_evaluate(space=target)
         except FinetuneError as exc:

@@ -1,26 +1,12 @@
+from dataclasses import fields
+
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from embeddings.finetuning import FinetuneError, finetune_run_execute
+from embeddings.finetuning import FinetuneError, FinetuneOptions, finetune_run_execute
+from embeddings.management.commandline import print_metrics, space_by_name
 from embeddings.models import EmbeddingSpace, FinetuneRun
 from embeddings.training import TrainConfig
-
-
-def space_by_name(name: str) -> EmbeddingSpace:
-    try:
-        return EmbeddingSpace.objects.get(name=name)
-    except EmbeddingSpace.DoesNotExist:
-        names = ", ".join(EmbeddingSpace.objects.values_list("name", flat=True)) or "none"
-        raise CommandError(f"no embedding space named {name!r} (spaces: {names})") from None
-
-
-def print_metrics(stdout, rows: dict[str, dict]) -> None:
-    """A Recall@K table, one row per model, the way retrieval papers report it."""
-    keys = ["t2i_r1", "t2i_r5", "t2i_r10", "i2t_r1", "i2t_r5", "i2t_r10", "mean_recall"]
-    width = max(len(name) for name in rows) + 2
-    stdout.write(f"{'':{width}}" + "".join(f"{k:>12}" for k in keys))
-    for name, metrics in rows.items():
-        stdout.write(f"{name:{width}}" + "".join(f"{metrics.get(k, 0):>12.3f}" for k in keys))
 
 
 class Command(BaseCommand):
@@ -91,22 +77,9 @@ class Command(BaseCommand):
         source = space_by_name(options["source"]) if options["source"] else None
         run = FinetuneRun.objects.create(
             source=source,
-            options={
-                k: options[k]
-                for k in (
-                    "epochs",
-                    "batch_size",
-                    "lr",
-                    "max_minutes",
-                    "seed",
-                    "name",
-                    "margin",
-                    "no_promote",
-                    "pretrained",
-                    "scratch",
-                    "architecture",
-                )
-            },
+            options=FinetuneOptions(
+                **{f.name: options[f.name] for f in fields(FinetuneOptions) if f.name in options}
+            ).as_dict(),
         )
         bar = tqdm(desc="training", unit="step", disable=options["verbosity"] == 0)
         try:

@@ -2,8 +2,8 @@ from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
 from catalog.models import Product, ProductImage
-from embeddings.models import EmbeddingSpace
-from embeddings.services import space_fill, space_get_active
+from embeddings.management.commandline import space_by_name
+from embeddings.vectors import space_fill
 
 
 class Command(BaseCommand):
@@ -31,16 +31,7 @@ class Command(BaseCommand):
     ):
         if batch_size < 1:
             raise CommandError("--batch-size must be at least 1")
-        if space:
-            try:
-                target = EmbeddingSpace.objects.get(name=space)
-            except EmbeddingSpace.DoesNotExist:
-                names = ", ".join(EmbeddingSpace.objects.values_list("name", flat=True)) or "none"
-                raise CommandError(
-                    f"no embedding space named {space!r} (spaces: {names})"
-                ) from None
-        else:
-            target = space_get_active()
+        target = space_by_name(space)
         if target.reindex_cursor and not (missing_only or restart):
             self.stdout.write(
                 f"Resuming the interrupted reindex of {target} at {target.reindex_cursor}"

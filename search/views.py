@@ -12,14 +12,14 @@ from django.views.decorators.http import require_POST
 from rest_framework import serializers
 
 from catalog.models import Product
-from embeddings.apis import SearchFiltersSerializer, UploadedImageField, non_blank
-from embeddings.selectors import (
+from embeddings.spaces import space_active
+from search.apis import SearchFiltersSerializer, UploadedImageField, non_blank
+from search.selectors import (
     image_vector,
     product_search_by_text,
     products_nearest,
     products_similar,
 )
-from embeddings.services import space_get_active
 
 # The API's one-line error message, so the page and the API say the same thing.
 from shop_search.api import _first_message
@@ -43,7 +43,7 @@ def shop_search(request):
     params = SearchPageInput(data=non_blank(request.GET))
     if not params.is_valid():
         context = {"query": request.GET.get("q", "")[:500], "error": _first_message(params.errors)}
-        return render(request, "catalog/search.html", context, status=400)
+        return render(request, "search/search.html", context, status=400)
     data = params.validated_data
     context = {"query": data["q"], "photo": data["photo"], "filters": data, "page": None}
     # The fused window holds at most both lists and a SKU match: 2 x SEARCH_MAX_RESULTS + 1.
@@ -75,7 +75,7 @@ def shop_search(request):
             has_previous=page_number > 1,
             filtered=bool(data["filters"]),
         )
-    return render(request, "catalog/search.html", context)
+    return render(request, "search/search.html", context)
 
 
 @require_POST
@@ -83,8 +83,8 @@ def shop_photo_search(request):
     params = PhotoInput(data=request.FILES)  # a missing file is "No file was submitted."
     if not params.is_valid():
         context = {"error": _first_message(params.errors), "photo_error": True}
-        return render(request, "catalog/search.html", context, status=400)
-    space = space_get_active()
+        return render(request, "search/search.html", context, status=400)
+    space = space_active()
     vector = np.asarray(image_vector(space, params.validated_data["image"]), dtype=np.float32)
     photo_id = hashlib.sha256(vector.tobytes()).hexdigest()[:16]
     request.session[PHOTO_SESSION_KEY] = {
@@ -97,7 +97,7 @@ def shop_photo_search(request):
 
 def _session_photo_vector(request, photo_id: str):
     stored = request.session.get(PHOTO_SESSION_KEY) or {}
-    space = space_get_active()
+    space = space_active()
     if stored.get("id") != photo_id or stored.get("space") != space.pk:
         return None  # another photo since, or the model changed: its vector means nothing now
     return space, np.frombuffer(base64.b64decode(stored["vector"]), dtype=np.float32)
@@ -109,5 +109,5 @@ def product_detail(request, pk: int):
     )
     similar = products_similar(product=product, limit=SIMILAR_ON_PAGE)
     return render(
-        request, "catalog/product_detail.html", {"product": product, "similar": similar.results}
+        request, "search/product_detail.html", {"product": product, "similar": similar.results}
     )

@@ -10,14 +10,14 @@ from django.db import connection
 from catalog.models import Product, ProductImage
 from embeddings.encoder import ModelSpec
 from embeddings.models import ImageEmbedding
-from embeddings.search import SearchFilters, hybrid_search_params, hybrid_search_sql
-from embeddings.selectors import (
+from embeddings.spaces import space_active, space_create
+from search.ranking import SearchFilters, hybrid_search_params, hybrid_search_sql
+from search.selectors import (
     captions_by_image,
     product_search_by_text,
     products_nearest,
     text_vector,
 )
-from embeddings.services import space_create, space_get_active
 from tests.builders import COLOURS, brute_force_ranking, jpeg_bytes
 
 pytestmark = pytest.mark.django_db
@@ -39,7 +39,7 @@ def catalog(make_product, embed_on_commit):
             if i % 2:
                 photos.append(jpeg_bytes(COLOURS[(i + 1) % 8], seed=100 + i))
             make_product(title=f"Product {i}", images=photos)
-    return space_get_active()
+    return space_active()
 
 
 @pytest.mark.parametrize("query", ["red striped t-shirt", "黑色皮鞋", "blue"])
@@ -79,13 +79,14 @@ def test_search_stays_in_its_space(catalog):
     assert max(hit.similarity for hit in page.results) < 0.999
     # ...and the other space answers from its own vectors only (all identical to the query).
     other_page = products_nearest(space=other, vector=query_vector, limit=24)
-    assert other_page.count == 24 and min(hit.similarity for hit in other_page.results) > 0.999
+    assert other_page.count == 24
+    assert min(hit.similarity for hit in other_page.results) > 0.999
 
 
 def test_search_query_uses_the_spaces_hnsw_index(db, settings):
     """When the result window is a small part of the space, the planner picks its HNSW index."""
     settings.SEARCH_MAX_RESULTS = 20
-    space = space_get_active()
+    space = space_active()
     other = space_create(name="other-for-plan", spec=ModelSpec("shop-tiny", seed=8))
     product = Product.objects.create(sku="PLAN-1", title="plan", price="1.00")
     images = ProductImage.objects.bulk_create(
@@ -101,7 +102,9 @@ def test_search_query_uses_the_spaces_hnsw_index(db, settings):
         )
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE embeddings_imageembedding")
-        params = hybrid_search_params(vector=vectors[0], filters=SearchFilters(), text="shirt")
+        params = hybrid_search_params(
+            space=space, vector=vectors[0], filters=SearchFilters(), text="shirt"
+        )
         cursor.execute("EXPLAIN " + hybrid_search_sql(space, SearchFilters(), text=True), params)
         plan = "\n".join(row[0] for row in cursor.fetchall())
     assert f"Index Scan using emb_image_hnsw_s{space.pk} " in plan, plan
@@ -110,11 +113,14 @@ def test_search_query_uses_the_spaces_hnsw_index(db, settings):
 
 def test_text_condition_can_use_the_gin_index(db):
     """The text half matches through the GIN index on the generated search document."""
-    space = space_get_active()
+    space = space_active()
     with connection.cursor() as cursor:
         cursor.execute("SET enable_seqscan = off")  # a tiny table would be scanned anyway
         params = hybrid_search_params(
-            vector=np.ones(space.embed_dim, np.float32), filters=SearchFilters(), text="shirt"
+            space=space,
+            vector=np.ones(space.embed_dim, np.float32),
+            filters=SearchFilters(),
+            text="shirt",
         )
         cursor.execute("EXPLAIN " + hybrid_search_sql(space, SearchFilters(), text=True), params)
         plan = "\n".join(row[0] for row in cursor.fetchall())
@@ -128,7 +134,7 @@ def test_image_to_caption_ranks_catalog_captions(make_product, embed_on_commit):
             make_product(title=title, description=f"Item {i}", images=[jpeg_bytes(seed=i)])
     from catalog.images import decode_image
     from embeddings.models import CaptionEmbedding
-    from embeddings.services import space_encoder
+    from embeddings.spaces import space_encoder
 
     image = decode_image(jpeg_bytes((220, 20, 20), seed=50))
     space, hits = captions_by_image(image=image, limit=5)

@@ -7,16 +7,15 @@ from django.urls import reverse
 from catalog.images import decode_image
 from catalog.models import Product
 from embeddings.models import CaptionEmbedding, ImageEmbedding
-from embeddings.search import SearchFilters
-from embeddings.selectors import (
+from embeddings.spaces import space_active
+from search.ranking import SearchFilters, product_image_title_agree
+from search.selectors import (
     image_text_match,
     image_vector,
-    product_image_title_agree,
     product_search_by_image,
     products_similar,
     text_vector,
 )
-from embeddings.services import space_get_active
 from tests.builders import COLOURS, brute_force_ranking, jpeg_bytes
 
 pytestmark = pytest.mark.django_db
@@ -61,8 +60,9 @@ def test_search_by_photo_finds_the_product_with_that_photo_first(catalog):
     photo = decode_image(jpeg_bytes(COLOURS[4], seed=4))  # the boots' own photo
     page = product_search_by_image(image=photo, limit=8)
     assert page.results[0].product == catalog[4]
-    assert page.results[0].similarity > 0.999 and page.results[0].matched == ("image",)
-    space = space_get_active()
+    assert page.results[0].similarity > 0.999
+    assert page.results[0].matched == ("image",)
+    space = space_active()
     expected = brute_force_ranking(space, image_vector(space, photo))
     assert [hit.product.pk for hit in page.results] == [pid for pid, _ in expected]
     assert page.count == len(catalog)
@@ -71,7 +71,8 @@ def test_search_by_photo_finds_the_product_with_that_photo_first(catalog):
 def test_search_by_photo_applies_filters_and_pages(catalog):
     photo = decode_image(jpeg_bytes(COLOURS[4], seed=4))
     page = product_search_by_image(image=photo, filters=SearchFilters(brand="Acme"), limit=8)
-    assert {hit.product.brand for hit in page.results} == {"Acme"} and page.count == 4
+    assert {hit.product.brand for hit in page.results} == {"Acme"}
+    assert page.count == 4
     assert catalog[4] not in [hit.product for hit in page.results]  # the boots are "Other"
     whole = [h.product.pk for h in product_search_by_image(image=photo, limit=8).results]
     paged = [
@@ -88,7 +89,7 @@ def test_similar_products_come_from_stored_vectors_best_photo_first(catalog):
     assert product not in [hit.product for hit in page.results]
     assert len(page.results) == 5
     # Brute force: for every other product, its best image against any of ours.
-    space = space_get_active()
+    space = space_active()
     ours = list(
         ImageEmbedding.objects.filter(space=space, image__product=product).values_list(
             "vector", flat=True
@@ -114,7 +115,7 @@ def test_similar_products_of_a_product_without_photos_is_empty(make_product, cat
 
 
 def test_image_text_match_scores_and_ranks_among_the_catalog_captions(catalog):
-    space = space_get_active()
+    space = space_active()
     photo = decode_image(jpeg_bytes(COLOURS[2], seed=2))
     text = "a warm green scarf"
     match = image_text_match(image=photo, text=text)
@@ -142,7 +143,7 @@ def caption_scores(space, image):
 
 def test_a_catalog_title_ranks_where_its_own_caption_ranks(catalog):
     """Its stored caption ties with it (both halfvec) instead of beating it by rounding."""
-    space = space_get_active()
+    space = space_active()
     photo = decode_image(jpeg_bytes(COLOURS[5], seed=5))
     scores = caption_scores(space, halfvec(image_vector(space, photo)))
     own = scores[(catalog[5].pk, "title", TITLES[5])]
@@ -153,12 +154,13 @@ def test_a_catalog_title_ranks_where_its_own_caption_ranks(catalog):
 
 def test_image_text_match_beyond_the_compared_captions_has_no_rank(catalog, settings):
     settings.MATCH_TOP_CAPTIONS = 2
-    space = space_get_active()
+    space = space_active()
     photo = decode_image(jpeg_bytes(COLOURS[2], seed=2))
     scores = caption_scores(space, halfvec(image_vector(space, photo)))
     worst = min(scores, key=scores.get)[2]  # seven captions fit better than this one
     match = image_text_match(image=photo, text=worst)
-    assert match.compared == 2 and match.rank is None
+    assert match.compared == 2
+    assert match.rank is None
     assert len(match.top_captions) == 2
 
 
@@ -166,7 +168,7 @@ def test_admin_flags_products_whose_title_is_not_among_their_photos_captions(
     catalog, settings, admin_client
 ):
     settings.IMAGE_TITLE_TOP_CAPTIONS = 3
-    space = space_get_active()
+    space = space_active()
     captions = list(
         CaptionEmbedding.objects.filter(space=space).values_list("product_id", "field", "vector")
     )
@@ -196,7 +198,7 @@ def test_admin_does_not_flag_products_not_embedded_yet(make_product, admin_clien
     product = make_product(title="waiting for its vectors", images=[jpeg_bytes(seed=3)])
     agree = (
         Product.objects.filter(pk=product.pk)
-        .annotate(agree=product_image_title_agree(space_get_active()))
+        .annotate(agree=product_image_title_agree(space_active()))
         .get()
         .agree
     )
@@ -206,7 +208,7 @@ def test_admin_does_not_flag_products_not_embedded_yet(make_product, admin_clien
 
 
 def test_operators_set_a_spaces_similarity_floor_in_the_admin(admin_client, db):
-    space = space_get_active()
+    space = space_active()
     url = reverse("admin:embeddings_embeddingspace_change", args=[space.pk])
     response = admin_client.post(url, {"similarity_floor": "0.27"})
     assert response.status_code == 302, response.content.decode()[:2000]

@@ -6,15 +6,16 @@ The OpenAPI schema (/api/schema/) comes from these serializers via drf-spectacul
 from django.conf import settings
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema, extend_schema_serializer
-from rest_framework import serializers
+from rest_framework import exceptions, serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from catalog.images import ImageDecodeError, decode_image
 from catalog.models import Category, Product
 from catalog.selectors import category_subtree_ids
-from embeddings.search import SearchFilters
-from embeddings.selectors import (
+from embeddings.spaces import NoActiveSpace
+from search.ranking import SearchFilters
+from search.selectors import (
     SearchPage,
     captions_by_image,
     image_text_match,
@@ -22,6 +23,7 @@ from embeddings.selectors import (
     product_search_by_text,
     products_similar,
 )
+from shop_search.api import ErrorSerializer
 
 
 def validated_upload_image(upload):
@@ -155,9 +157,18 @@ class CaptionSerializer(serializers.Serializer):
     score = serializers.FloatField(help_text="cosine similarity to the image")
 
 
-class ErrorSerializer(serializers.Serializer):
-    error = serializers.CharField(help_text="one readable message")
-    errors = serializers.DictField(required=False, help_text="messages by field")
+class SpaceUnavailable(exceptions.APIException):
+    status_code = 503
+    default_code = "no_active_space"
+
+
+class SearchApiView(APIView):
+    """An API that reads the active space: without one it answers 503, saying why."""
+
+    def handle_exception(self, exc):
+        if isinstance(exc, NoActiveSpace):  # a new install before `migrate`
+            exc = SpaceUnavailable(str(exc))
+        return super().handle_exception(exc)
 
 
 def search_response(request, page: SearchPage) -> Response:
@@ -167,7 +178,7 @@ def search_response(request, page: SearchPage) -> Response:
 # --- endpoints ----------------------------------------------------------------------------
 
 
-class ProductSearchApi(APIView):
+class ProductSearchApi(SearchApiView):
     class InputSerializer(PageInputSerializer):
         q = serializers.CharField(
             max_length=500,
@@ -192,8 +203,8 @@ class ProductSearchApi(APIView):
         return search_response(request, page)
 
 
-class ProductImageSearchApi(APIView):
-    @extend_schema_serializer(component_name="ImageSearchRequest")
+class ProductImageSearchApi(SearchApiView):
+    @extend_schema_serializer(component_name="ImageSearchUpload")
     class InputSerializer(PageInputSerializer):
         image = UploadedImageField(help_text="a JPEG, PNG, WebP or GIF photo")
 
@@ -213,7 +224,7 @@ class ProductImageSearchApi(APIView):
         return search_response(request, page)
 
 
-class ProductSimilarApi(APIView):
+class ProductSimilarApi(SearchApiView):
     class InputSerializer(serializers.Serializer):
         limit = serializers.IntegerField(
             min_value=1, max_value=settings.SEARCH_MAX_LIMIT, default=8
@@ -240,8 +251,8 @@ class ProductSimilarApi(APIView):
         return Response(self.OutputSerializer(page, context={"request": request}).data)
 
 
-class ImageTextMatchApi(APIView):
-    @extend_schema_serializer(component_name="ImageTextMatchRequest")
+class ImageTextMatchApi(SearchApiView):
+    @extend_schema_serializer(component_name="ImageTextMatchUpload")
     class InputSerializer(serializers.Serializer):
         image = UploadedImageField()
         text = serializers.CharField(
@@ -285,8 +296,8 @@ class ImageTextMatchApi(APIView):
         return Response(self.OutputSerializer(match).data)
 
 
-class ImageCaptionsApi(APIView):
-    @extend_schema_serializer(component_name="ImageCaptionsRequest")
+class ImageCaptionsApi(SearchApiView):
+    @extend_schema_serializer(component_name="ImageCaptionsUpload")
     class InputSerializer(serializers.Serializer):
         image = UploadedImageField()
         limit = serializers.IntegerField(

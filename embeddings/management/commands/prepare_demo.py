@@ -3,7 +3,7 @@ from django.core.management.base import BaseCommand
 
 from catalog.models import Product
 from embeddings.models import EmbeddingSpace
-from embeddings.services import space_get_active
+from embeddings.spaces import space_ensure_default
 
 DEMO_SPACE = "shop-tiny-demo"
 
@@ -29,8 +29,9 @@ class Command(BaseCommand):
             call_command("load_demo_catalog", products=products, no_embed=True)
         else:
             self.stdout.write("The shop has products already; not loading the demo catalog.")
-        if space_get_active().source != EmbeddingSpace.Source.RANDOM:
-            self.stdout.write(f"Active space: {space_get_active()} (trained); not training.")
+        active = space_ensure_default()
+        if active.source != EmbeddingSpace.Source.RANDOM:
+            self.stdout.write(f"Active space: {active} (trained); not training.")
         elif EmbeddingSpace.objects.filter(name=DEMO_SPACE).exists():
             # Trained by an earlier run that was stopped while filling: finish the switch.
             call_command("activate_space", DEMO_SPACE)

@@ -1,4 +1,10 @@
-"""Hybrid product ranking in one SQL statement: vector window, text window, fused by rank.
+"""Every raw vector statement of the shop: hybrid product ranking, similar products,
+captions of a photo, image-text match, the admin's image/title check.
+
+Each casts vectors to the space's own `halfvec(n)` and repeats `space_id = <id>`, so the
+planner uses that space's partial HNSW index; `cosine_distance` writes that expression.
+
+Hybrid product ranking in one SQL statement: vector window, text window, fused by rank.
 
 - Vector: products ranked by their best image's cosine similarity to the query vector,
   from the space's partial HNSW index (the query repeats its expression and `space_id`
@@ -23,6 +29,7 @@ from decimal import Decimal
 import numpy as np
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models.expressions import RawSQL
 from pgvector import HalfVector
 
 from embeddings.models import EmbeddingSpace
@@ -74,6 +81,20 @@ def vector_literal(vector: np.ndarray) -> str:
     return HalfVector(vector).to_text()
 
 
+def cosine_distance(
+    space: EmbeddingSpace, column: str, query: np.ndarray | str, *, name: str = "query"
+) -> tuple[str, dict]:
+    """`<column> <=> <query>` cast to the space's vector type, and its parameters.
+
+    `query` is a vector (passed as the parameter `name`) or another SQL vector expression.
+    The cast must be the index's own expression for the planner to use the index.
+    """
+    vtype = space.vector_type
+    if isinstance(query, str):
+        return f"{column}::{vtype} <=> {query}::{vtype}", {}
+    return f"{column}::{vtype} <=> %({name})s::{vtype}", {name: vector_literal(query)}
+
+
 def image_window(window: int) -> int:
     """Images to fetch to fill a window of `window` products.
 
@@ -86,8 +107,7 @@ def image_window(window: int) -> int:
 
 def vector_ctes(space: EmbeddingSpace, filters: SearchFilters) -> tuple[list[str], dict]:
     """`vec`: the products nearest to %(query)s by their best image, ranked."""
-    vector = f"e.vector::{space.vector_type}"
-    query = f"%(query)s::{space.vector_type}"
+    distance, _ = cosine_distance(space, "e.vector", "%(query)s")
     where, params = filters.sql("p")
     join = (
         "JOIN catalog_productimage fi ON fi.id = e.image_id "
@@ -99,10 +119,10 @@ def vector_ctes(space: EmbeddingSpace, filters: SearchFilters) -> tuple[list[str
     # so they are collected first and ordered again below (pgvector's advice).
     return [
         f"""vec_images AS MATERIALIZED (
-            SELECT e.image_id, {vector} <=> {query} AS distance
+            SELECT e.image_id, {distance} AS distance
             FROM embeddings_imageembedding e {join}
             WHERE e.space_id = {int(space.pk)} AND e.vector IS NOT NULL{where}
-            ORDER BY {vector} <=> {query}
+            ORDER BY {distance}
             LIMIT %(image_window)s
         )""",
         """vec AS (
@@ -181,14 +201,16 @@ def hybrid_search_sql(space: EmbeddingSpace, filters: SearchFilters, *, text: bo
 
 def hybrid_search_params(
     *,
+    space: EmbeddingSpace,
     vector: np.ndarray,
     filters: SearchFilters,
     text: str | None = None,
     floor: float | None = None,
 ) -> dict:
     window = settings.SEARCH_MAX_RESULTS
+    _, query = cosine_distance(space, "e.vector", vector)
     params = {
-        "query": vector_literal(vector),
+        **query,
         "window": window,
         "image_window": image_window(window),
         "k": settings.SEARCH_RRF_K,
@@ -210,7 +232,9 @@ def hybrid_search(
 ) -> list[RankedProduct]:
     """The whole fused window, best first (at most about 2 x SEARCH_MAX_RESULTS + 1)."""
     sql = hybrid_search_sql(space, filters, text=text is not None)
-    params = hybrid_search_params(vector=vector, filters=filters, text=text, floor=floor)
+    params = hybrid_search_params(
+        space=space, vector=vector, filters=filters, text=text, floor=floor
+    )
     rows = nearest_rows(sql, params, ef_search=params["image_window"], filtered=bool(filters))
     return [
         RankedProduct(
@@ -238,3 +262,115 @@ def nearest_rows(sql: str, params: dict, *, ef_search: int, filtered: bool = Fal
         )
         cursor.execute(sql, params)
         return cursor.fetchall()
+
+
+def similar_products_rows(*, space: EmbeddingSpace, product_id: int, limit: int) -> list:
+    """(product id, distance) of the products whose photos are nearest this product's."""
+    window = min(3 * (limit + 1), MAX_EF_SEARCH)  # our own photos are among the nearest
+    distance, _ = cosine_distance(space, "e.vector", "own.vector")
+    # One nearest-neighbour scan per photo of the product (LATERAL), best image per product.
+    sql = f"""
+        WITH own AS (
+            SELECT e.vector FROM embeddings_imageembedding e
+            JOIN catalog_productimage i ON i.id = e.image_id
+            WHERE i.product_id = %(product)s AND e.space_id = {int(space.pk)}
+                  AND e.vector IS NOT NULL
+        ), hits AS (
+            SELECT h.image_id, h.distance FROM own CROSS JOIN LATERAL (
+                SELECT e.image_id, {distance} AS distance
+                FROM embeddings_imageembedding e
+                WHERE e.space_id = {int(space.pk)} AND e.vector IS NOT NULL
+                ORDER BY {distance}
+                LIMIT %(window)s
+            ) h
+        )
+        SELECT i.product_id, min(h.distance) AS distance
+        FROM hits h JOIN catalog_productimage i ON i.id = h.image_id
+        WHERE i.product_id <> %(product)s
+        GROUP BY i.product_id
+        ORDER BY min(h.distance), i.product_id
+        LIMIT %(limit)s
+    """
+    params = {"product": product_id, "window": window, "limit": limit}
+    return nearest_rows(sql, params, ef_search=window)
+
+
+def nearest_captions_rows(*, space: EmbeddingSpace, vector: np.ndarray, limit: int) -> list:
+    """(product id, field, text, similarity) of the captions nearest `vector`."""
+    distance, params = cosine_distance(space, "c.vector", vector)
+    sql = f"""
+        SELECT c.product_id, c.field, c.text, 1 - ({distance}) AS score
+        FROM embeddings_captionembedding c
+        WHERE c.space_id = {int(space.pk)}
+        ORDER BY {distance}
+        LIMIT %(limit)s
+    """
+    return nearest_rows(sql, {**params, "limit": limit}, ef_search=limit)
+
+
+def image_text_match_row(
+    *, space: EmbeddingSpace, image: np.ndarray, text: np.ndarray, compare: int, top: int
+) -> tuple:
+    """(score of text to image, captions fitting better, captions compared, top captions).
+
+    Both query vectors are rounded to halfvec like the stored captions, so a catalog
+    caption checked against its own product's photo ties with itself.
+    """
+    to_image, params = cosine_distance(space, "c.vector", image, name="image")
+    pair, _ = cosine_distance(space, "%(text)s", "%(image)s")
+    sql = f"""
+        WITH nearest AS MATERIALIZED (
+            SELECT c.product_id, c.field, c.text, 1 - ({to_image}) AS score
+            FROM embeddings_captionembedding c
+            WHERE c.space_id = {int(space.pk)}
+            ORDER BY {to_image}
+            LIMIT %(k)s
+        ), pair AS (
+            SELECT 1 - ({pair}) AS score
+        )
+        SELECT pair.score,
+               (SELECT count(*) FROM nearest WHERE nearest.score > pair.score),
+               (SELECT count(*) FROM nearest),
+               (SELECT coalesce(json_agg(json_build_array(product_id, field, text, score)), '[]')
+                FROM (SELECT * FROM nearest ORDER BY score DESC, product_id LIMIT %(top)s) t)
+        FROM pair
+    """
+    params = {**params, "text": vector_literal(text), "k": compare, "top": top}
+    (row,) = nearest_rows(sql, params, ef_search=compare)
+    return row
+
+
+def product_image_title_agree(space: EmbeddingSpace) -> RawSQL:
+    """Per product (an annotation): is its title among the captions nearest its main photo?
+
+    True or False; None while its photo or title has no vector in `space`. One HNSW scan
+    of IMAGE_TITLE_TOP_CAPTIONS captions per product, so use it on a page of products.
+    """
+    sid = int(space.pk)
+    distance, _ = cosine_distance(space, "c.vector", "main.vector")
+    return RawSQL(
+        f"""(
+        SELECT CASE
+            WHEN main.vector IS NULL OR NOT EXISTS (
+                SELECT 1 FROM embeddings_captionembedding t
+                WHERE t.product_id = catalog_product.id AND t.space_id = {sid}
+                      AND t.field = 'title')
+            THEN NULL
+            ELSE EXISTS (
+                SELECT 1 FROM (
+                    SELECT c.product_id, c.field FROM embeddings_captionembedding c
+                    WHERE c.space_id = {sid}
+                    ORDER BY {distance}
+                    LIMIT {int(settings.IMAGE_TITLE_TOP_CAPTIONS)}
+                ) top
+                WHERE top.product_id = catalog_product.id AND left(top.field, 5) = 'title')
+            END
+        FROM (
+            SELECT (SELECT e.vector FROM embeddings_imageembedding e
+                    JOIN catalog_productimage i ON i.id = e.image_id
+                    WHERE i.product_id = catalog_product.id AND e.space_id = {sid}
+                          AND e.vector IS NOT NULL
+                    ORDER BY i.position, i.id LIMIT 1) AS vector
+        ) main)""",
+        [],
+    )

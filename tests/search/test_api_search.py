@@ -6,7 +6,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 from drf_spectacular.validation import validate_schema
 
-from embeddings.services import space_get_active
+from embeddings.spaces import space_active
 from tests.builders import COLOURS, corrupt_jpeg_bytes, jpeg_bytes
 
 pytestmark = pytest.mark.django_db
@@ -41,7 +41,8 @@ def test_search_api_filters_and_facets(client, catalog_shop):
     assert response.status_code == 200
     body = response.json()
     # Clothing includes its sub-categories; one dress is out of stock, the other too dear.
-    assert skus(body) == {"TEE-100", "TEE-101"} and body["count"] == 2
+    assert skus(body) == {"TEE-100", "TEE-101"}
+    assert body["count"] == 2
     assert body["results"][0]["sku"] == "TEE-100"
     assert body["results"][0]["matched"] == ["text", "image"]
     facets = body["facets"]
@@ -62,15 +63,17 @@ def test_search_api_brand_filter_and_blank_parameters(client, catalog_shop):
 
 def test_search_api_exact_sku_first(client, catalog_shop):
     body = client.get(reverse("api-search"), {"q": "dRs-201"}).json()
-    assert body["results"][0]["sku"] == "DRS-201" and "sku" in body["results"][0]["matched"]
+    assert body["results"][0]["sku"] == "DRS-201"
+    assert "sku" in body["results"][0]["matched"]
 
 
 def test_search_api_says_nothing_matches_nonsense(client, catalog_shop):
-    space = space_get_active()
+    space = space_active()
     space.similarity_floor = 0.5
     space.save(update_fields=["similarity_floor"])
     body = client.get(reverse("api-search"), {"q": "asdfgh"}).json()
-    assert body["count"] == 0 and body["results"] == []
+    assert body["count"] == 0
+    assert body["results"] == []
     assert body["facets"] == {"categories": [], "brands": [], "in_stock": 0}
 
 
@@ -101,22 +104,27 @@ def test_image_search_api_has_the_text_search_shape(client, catalog_shop):
     assert response.status_code == 200
     body = response.json()
     text_body = client.get(reverse("api-search"), {"q": "boots", "limit": 3}).json()
-    assert set(body) == set(text_body) and set(body["results"][0]) == set(text_body["results"][0])
-    assert body["results"][0]["sku"] == "SHO-300" and body["results"][0]["similarity"] > 0.999
+    assert set(body) == set(text_body)
+    assert set(body["results"][0]) == set(text_body["results"][0])
+    assert body["results"][0]["sku"] == "SHO-300"
+    assert body["results"][0]["similarity"] > 0.999
     assert body["results"][0]["matched"] == ["image"]
-    assert body["count"] == len(catalog_shop) and len(body["results"]) == 3
+    assert body["count"] == len(catalog_shop)
+    assert len(body["results"]) == 3
 
 
 def test_image_search_api_filters(client, catalog_shop):
     body = client.post(
         reverse("api-search-image"), {"image": own_photo(4), "category": "clothing-dresses"}
     ).json()
-    assert skus(body) == {"DRS-200", "DRS-201"} and body["count"] == 2
+    assert skus(body) == {"DRS-200", "DRS-201"}
+    assert body["count"] == 2
     # Empty form fields are "not given", as in the query string.
     response = client.post(
         reverse("api-search-image"), {"image": own_photo(4), "min_price": "", "brand": ""}
     )
-    assert response.status_code == 200 and response.json()["count"] == len(catalog_shop)
+    assert response.status_code == 200
+    assert response.json()["count"] == len(catalog_shop)
 
 
 @pytest.mark.parametrize(
@@ -142,7 +150,8 @@ def test_similar_products_api(client, catalog_shop):
     response = client.get(reverse("api-product-similar", args=[product.pk]), {"limit": 3})
     assert response.status_code == 200
     body = response.json()
-    assert set(body) == {"count", "space", "results"} and body["count"] == 3
+    assert set(body) == {"count", "space", "results"}
+    assert body["count"] == 3
     assert product.sku not in skus(body)
     similarities = [r["similarity"] for r in body["results"]]
     assert similarities == sorted(similarities, reverse=True)
@@ -150,7 +159,8 @@ def test_similar_products_api(client, catalog_shop):
 
 def test_similar_products_api_errors(client, catalog_shop):
     response = client.get(reverse("api-product-similar", args=[999999]))
-    assert response.status_code == 404 and response.json()["error"]
+    assert response.status_code == 404
+    assert response.json()["error"]
     product = catalog_shop["TEE-100"]
     response = client.get(reverse("api-product-similar", args=[product.pk]), {"limit": "0"})
     assert response.status_code == 400
@@ -164,10 +174,12 @@ def test_match_api_scores_a_photo_against_a_text(client, catalog_shop):
     assert response.status_code == 200
     body = response.json()
     assert set(body) == {"space", "score", "rank", "rank_label", "compared", "top_captions"}
-    assert -1 <= body["score"] <= 1 and body["rank"] >= 1
+    assert -1 <= body["score"] <= 1
+    assert body["rank"] >= 1
     assert body["rank_label"] == str(body["rank"])
     # Titles, translated titles and descriptions of six products.
-    assert body["compared"] == 18 and len(body["top_captions"]) == 5
+    assert body["compared"] == 18
+    assert len(body["top_captions"]) == 5
 
 
 def test_match_api_rank_beyond_the_compared_captions(client, catalog_shop, settings):
@@ -178,7 +190,8 @@ def test_match_api_rank_beyond_the_compared_captions(client, catalog_shop, setti
     ]
     assert {b["compared"] for b in bodies} == {1}
     beyond = [b for b in bodies if b["rank"] is None]
-    assert beyond and {b["rank_label"] for b in beyond} == {"> 1"}
+    assert beyond
+    assert {b["rank_label"] for b in beyond} == {"> 1"}
 
 
 @pytest.mark.parametrize(
@@ -193,7 +206,8 @@ def test_match_api_rank_beyond_the_compared_captions(client, catalog_shop, setti
 def test_match_api_bad_input_is_a_400(client, db, data, message):
     data = {k: upload(v) if isinstance(v, bytes) else v for k, v in data.items()}
     response = client.post(reverse("api-match"), data)
-    assert response.status_code == 400 and message in response.json()["error"]
+    assert response.status_code == 400
+    assert message in response.json()["error"]
 
 
 # --- the OpenAPI schema -------------------------------------------------------------------
@@ -302,14 +316,17 @@ def test_schema_describes_what_the_endpoints_return(client, schema, catalog_shop
     make_product(title="Quilted jacket")
     body = client.get("/api/search/", {"q": "quilted"}).json()
     quilted = next(r for r in body["results"] if r["title"] == "Quilted jacket")
-    assert quilted["image_url"] is None and quilted["similarity"] is None
+    assert quilted["image_url"] is None
+    assert quilted["similarity"] is None
     jsonschema.validate(body, response_schema(schema, "/api/search/", "get", 200))
 
 
 def test_api_docs_page_serves_swagger_ui_locally(client, db):
     page = client.get(reverse("api-docs")).content.decode()
-    assert "swagger-ui" in page and "drf_spectacular_sidecar" in page
-    assert "cdn." not in page and "//unpkg" not in page
+    assert "swagger-ui" in page
+    assert "drf_spectacular_sidecar" in page
+    assert "cdn." not in page
+    assert "//unpkg" not in page
     assert reverse("api-schema") in page
 
 
@@ -319,13 +336,16 @@ def test_api_docs_page_serves_swagger_ui_locally(client, db):
 def test_page_filters_with_counts_and_clear_link(client, catalog_shop):
     page = client.get(reverse("shop-search"), {"q": "striped"}).content.decode()
     assert 'data-facet="category" data-value="clothing"' in page
-    assert "T-Shirts</a>" in page and "(2)" in page
+    assert "T-Shirts</a>" in page
+    assert "(2)" in page
     page = client.get(
         reverse("shop-search"), {"q": "striped", "brand": "Acme", "in_stock": "true"}
     ).content.decode()
-    assert "1 product for" in page and 'data-sku="TEE-100"' in page
+    assert "1 product for" in page
+    assert 'data-sku="TEE-100"' in page
     assert 'data-sku="DRS-200"' not in page  # out of stock
-    assert "Clear filters" in page and 'name="in_stock" value="true" checked' in page
+    assert "Clear filters" in page
+    assert 'name="in_stock" value="true" checked' in page
 
 
 def test_page_bad_filter_says_why(client, catalog_shop):
@@ -335,11 +355,12 @@ def test_page_bad_filter_says_why(client, catalog_shop):
 
 
 def test_page_nonsense_says_nothing_matches(client, catalog_shop):
-    space = space_get_active()
+    space = space_active()
     space.similarity_floor = 0.5
     space.save(update_fields=["similarity_floor"])
     page = client.get(reverse("shop-search"), {"q": "asdfgh"}).content.decode()
-    assert "No products match “asdfgh”" in page and 'class="card"' not in page
+    assert "No products match “asdfgh”" in page
+    assert 'class="card"' not in page
 
 
 def test_page_search_by_photo_then_filter(client, catalog_shop):
@@ -367,4 +388,5 @@ def test_product_page_shows_similar_products(client, catalog_shop):
     page = client.get(reverse("product-detail", args=[product.pk])).content.decode()
     assert "Similar products" in page
     similar = page[page.index("Similar products") :]
-    assert similar.count('class="card"') == 5 and 'data-sku="DRS-201"' not in similar
+    assert similar.count('class="card"') == 5
+    assert 'data-sku="DRS-201"' not in similar

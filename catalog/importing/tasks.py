@@ -1,4 +1,4 @@
-"""Thin Celery tasks of the catalog: take ids, load the row, call a service."""
+"""The bulk import task: takes a job id, loads the row, runs the import (resumably)."""
 
 import logging
 
@@ -6,7 +6,7 @@ from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from django.db import InterfaceError, OperationalError
 
-from catalog.importing.services import import_job_run
+from catalog.importing.run import import_job_run
 from catalog.models import ImportJob
 
 logger = logging.getLogger(__name__)

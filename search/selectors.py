@@ -1,6 +1,6 @@
 """Reads: product search (text, photo, similar products), captions and image-text match.
 
-Each is one bounded SQL query over the active space's HNSW indexes (embeddings.search),
+Each is one bounded SQL query over the active space's HNSW indexes (search.ranking),
 then one query for the page's products and one for the facets.
 """
 
@@ -14,21 +14,21 @@ from dataclasses import dataclass, field
 import numpy as np
 from django.conf import settings
 from django.core.cache import cache
-from django.db.models.expressions import RawSQL
 from PIL import Image
 
 from catalog.models import Product
 from catalog.selectors import category_ancestor_ids, category_nodes
 from embeddings.models import EmbeddingSpace
-from embeddings.search import (
+from embeddings.spaces import space_active, space_encoder
+from search.ranking import (
     MAX_EF_SEARCH,
     RankedProduct,
     SearchFilters,
     hybrid_search,
-    nearest_rows,
-    vector_literal,
+    image_text_match_row,
+    nearest_captions_rows,
+    similar_products_rows,
 )
-from embeddings.services import space_encoder, space_get_active
 
 logger = logging.getLogger(__name__)
 
@@ -134,7 +134,7 @@ def product_search_by_text(
     *, query: str, filters: SearchFilters = NO_FILTERS, limit: int, offset: int = 0
 ) -> SearchPage:
     """Hybrid search: words, SKU and the query's meaning, fused; nonsense finds nothing."""
-    space = space_get_active()
+    space = space_active()
     ranked = hybrid_search(
         space=space,
         vector=text_vector(space, query),
@@ -149,7 +149,7 @@ def product_search_by_image(
     *, image: Image.Image, filters: SearchFilters = NO_FILTERS, limit: int, offset: int = 0
 ) -> SearchPage:
     """Products whose photos look most like `image`."""
-    space = space_get_active()
+    space = space_active()
     return products_nearest(
         space=space,
         vector=image_vector(space, image),
@@ -236,35 +236,8 @@ def search_facets(*, product_ids: list[int]) -> Facets:
 
 def products_similar(*, product: Product, limit: int) -> SearchPage:
     """Products whose photos look like this product's, from the stored image vectors."""
-    space = space_get_active()
-    vector_type = f"e.vector::{space.vector_type}"
-    window = min(3 * (limit + 1), MAX_EF_SEARCH)  # our own photos are among the nearest
-    # One nearest-neighbour scan per photo of the product (LATERAL), best image per product.
-    sql = f"""
-        WITH own AS (
-            SELECT e.vector FROM embeddings_imageembedding e
-            JOIN catalog_productimage i ON i.id = e.image_id
-            WHERE i.product_id = %(product)s AND e.space_id = {int(space.pk)}
-                  AND e.vector IS NOT NULL
-        ), hits AS (
-            SELECT h.image_id, h.distance FROM own CROSS JOIN LATERAL (
-                SELECT e.image_id, {vector_type} <=> own.vector::{space.vector_type} AS distance
-                FROM embeddings_imageembedding e
-                WHERE e.space_id = {int(space.pk)} AND e.vector IS NOT NULL
-                ORDER BY {vector_type} <=> own.vector::{space.vector_type}
-                LIMIT %(window)s
-            ) h
-        )
-        SELECT i.product_id, min(h.distance) AS distance
-        FROM hits h JOIN catalog_productimage i ON i.id = h.image_id
-        WHERE i.product_id <> %(product)s
-        GROUP BY i.product_id
-        ORDER BY min(h.distance), i.product_id
-        LIMIT %(limit)s
-    """
-    rows = nearest_rows(
-        sql, {"product": product.pk, "window": window, "limit": limit}, ef_search=window
-    )
+    space = space_active()
+    rows = similar_products_rows(space=space, product_id=product.pk, limit=limit)
     ranked = [
         RankedProduct(pid, 1.0 / (settings.SEARCH_RRF_K + rank), 1 - float(distance), False, False)
         for rank, (pid, distance) in enumerate(rows, start=1)
@@ -277,18 +250,8 @@ def products_similar(*, product: Product, limit: int) -> SearchPage:
 
 def captions_by_image(*, image: Image.Image, limit: int) -> tuple[EmbeddingSpace, list[CaptionHit]]:
     """The catalog captions (titles, descriptions) that best describe an image."""
-    space = space_get_active()
-    expr = f"c.vector::{space.vector_type}"
-    query = f"%(query)s::{space.vector_type}"
-    sql = f"""
-        SELECT c.product_id, c.field, c.text, 1 - ({expr} <=> {query}) AS score
-        FROM embeddings_captionembedding c
-        WHERE c.space_id = {int(space.pk)}
-        ORDER BY {expr} <=> {query}
-        LIMIT %(limit)s
-    """
-    params = {"query": vector_literal(image_vector(space, image)), "limit": limit}
-    rows = nearest_rows(sql, params, ef_search=limit)
+    space = space_active()
+    rows = nearest_captions_rows(space=space, vector=image_vector(space, image), limit=limit)
     return space, [CaptionHit(pid, fld, text, float(score)) for pid, fld, text, score in rows]
 
 
@@ -300,34 +263,15 @@ def image_text_match(*, image: Image.Image, text: str, top: int = 5) -> ImageTex
     Both vectors are rounded to halfvec like the stored captions, so a catalog caption
     checked against its own product's photo ties with itself instead of beating itself.
     """
-    space = space_get_active()
-    k = min(settings.MATCH_TOP_CAPTIONS, 1000)
-    vtype = space.vector_type
-    sql = f"""
-        WITH nearest AS MATERIALIZED (
-            SELECT c.product_id, c.field, c.text,
-                   1 - (c.vector::{vtype} <=> %(image)s::{vtype}) AS score
-            FROM embeddings_captionembedding c
-            WHERE c.space_id = {int(space.pk)}
-            ORDER BY c.vector::{vtype} <=> %(image)s::{vtype}
-            LIMIT %(k)s
-        ), pair AS (
-            SELECT 1 - (%(text)s::{vtype} <=> %(image)s::{vtype}) AS score
-        )
-        SELECT pair.score,
-               (SELECT count(*) FROM nearest WHERE nearest.score > pair.score),
-               (SELECT count(*) FROM nearest),
-               (SELECT coalesce(json_agg(json_build_array(product_id, field, text, score)), '[]')
-                FROM (SELECT * FROM nearest ORDER BY score DESC, product_id LIMIT %(top)s) t)
-        FROM pair
-    """
-    params = {
-        "image": vector_literal(image_vector(space, image)),
-        "text": vector_literal(text_vector(space, text)),
-        "k": k,
-        "top": top,
-    }
-    ((score, better, compared, nearest),) = nearest_rows(sql, params, ef_search=k)
+    space = space_active()
+    k = min(settings.MATCH_TOP_CAPTIONS, MAX_EF_SEARCH)
+    score, better, compared, nearest = image_text_match_row(
+        space=space,
+        image=image_vector(space, image),
+        text=text_vector(space, text),
+        compare=k,
+        top=top,
+    )
     # Every compared caption fits better, and there may be more beyond them: no rank.
     rank = None if better == compared == k else better + 1
     return ImageTextMatch(
@@ -336,39 +280,4 @@ def image_text_match(*, image: Image.Image, text: str, top: int = 5) -> ImageTex
         rank=rank,
         compared=compared,
         top_captions=[CaptionHit(pid, fld, txt, float(s)) for pid, fld, txt, s in nearest],
-    )
-
-
-def product_image_title_agree(space: EmbeddingSpace) -> RawSQL:
-    """Per product (an annotation): is its title among the captions nearest its main photo?
-
-    True or False; None while its photo or title has no vector in `space`. One HNSW scan
-    of IMAGE_TITLE_TOP_CAPTIONS captions per product, so use it on a page of products.
-    """
-    sid, vtype = int(space.pk), space.vector_type
-    return RawSQL(
-        f"""(
-        SELECT CASE
-            WHEN main.vector IS NULL OR NOT EXISTS (
-                SELECT 1 FROM embeddings_captionembedding t
-                WHERE t.product_id = catalog_product.id AND t.space_id = {sid}
-                      AND t.field = 'title')
-            THEN NULL
-            ELSE EXISTS (
-                SELECT 1 FROM (
-                    SELECT c.product_id, c.field FROM embeddings_captionembedding c
-                    WHERE c.space_id = {sid}
-                    ORDER BY c.vector::{vtype} <=> main.vector::{vtype}
-                    LIMIT {int(settings.IMAGE_TITLE_TOP_CAPTIONS)}
-                ) top
-                WHERE top.product_id = catalog_product.id AND left(top.field, 5) = 'title')
-            END
-        FROM (
-            SELECT (SELECT e.vector FROM embeddings_imageembedding e
-                    JOIN catalog_productimage i ON i.id = e.image_id
-                    WHERE i.product_id = catalog_product.id AND e.space_id = {sid}
-                          AND e.vector IS NOT NULL
-                    ORDER BY i.position, i.id LIMIT 1) AS vector
-        ) main)""",
-        [],
     )

@@ -5,7 +5,7 @@ from django.core.management import call_command
 
 from catalog.models import Product
 from embeddings.models import EmbeddingSpace, ImageEmbedding
-from embeddings.services import space_get_active
+from embeddings.spaces import space_active
 
 pytestmark = pytest.mark.django_db
 
@@ -13,13 +13,15 @@ pytestmark = pytest.mark.django_db
 def test_first_run_loads_and_trains_then_later_runs_skip(settings, capsys):
     settings.FINETUNE_VAL_FRACTION = 0.25
     call_command("prepare_demo", products=40, max_minutes=0.2)
-    active = space_get_active()
-    assert active.name == "shop-tiny-demo" and active.source == EmbeddingSpace.Source.CHECKPOINT
+    active = space_active()
+    assert active.name == "shop-tiny-demo"
+    assert active.source == EmbeddingSpace.Source.CHECKPOINT
     assert Product.objects.count() == 40
     assert ImageEmbedding.objects.filter(space=active, vector__isnull=False).exists()
     assert "mean_recall" in capsys.readouterr().out
 
     call_command("prepare_demo", products=40)
     out = capsys.readouterr().out
-    assert "not loading the demo catalog" in out and "not training" in out
+    assert "not loading the demo catalog" in out
+    assert "not training" in out
     assert EmbeddingSpace.objects.count() == 2

@@ -63,8 +63,10 @@ def test_search_api_returns_ranked_products(client, shop):
     assert body["results"][0]["score"] >= body["results"][1]["score"]
     # The title matches the words, so it comes first and says why.
     product = Product.objects.get(pk=first["id"])
-    assert product == shop[0] and first["matched"] == ["text", "image"]
-    assert first["title"] == product.title and first["price"] == str(product.price)
+    assert product == shop[0]
+    assert first["matched"] == ["text", "image"]
+    assert first["title"] == product.title
+    assert first["price"] == str(product.price)
     assert body["results"][1]["matched"] == ["image"]
     assert set(body["facets"]) == {"categories", "brands", "in_stock"}
 
@@ -118,7 +120,8 @@ def test_captions_api_accepts_png_too(client, shop):
     response = client.post(
         reverse("api-captions"), {"image": upload(buffer.getvalue(), "x.png", "image/png")}
     )
-    assert response.status_code == 200 and response.json()["results"]
+    assert response.status_code == 200
+    assert response.json()["results"]
 
 
 @pytest.mark.parametrize(
@@ -147,11 +150,13 @@ def test_captions_api_without_an_image_is_a_400(client, db):
 
 def test_shop_page_shows_the_search_box_and_results(client, shop):
     page = client.get(reverse("shop-search")).content.decode()
-    assert 'name="q"' in page and "Type what you are looking for" in page
+    assert 'name="q"' in page
+    assert "Type what you are looking for" in page
     page = client.get(reverse("shop-search"), {"q": "red t-shirt"}).content.decode()
     assert "2 products for" in page
     for product in shop:
-        assert product.title in page and f"{product.price} USD" in page
+        assert product.title in page
+        assert f"{product.price} USD" in page
         assert f'data-sku="{product.sku}"' in page
     assert "No photo yet" not in page
 
@@ -159,5 +164,7 @@ def test_shop_page_shows_the_search_box_and_results(client, shop):
 def test_product_page(client, shop):
     red = shop[0]
     page = client.get(reverse("product-detail", args=[red.pk])).content.decode()
-    assert red.title in page and red.sku in page and red.images.get().file.url in page
+    assert red.title in page
+    assert red.sku in page
+    assert red.images.get().file.url in page
     assert client.get(reverse("product-detail", args=[999999])).status_code == 404

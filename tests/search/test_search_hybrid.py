@@ -11,15 +11,15 @@ from catalog.models import Category, Product, ProductImage
 from catalog.services import demo_catalog_load
 from embeddings.encoder import ModelSpec
 from embeddings.models import ImageEmbedding
-from embeddings.search import SearchFilters
-from embeddings.selectors import (
+from embeddings.spaces import space_active, space_create
+from search.ranking import SearchFilters
+from search.selectors import (
     normalise_query,
     product_search_by_text,
     products_nearest,
     query_vector_cache_key,
     text_vector,
 )
-from embeddings.services import space_create, space_get_active
 from tests.builders import brute_force_ranking
 
 pytestmark = pytest.mark.django_db
@@ -46,7 +46,7 @@ def test_exact_sku_comes_first_in_any_case(catalog_shop, no_floor):
 
 def test_text_and_vector_lists_are_fused_by_reciprocal_rank(catalog_shop, no_floor, settings):
     """score = 1/(k + vector rank) + 1/(k + text rank), k = 60; one title matches here."""
-    space = space_get_active()
+    space = space_active()
     query = "brown suede boots"
     page = product_search_by_text(query=query, limit=10)
     vector_ranks = {
@@ -73,14 +73,15 @@ def test_text_matches_rank_by_weight_title_before_description(make_product, no_f
 
 
 def test_nonsense_finds_nothing_under_the_similarity_floor(catalog_shop, settings):
-    space = space_get_active()
+    space = space_active()
     settings.SEARCH_SIMILARITY_FLOOR = -1.0
     assert product_search_by_text(query="asdfgh", limit=20).count == len(catalog_shop)
     # The random tiny model's similarities are all far below 0.5: every image-only hit goes.
     space.similarity_floor = 0.5
     space.save(update_fields=["similarity_floor"])
     page = product_search_by_text(query="asdfgh", limit=20)
-    assert page.count == 0 and page.results == []
+    assert page.count == 0
+    assert page.results == []
     # Words still find their products, whatever their similarity.
     page = product_search_by_text(query="striped", limit=20)
     assert set(ids(page)) == {catalog_shop["TEE-100"].pk, catalog_shop["DRS-200"].pk}
@@ -89,7 +90,7 @@ def test_nonsense_finds_nothing_under_the_similarity_floor(catalog_shop, setting
 
 def test_the_settings_floor_applies_when_the_space_has_none(catalog_shop, settings):
     settings.SEARCH_SIMILARITY_FLOOR = 0.5
-    assert space_get_active().similarity_floor is None
+    assert space_active().similarity_floor is None
     assert product_search_by_text(query="asdfgh", limit=20).count == 0
     settings.SEARCH_SIMILARITY_FLOOR = -1.0
     assert product_search_by_text(query="asdfgh", limit=20).count == len(catalog_shop)
@@ -203,7 +204,8 @@ def test_filters_keep_only_matching_products(catalog_shop, no_floor, filters, sk
 
 def test_facets_count_the_whole_window_not_the_page(catalog_shop, no_floor):
     page = product_search_by_text(query="shoes", limit=2)
-    assert len(page.results) == 2 and page.count == len(catalog_shop)
+    assert len(page.results) == 2
+    assert page.count == len(catalog_shop)
     assert {(f.value, f.count) for f in page.facets.brands} == {
         ("Acme", 2),
         ("Basics", 1),
@@ -221,7 +223,8 @@ def test_hybrid_pages_do_not_overlap_or_skip(catalog_shop, no_floor):
         ids(product_search_by_text(query="red striped", filters=filters, limit=2, offset=o))
         for o in (0, 2, 4, 6)
     ]
-    assert [pid for page in pages for pid in page] == whole and len(whole) == 5
+    assert [pid for page in pages for pid in page] == whole
+    assert len(whole) == 5
 
 
 def test_a_filter_keeping_1_percent_still_fills_the_page(db, settings):
@@ -231,7 +234,7 @@ def test_a_filter_keeping_1_percent_still_fills_the_page(db, settings):
     returns all 20 (iterative index scan or exact plan), and `count` says 20.
     """
     settings.SEARCH_MAX_RESULTS = 50
-    space = space_get_active()
+    space = space_active()
     rng = np.random.default_rng(1)
     centre = rng.standard_normal(space.embed_dim).astype(np.float32)
     products = Product.objects.bulk_create(
@@ -260,12 +263,14 @@ def test_a_filter_keeping_1_percent_still_fills_the_page(db, settings):
         cursor.execute("ANALYZE embeddings_imageembedding")
         cursor.execute("ANALYZE catalog_product")
     unfiltered = products_nearest(space=space, vector=centre, limit=20)
-    assert unfiltered.count == 50 and not any(h.product.brand == "Rare" for h in unfiltered.results)
+    assert unfiltered.count == 50
+    assert not any(h.product.brand == "Rare" for h in unfiltered.results)
 
     page = products_nearest(
         space=space, vector=centre, filters=SearchFilters(brand="Rare"), limit=20
     )
-    assert len(page.results) == 20 and page.count == 20
+    assert len(page.results) == 20
+    assert page.count == 20
     assert {hit.product.brand for hit in page.results} == {"Rare"}
     similarities = [hit.similarity for hit in page.results]
     assert similarities == sorted(similarities, reverse=True)
@@ -275,7 +280,7 @@ def test_a_filter_keeping_1_percent_still_fills_the_page(db, settings):
 
 
 def test_query_vectors_are_cached_per_space_and_normalised_query(db):
-    space = space_get_active()
+    space = space_active()
     assert normalise_query("  Red   T-Shirt ") == "red t-shirt"
     first = text_vector(space, "  Red   T-Shirt ")
     key = query_vector_cache_key(space, "red t-shirt")
@@ -299,7 +304,8 @@ def test_english_and_chinese_queries_work_on_the_demo_catalog(
         demo_catalog_load(count=48, embed=True)
     red = {p.pk for p in Product.objects.all() if p.attributes["colour"] == "red"}
     dresses = {p.pk for p in Product.objects.all() if p.attributes["category"] == "dress"}
-    assert red and dresses
+    assert red
+    assert dresses
     for query in ("red", "红色"):
         page = product_search_by_text(query=query, limit=50)
         assert set(ids(page)) == red, query

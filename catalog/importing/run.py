@@ -1,0 +1,437 @@
+"""Running a bulk import: every row validated, good rows upserted by SKU in batches that
+each commit, resumable after its last committed batch (the task calls this)."""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
+from decimal import Decimal
+from typing import IO
+
+from django.conf import settings
+from django.db import DatabaseError, connection, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from catalog.importing.images import (
+    CheckedImage,
+    ImageArchive,
+    ImageRefError,
+    image_checked_store,
+    image_download,
+)
+from catalog.importing.readers import (
+    ImportFileError,
+    Record,
+    RowError,
+    csv_records,
+    jsonl_records,
+    tsv_records,
+)
+from catalog.importing.rows import ProductRow, product_row_parse, tsv_row_parse
+from catalog.models import Category, ImportJob, ImportRowError, Product, ProductImage
+from catalog.services import CAPTION_FIELDS, category_get_or_create_path, category_path_slug
+from catalog.signals import catalog_changed_send
+
+logger = logging.getLogger(__name__)
+
+Format = ImportJob.Format
+READERS = {Format.CSV: csv_records, Format.TSV: tsv_records, Format.JSONL: jsonl_records}
+PRODUCT_FIELDS = ["title", "description", "brand", "category", "price", "currency", "in_stock"]
+IMPORT_LOCK_NAMESPACE = 0x494D  # pg advisory locks of import jobs: (namespace, job id)
+_NEW_CATEGORY = object()  # a dry run's category that the import would create
+
+
+def import_job_run(
+    *,
+    job: ImportJob,
+    source: IO[bytes] | None = None,
+    images: IO[bytes] | None = None,
+    embed: bool = True,
+    batch_size: int | None = None,
+    progress: Callable[[ImportJob], None] | None = None,
+    on_errors: Callable[[list[RowError]], None] | None = None,
+) -> ImportJob:
+    """Run an import, or resume it after its last committed batch.
+
+    `source` and `images` are open files when the job keeps no upload (the command);
+    otherwise the job's stored files are read. An unsaved job (the command's dry run)
+    writes nothing at all: its errors go to `on_errors` only. With `embed` off, nothing
+    is queued for embedding (a reindex follows, or a benchmark measures the import alone).
+    """
+    if job.pk is not None and not import_job_lock(job):
+        logger.info("%s is already running elsewhere", job)
+        return job
+    try:
+        if job.status != ImportJob.Status.DONE:
+            _job_run(job, source, images, embed, batch_size, progress, on_errors)
+        return job
+    finally:
+        if job.pk is not None:
+            import_job_unlock(job)
+
+
+def _job_run(job, source, images, embed, batch_size, progress, on_errors) -> None:
+    job.status, job.error = ImportJob.Status.RUNNING, ""
+    job.started = job.started or timezone.now()
+    _job_save(job, ["status", "error", "started"])
+    try:
+        with ExitStack() as stack:
+            if source is None and not job.source:
+                raise ImportFileError(
+                    f"this import read {job.source_name} on the command line: run the "
+                    "command again to complete it"
+                )
+            if source is None:
+                source = stack.enter_context(_stored_file(job.source, "data file"))
+            if images is None and job.images:
+                images = stack.enter_context(_stored_file(job.images, "images ZIP"))
+            if job.format == Format.TSV and images is not None:
+                raise ImportFileError(
+                    "a TSV file carries its images in base64: no ZIP goes with it",
+                    field="images",
+                )
+            archive = ImageArchive(images) if images is not None else None
+            if archive is not None:
+                stack.callback(archive.close)
+            job.source_bytes = _stream_size(source)
+            _job_save(job, ["source_bytes"])  # progress is measured against it
+            batch = _Batch(
+                job=job,
+                archive=archive,
+                embed=embed,
+                on_errors=on_errors,
+                downloads=stack.enter_context(_downloads()),
+            )
+            size = batch_size or settings.IMPORT_BATCH_SIZE
+            records = READERS[job.format](source, offset=job.resume_offset, line=job.resume_line)
+            for record in records:
+                batch.add(record)
+                if batch.records >= size:
+                    batch.commit()
+                    if progress:
+                        progress(job)
+            batch.commit()
+        job.status, job.finished = ImportJob.Status.DONE, timezone.now()
+    except ImportFileError as exc:
+        job.status, job.error, job.finished = ImportJob.Status.FAILED, str(exc), timezone.now()
+    except BaseException as exc:
+        job.status = ImportJob.Status.FAILED
+        job.error = (
+            f"stopped after line {job.resume_line} ({type(exc).__name__}: {exc}); "
+            "everything before is committed, and running the import again continues there"
+        )
+        raise
+    finally:
+        try:
+            _job_save(job, ["status", "error", "finished", "source_bytes"])
+        except DatabaseError:  # the connection itself failed: the original error says why
+            logger.exception("could not record the state of %s", job)
+    if progress:
+        progress(job)
+
+
+class _Batch:
+    """The rows read since the last commit, with their errors and checked images."""
+
+    def __init__(self, *, job, archive, embed, on_errors, downloads):
+        self.job, self.archive, self.embed = job, archive, embed
+        self.on_errors, self.downloads = on_errors, downloads
+        self.write = not job.dry_run
+        self.categories: dict[tuple[str, ...], object] = {}
+        self._reset()
+
+    def _reset(self) -> None:
+        self.rows: list[ProductRow] = []
+        self.skus: set[str] = set()
+        self.errors: list[RowError] = []
+        self.records = 0
+        self.url_images: dict[str, Future] = {}
+
+    def add(self, record: Record) -> None:
+        row = self._parse(record)
+        if isinstance(row, ProductRow) and row.sku in self.skus:
+            # A SKU repeated in the file: commit the first, so the later one updates it.
+            self.commit()
+        if isinstance(row, ProductRow):
+            self._images_check(row)
+            self.rows.append(row)
+            self.skus.add(row.sku)
+        else:
+            self.errors.extend(row)
+        self.records += 1
+        self.end = (record.end_offset, record.end_line)
+
+    def _parse(self, record: Record) -> ProductRow | list[RowError]:
+        if record.error is not None:
+            return [record.error]
+        if self.job.format == Format.TSV:
+            return tsv_row_parse(record)
+        return product_row_parse(record, has_archive=self.archive is not None)
+
+    def _images_check(self, row: ProductRow) -> None:
+        """Check (and store) the row's images now, downloads in the background."""
+        for ref in row.images or ():
+            if ref.kind == "url":
+                if ref.value not in self.url_images:
+                    self.url_images[ref.value] = self.downloads.submit(
+                        _url_image_checked_store, ref.value, store=self.write
+                    )
+                row.checked.append(self.url_images[ref.value])
+                continue
+            try:
+                data = ref.value if ref.kind == "inline" else self.archive.read(ref.value)
+                row.checked.append(image_checked_store(data, store=self.write))
+            except ImageRefError as exc:
+                row.checked.append(exc)
+        if row.images and row.images[0].kind == "inline":
+            row.images[0].value = b""  # the bytes are stored; keep the batch small
+
+    def _rows_with_images(self) -> list[ProductRow]:
+        good = []
+        for row in self.rows:
+            checked, errors = [], []
+            for ref, item in zip(row.images or (), row.checked, strict=True):
+                if isinstance(item, Future):
+                    try:
+                        item = item.result()
+                    except ImageRefError as exc:
+                        item = exc
+                if isinstance(item, ImageRefError):
+                    label = "the image" if ref.kind == "inline" else repr(ref.value)[:200]
+                    errors.append(RowError(row.line, "image", f"{label}: {item}", row.sku))
+                elif item.sha256 not in {c.sha256 for c in checked}:
+                    checked.append(item)
+            if errors:
+                self.errors.extend(errors)
+            else:
+                row.checked = checked
+                good.append(row)
+        return good
+
+    def commit(self) -> None:
+        if not self.records:
+            return
+        job = self.job
+        rows = self._rows_with_images()
+        counts: dict[str, int] = defaultdict(int)
+        if self.write:
+            with transaction.atomic():
+                self._apply(rows, counts)
+                self._job_record(counts)
+        else:
+            self._apply(rows, counts)
+            self._job_record(counts)
+        job.rows_processed += self.records
+        job.rows_failed += counts["failed"]
+        for name in ("created", "updated", "unchanged"):
+            setattr(job, f"rows_{name}", getattr(job, f"rows_{name}") + counts[name])
+        job.images_created += counts["images"]
+        job.resume_offset, job.resume_line = self.end
+        if self.on_errors and self.errors:
+            self.on_errors(self.errors)
+        self._reset()
+
+    def _job_record(self, counts) -> None:
+        """The batch's errors and counters, in the batch's transaction."""
+        counts["failed"] = len({error.line for error in self.errors})
+        job = self.job
+        if job.pk is None:
+            return
+        ImportRowError.objects.bulk_create(
+            ImportRowError(
+                job=job,
+                line=error.line,
+                sku=error.sku[:200],
+                field=error.field[:100],
+                message=error.message,
+            )
+            for error in self.errors
+        )
+        ImportJob.objects.filter(pk=job.pk).update(
+            rows_processed=F("rows_processed") + self.records,
+            rows_created=F("rows_created") + counts["created"],
+            rows_updated=F("rows_updated") + counts["updated"],
+            rows_unchanged=F("rows_unchanged") + counts["unchanged"],
+            rows_failed=F("rows_failed") + counts["failed"],
+            images_created=F("images_created") + counts["images"],
+            resume_offset=self.end[0],
+            resume_line=self.end[1],
+            updated=timezone.now(),
+        )
+
+    def _apply(self, rows: list[ProductRow], counts: dict[str, int]) -> None:
+        """Upsert the rows' products and images (or, in a dry run, only count them)."""
+        products = Product.objects.filter(sku__in=[row.sku for row in rows])
+        existing = {p.sku: p for p in (products.select_for_update() if self.write else products)}
+        current_images = defaultdict(list)
+        for image in ProductImage.objects.filter(product__in=list(existing.values())).only(
+            "id", "product_id", "sha256", "position"
+        ):
+            current_images[image.product_id].append(image)
+        new, changed, captions, image_plans = [], [], [], []
+        for row in rows:
+            product = existing.get(row.sku)
+            if product is None:
+                if "price" not in row.values and self.job.format != Format.TSV:
+                    self.errors.append(RowError(row.line, "price", "is required", row.sku))
+                    continue
+                product = Product(sku=row.sku, price=Decimal("0.00"), attributes={})
+                self._product_fill(product, row)
+                new.append(product)
+                counts["created"] += 1
+            else:
+                fields = self._product_fill(product, row)
+                images_differ = row.images is not None and [
+                    i.sha256 for i in current_images[product.pk]
+                ] != [c.sha256 for c in row.checked]
+                if fields or images_differ:
+                    changed.append((product, fields))
+                    counts["updated"] += 1
+                else:
+                    counts["unchanged"] += 1
+                if fields & CAPTION_FIELDS:
+                    captions.append(product)
+                if not images_differ:
+                    continue
+            if row.images is not None:
+                image_plans.append((product, row.checked))
+        counts["images"] = sum(
+            len({c.sha256 for c in checked} - {i.sha256 for i in current_images[p.pk]})
+            for p, checked in image_plans
+        )
+        if not self.write:
+            return
+        now = timezone.now()
+        Product.objects.bulk_create(
+            new,
+            update_conflicts=True,  # created meanwhile by another import: update it
+            unique_fields=["sku"],
+            update_fields=[*PRODUCT_FIELDS, "attributes", "updated"],
+        )
+        for product, _ in changed:
+            product.updated = now
+        updated_fields = set().union(*(fields for _, fields in changed))
+        Product.objects.bulk_update(
+            [product for product, _ in changed],
+            [name if name != "category_id" else "category" for name in updated_fields]
+            + ["updated"],
+        )
+        new_images = self._images_apply(image_plans, current_images)
+        if self.embed:
+            catalog_changed_send(
+                image_ids=[image.pk for image in new_images],
+                product_ids=[p.pk for p in new] + [p.pk for p in captions],
+            )
+
+    def _product_fill(self, product: Product, row: ProductRow) -> set[str]:
+        """Set the row's values on the product; the names of those that changed."""
+        wanted = {"title": row.title, **row.values}
+        if row.category is not None:
+            wanted["category_id"] = self._category(row.category) if row.category else None
+        attributes = {**product.attributes, **row.attributes}
+        if row.titles:
+            attributes["titles"] = {**(product.attributes.get("titles") or {}), **row.titles}
+        wanted["attributes"] = attributes
+        changed = set()
+        for name, value in wanted.items():
+            if getattr(product, name) != value:
+                setattr(product, name, value)
+                changed.add(name)
+        return changed
+
+    def _category(self, path: tuple[str, ...]):
+        if path not in self.categories:
+            if self.write:
+                self.categories[path] = category_get_or_create_path(path).pk
+            else:
+                found = Category.objects.filter(slug=category_path_slug(path)).first()
+                self.categories[path] = found.pk if found else _NEW_CATEGORY
+        return self.categories[path]
+
+    def _images_apply(self, plans, current_images) -> list[ProductImage]:
+        """Make each product's images the row's, in order: keep, move, add, remove."""
+        remove, move, add = [], [], []
+        for product, checked in plans:
+            kept = {}
+            for image in current_images[product.pk]:
+                if image.sha256 in kept or image.sha256 not in {c.sha256 for c in checked}:
+                    remove.append(image.pk)
+                else:
+                    kept[image.sha256] = image
+            for position, item in enumerate(checked):
+                image = kept.get(item.sha256)
+                if image is None:
+                    add.append(_product_image(product, item, position))
+                elif image.position != position:
+                    image.position = position
+                    move.append(image)
+        ProductImage.objects.filter(pk__in=remove).delete()
+        ProductImage.objects.bulk_update(move, ["position"])
+        return ProductImage.objects.bulk_create(add)
+
+
+def _product_image(product: Product, item: CheckedImage, position: int) -> ProductImage:
+    return ProductImage(
+        product=product,
+        file=item.name,
+        sha256=item.sha256,
+        width=item.width,
+        height=item.height,
+        position=position,
+    )
+
+
+def _url_image_checked_store(url: str, *, store: bool) -> CheckedImage:
+    return image_checked_store(image_download(url), store=store)
+
+
+@contextmanager
+def _downloads() -> Iterator[ThreadPoolExecutor]:
+    # Image URLs download in parallel while the file is read; results are checked at commit.
+    pool = ThreadPoolExecutor(settings.IMPORT_URL_WORKERS, thread_name_prefix="import-download")
+    try:
+        yield pool
+    finally:
+        pool.shutdown(cancel_futures=True)
+
+
+@contextmanager
+def _stored_file(field, what: str) -> Iterator[IO[bytes]]:
+    try:
+        file = field.open("rb")
+    except (FileNotFoundError, ValueError):
+        raise ImportFileError(f"the uploaded {what} is missing from storage") from None
+    try:
+        yield file
+    finally:
+        file.close()
+
+
+def _stream_size(stream: IO[bytes]) -> int:
+    position = stream.tell()
+    size = stream.seek(0, 2)
+    stream.seek(position)
+    return size
+
+
+def _job_save(job: ImportJob, fields: list[str]) -> None:
+    if job.pk is not None:
+        job.save(update_fields=[*fields, "updated"])
+
+
+def import_job_lock(job: ImportJob) -> bool:
+    # One runner per job: a redelivered task finds the first one still at work.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_try_advisory_lock(%s, %s)", [IMPORT_LOCK_NAMESPACE, job.pk % 2**31]
+        )
+        return cursor.fetchone()[0]
+
+
+def import_job_unlock(job: ImportJob) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [IMPORT_LOCK_NAMESPACE, job.pk % 2**31])

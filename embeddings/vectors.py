@@ -1,0 +1,314 @@
+"""Vectors of a space: images and captions encoded in batches, upserted one statement a
+batch; filling a whole space; switching the active space safely."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Exists, OuterRef
+
+from catalog.images import ImageDecodeError
+from catalog.models import Product, ProductImage
+from embeddings.encoder import ClipEncoder
+from embeddings.models import CaptionEmbedding, EmbeddingSpace, ImageEmbedding
+from embeddings.spaces import space_build_indexes, space_drop_indexes, space_encoder
+
+logger = logging.getLogger(__name__)
+
+_CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
+
+
+@dataclass
+class EmbedReport:
+    embedded: int = 0
+    skipped: int = 0
+    failed: dict[int, str] = field(default_factory=dict)
+
+    def add(self, other: EmbedReport) -> None:
+        self.embedded += other.embedded
+        self.skipped += other.skipped
+        self.failed.update(other.failed)
+
+    def as_dict(self) -> dict:
+        return {"embedded": self.embedded, "skipped": self.skipped, "failed": self.failed}
+
+
+def chunks(items: list, size: int) -> Iterable[list]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def image_embeddings_compute(
+    *, space: EmbeddingSpace, image_ids: Iterable[int], force: bool = False
+) -> EmbedReport:
+    """Embed these images in `space`: decode, encode in batches, upsert one statement a batch.
+
+    Idempotent: an image whose vector was computed from its current content is skipped
+    unless `force`. An image that cannot be decoded gets a row with the reason and no
+    vector, so it is reported as failed and never retried in a loop.
+    """
+    report = EmbedReport()
+    images = list(ProductImage.objects.filter(pk__in=list(image_ids)).order_by("pk"))
+    if not force:
+        done = dict(
+            ImageEmbedding.objects.filter(space=space, image__in=images).values_list(
+                "image_id", "source_sha256"
+            )
+        )
+        todo = [im for im in images if done.get(im.pk) != im.sha256 or not im.sha256]
+        report.skipped = len(images) - len(todo)
+        images = todo
+    if not images:
+        return report
+    encoder = space_encoder(space)
+    for batch in chunks(images, settings.EMBED_BATCH_SIZE):
+        decoded, rows = [], []
+        for image in batch:
+            try:
+                pixels = _read_image(image, encoder)
+            except ImageDecodeError as exc:
+                report.failed[image.pk] = str(exc)
+                rows.append(
+                    ImageEmbedding(
+                        image=image,
+                        space=space,
+                        vector=None,
+                        source_sha256=image.sha256,
+                        error=str(exc),
+                    )
+                )
+                continue
+            decoded.append((image, pixels))
+        vectors = encoder.encode_images([pixels for _, pixels in decoded])
+        for (image, _), vector in zip(decoded, vectors, strict=True):
+            rows.append(
+                ImageEmbedding(
+                    image=image, space=space, vector=vector, source_sha256=image.sha256, error=""
+                )
+            )
+        ImageEmbedding.objects.bulk_create(
+            rows,
+            update_conflicts=True,
+            unique_fields=["image", "space"],
+            update_fields=["vector", "source_sha256", "error", "updated"],
+        )
+        report.embedded += len(decoded)
+    if report.failed:
+        logger.warning("space %s: %d images failed: %s", space, len(report.failed), report.failed)
+    return report
+
+
+def _read_image(image: ProductImage, encoder: ClipEncoder):
+    try:
+        with image.file.open("rb") as f:
+            return encoder.decode_image(f, max_pixels=settings.MAX_IMAGE_PIXELS)
+    except FileNotFoundError as exc:
+        raise ImageDecodeError(f"image file is missing from storage: {image.file.name}") from exc
+
+
+@dataclass(frozen=True)
+class Caption:
+    field: str
+    lang: str
+    text: str
+
+
+def caption_lang(text: str) -> str:
+    return "zh" if _CJK.search(text) else "en"
+
+
+def product_captions(product: Product) -> list[Caption]:
+    """The texts a product is known by: its title, translated titles, its description."""
+    captions = [Caption("title", caption_lang(product.title), product.title)]
+    titles = product.attributes.get("titles") if isinstance(product.attributes, dict) else None
+    for lang, text in sorted((titles or {}).items()):
+        if isinstance(text, str) and text.strip():
+            captions.append(Caption(f"title_{lang}"[:40], lang[:8], text.strip()))
+    if product.description.strip():
+        captions.append(
+            Caption("description", caption_lang(product.description), product.description.strip())
+        )
+    return captions
+
+
+def caption_embeddings_compute(
+    *, space: EmbeddingSpace, product_ids: Iterable[int], force: bool = False
+) -> EmbedReport:
+    """Embed the captions of these products; unchanged texts are skipped, stale ones removed."""
+    report = EmbedReport()
+    products = list(Product.objects.filter(pk__in=list(product_ids)).order_by("pk"))
+    existing = {
+        (product_id, fld): text
+        for product_id, fld, text in CaptionEmbedding.objects.filter(
+            space=space, product__in=products
+        ).values_list("product_id", "field", "text")
+    }
+    todo: list[tuple[Product, Caption]] = []
+    wanted: set[tuple[int, str]] = set()
+    for product in products:
+        for caption in product_captions(product):
+            wanted.add((product.pk, caption.field))
+            if force or existing.get((product.pk, caption.field)) != caption.text:
+                todo.append((product, caption))
+            else:
+                report.skipped += 1
+    with transaction.atomic():
+        stale = [key for key in existing if key not in wanted]
+        for product_id, fld in stale:
+            CaptionEmbedding.objects.filter(space=space, product_id=product_id, field=fld).delete()
+        if not todo:
+            return report
+        encoder = space_encoder(space)
+        for batch in chunks(todo, settings.EMBED_BATCH_SIZE * 4):
+            vectors = encoder.encode_texts([caption.text for _, caption in batch])
+            CaptionEmbedding.objects.bulk_create(
+                [
+                    CaptionEmbedding(
+                        product=product,
+                        space=space,
+                        field=caption.field,
+                        lang=caption.lang,
+                        text=caption.text,
+                        vector=vector,
+                    )
+                    for (product, caption), vector in zip(batch, vectors, strict=True)
+                ],
+                update_conflicts=True,
+                unique_fields=["product", "space", "field"],
+                update_fields=["lang", "text", "vector", "updated"],
+            )
+            report.embedded += len(batch)
+    return report
+
+
+def space_fill(
+    *,
+    space: EmbeddingSpace,
+    missing_only: bool = False,
+    batch_size: int = 256,
+    restart: bool = False,
+    progress: Callable[[str, int], None] | None = None,
+) -> EmbedReport:
+    """Compute every image and caption vector of `space`, in batches, resumably.
+
+    With `missing_only`, only rows without a vector are done, which resumes by itself.
+    A full pass records its position after each batch on the space, so running it again
+    after an interruption continues where it stopped (`restart` starts over).
+    """
+    report = EmbedReport()
+    cursor = {} if (missing_only or restart) else dict(space.reindex_cursor)
+    passes = [
+        (
+            "images",
+            ProductImage.objects.all(),
+            "embeddings",
+            lambda ids: image_embeddings_compute(
+                space=space, image_ids=ids, force=not missing_only
+            ),
+        ),
+        (
+            "captions",
+            Product.objects.all(),
+            "captions",
+            lambda ids: caption_embeddings_compute(
+                space=space, product_ids=ids, force=not missing_only
+            ),
+        ),
+    ]
+    for kind, queryset, related, compute in passes:
+        if missing_only:
+            queryset = queryset.exclude(**{f"{related}__space": space})
+        last_id = cursor.get(kind, 0)
+        while True:
+            ids = list(
+                queryset.filter(pk__gt=last_id)
+                .order_by("pk")
+                .values_list("pk", flat=True)[:batch_size]
+            )
+            if not ids:
+                break
+            report.add(compute(ids))
+            last_id = ids[-1]
+            if not missing_only:
+                cursor[kind] = last_id
+                EmbeddingSpace.objects.filter(pk=space.pk).update(reindex_cursor=cursor)
+            if progress:
+                progress(kind, len(ids))
+    if not missing_only:
+        EmbeddingSpace.objects.filter(pk=space.pk).update(reindex_cursor={})
+    space.reindex_cursor = {}
+    return report
+
+
+def space_activate(
+    *,
+    space: EmbeddingSpace,
+    batch_size: int = 256,
+    progress: Callable[[str, int], None] | None = None,
+) -> EmbeddingSpace:
+    """Make `space` the one search answers from, without search ever going empty or mixed.
+
+    The space is filled first (only missing vectors, so this also serves rollback to an
+    older space), its indexes are built, and only then do the two spaces swap status in
+    one transaction. Until that commit every query reads the old space; after it, every
+    query reads the new one. Uploads that landed during the switch are caught up after.
+    """
+    space.refresh_from_db(fields=["status"])
+    if space.status == EmbeddingSpace.Status.ACTIVE:
+        return space
+    # Load (and checksum) the model before touching anything: a bad checkpoint fails here.
+    space_encoder(space)
+    EmbeddingSpace.objects.filter(pk=space.pk).update(status=EmbeddingSpace.Status.FILLING)
+    space_fill(space=space, missing_only=True, batch_size=batch_size, progress=progress)
+    space_build_indexes(space)
+    with transaction.atomic():
+        spaces = EmbeddingSpace.objects.select_for_update()
+        previous = spaces.filter(status=EmbeddingSpace.Status.ACTIVE).first()
+        if previous is not None:
+            previous.status = EmbeddingSpace.Status.RETIRED
+            previous.save(update_fields=["status"])
+        space = spaces.get(pk=space.pk)
+        space.status = EmbeddingSpace.Status.ACTIVE
+        space.save(update_fields=["status"])
+    if previous is not None:
+        # Vectors stay for rollback; the index is rebuilt if the space comes back.
+        space_drop_indexes(previous)
+    space_fill(space=space, missing_only=True, batch_size=batch_size)
+    logger.info("space %s is active (was %s)", space, previous)
+    return space
+
+
+@dataclass(frozen=True)
+class MissingVectors:
+    image_ids: list[int]
+    product_ids: list[int]
+
+
+def embeddings_missing(*, space: EmbeddingSpace, limit: int) -> MissingVectors:
+    """The images and products that have no current vector in `space` (for the sweep).
+
+    An image is missing with no row in the space, or with a row computed from other
+    content (its photo was replaced). A failed image has a row for its current content,
+    so it is not missing: a corrupt file is never retried in a loop. At most `limit`
+    images and `limit` products per call, oldest first.
+    """
+    current = ImageEmbedding.objects.filter(
+        space=space, image=OuterRef("pk"), source_sha256=OuterRef("sha256")
+    )
+    image_ids = list(
+        ProductImage.objects.filter(~Exists(current))
+        .order_by("pk")
+        .values_list("pk", flat=True)[:limit]
+    )
+    captions = CaptionEmbedding.objects.filter(space=space, product=OuterRef("pk"))
+    product_ids = list(
+        Product.objects.filter(~Exists(captions))
+        .order_by("pk")
+        .values_list("pk", flat=True)[:limit]
+    )
+    return MissingVectors(image_ids=image_ids, product_ids=product_ids)
