@@ -27,9 +27,9 @@ from embeddings.training import (
     TrainConfig,
     evaluate,
     finetune,
+    is_validation_key,
     model_config,
     save_checkpoint,
-    split_by_product,
 )
 from embeddings.vectors import product_captions, space_activate
 
@@ -76,22 +76,43 @@ class CatalogPairs:
     train_products: int
     val_products: int
     skipped_images: int
+    val_image_sha256: frozenset[str] = frozenset()
 
 
-def catalog_pairs(*, image_size: int, max_products: int | None = None) -> CatalogPairs:
+def catalog_titles(product: Product) -> list[str]:
+    """The texts a product is trained on: its titles in every language (descriptions are
+    longer than the text tower's context and mostly repeat the title)."""
+    return [c.text for c in product_captions(product) if c.field.startswith("title")]
+
+
+def catalog_is_validation(product_pk: int) -> bool:
+    """Whether a product belongs to the validation split (fine-tuning, evaluation, export)."""
+    return is_validation_key(
+        product_pk, settings.FINETUNE_VAL_FRACTION, settings.FINETUNE_SPLIT_SEED
+    )
+
+
+def catalog_pairs(
+    *, image_size: int, max_products: int | None = None, train: bool = True
+) -> CatalogPairs:
     """(product, caption, image) examples from the catalog, split by product.
 
-    Captions are each product's titles in every language (descriptions are longer than
-    the text tower's context and mostly repeat the title). Images are decoded once, at
-    about the model's input size; a product's undecodable images are left out.
+    Captions are `catalog_titles`. Images are decoded once, at about the model's input
+    size; a product's undecodable images are left out. With `train=False` only the
+    validation products are read (their images are not decoded otherwise).
     """
-    examples: dict[int, list[Example]] = {}
+    pairs: dict[bool, list[Example]] = {True: [], False: []}
+    products_in: dict[bool, int] = {True: 0, False: 0}
+    val_shas: set[str] = set()
     skipped = 0
     products = Product.objects.prefetch_related("images").order_by("pk")
     if max_products:
         products = products[:max_products]
     for product in products.iterator(chunk_size=500):
-        texts = [c.text for c in product_captions(product) if c.field.startswith("title")]
+        validation = catalog_is_validation(product.pk)
+        if not (train or validation):
+            continue
+        texts = catalog_titles(product)
         pictures = []
         for image in product.images.all():
             try:
@@ -101,19 +122,21 @@ def catalog_pairs(*, image_size: int, max_products: int | None = None) -> Catalo
                     )
             except (ImageDecodeError, FileNotFoundError):
                 skipped += 1
+                continue
+            if validation:
+                val_shas.add(image.sha256)
         if pictures:
-            examples[product.pk] = [
+            products_in[validation] += 1
+            pairs[validation] += [
                 Example(product.pk, text, picture) for text in texts for picture in pictures
             ]
-    train_keys, val_keys = split_by_product(
-        examples, val_fraction=settings.FINETUNE_VAL_FRACTION, seed=settings.FINETUNE_SPLIT_SEED
-    )
     return CatalogPairs(
-        train=[e for key in train_keys for e in examples[key]],
-        val=[e for key in val_keys for e in examples[key]],
-        train_products=len(train_keys),
-        val_products=len(val_keys),
+        train=pairs[False],
+        val=pairs[True],
+        train_products=products_in[False],
+        val_products=products_in[True],
         skipped_images=skipped,
+        val_image_sha256=frozenset(val_shas),
     )
 
 
@@ -341,7 +364,7 @@ def _as_pil_image(image):
 def space_evaluate(*, space: EmbeddingSpace) -> dict:
     """Recall@1/5/10 both ways of `space` on the catalog's validation split; stored on it."""
     encoder = space_encoder(space)
-    pairs = catalog_pairs(image_size=encoder.image_size)
+    pairs = catalog_pairs(image_size=encoder.image_size, train=False)
     if not pairs.val:
         raise FinetuneError("the catalog has no validation products with images to evaluate on")
     metrics = evaluate(encoder, pairs.val)
