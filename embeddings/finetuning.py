@@ -21,6 +21,7 @@ from catalog.images import ImageDecodeError, decode_image
 from catalog.models import Product
 from embeddings.encoder import ClipEncoder, ModelSpec
 from embeddings.models import EmbeddingSpace, FinetuneRun
+from embeddings.pairfiles import BadLine, PairFileExamples, pair_file_examples
 from embeddings.spaces import space_active, space_create, space_encoder, space_spec
 from embeddings.training import (
     Example,
@@ -56,6 +57,13 @@ class FinetuneOptions:
     scratch: bool = False  # start from a fixed-seed random init of `architecture`
     architecture: str | None = None
     max_products: int | None = None
+    # The toolkits' "text<TAB>base64 image" files (paths the worker can read): a train.tsv
+    # to train on as well as the catalog, and a dev.tsv to validate it on (default: a split
+    # of the train file). With `no_catalog` only the files are trained on; the catalog's
+    # validation split still decides promotion.
+    pairs: str | None = None
+    val_pairs: str | None = None
+    no_catalog: bool = False
 
     @classmethod
     def from_dict(cls, options: dict) -> FinetuneOptions:
@@ -208,26 +216,103 @@ def _start_spec(
     return space_spec(source), source
 
 
+@dataclass(frozen=True)
+class FilePairs:
+    """The pair files' examples: what is trained on, what validates it, what was read."""
+
+    train: list[Example]
+    val: list[Example]
+    left_out_groups: int  # training groups sharing an image with a validation pair
+    summary: dict
+
+
+def file_pairs(
+    *,
+    options: FinetuneOptions,
+    image_size: int,
+    held_out_sha256: frozenset[str],
+    on_bad_line: Callable[[str, BadLine], None],
+) -> FilePairs:
+    """The training (and validation) examples of `options.pairs` (and `options.val_pairs`).
+
+    Without a validation file the training file is split by group the way the catalog is
+    split by product. A training group with an image of a validation pair, of the file's
+    or the catalog's (`held_out_sha256`: the same photo imported into the shop), is left
+    out, so validation and the promotion gate never measure what was trained on.
+    """
+
+    def read(path: str) -> PairFileExamples:
+        try:
+            return pair_file_examples(
+                path, image_size=image_size, on_bad_line=lambda bad: on_bad_line(path, bad)
+            )
+        except OSError as exc:
+            raise FinetuneError(f"cannot read the pair file {path}: {exc.strerror}") from exc
+
+    train_file = read(options.pairs)
+    labelled = list(zip(train_file.examples, train_file.image_sha256, strict=True))
+    summary = {"train": train_file.summary()}
+    if options.val_pairs:
+        val_file = read(options.val_pairs)
+        summary["val"] = val_file.summary()
+        val = val_file.examples
+        held_out = held_out_sha256 | set(val_file.image_sha256)
+    else:
+        in_val = {e.product_key: catalog_is_validation(e.product_key) for e, _ in labelled}
+        val = [e for e, _ in labelled if in_val[e.product_key]]
+        labelled = [(e, sha) for e, sha in labelled if not in_val[e.product_key]]
+        held_out = held_out_sha256
+    leaked = {e.product_key for e, sha in labelled if sha in held_out}
+    train = [e for e, _ in labelled if e.product_key not in leaked]
+    return FilePairs(train=train, val=val, left_out_groups=len(leaked), summary=summary)
+
+
 def _execute(run: FinetuneRun, on_progress: Callable[[dict], None] | None) -> None:
     options = FinetuneOptions.from_dict(run.options)
+    if options.val_pairs and not options.pairs:
+        raise FinetuneError("validation pairs (--val-pairs) need training pairs (--pairs)")
+    if options.no_catalog and not options.pairs:
+        raise FinetuneError("--no-catalog needs pairs to train on (--pairs)")
     active = space_active()
     spec, source = _start_spec(run, options, active)
     device = settings.CLIP_DEVICE or None
     # A model of its own: training changes weights in place, the shared encoder must not.
     model = ClipEncoder(spec, device=device)
+    emit = on_progress or (lambda event: None)
 
     _set_phase(run, "collecting pairs")
-    pairs = catalog_pairs(image_size=model.image_size, max_products=options.max_products)
+    pairs = catalog_pairs(
+        image_size=model.image_size, max_products=options.max_products, train=not options.no_catalog
+    )
+    files = None
+    if options.pairs:
+        files = file_pairs(
+            options=options,
+            image_size=model.image_size,
+            held_out_sha256=pairs.val_image_sha256,
+            on_bad_line=lambda path, bad: emit(
+                {"event": "bad_line", "file": path, "line": bad.line, "reason": bad.reason}
+            ),
+        )
+    train = pairs.train + (files.train if files else [])
+    # The catalog's validation split validates and gates, as for any run; the files' only
+    # when the catalog has none (then the result cannot be promoted: nothing to compare).
+    gate_on_catalog = bool(pairs.val)
+    val = pairs.val or (files.val if files else [])
     minimum = settings.FINETUNE_MIN_PAIRS
-    if len(pairs.train) < minimum or not pairs.val:
+    if len(train) < minimum or not val:
+        from_files = f" and {len(files.train)} from pair files" if files else ""
         raise FinetuneError(
-            f"too few pairs to train on: {len(pairs.train)} training pairs from "
-            f"{pairs.train_products} products and {pairs.val_products} validation products "
-            f"(need at least {minimum} training pairs and one validation product with an image)"
+            f"too few pairs to train on: {len(train)} training pairs ({len(pairs.train)} from "
+            f"{pairs.train_products} catalog products{from_files}) and {len(val)} validation "
+            f"pairs (need at least {minimum} training pairs and one validation product with an "
+            "image, or validation pairs)"
         )
 
     _set_phase(run, "evaluating the active space")
-    active_metrics = evaluate(space_encoder(active), pairs.val)
+    active_metrics = evaluate(space_encoder(active), val)
+    file_val = files.val if files and gate_on_catalog else []
+    active_file_metrics = evaluate(space_encoder(active), file_val) if file_val else {}
 
     config = TrainConfig(
         **{
@@ -241,15 +326,15 @@ def _execute(run: FinetuneRun, on_progress: Callable[[dict], None] | None) -> No
         model.model,
         model.preprocess,
         model.tokenizer,
-        pairs.train,
-        pairs.val,
+        train,
+        val,
         config,
         progress=_progress_writer(run, also=on_progress),
     )
 
     # Serve in the encoder's own precision again (fp16 on GPU); the checkpoint is fp32.
     model.model = model.model.to(model.dtype).eval()
-    floor = similarity_floor_calibrate(encoder=model, examples=pairs.val)
+    floor = similarity_floor_calibrate(encoder=model, examples=val)
 
     _set_phase(run, "saving")
     name = options.name or f"{spec.architecture}-ft-{timezone.now():%Y%m%d-%H%M%S}"
@@ -278,9 +363,10 @@ def _execute(run: FinetuneRun, on_progress: Callable[[dict], None] | None) -> No
         ],
         # Enough points for a loss curve, not every step of a long run.
         "losses": result.losses[:: max(1, len(result.losses) // 300)],
+        "validated_on": "catalog" if gate_on_catalog else "pair files",
         "training": {
-            "train_pairs": len(pairs.train),
-            "val_pairs": len(pairs.val),
+            "train_pairs": len(train),
+            "val_pairs": len(val),
             "train_products": pairs.train_products,
             "val_products": pairs.val_products,
             "skipped_images": pairs.skipped_images,
@@ -295,6 +381,16 @@ def _execute(run: FinetuneRun, on_progress: Callable[[dict], None] | None) -> No
             "config": result.config,
         },
     }
+    if files:
+        metrics["pair_files"] = {
+            **files.summary,
+            "train_pairs": len(files.train),
+            "val_pairs": len(files.val),
+            "left_out_groups": files.left_out_groups,
+        }
+        if file_val:
+            metrics["pair_files"]["active_before"] = active_file_metrics
+            metrics["pair_files"]["after"] = evaluate(model, file_val)
     space = space_create(
         name=name,
         spec=ModelSpec(spec.architecture, checkpoint=str(checkpoint), checkpoint_sha256=digest),
@@ -307,7 +403,7 @@ def _execute(run: FinetuneRun, on_progress: Callable[[dict], None] | None) -> No
 
     margin = settings.FINETUNE_PROMOTION_MARGIN if options.margin is None else options.margin
     gain = result.metrics_after.get("mean_recall", 0.0) - active_metrics.get("mean_recall", 0.0)
-    promote = gain >= margin and not options.no_promote
+    promote = gate_on_catalog and gain >= margin and not options.no_promote
     if promote:
         _set_phase(run, "filling and activating")
         space_activate(space=space)
@@ -316,6 +412,11 @@ def _execute(run: FinetuneRun, on_progress: Callable[[dict], None] | None) -> No
         )
     elif options.no_promote:
         decision = "kept as a candidate: promotion was not asked for"
+    elif not gate_on_catalog:
+        decision = (
+            f"kept as a candidate: validation mean recall on the pair files {gain:+.3f} over "
+            f"{active.name}, but the catalog has no validation products to decide promotion on"
+        )
     else:
         decision = (
             f"kept as a candidate: validation mean recall {gain:+.3f} over "
@@ -332,6 +433,9 @@ def _execute(run: FinetuneRun, on_progress: Callable[[dict], None] | None) -> No
         "active_before": active_metrics,
         "after": result.metrics_after,
     }
+    if files:
+        run.result["pair_files"] = metrics["pair_files"]
+        run.result["bad_lines"] = sum(r["bad_line_count"] for r in files.summary.values())
     run.progress = {**run.progress, "phase": "done"}
     logger.info("fine-tune run %s: %s", run.pk, decision)
 

@@ -11,7 +11,9 @@ from django.urls import reverse
 from PIL import Image
 
 from catalog.models import Product, ProductImage
-from embeddings.models import CaptionEmbedding, EmbeddingSpace, ImageEmbedding
+from catalog.services import demo_catalog_load
+from embeddings.finetuning import FinetuneOptions, catalog_pairs, file_pairs
+from embeddings.models import CaptionEmbedding, EmbeddingSpace, FinetuneRun, ImageEmbedding
 from embeddings.spaces import space_active, space_encoder
 from tests.builders import COLOURS, jpeg_bytes, pairs_tsv, png_bomb, png_bytes
 
@@ -246,3 +248,118 @@ def test_a_model_instead_of_a_space_and_clear_refusals(tmp_path):
     empty = write(tmp_path, "empty.tsv", b"only text\n")
     with pytest.raises(CommandError, match="has no usable pairs"):
         call_command("evaluate_clip", pairs=empty, stderr=io.StringIO(), verbosity=0)
+
+
+# --- fine-tuning from pair files ------------------------------------------------------------
+
+
+@pytest.fixture
+def exported_shop(settings, tmp_path):
+    """The demo shop, and its pairs exported as the toolkits' train.tsv and dev.tsv."""
+    settings.FINETUNE_VAL_FRACTION = 0.25
+    demo_catalog_load(count=64, seed=0, embed=False)
+    call_command("export_pairs", str(tmp_path / "export"), verbosity=0)
+    return tmp_path / "export"
+
+
+def test_a_model_trained_on_files_only_is_promoted_through_the_catalog_gate(exported_shop):
+    active = space_active()
+    call_command(
+        "finetune_clip",
+        pairs=str(exported_shop / "train.tsv"),
+        val_pairs=str(exported_shop / "dev.tsv"),
+        no_catalog=True,
+        scratch=True,
+        architecture="shop-micro",
+        epochs=20,
+        batch_size=16,
+        lr=3e-3,
+        margin=0.0,
+        name="from-files",
+        stdout=io.StringIO(),
+        verbosity=0,
+    )
+    space = EmbeddingSpace.objects.get(name="from-files")
+    metrics = space.metrics
+    assert space_active() == space
+    assert "promoted" in metrics["decision"]
+    # Gated on the catalog's validation products, trained on the file's lines alone.
+    assert metrics["validated_on"] == "catalog"
+    lines = (exported_shop / "train.tsv").read_bytes().count(b"\n")
+    assert metrics["training"]["train_pairs"] == metrics["pair_files"]["train_pairs"] == lines
+    assert metrics["pair_files"]["left_out_groups"] == 0  # dev.tsv is the catalog's val split
+    assert metrics["after"]["mean_recall"] > metrics["active_before"]["mean_recall"]
+    dev = metrics["pair_files"]
+    assert dev["after"]["mean_recall"] > dev["active_before"]["mean_recall"]
+    assert active.name == metrics["active_space"]
+
+
+def test_training_files_leave_out_validation_photos_and_report_bad_lines(exported_shop):
+    # One file holding every pair, validation ones too, and a bad line at its end.
+    everything = exported_shop / "all.tsv"
+    everything.write_bytes(
+        (exported_shop / "train.tsv").read_bytes()
+        + (exported_shop / "dev.tsv").read_bytes()
+        + b"a line without its image\n"
+    )
+    bad_line = everything.read_bytes().count(b"\n")
+    errors = io.StringIO()
+    with pytest.raises(CommandError, match="1 line") as failed:
+        call_command(
+            "finetune_clip",
+            pairs=str(everything),
+            epochs=1,
+            batch_size=32,
+            no_promote=True,
+            name="with-file",
+            stdout=io.StringIO(),
+            stderr=errors,
+            verbosity=0,
+        )
+    assert failed.value.returncode == 1
+    assert f"{everything}:{bad_line}: expected text<TAB>base64 image" in errors.getvalue()
+    # The run finished all the same: a candidate trained on the catalog and the good lines.
+    run = FinetuneRun.objects.get(space__name="with-file")
+    assert run.status == FinetuneRun.Status.SUCCEEDED
+    assert run.space.status == EmbeddingSpace.Status.CANDIDATE
+    assert run.result["bad_lines"] == 1
+
+    # What was trained on holds no text of a catalog validation product.
+    catalog = catalog_pairs(image_size=64)
+    files = file_pairs(
+        options=FinetuneOptions(pairs=str(everything)),
+        image_size=64,
+        held_out_sha256=catalog.val_image_sha256,
+        on_bad_line=lambda path, bad: None,
+    )
+    assert files.left_out_groups > 0
+    assert run.result["pair_files"]["left_out_groups"] == files.left_out_groups
+    assert not {e.text for e in files.train} & {e.text for e in catalog.val}
+    assert run.space.metrics["training"]["train_pairs"] == len(catalog.train) + len(files.train)
+
+
+def test_without_a_catalog_the_files_validate_and_the_result_stays_a_candidate(exported_shop):
+    Product.objects.all().delete()
+    call_command(
+        "finetune_clip",
+        pairs=str(exported_shop / "train.tsv"),
+        no_catalog=True,
+        epochs=1,
+        batch_size=32,
+        name="no-catalog",
+        stdout=io.StringIO(),
+        verbosity=0,
+    )
+    space = EmbeddingSpace.objects.get(name="no-catalog")
+    assert space.status == EmbeddingSpace.Status.CANDIDATE
+    assert space.metrics["validated_on"] == "pair files"
+    assert "no validation products to decide promotion on" in space.metrics["decision"]
+    # Validated on a split of the training file, by group, as the catalog is by product.
+    files = space.metrics["pair_files"]
+    assert files["val_pairs"] > 0 and files["train_pairs"] > 0
+    assert files["val_pairs"] + files["train_pairs"] == files["train"]["pairs"]
+
+    with pytest.raises(CommandError, match="no such file"):
+        call_command("finetune_clip", pairs="missing.tsv", verbosity=0)
+    with pytest.raises(CommandError, match="need training pairs"):
+        call_command("finetune_clip", val_pairs=str(exported_shop / "dev.tsv"), verbosity=0)
