@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Callable, Hashable, Mapping
+from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 from django.conf import settings
@@ -84,7 +84,8 @@ class CatalogPairs:
     train_products: int
     val_products: int
     skipped_images: int
-    val_image_sha256: frozenset[str] = frozenset()
+    # sha256 -> product of every image read (with train=False: the validation products').
+    image_product: dict[str, int] = field(default_factory=dict)
 
 
 def catalog_titles(product: Product) -> list[str]:
@@ -111,7 +112,7 @@ def catalog_pairs(
     """
     pairs: dict[bool, list[Example]] = {True: [], False: []}
     products_in: dict[bool, int] = {True: 0, False: 0}
-    val_shas: set[str] = set()
+    image_product: dict[str, int] = {}
     skipped = 0
     products = Product.objects.prefetch_related("images").order_by("pk")
     if max_products:
@@ -131,8 +132,7 @@ def catalog_pairs(
             except (ImageDecodeError, FileNotFoundError):
                 skipped += 1
                 continue
-            if validation:
-                val_shas.add(image.sha256)
+            image_product.setdefault(image.sha256, product.pk)
         if pictures:
             products_in[validation] += 1
             pairs[validation] += [
@@ -144,7 +144,7 @@ def catalog_pairs(
         train_products=products_in[False],
         val_products=products_in[True],
         skipped_images=skipped,
-        val_image_sha256=frozenset(val_shas),
+        image_product=image_product,
     )
 
 
@@ -222,7 +222,8 @@ class FilePairs:
 
     train: list[Example]
     val: list[Example]
-    left_out_groups: int  # training groups sharing an image with a validation pair
+    left_out_groups: int  # training groups sharing a photo with a validation pair
+    catalog_groups: int  # groups keyed as the catalog product whose photo they show
     summary: dict
 
 
@@ -230,15 +231,18 @@ def file_pairs(
     *,
     options: FinetuneOptions,
     image_size: int,
-    held_out_sha256: frozenset[str],
+    catalog_image_product: Mapping[str, int],
     on_bad_line: Callable[[str, BadLine], None],
 ) -> FilePairs:
     """The training (and validation) examples of `options.pairs` (and `options.val_pairs`).
 
-    Without a validation file the training file is split by group the way the catalog is
-    split by product. A training group with an image of a validation pair, of the file's
-    or the catalog's (`held_out_sha256`: the same photo imported into the shop), is left
-    out, so validation and the promotion gate never measure what was trained on.
+    A group of the file that shows a photo of a catalog product (the file was imported, or
+    exported from this shop) is keyed as that product: it follows the product's split, and
+    its pairs merge with the product's instead of repeating them as in-batch negatives of
+    themselves. Without a validation file the other groups are split by their key the way
+    products are. A training group left with a photo of a validation pair (of the
+    validation file, or of a catalog validation product) is left out, so validation and
+    the promotion gate never measure what was trained on.
     """
 
     def read(path: str) -> PairFileExamples:
@@ -250,21 +254,34 @@ def file_pairs(
             raise FinetuneError(f"cannot read the pair file {path}: {exc.strerror}") from exc
 
     train_file = read(options.pairs)
-    labelled = list(zip(train_file.examples, train_file.image_sha256, strict=True))
+    product_of: dict[Hashable, int] = {}
+    for example, sha in zip(train_file.examples, train_file.image_sha256, strict=True):
+        if (pk := catalog_image_product.get(sha)) is not None:
+            product_of[example.product_key] = min(product_of.get(example.product_key, pk), pk)
+    labelled = [
+        (e._replace(product_key=product_of.get(e.product_key, e.product_key)), sha)
+        for e, sha in zip(train_file.examples, train_file.image_sha256, strict=True)
+    ]
+    held_out = {sha for sha, pk in catalog_image_product.items() if catalog_is_validation(pk)}
     summary = {"train": train_file.summary()}
     if options.val_pairs:
         val_file = read(options.val_pairs)
         summary["val"] = val_file.summary()
         val = val_file.examples
-        held_out = held_out_sha256 | set(val_file.image_sha256)
+        held_out |= set(val_file.image_sha256)
     else:
-        in_val = {e.product_key: catalog_is_validation(e.product_key) for e, _ in labelled}
+        in_val = {key: catalog_is_validation(key) for key in {e.product_key for e, _ in labelled}}
         val = [e for e, _ in labelled if in_val[e.product_key]]
         labelled = [(e, sha) for e, sha in labelled if not in_val[e.product_key]]
-        held_out = held_out_sha256
     leaked = {e.product_key for e, sha in labelled if sha in held_out}
     train = [e for e, _ in labelled if e.product_key not in leaked]
-    return FilePairs(train=train, val=val, left_out_groups=len(leaked), summary=summary)
+    return FilePairs(
+        train=train,
+        val=val,
+        left_out_groups=len(leaked),
+        catalog_groups=len(set(product_of)),
+        summary=summary,
+    )
 
 
 def _execute(run: FinetuneRun, on_progress: Callable[[dict], None] | None) -> None:
@@ -289,7 +306,7 @@ def _execute(run: FinetuneRun, on_progress: Callable[[dict], None] | None) -> No
         files = file_pairs(
             options=options,
             image_size=model.image_size,
-            held_out_sha256=pairs.val_image_sha256,
+            catalog_image_product=pairs.image_product,
             on_bad_line=lambda path, bad: emit(
                 {"event": "bad_line", "file": path, "line": bad.line, "reason": bad.reason}
             ),
@@ -387,6 +404,7 @@ def _execute(run: FinetuneRun, on_progress: Callable[[dict], None] | None) -> No
             "train_pairs": len(files.train),
             "val_pairs": len(files.val),
             "left_out_groups": files.left_out_groups,
+            "catalog_groups": files.catalog_groups,
         }
         if file_val:
             metrics["pair_files"]["active_before"] = active_file_metrics

@@ -35,6 +35,8 @@ IMAGES_DIR = "images"
 # Decoded only to check it opens, at about this size (JPEG draft mode): cheap, and what
 # training reads would fail on anyway.
 CHECK_SIZE = 224
+# mkstemp makes files only their owner can read; an export is for other machines' users.
+READABLE = 0o644
 
 
 @dataclass
@@ -59,6 +61,7 @@ def _atomic_text(path: Path, stack: ExitStack) -> tuple[IO[str], Callable[[], No
 
     def commit() -> None:
         stream.close()
+        os.chmod(tmp, READABLE)
         os.replace(tmp, path)
 
     return stream, commit
@@ -85,6 +88,7 @@ def _image_entry(
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
         with open(fd, "wb") as f:
             f.write(data)
+        os.chmod(tmp, READABLE)
         os.replace(tmp, path)
         report.images_written += 1
     return str(path.resolve() if absolute_paths else relative)

@@ -15,6 +15,7 @@ from catalog.services import demo_catalog_load
 from embeddings.finetuning import FinetuneOptions, catalog_pairs, file_pairs
 from embeddings.models import CaptionEmbedding, EmbeddingSpace, FinetuneRun, ImageEmbedding
 from embeddings.spaces import space_active, space_encoder
+from embeddings.training.data import collect_examples
 from tests.builders import COLOURS, jpeg_bytes, pairs_tsv, png_bomb, png_bytes
 
 pytestmark = pytest.mark.django_db
@@ -294,8 +295,10 @@ def test_a_model_trained_on_files_only_is_promoted_through_the_catalog_gate(expo
     assert active.name == metrics["active_space"]
 
 
-def test_training_files_leave_out_validation_photos_and_report_bad_lines(exported_shop):
-    # One file holding every pair, validation ones too, and a bad line at its end.
+def test_training_files_merge_with_the_catalog_leave_out_validation_and_report_bad_lines(
+    exported_shop,
+):
+    # One file holding every pair of the shop, validation ones too, and a bad line at its end.
     everything = exported_shop / "all.tsv"
     everything.write_bytes(
         (exported_shop / "train.tsv").read_bytes()
@@ -308,6 +311,7 @@ def test_training_files_leave_out_validation_photos_and_report_bad_lines(exporte
         call_command(
             "finetune_clip",
             pairs=str(everything),
+            val_pairs=str(exported_shop / "dev.tsv"),
             epochs=1,
             batch_size=32,
             no_promote=True,
@@ -324,17 +328,23 @@ def test_training_files_leave_out_validation_photos_and_report_bad_lines(exporte
     assert run.space.status == EmbeddingSpace.Status.CANDIDATE
     assert run.result["bad_lines"] == 1
 
-    # What was trained on holds no text of a catalog validation product.
     catalog = catalog_pairs(image_size=64)
     files = file_pairs(
-        options=FinetuneOptions(pairs=str(everything)),
+        options=FinetuneOptions(pairs=str(everything), val_pairs=str(exported_shop / "dev.tsv")),
         image_size=64,
-        held_out_sha256=catalog.val_image_sha256,
+        catalog_image_product=catalog.image_product,
         on_bad_line=lambda path, bad: None,
     )
-    assert files.left_out_groups > 0
     assert run.result["pair_files"]["left_out_groups"] == files.left_out_groups
+    # The validation products' lines are left out of training, by their photos...
+    assert 0 < files.left_out_groups <= catalog.val_products
     assert not {e.text for e in files.train} & {e.text for e in catalog.val}
+    # ...and the training products' lines are those products: the same keys, so the
+    # training set has each of their pairs once.
+    assert {e.product_key for e in files.train} == {e.product_key for e in catalog.train}
+    assert files.catalog_groups > 0
+    merged, alone = collect_examples(catalog.train + files.train), collect_examples(catalog.train)
+    assert (len(merged.texts), len(merged.images)) == (len(alone.texts), len(alone.images))
     assert run.space.metrics["training"]["train_pairs"] == len(catalog.train) + len(files.train)
 
 
