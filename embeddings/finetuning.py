@@ -223,6 +223,7 @@ class FilePairs:
     train: list[Example]
     val: list[Example]
     left_out_groups: int  # training groups sharing a photo with a validation pair
+    left_out_val_groups: int  # validation groups showing a photo the catalog trains on
     catalog_groups: int  # groups keyed as the catalog product whose photo they show
     summary: dict
 
@@ -242,7 +243,8 @@ def file_pairs(
     themselves. Without a validation file the other groups are split by their key the way
     products are. A training group left with a photo of a validation pair (of the
     validation file, or of a catalog validation product) is left out, so validation and
-    the promotion gate never measure what was trained on.
+    the promotion gate never measure what was trained on; nor does a validation group
+    showing a photo of a catalog training product.
     """
 
     def read(path: str) -> PairFileExamples:
@@ -264,11 +266,19 @@ def file_pairs(
     ]
     held_out = {sha for sha, pk in catalog_image_product.items() if catalog_is_validation(pk)}
     summary = {"train": train_file.summary()}
+    left_out_val: set[Hashable] = set()
     if options.val_pairs:
         val_file = read(options.val_pairs)
         summary["val"] = val_file.summary()
-        val = val_file.examples
         held_out |= set(val_file.image_sha256)
+        # ...and a validation group showing a photo the catalog trains on is no measure.
+        validating = list(zip(val_file.examples, val_file.image_sha256, strict=True))
+        left_out_val = {
+            e.product_key
+            for e, sha in validating
+            if (pk := catalog_image_product.get(sha)) is not None and not catalog_is_validation(pk)
+        }
+        val = [e for e, _ in validating if e.product_key not in left_out_val]
     else:
         in_val = {key: catalog_is_validation(key) for key in {e.product_key for e, _ in labelled}}
         val = [e for e, _ in labelled if in_val[e.product_key]]
@@ -279,6 +289,7 @@ def file_pairs(
         train=train,
         val=val,
         left_out_groups=len(leaked),
+        left_out_val_groups=len(left_out_val),
         catalog_groups=len(set(product_of)),
         summary=summary,
     )
@@ -404,6 +415,7 @@ def _execute(run: FinetuneRun, on_progress: Callable[[dict], None] | None) -> No
             "train_pairs": len(files.train),
             "val_pairs": len(files.val),
             "left_out_groups": files.left_out_groups,
+            "left_out_val_groups": files.left_out_val_groups,
             "catalog_groups": files.catalog_groups,
         }
         if file_val:

@@ -306,7 +306,6 @@ def pair_file_examples(
     path: str | Path,
     *,
     image_size: int,
-    progress: Progress | None = None,
     on_bad_line: Callable[[BadLine], None] | None = None,
 ) -> PairFileExamples:
     """Every good pair of the file at `path` as an example, its image decoded at about
@@ -335,8 +334,6 @@ def pair_file_examples(
                 shas.setdefault(item.sha256, len(shas))
                 rows.append((item.text, item.sha256))
                 report.pairs += 1
-            if progress:
-                progress(item.end_offset)
     edges = [(texts[text], shas[sha]) for text, sha in rows]
     _, image_group = pair_groups(len(texts), len(shas), edges)
     key_of_group: dict[int, str] = {}

@@ -347,6 +347,15 @@ def test_training_files_merge_with_the_catalog_leave_out_validation_and_report_b
     assert (len(merged.texts), len(merged.images)) == (len(alone.texts), len(alone.images))
     assert run.space.metrics["training"]["train_pairs"] == len(catalog.train) + len(files.train)
 
+    # A validation file of photos the catalog trains on measures nothing: left out.
+    swapped = file_pairs(
+        options=FinetuneOptions(pairs=str(everything), val_pairs=str(exported_shop / "train.tsv")),
+        image_size=64,
+        catalog_image_product=catalog.image_product,
+        on_bad_line=lambda path, bad: None,
+    )
+    assert swapped.val == [] and swapped.left_out_val_groups > 0
+
 
 def test_without_a_catalog_the_files_validate_and_the_result_stays_a_candidate(exported_shop):
     Product.objects.all().delete()
