@@ -17,8 +17,8 @@ import base64
 import csv
 import os
 import tempfile
-from collections.abc import Callable
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -53,18 +53,19 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
-def _atomic_text(path: Path, stack: ExitStack) -> tuple[IO[str], Callable[[], None]]:
-    """A temporary file beside `path` and the function that moves it into place."""
+@contextmanager
+def _written_whole(path: Path, mode: str = "w") -> Iterator[IO]:
+    """A file that appears at `path` only once written completely (a temporary file beside
+    it, renamed), or not at all."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    stream = stack.enter_context(open(fd, "w", encoding="utf-8", newline=""))
-    stack.callback(lambda: Path(tmp).unlink(missing_ok=True))
-
-    def commit() -> None:
-        stream.close()
+    try:
+        text = {"encoding": "utf-8", "newline": ""} if "b" not in mode else {}
+        with open(fd, mode, **text) as stream:
+            yield stream
         os.chmod(tmp, READABLE)
         os.replace(tmp, path)
-
-    return stream, commit
+    finally:
+        Path(tmp).unlink(missing_ok=True)
 
 
 def _image_entry(
@@ -85,11 +86,8 @@ def _image_entry(
     path = out_dir / relative
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        with open(fd, "wb") as f:
+        with _written_whole(path, "wb") as f:
             f.write(data)
-        os.chmod(tmp, READABLE)
-        os.replace(tmp, path)
         report.images_written += 1
     return str(path.resolve() if absolute_paths else relative)
 
@@ -119,10 +117,9 @@ def catalog_pairs_export(
     if max_products:
         products = products[:max_products]
     with ExitStack() as stack:
-        streams, commits, writers = {}, [], {}
+        streams, writers = {}, {}
         for name in names:
-            streams[name], commit = _atomic_text(out_dir / name, stack)
-            commits.append(commit)
+            streams[name] = stack.enter_context(_written_whole(out_dir / name))
             report.files[name] = report.products[name] = 0
             if format == "csv":
                 writers[name] = csv.writer(streams[name], delimiter="\t", lineterminator="\n")
@@ -146,6 +143,4 @@ def catalog_pairs_export(
                         report.files[name] += 1
             if progress:
                 progress(1)
-        for commit in commits:
-            commit()
     return report

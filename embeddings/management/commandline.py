@@ -105,32 +105,28 @@ def pair_file_reading(
 ) -> Iterator[tuple[IO[bytes], PairFileFeedback]]:
     """The pair file open for reading, a progress bar in bytes on the terminal's stderr,
     and a reporter of bad lines to `stderr` that does not break the bar."""
-    try:
-        stream = open(path, "rb")
-    except OSError as exc:
-        raise CommandError(f"cannot read {path}: {exc.strerror}") from None
-    total = os.fstat(stream.fileno()).st_size
-    bar = tqdm(
-        total=total,
-        desc=desc,
-        unit="B",
-        unit_scale=True,
-        file=sys.stderr,
-        disable=verbosity == 0,
-    )
+    if not os.path.isfile(path) or not os.access(path, os.R_OK):
+        raise CommandError(f"cannot read {path}: no such readable file")
+    with (
+        open(path, "rb") as stream,
+        tqdm(
+            total=os.fstat(stream.fileno()).st_size,
+            desc=desc,
+            unit="B",
+            unit_scale=True,
+            file=sys.stderr,
+            disable=verbosity == 0,
+        ) as bar,
+    ):
 
-    def on_bad_line(bad: BadLine) -> None:
-        with bar.external_write_mode():
-            stderr.write(f"{path}:{bad.line}: {bad.reason}")
+        def on_bad_line(bad: BadLine) -> None:
+            with bar.external_write_mode():
+                stderr.write(f"{path}:{bad.line}: {bad.reason}")
 
-    def progress(offset: int) -> None:
-        bar.update(offset - bar.n)
+        def progress(offset: int) -> None:
+            bar.update(offset - bar.n)
 
-    try:
         yield stream, PairFileFeedback(progress, on_bad_line)
-    finally:
-        bar.close()
-        stream.close()
 
 
 def fail_on_bad_lines(report: PairFileReport, path: str) -> None:

@@ -46,7 +46,8 @@ def test_tsv_export_has_finetunes_pairs_and_split(shop, tmp_path):
     for name, expected in (("train.tsv", pairs.train), ("dev.tsv", pairs.val)):
         with open(tmp_path / name, "rb") as stream:
             lines = list(pair_lines(stream))
-        assert lines and all(isinstance(line, PairLine) for line in lines)
+        assert lines
+        assert all(isinstance(line, PairLine) for line in lines)
         assert sorted(line.text for line in lines) == sorted(one_line(e.text) for e in expected)
         assert f"{tmp_path / name}: {len(lines)} pairs of" in out.getvalue()
     assert (

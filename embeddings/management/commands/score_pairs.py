@@ -1,3 +1,6 @@
+import os
+from contextlib import nullcontext
+
 from django.core.management.base import BaseCommand, CommandError
 
 from embeddings.management.commandline import (
@@ -26,25 +29,25 @@ class Command(BaseCommand):
 
     def handle(self, *args, file, out=None, **options):
         label, encoder = encoder_from_options(options)
-        try:
-            target = open(out, "w", encoding="utf-8", newline="\n") if out else None
-        except OSError as exc:
-            raise CommandError(f"cannot write {out}: {exc.strerror}") from None
-        try:
-            with pair_file_reading(
+        if out and not os.access(os.path.dirname(os.path.abspath(out)), os.W_OK):
+            raise CommandError(f"cannot write {out}: its folder is missing or not writable")
+        with (
+            # The input first: a missing one must not truncate an existing --out.
+            pair_file_reading(
                 file, desc="scoring", stderr=self.stderr, verbosity=options["verbosity"]
-            ) as (stream, feedback):
-                report = pairs_score(
-                    encoder=encoder,
-                    stream=stream,
-                    out=target or self.stdout,
-                    batch_size=options["batch_size"],
-                    progress=feedback.progress,
-                    on_bad_line=feedback.on_bad_line,
-                )
-        finally:
-            if target:
-                target.close()
+            ) as (stream, feedback),
+            (
+                open(out, "w", encoding="utf-8", newline="\n") if out else nullcontext(self.stdout)
+            ) as target,
+        ):
+            report = pairs_score(
+                encoder=encoder,
+                stream=stream,
+                out=target,
+                batch_size=options["batch_size"],
+                progress=feedback.progress,
+                on_bad_line=feedback.on_bad_line,
+            )
         if options["verbosity"] > 0:
             # stderr: standard output may be the scores themselves.
             where = f" into {out}" if out else ""
