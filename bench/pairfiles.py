@@ -31,7 +31,6 @@ import django
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "shop_search.settings.dev")
 django.setup()
 from django.core.management import call_command
-from django.core.management.base import CommandError
 from embeddings.encoder import ModelSpec, get_encoder
 get_encoder(ModelSpec("shop-tiny"), device="cpu")  # loaded before the clock starts
 command, path = sys.argv[1], sys.argv[2]

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import IO, TypeVar
 
 import numpy as np
+import torch
 from django.conf import settings
 from PIL import Image
 
@@ -147,7 +148,7 @@ def pair_groups(
 
 
 def pair_cosines(
-    encoder: ClipEncoder, images: list[Image.Image], texts: list[str], batch_size: int
+    encoder: ClipEncoder, images: list[torch.Tensor], texts: list[str], batch_size: int
 ) -> np.ndarray:
     image_vecs = encoder.encode_images(images, batch_size)
     text_vecs = encoder.encode_texts(texts, batch_size)
@@ -180,7 +181,8 @@ def pairs_score(
         for item in chunk:
             if isinstance(item, PairLine):
                 try:
-                    images.append(pair_image(item))
+                    # Model-sized at once: a batch of camera photos would take gigabytes.
+                    images.append(encoder.preprocess(pair_image(item)))
                     texts.append(item.text)
                 except ImageDecodeError as exc:
                     item = BadLine(item.line, item.end_offset, str(exc))
@@ -235,7 +237,7 @@ def pairs_recall(
     undecodable: dict[str, str] = {}  # sha256 -> why, so a repeated bad image is tried once
     edges: list[tuple[int, int]] = []
     pending_texts: list[str] = []
-    pending_images: list[Image.Image] = []
+    pending_images: list[torch.Tensor] = []  # preprocessed: model-sized
     text_chunks: list[np.ndarray] = []
     image_chunks: list[np.ndarray] = []
 
@@ -253,7 +255,8 @@ def pairs_recall(
                 image = image_index.get(item.sha256)
                 if image is None and item.sha256 not in undecodable:
                     try:
-                        pending_images.append(pair_image(item, draft_size=encoder.image_size))
+                        picture = pair_image(item, draft_size=encoder.image_size)
+                        pending_images.append(encoder.preprocess(picture))
                         image = image_index[item.sha256] = len(image_index)
                     except ImageDecodeError as exc:
                         undecodable[item.sha256] = str(exc)
