@@ -25,12 +25,10 @@ from django.conf import settings
 from django.core.files.base import ContentFile
 from PIL import Image
 
-from catalog.images import ImageDecodeError, decode_image
+from catalog.images import IMAGE_FORMATS, ImageDecodeError, decode_image
 from catalog.importing.readers import ImportFileError, file_size
 from catalog.services import IMAGE_EXTENSIONS, image_file_store
 
-# Formats a shop photo comes in; anything else (PSD, EPS, TGA...) is refused unopened.
-IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF")
 # The ratio limit applies to entries big enough to matter: tiny files compress oddly.
 ZIP_RATIO_MIN_BYTES = 1024 * 1024
 MAX_REDIRECTS = 3
@@ -65,7 +63,12 @@ def image_check(data: bytes) -> CheckedImage:
     except (OSError, Image.UnidentifiedImageError):
         raise ImageRefError("not a JPEG, PNG, WebP or GIF image") from None
     try:
-        decode_image(data, max_pixels=settings.MAX_IMAGE_PIXELS, draft_size=512)
+        decode_image(
+            data,
+            max_pixels=settings.MAX_IMAGE_PIXELS,
+            max_aspect_ratio=settings.MAX_IMAGE_ASPECT_RATIO,
+            draft_size=512,
+        )
     except (ImageDecodeError, Image.DecompressionBombError) as exc:
         raise ImageRefError(str(exc)) from None
     return CheckedImage(

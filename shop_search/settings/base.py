@@ -101,6 +101,11 @@ MEDIA_ROOT = env.path("SHOP_MEDIA_ROOT", default=BASE_DIR / "media")
 # Uploads: anything bigger is refused with a 400 before decoding.
 MAX_UPLOAD_IMAGE_BYTES = env.int("MAX_UPLOAD_IMAGE_BYTES", default=10 * 1024 * 1024)
 MAX_IMAGE_PIXELS = env.int("MAX_IMAGE_PIXELS", default=40_000_000)
+# Long side over this many times the short side: refused (CLIP scales the short side up to
+# its input size, so a 100000x1 PNG of 178 bytes would need gigabytes).
+MAX_IMAGE_ASPECT_RATIO = env.float("MAX_IMAGE_ASPECT_RATIO", default=20.0)
+if MAX_IMAGE_ASPECT_RATIO < 1:
+    raise ValueError(f"MAX_IMAGE_ASPECT_RATIO must be at least 1: {MAX_IMAGE_ASPECT_RATIO!r}")
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_UPLOAD_IMAGE_BYTES + 1024 * 1024
 
 # Requests per period for anonymous API clients, e.g. "120/min"; empty: not throttled.
