@@ -8,6 +8,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import CommandError, call_command
 from django.urls import reverse
 
+from catalog.importing.selectors import import_report_row
 from catalog.models import ImportJob, Product
 from tests.builders import csv_bytes, jpeg_bytes, png_bomb, zip_bytes
 
@@ -124,3 +125,41 @@ def test_anonymous_users_are_sent_to_the_admin_login(client):
         response = client.get(reverse(name))
         assert response.status_code == 302
         assert "/admin/login/" in response["Location"]
+
+
+FORMULAS = ['=HYPERLINK("http://evil.example/","open")', "+1+2", "-3+4", "@SUM(A1:A9)"]
+
+
+def test_report_cells_that_a_spreadsheet_would_run_are_escaped(
+    admin_client, tmp_path, embed_on_commit
+):
+    rows = [{"sku": formula, "title": "", "price": "1"} for formula in FORMULAS]
+    with embed_on_commit():
+        job_id = admin_client.post(
+            reverse("api-imports"), {"file": SimpleUploadedFile("p.csv", csv_bytes(rows))}
+        ).json()["id"]
+    report = admin_client.get(reverse("api-import-report", args=[job_id]))
+    lines = b"".join(report.streaming_content).decode("utf-8-sig").splitlines()
+    expected = [
+        "line,sku,field,error",
+        '2,"\'=HYPERLINK(""http://evil.example/"",""open"")",title,is required',
+        "3,'+1+2,title,is required",
+        "4,'-3+4,title,is required",
+        "5,'@SUM(A1:A9),title,is required",
+    ]
+    assert lines == expected
+    # The command's --report file is escaped the same way.
+    data, out = tmp_path / "p.csv", tmp_path / "report.csv"
+    data.write_bytes(csv_bytes(rows))
+    call_command("import_products", str(data), dry_run=True, report=str(out), verbosity=0)
+    assert out.read_text().splitlines() == expected
+
+
+def test_report_cells_starting_with_a_tab_or_return_are_escaped():
+    assert import_report_row(7, "\tA-1", "\rtitle", "=1") == [7, "'\tA-1", "'\rtitle", "'=1"]
+    assert import_report_row(7, "A-1", "title", "'x' is not a number") == [
+        7,
+        "A-1",
+        "title",
+        "'x' is not a number",
+    ]
