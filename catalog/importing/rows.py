@@ -9,7 +9,13 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from catalog.importing.readers import Record, RowError, base64_image
+from catalog.importing.readers import (
+    JsonTooDeepError,
+    Record,
+    RowError,
+    base64_image,
+    json_value,
+)
 from catalog.models import Category, Product
 
 # The columns (JSON keys) that are Product fields; any other one becomes an attribute.
@@ -196,9 +202,12 @@ def product_row_parse(record: Record, *, has_archive: bool) -> ProductRow | list
     extra = fields.get("attributes")
     if isinstance(extra, str) and extra.strip():  # a CSV column of JSON
         try:
-            extra = json.loads(extra)
+            extra = json_value(extra)
         except json.JSONDecodeError:
             pass  # reported below as not an object
+        except JsonTooDeepError as exc:
+            errors.add(line, "attributes", str(exc))
+            extra = None
     if not _blank(extra):
         titles = extra.pop("titles", None) if isinstance(extra, dict) else None
         if not isinstance(extra, dict):

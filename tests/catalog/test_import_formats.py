@@ -7,7 +7,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from catalog.models import Product, ProductImage
-from tests.builders import jpeg_bytes, jsonl_bytes, zip_bytes
+from tests.builders import csv_bytes, jpeg_bytes, jsonl_bytes, zip_bytes
 
 pytestmark = pytest.mark.django_db
 
@@ -153,3 +153,38 @@ def test_image_urls_on_private_addresses_are_refused(run_import, web_server, set
     job = run_import(jsonl_bytes(rows), format="jsonl")
     assert not Product.objects.exists()
     assert "refused: 127.0.0.1 is a private or local address" in job.row_errors.get().message
+
+
+def test_deeply_nested_json_is_a_row_error_and_the_import_goes_on(run_import):
+    nested = {"colour": {"shade": {"name": "red"}}}
+    recursion_error = b"[" * 100_000 + b"]" * 100_000 + b"\n"  # Python's parser overflows
+    too_deep = {"sku": "J-2", "title": "Deep", "price": 1, "attributes": {}}
+    inner = too_deep["attributes"]
+    for _ in range(64):  # parses, but too deep to walk (store, show) safely
+        inner["a"] = inner = {}
+    data = (
+        jsonl_bytes([{"sku": "J-1", "title": "Mug", "price": 3}])
+        + recursion_error
+        + jsonl_bytes([too_deep, {"sku": "J-3", "title": "Bowl", "price": 4}])
+        + jsonl_bytes([{"sku": "J-4", "title": "Nested", "price": 5, "attributes": nested}])
+    )
+    job = run_import(data, format="jsonl")
+    assert (job.status, job.rows_processed, job.rows_created, job.rows_failed) == ("done", 5, 3, 2)
+    assert list(job.row_errors.values_list("line", "field", "message")) == [
+        (2, "", "JSON nested deeper than 64 levels"),
+        (3, "", "JSON nested deeper than 64 levels"),
+    ]
+    assert Product.objects.get(sku="J-4").attributes == nested
+
+
+def test_deeply_nested_json_in_a_csv_attributes_cell_is_a_row_error(run_import):
+    rows = [
+        {"sku": "C-1", "title": "Deep", "price": "1", "attributes": "[" * 50_000 + "]" * 50_000},
+        {"sku": "C-2", "title": "Flat", "price": "2", "attributes": '{"colour": "red"}'},
+    ]
+    job = run_import(csv_bytes(rows))
+    assert (job.status, job.rows_created) == ("done", 1)
+    assert list(job.row_errors.values_list("line", "field", "message")) == [
+        (2, "attributes", "JSON nested deeper than 64 levels"),
+    ]
+    assert Product.objects.get(sku="C-2").attributes == {"colour": "red"}
