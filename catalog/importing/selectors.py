@@ -15,8 +15,22 @@ REPORT_COLUMNS = ["line", "sku", "field", "error"]
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
-def import_job_get(*, job_id: int) -> ImportJob | None:
-    return ImportJob.objects.select_related("requested_by").filter(pk=job_id).first()
+def import_jobs_visible(*, user) -> QuerySet[ImportJob]:
+    """The imports a user may follow, the same in the admin and the API: all of them with
+    the view (or change) permission, only their own with just the add permission."""
+    jobs = ImportJob.objects.select_related("requested_by")
+    if not (user.is_active and user.is_staff):
+        return jobs.none()
+    if user.has_perm("catalog.view_importjob") or user.has_perm("catalog.change_importjob"):
+        return jobs
+    if user.has_perm("catalog.add_importjob"):
+        return jobs.filter(requested_by=user)
+    return jobs.none()
+
+
+def import_job_get(*, job_id: int, user) -> ImportJob | None:
+    """The import `job_id` if `user` may follow it (another user's is None, as if absent)."""
+    return import_jobs_visible(user=user).filter(pk=job_id).first()
 
 
 def import_row_errors(*, job: ImportJob) -> QuerySet[ImportRowError]:

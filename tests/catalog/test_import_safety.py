@@ -163,3 +163,52 @@ def test_report_cells_starting_with_a_tab_or_return_are_escaped():
         "title",
         "'x' is not a number",
     ]
+
+
+def staff_with(django_user_model, name, *codenames):
+    user = django_user_model.objects.create_user(name, password="x", is_staff=True)
+    user.user_permissions.add(*Permission.objects.filter(codename__in=codenames))
+    return User.objects.get(pk=user.pk)  # a fresh permission cache
+
+
+def test_with_only_the_add_permission_a_user_follows_only_their_own_imports(
+    client, django_user_model, embed_on_commit
+):
+    alice = staff_with(django_user_model, "alice", "add_importjob")
+    bob = staff_with(django_user_model, "bob", "add_importjob")
+    client.force_login(alice)
+    with embed_on_commit():
+        job_id = client.post(reverse("api-imports"), upload_request()).json()["id"]
+    pages = {
+        "api": reverse("api-import-detail", args=[job_id]),
+        "api report": reverse("api-import-report", args=[job_id]),
+        "admin": reverse("admin:catalog_importjob_change", args=[job_id]),
+        "admin report": reverse("admin:catalog_importjob_report", args=[job_id]),
+    }
+    assert {name: client.get(url).status_code for name, url in pages.items()} == dict.fromkeys(
+        pages, 200
+    )
+    assert "p.csv" in client.get(reverse("admin:catalog_importjob_changelist")).content.decode()
+
+    client.force_login(bob)
+    assert client.get(pages["api"]).status_code == 404
+    assert client.get(pages["api"]).json() == {"error": f"there is no import {job_id}"}
+    assert client.get(pages["api report"]).status_code == 404
+    assert client.get(pages["admin"]).status_code == 302  # "does not exist", to the index
+    assert client.get(pages["admin report"]).status_code == 404
+    assert "p.csv" not in client.get(reverse("admin:catalog_importjob_changelist")).content.decode()
+
+
+def test_the_view_permission_shows_every_import_and_starts_none(
+    client, django_user_model, embed_on_commit
+):
+    alice = staff_with(django_user_model, "alice", "add_importjob")
+    client.force_login(alice)
+    with embed_on_commit():
+        job_id = client.post(reverse("api-imports"), upload_request()).json()["id"]
+    client.force_login(staff_with(django_user_model, "auditor", "view_importjob"))
+    assert client.get(reverse("api-import-detail", args=[job_id])).json()["id"] == job_id
+    assert client.get(reverse("api-import-report", args=[job_id])).status_code == 200
+    assert client.get(reverse("admin:catalog_importjob_change", args=[job_id])).status_code == 200
+    assert client.post(reverse("api-imports"), upload_request()).status_code == 403
+    assert ImportJob.objects.count() == 1
