@@ -7,6 +7,7 @@ files and see the same pixels.
 
 from __future__ import annotations
 
+import contextlib
 import io
 from typing import IO
 
@@ -81,11 +82,10 @@ def decode_image(
 
 
 def _upright(image: Image.Image) -> None:
-    # Phones store photos sideways with an EXIF orientation tag that viewers apply.
-    try:
+    # Phones store photos sideways with an EXIF orientation tag that viewers apply. A
+    # damaged EXIF block must not refuse an otherwise good photo.
+    with contextlib.suppress(Exception):
         ImageOps.exif_transpose(image, in_place=True)
-    except Exception:  # a damaged EXIF block must not refuse an otherwise good photo
-        pass
 
 
 def _eight_bit(image: Image.Image) -> Image.Image:

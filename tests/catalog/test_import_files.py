@@ -98,7 +98,8 @@ def test_an_interrupted_job_keeps_its_files_until_it_is_done(settings):
         import_job_run(job=job, progress=worker_killed)
     job.refresh_from_db()
     assert job.status == "failed"
-    assert Path(job.source.path).exists() and Path(job.images.path).exists()
+    assert Path(job.source.path).exists()
+    assert Path(job.images.path).exists()
     import_products.delay(job.pk)  # resumed
     job.refresh_from_db()
     assert (job.status, job.rows_created, job.source.name, job.images.name) == ("done", 1, "", "")
@@ -186,7 +187,8 @@ def test_jobs_uploaded_before_the_private_storage_keep_working(settings, embed_o
     migration.import_files_to_private_storage(apps, None)  # a second run changes nothing
 
     job.refresh_from_db()
-    assert RANDOM_NAME.fullmatch(job.source.name) and RANDOM_NAME.fullmatch(job.images.name)
+    assert RANDOM_NAME.fullmatch(job.source.name)
+    assert RANDOM_NAME.fullmatch(job.images.name)
     assert files_under(settings.MEDIA_ROOT) == []
     assert job.source.read() == csv_bytes(ROWS)
     untouched.refresh_from_db()
