@@ -1,8 +1,8 @@
 """Shop pages: plain Django templates over the same selectors and input rules as the API."""
 
+import functools
 import logging
 import secrets
-from functools import wraps
 
 import numpy as np
 from django.conf import settings
@@ -14,7 +14,7 @@ from django.views.decorators.http import require_POST
 from rest_framework import serializers
 
 from catalog.models import Product
-from embeddings.spaces import space_active
+from embeddings.spaces import NoActiveSpace, space_active
 from search.apis import SearchFiltersSerializer, UploadedImageField, non_blank
 from search.selectors import (
     image_vector,
@@ -45,7 +45,7 @@ class PhotoInput(serializers.Serializer):
 def throttled(view):
     """The API's anonymous throttle on a page: a 429 page that says how long to wait."""
 
-    @wraps(view)
+    @functools.wraps(view)
     def throttled_view(request, *args, **kwargs):
         wait = anonymous_throttle_wait(request)
         if wait is None:
@@ -58,7 +58,22 @@ def throttled(view):
     return throttled_view
 
 
+def needs_active_space(view):
+    """Without an active space (a new install before `migrate`) the page says so: a 503."""
+
+    @functools.wraps(view)
+    def wrapped(request, *args, **kwargs):
+        try:
+            return view(request, *args, **kwargs)
+        except NoActiveSpace as exc:
+            context = {"query": request.GET.get("q", "")[:500], "error": str(exc)}
+            return render(request, "search/search.html", context, status=503)
+
+    return wrapped
+
+
 @throttled
+@needs_active_space
 def shop_search(request):
     params = SearchPageInput(data=non_blank(request.GET))
     if not params.is_valid():
@@ -104,6 +119,7 @@ def _photo_cache_key(photo_id: str) -> str:
 
 @require_POST
 @throttled
+@needs_active_space
 def shop_photo_search(request):
     params = PhotoInput(data=request.FILES)  # a missing file is "No file was submitted."
     if not params.is_valid():
@@ -139,6 +155,7 @@ def _photo_vector(photo_id: str):
     return space, np.frombuffer(stored["vector"], dtype=np.float32)
 
 
+@needs_active_space
 def product_detail(request, pk: int):
     product = get_object_or_404(
         Product.objects.select_related("category").prefetch_related("images"), pk=pk

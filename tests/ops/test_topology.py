@@ -29,7 +29,8 @@ def test_stack_embeds_serves_and_reports_health(topology):
     assert {hit["sku"] for hit in body["results"]} == {"STACK0", "STACK1", "STACK2"}
 
     status, health = web.get_json("/healthz")
-    assert status == 200 and health["status"] == "ok", health
+    assert status == 200, health
+    assert health["status"] == "ok", health
     assert set(health["checks"]) == {"database", "broker", "space"}
     assert health["checks"]["space"]["detail"] == body["space"]
 
@@ -39,7 +40,8 @@ def test_stack_embeds_serves_and_reports_health(topology):
         status, health = web.get_json("/healthz")
     finally:
         topology.postgres.start()
-    assert status == 503 and health["status"] == "error", health
+    assert status == 503, health
+    assert health["status"] == "error", health
     assert health["checks"]["database"]["status"] == "error"
     assert web.wait_healthy()["status"] == "ok"  # and back once it returns
 
@@ -202,8 +204,10 @@ def test_the_cache_is_a_bounded_redis_that_evicts_while_the_broker_never_does(tm
 
     cache = fill(cache_host)
     assert cache["maxmemory-policy"] == "allkeys-lru"
-    assert cache["refused"] == 0 and cache["evicted"] > 1000  # a full cache drops old vectors
-    assert cache["appendonly"] == "no" and cache["save"] == ""
+    assert cache["refused"] == 0
+    assert cache["evicted"] > 1000
+    assert cache["appendonly"] == "no"
+    assert cache["save"] == ""
     broker = fill(broker_host)
     assert broker["maxmemory-policy"] == "noeviction"  # a task is never dropped...
     assert broker["refused"] > 1000  # ...so a broker shared with the cache would refuse them

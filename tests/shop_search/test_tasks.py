@@ -31,4 +31,5 @@ def test_beat_runs_the_session_cleanup_once_a_day():
     assert settings.CELERY_TASK_ROUTES[entry["task"]] == {"queue": "default"}
     schedule = entry["schedule"]
     assert len(schedule.hour) == len(schedule.minute) == 1
-    assert len(schedule.day_of_week) == 7 and len(schedule.day_of_month) == 31
+    assert len(schedule.day_of_week) == 7
+    assert len(schedule.day_of_month) == 31
