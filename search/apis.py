@@ -7,6 +7,7 @@ from django.conf import settings
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema, extend_schema_serializer
 from rest_framework import exceptions, serializers
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -175,6 +176,25 @@ class SearchApiView(APIView):
         return super().handle_exception(exc)
 
 
+class UploadApiView(SearchApiView):
+    """An API that takes a photo: multipart or form bodies only.
+
+    Anything else (a JSON body, whose `[]` or `"x"` is no mapping of fields) is a 415 that
+    says what to send instead, before any field is read.
+    """
+
+    parser_classes = [MultiPartParser, FormParser]
+
+    def handle_exception(self, exc):
+        if isinstance(exc, exceptions.UnsupportedMediaType):
+            exc = exceptions.UnsupportedMediaType(
+                self.request.content_type,
+                detail=f"Unsupported media type {self.request.content_type!r}: send the photo "
+                "and fields as multipart/form-data.",
+            )
+        return super().handle_exception(exc)
+
+
 def search_response(request, page: SearchPage) -> Response:
     return Response(SearchPageSerializer(page, context={"request": request}).data)
 
@@ -207,7 +227,7 @@ class ProductSearchApi(SearchApiView):
         return search_response(request, page)
 
 
-class ProductImageSearchApi(SearchApiView):
+class ProductImageSearchApi(UploadApiView):
     @extend_schema_serializer(component_name="ImageSearchUpload")
     class InputSerializer(PageInputSerializer):
         image = UploadedImageField(help_text="a JPEG, PNG, WebP or GIF photo")
@@ -255,7 +275,7 @@ class ProductSimilarApi(SearchApiView):
         return Response(self.OutputSerializer(page, context={"request": request}).data)
 
 
-class ImageTextMatchApi(SearchApiView):
+class ImageTextMatchApi(UploadApiView):
     @extend_schema_serializer(component_name="ImageTextMatchUpload")
     class InputSerializer(serializers.Serializer):
         image = UploadedImageField()
@@ -300,7 +320,7 @@ class ImageTextMatchApi(SearchApiView):
         return Response(self.OutputSerializer(match).data)
 
 
-class ImageCaptionsApi(SearchApiView):
+class ImageCaptionsApi(UploadApiView):
     @extend_schema_serializer(component_name="ImageCaptionsUpload")
     class InputSerializer(serializers.Serializer):
         image = UploadedImageField()
