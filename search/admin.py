@@ -20,6 +20,7 @@ from search.rules import (
     rule_products_problems,
     rule_products_save,
     rule_state,
+    rules_with_entries,
 )
 from search.selectors import rule_preview
 from search.synonyms import synonym_set_save, synonym_sets_set_enabled
@@ -282,7 +283,7 @@ class MerchandisingRuleAdmin(admin.ModelAdmin):
             result = rule_preview(rule=rule, query=query, filters=filters)
         except NoActiveSpace as exc:
             return {**context, "message": str(exc)}
-        effects = rule_effects([rule])
+        effects = rule_effects(rules_with_entries(MerchandisingRule.objects.filter(pk=rule.pk)))
         nodes = category_nodes() if effects.boosts else {}
         rows = []
         for position, hit in enumerate(result.with_rule.results, start=1):

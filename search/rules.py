@@ -24,9 +24,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from django.contrib.postgres.expressions import ArraySubquery
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import Prefetch, Q
+from django.db.models import OuterRef, Q
+from django.db.models.functions import JSONObject
 from django.utils import timezone
 
 from catalog.models import Category, Product
@@ -192,13 +194,29 @@ def rules_matching(
     if category_id is not None:
         nodes = nodes if nodes is not None else category_nodes()
         categories |= Q(category_id__in=category_ancestor_ids(nodes, category_id))
-    rules = list(
-        queryset.filter(matches, categories).prefetch_related(
-            Prefetch("products", queryset=RuleProduct.objects.order_by("position", "id")),
-            "boosts",
-        )
+    return sorted(rules_with_entries(queryset.filter(matches, categories)), key=rule_specificity)
+
+
+def rules_with_entries(queryset) -> list[MerchandisingRule]:
+    """The rules with their pins, hides and boosts as lists of dicts, in one query."""
+    entries = (
+        RuleProduct.objects.filter(rule=OuterRef("pk"))
+        .order_by("position", "id")
+        .values(json=JSONObject(action="action", product_id="product_id", position="position"))
     )
-    return sorted(rules, key=rule_specificity)
+    boosts = (
+        RuleBoost.objects.filter(rule=OuterRef("pk"))
+        .order_by("id")
+        .values(
+            json=JSONObject(
+                action="action", kind="kind", brand="brand", category_id="category_id",
+                factor="factor",
+            )
+        )
+    )  # fmt: skip
+    return list(
+        queryset.annotate(entries=ArraySubquery(entries), boost_entries=ArraySubquery(boosts))
+    )
 
 
 def rule_specificity(rule: MerchandisingRule):
@@ -208,26 +226,23 @@ def rule_specificity(rule: MerchandisingRule):
 
 
 def rule_effects(rules: Sequence[MerchandisingRule]) -> RuleEffects:
-    """The merged effects of `rules`, most specific first (entries prefetched)."""
+    """The merged effects of `rules` (from rules_with_entries), most specific first."""
     pins, hidden, boosts = [], set(), []
     for rule in rules:
-        for entry in rule.products.all():
-            if entry.product_id is None:
+        for entry in rule.entries:
+            if entry["product_id"] is None:
                 continue  # its product was deleted: the admin shows the rule as broken
-            if entry.action == RuleProduct.Action.HIDE:
-                hidden.add(entry.product_id)
-            elif entry.position is not None:
-                pins.append((entry.product_id, entry.position))
-        for boost in rule.boosts.all():
-            value = boost.brand if boost.kind == RuleBoost.Kind.BRAND else boost.category_id
-            factor = float(boost.factor)
-            boosts.append(
-                Boost(
-                    boost.kind,
-                    value,
-                    factor if boost.action == RuleBoost.Action.BOOST else 1 / factor,
-                )
-            )
+            if entry["action"] == RuleProduct.Action.HIDE:
+                hidden.add(entry["product_id"])
+            elif entry["position"] is not None:
+                pins.append((entry["product_id"], entry["position"]))
+        for boost in rule.boost_entries:
+            kind = boost["kind"]
+            value = boost["brand"] if kind == RuleBoost.Kind.BRAND else boost["category_id"]
+            factor = float(boost["factor"])
+            if boost["action"] == RuleBoost.Action.BURY:
+                factor = 1 / factor
+            boosts.append(Boost(kind, value, factor))
     return RuleEffects(
         rule_ids=tuple(rule.pk for rule in rules),
         pins=tuple(pins),

@@ -42,6 +42,7 @@ from search.rules import (
     rules_apply,
     rules_for_search,
     rules_matching,
+    rules_with_entries,
 )
 from search.sorting import Sort, ranked_sort
 from search.synonyms import synonyms_expand
@@ -272,9 +273,7 @@ def search_page(
         for r, is_related in window
         if r.product_id in products  # deleted since the vectors were read
     ]
-    facets = (
-        search_facets(product_ids=[r.product_id for r in relevant]) if with_facets else Facets()
-    )
+    facets = search_facets(ranked=relevant) if with_facets else Facets()
     suggestions = no_results_help(filters=filters) if filters is not None and not natural else None
     return SearchPage(
         space=space,
@@ -297,11 +296,10 @@ def _matched(ranked: RankedProduct) -> tuple[str, ...]:
     return tuple(name for name, hit in reasons if hit)
 
 
-def search_facets(*, product_ids: list[int]) -> Facets:
-    """Counts by category (each counted in its ancestors too), brand and stock."""
-    rows = list(
-        Product.objects.filter(pk__in=product_ids).values_list("category_id", "brand", "in_stock")
-    )
+def search_facets(*, ranked: list[RankedProduct]) -> Facets:
+    """Counts by category (each counted in its ancestors too), brand and stock, from the
+    attributes the ranking query returned with each product."""
+    rows = [(r.category_id, r.brand, r.in_stock) for r in ranked]
     nodes = category_nodes() if any(category for category, _, _ in rows) else {}
     per_category = Counter(
         pk for category, _, _ in rows if category for pk in category_ancestor_ids(nodes, category)
@@ -403,6 +401,7 @@ def rule_preview(
             query=query, category_id=category_id, nodes=nodes, active_only=False
         )
     )
+    (rule,) = rules_with_entries(MerchandisingRule.objects.filter(pk=rule.pk))
     with_rule = rule_effects(sorted([*others, rule], key=rule_specificity) if applies else others)
     without_rule = rule_effects(others)
     page_with = product_search_by_text(query=query, filters=filters, limit=limit, rules=with_rule)
