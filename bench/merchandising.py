@@ -148,7 +148,9 @@ def main() -> None:
     from search.synonyms import synonyms_expand
 
     bench = search_bench_module()
-    connection.creation.create_test_db(verbosity=0, keepdb=not args.fresh, serialize=False)
+    connection.creation.create_test_db(
+        verbosity=0, autoclobber=True, keepdb=not args.fresh, serialize=False
+    )
     if Product.objects.count() != args.products or args.fresh:
         bench.load(args.products)
     space = EmbeddingSpace.objects.get(name=bench.SPACE)

@@ -167,15 +167,26 @@ class RuleProductInline(admin.TabularInline):
             return ""
         if obj.broken:
             return format_html(
-                '<strong class="rule-broken">broken: product {} was deleted; choose another '
-                "or delete this row</strong>",
+                '<strong class="rule-broken" style="color:#ba2121">broken: product {} was '
+                "deleted; choose another or delete this row</strong>",
                 obj.product_sku or "?",
             )
         return obj.product_sku
 
 
+class RuleBoostForm(forms.ModelForm):
+    class Meta:
+        model = RuleBoost
+        fields = ["action", "kind", "brand", "category", "factor"]
+        widgets = {
+            "brand": forms.TextInput(attrs={"size": 16}),
+            "factor": forms.NumberInput(attrs={"step": "0.5", "style": "width: 5em"}),
+        }
+
+
 class RuleBoostInline(admin.TabularInline):
     model = RuleBoost
+    form = RuleBoostForm
     extra = 1
     fields = ["action", "kind", "brand", "category", "factor"]
     autocomplete_fields = ["category"]
@@ -199,6 +210,13 @@ class MerchandisingRuleAdmin(admin.ModelAdmin):
     inlines = [RuleProductInline, RuleBoostInline]
     actions = ["enable", "disable"]
     change_form_template = "admin/search/merchandisingrule/change_form.html"
+
+    def get_fieldsets(self, request, obj=None):
+        if obj is None:  # nothing can be broken before the rule exists
+            (name, options), *rest = self.fieldsets
+            fields = [f for f in options["fields"] if f != "problems"]
+            return [(name, {**options, "fields": fields}), *rest]
+        return self.fieldsets
 
     def get_queryset(self, request):
         return (
@@ -248,7 +266,10 @@ class MerchandisingRuleAdmin(admin.ModelAdmin):
         problems = rule_problems(obj) if obj.pk else []
         if not problems:
             return "-"
-        return format_html('<strong class="rule-broken">broken: {}</strong>', "; ".join(problems))
+        return format_html(
+            '<strong class="rule-broken" style="color:#ba2121">broken: {}</strong>',
+            "; ".join(problems),
+        )
 
     def save_model(self, request, obj, form, change):
         merchandising_rule_save(rule=obj)

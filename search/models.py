@@ -183,7 +183,7 @@ class RuleBoost(models.Model):
 
     class Kind(models.TextChoices):
         BRAND = "brand"
-        CATEGORY = "category", "category (and its sub-categories)"
+        CATEGORY = "category"  # and its sub-categories
         IN_STOCK = "in_stock", "in stock"
         OUT_OF_STOCK = "out_of_stock", "out of stock"
 
@@ -197,7 +197,7 @@ class RuleBoost(models.Model):
         blank=True,
         on_delete=models.PROTECT,
         related_name="+",
-        help_text="for kind “category”",
+        help_text="for kind “category”: it and its sub-categories",
     )
     factor = models.DecimalField(
         max_digits=6,

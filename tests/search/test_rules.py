@@ -163,6 +163,19 @@ def test_category_rules_apply_to_searches_in_that_category_or_below(lamps, make_
         assert (first == "LMP-020") is applies
 
 
+def test_photo_searches_get_the_rules_without_a_query(catalog_shop):
+    from embeddings.spaces import space_active
+    from search.selectors import products_nearest, text_vector
+
+    space = space_active()
+    vector = text_vector(space, "anything")
+    merchandising_rule_create(name="Everywhere", hides=[catalog_shop["SHO-300"]])
+    merchandising_rule_create(name="Query", query="boots", hides=[catalog_shop["SHO-301"]])
+    page = products_nearest(space=space, vector=vector, limit=10)
+    assert {hit.product.sku for hit in page.results} == set(catalog_shop) - {"SHO-300"}
+    assert page.count == 5
+
+
 def test_time_windows_and_disabled_rules(lamps):
     _, gift = lamps
     now = timezone.now()
