@@ -8,7 +8,7 @@ from django.utils.html import format_html
 from catalog.admin import ProductAdmin
 from catalog.models import Category, Product
 from catalog.selectors import category_nodes, category_subtree_ids
-from embeddings.spaces import NoActiveSpace, space_active
+from embeddings.spaces import NoActiveSpace, space_active_or_none
 from search.models import MerchandisingRule, RuleBoost, RuleProduct, SynonymSet
 from search.ranking import SearchFilters, product_image_title_agree
 from search.rules import (
@@ -38,9 +38,8 @@ class ProductSearchAdmin(ProductAdmin):
 
     def get_queryset(self, request):
         queryset = super().get_queryset(request)
-        try:
-            space = space_active()
-        except NoActiveSpace:
+        space = space_active_or_none()
+        if space is None:
             return queryset
         # Computed for the page shown only: one nearest-captions scan per product.
         return queryset.annotate(agree=product_image_title_agree(space))

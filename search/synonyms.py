@@ -85,10 +85,7 @@ def synonym_expansion(*, query: str, sets: Iterable[tuple[str, Sequence[str]]]) 
     """
     alternatives: dict[str, list[str]] = {}
     for root, terms in sets:
-        if root:
-            found = {root: terms}
-        else:
-            found = {term: [t for t in terms if t != term] for term in terms}
+        found = {root: terms} if root else {term: [t for t in terms if t != term] for term in terms}
         for term, others in found.items():
             known = alternatives.setdefault(term, [])
             known.extend(t for t in others if t not in known and t != term and has_word(t))

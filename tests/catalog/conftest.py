@@ -1,5 +1,6 @@
 """Import fixtures: a job run on in-memory files, a local web server (files: tests/builders.py)."""
 
+import contextlib
 import http.server
 import io
 import threading
@@ -50,10 +51,9 @@ def web_server(settings):
                 body = b""
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
-            try:
+            # The client may give up (size limit or timeout), as it should.
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                 self.wfile.write(body)
-            except (BrokenPipeError, ConnectionResetError):
-                pass  # the client gave up (size limit or timeout), as it should
 
         def log_message(self, *args):
             pass

@@ -73,7 +73,8 @@ def test_a_pinned_product_is_first_and_a_hidden_one_absent_on_every_page(lamps):
     assert len(order) == len(set(order)) == 23  # 22 lamps and the gift card, each once
     assert all(page.count == 23 for page in pages)
     first = pages[0].results
-    assert "pinned" in first[0].matched and "text" in first[0].matched
+    assert "pinned" in first[0].matched
+    assert "text" in first[0].matched
     assert first[2].matched == ("pinned",)
     assert not any("pinned" in hit.matched for page in pages for hit in page.results[3:])
     # Facets count the page's products as the rules left them.
