@@ -25,7 +25,7 @@ Hybrid product ranking in one SQL statement: vector window, text window, fused b
   sorting and facets work over the whole window without another query.
 
 Every list is bounded by `SEARCH_MAX_RESULTS`, so a request never ranks more products
-than that, however large the catalog; `count` is the size of the fused window.
+than that, however large the catalog; `count` is the number of relevant products in it.
 """
 
 from __future__ import annotations

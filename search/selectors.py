@@ -250,8 +250,8 @@ def search_page(
 
     The relevant set (rows over the floor, and pinned ones) gets the rules and the sort
     order as a whole before it is cut into pages. With `related`, a first page thinner
-    than `limit` is filled with the window's products under the floor, unless nothing at
-    all was relevant; with `filters`, an empty result says what to try instead.
+    than `limit` is filled with the window's products under the floor, unless nothing
+    was relevant but pins; with `filters`, an empty result says what to try instead.
     """
     relevant = rules_apply(
         [r for r in ranked if r.relevant or r.pinned], rules, place_pins=sort == Sort.RELEVANCE
@@ -274,7 +274,7 @@ def search_page(
         if r.product_id in products  # deleted since the vectors were read
     ]
     facets = search_facets(ranked=relevant) if with_facets else Facets()
-    suggestions = no_results_help(filters=filters) if filters is not None and not natural else None
+    suggestions = no_results_help(filters=filters) if filters is not None and not relevant else None
     return SearchPage(
         space=space,
         count=len(relevant),

@@ -368,3 +368,12 @@ def test_admin_actions_enable_and_disable_rules(admin_client, lamps):
     assert not rule.enabled
     assert relevant(product_search_by_text(query="lamp", limit=1)) != [gift.sku]
     assert RuleProduct.objects.count() == 1
+
+
+def test_a_nonsense_query_shows_only_what_a_rule_pins_there(catalog_shop):
+    merchandising_rule_create(name="Everywhere", pins=[(catalog_shop["TEE-101"], 1)])
+    page = product_search_by_text(query="asdfgh", limit=10)
+    assert [(hit.product.sku, hit.matched, hit.related) for hit in page.results] == [
+        ("TEE-101", ("image", "pinned"), False)
+    ]
+    assert page.suggestions is None
