@@ -102,10 +102,10 @@ class SynonymSetAdmin(admin.ModelAdmin):
         return f"one-way from “{obj.root}”" if obj.root else "two-way"
 
     def get_search_results(self, request, queryset, search_term):
-        queryset, duplicates = super().get_search_results(request, queryset, search_term)
-        if search_term:
-            queryset |= self.model.objects.filter(terms__contains=[term_key(search_term)])
-        return queryset, duplicates
+        found, duplicates = super().get_search_results(request, queryset, search_term)
+        if search_term:  # a term, in the sets the list's filters left
+            found |= queryset.filter(terms__contains=[term_key(search_term)])
+        return found, duplicates
 
     def save_model(self, request, obj, form, change):
         synonym_set_save(synonym_set=obj)

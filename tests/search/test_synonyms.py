@@ -141,4 +141,6 @@ def test_the_admin_saves_sets_and_shows_form_errors(admin_client, bags):
     listing = admin_client.get(reverse("admin:search_synonymset_changelist")).content.decode()
     assert "bag → handbag, backpack" in listing
     assert "one-way from “bag”" in listing
+    found = admin_client.get(reverse("admin:search_synonymset_changelist"), {"q": "Backpack"})
+    assert "bag → handbag, backpack" in found.content.decode()
     assert "HND-1" in relevant(product_search_by_text(query="bag", limit=10))
