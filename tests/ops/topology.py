@@ -208,6 +208,7 @@ class Topology:
             DJANGO_SECURE_SSL_REDIRECT="0",  # plain HTTP on localhost, no TLS proxy in front
             SHOP_PGDATA=str(self.postgres.data_dir),
             SHOP_MEDIA_ROOT=str(self.media),
+            SHOP_PRIVATE_ROOT=str(self.workdir / "private"),
             SHOP_MODEL_DIR=str(self.workdir / "models"),
             CELERY_BROKER_URL=self.redis.url(0),
             CLIP_DEVICE="cpu",
