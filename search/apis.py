@@ -24,6 +24,7 @@ from search.selectors import (
     product_search_by_text,
     products_similar,
 )
+from search.sorting import Sort
 from shop_search.api import ErrorSerializer
 
 
@@ -97,11 +98,24 @@ class SearchFiltersSerializer(serializers.Serializer):
         return data
 
 
+class SortField(serializers.ChoiceField):
+    def __init__(self, **kwargs):
+        names = ", ".join(Sort.values)
+        super().__init__(
+            choices=Sort.choices,
+            default=Sort.RELEVANCE,
+            error_messages={"invalid_choice": f"Unknown sort “{{input}}”: use one of {names}."},
+            help_text="relevance (default), or the relevant results by price or newest first",
+            **kwargs,
+        )
+
+
 class PageInputSerializer(SearchFiltersSerializer):
     limit = serializers.IntegerField(
         min_value=1, max_value=settings.SEARCH_MAX_LIMIT, default=settings.SEARCH_DEFAULT_LIMIT
     )
     offset = serializers.IntegerField(min_value=0, max_value=10_000, default=0)
+    sort = SortField()
 
 
 @extend_schema_serializer(component_name="ProductHit")
@@ -119,8 +133,12 @@ class ProductHitSerializer(serializers.Serializer):
         allow_null=True, help_text="cosine similarity of its best photo to the query"
     )
     matched = serializers.ListField(
-        child=serializers.ChoiceField(choices=["sku", "text", "image"]),
-        help_text="why it was found: exact SKU, words of its texts, its photos",
+        child=serializers.ChoiceField(choices=["sku", "text", "synonym", "image", "pinned"]),
+        help_text="why it was found: exact SKU, words of its texts (synonym: only through a "
+        "synonym of the query's words), its photos, a merchandising rule pins it",
+    )
+    related = serializers.BooleanField(
+        help_text="true: not a match, one of the related products that fill a thin first page"
     )
 
     def get_image_url(self, hit) -> str | None:
@@ -148,11 +166,40 @@ class FacetsSerializer(serializers.Serializer):
     in_stock = serializers.IntegerField()
 
 
+class FilterRemovalSerializer(serializers.Serializer):
+    param = serializers.ChoiceField(
+        choices=["category", "brand", "min_price", "max_price", "in_stock"],
+        help_text="the request parameter to drop",
+    )
+    label = serializers.CharField()
+
+
+class PopularCategorySerializer(serializers.Serializer):
+    slug = serializers.CharField()
+    name = serializers.CharField()
+    count = serializers.IntegerField(help_text="products in it")
+
+
+class SuggestionsSerializer(serializers.Serializer):
+    remove_filters = FilterRemovalSerializer(many=True, help_text="filters that could be removed")
+    categories = PopularCategorySerializer(many=True, help_text="the shop's popular categories")
+
+
 class SearchPageSerializer(serializers.Serializer):
-    count = serializers.IntegerField(help_text="products in the ranked, filtered window")
+    count = serializers.IntegerField(
+        help_text="relevant products in the ranked, filtered window (related ones not counted)"
+    )
     space = serializers.CharField(source="space.name")
+    sort = serializers.ChoiceField(choices=Sort.choices)
     results = ProductHitSerializer(many=True)
-    facets = FacetsSerializer(help_text="counts over the ranked, filtered window")
+    facets = FacetsSerializer(help_text="counts over the relevant products")
+    synonyms = serializers.DictField(
+        child=serializers.ListField(child=serializers.CharField()),
+        help_text='words of the query that synonyms widened, e.g. {"bag": ["handbag"]}',
+    )
+    suggestions = SuggestionsSerializer(
+        allow_null=True, help_text="when nothing is relevant: what to try instead; else null"
+    )
 
 
 class CaptionSerializer(serializers.Serializer):
@@ -212,8 +259,11 @@ class ProductSearchApi(SearchApiView):
     @extend_schema(
         operation_id="search_products",
         summary="Search products by text",
-        description="Words, SKU and meaning fused by rank; an exact SKU match comes first. "
-        "Image-only hits under the similarity floor are dropped, so nonsense finds nothing.",
+        description="Words (widened by synonym sets), SKU and meaning fused by rank; an "
+        "exact SKU match comes first; merchandising rules pin, hide, boost and bury. "
+        "Image-only hits under the similarity floor are not matches, so nonsense finds "
+        "nothing; a first page with fewer matches than `limit` is filled with the next most "
+        "similar products, marked `related`. `sort` orders the matches only.",
         parameters=[InputSerializer],
         responses={200: SearchPageSerializer, 400: ErrorSerializer},
     )
@@ -222,7 +272,11 @@ class ProductSearchApi(SearchApiView):
         params.is_valid(raise_exception=True)
         data = params.validated_data
         page = product_search_by_text(
-            query=data["q"], filters=data["filters"], limit=data["limit"], offset=data["offset"]
+            query=data["q"],
+            filters=data["filters"],
+            limit=data["limit"],
+            offset=data["offset"],
+            sort=data["sort"],
         )
         return search_response(request, page)
 
@@ -243,7 +297,11 @@ class ProductImageSearchApi(UploadApiView):
         params.is_valid(raise_exception=True)
         data = params.validated_data
         page = product_search_by_image(
-            image=data["image"], filters=data["filters"], limit=data["limit"], offset=data["offset"]
+            image=data["image"],
+            filters=data["filters"],
+            limit=data["limit"],
+            offset=data["offset"],
+            sort=data["sort"],
         )
         return search_response(request, page)
 

@@ -15,13 +15,14 @@ from rest_framework import serializers
 
 from catalog.models import Product
 from embeddings.spaces import NoActiveSpace, space_active
-from search.apis import SearchFiltersSerializer, UploadedImageField, non_blank
+from search.apis import SearchFiltersSerializer, SortField, UploadedImageField, non_blank
 from search.selectors import (
     image_vector,
     product_search_by_text,
     products_nearest,
     products_similar,
 )
+from search.sorting import Sort
 
 # The API's one-line error message, so the page and the API say the same thing.
 from shop_search.api import _first_message
@@ -36,6 +37,7 @@ SIMILAR_ON_PAGE = 8
 class SearchPageInput(SearchFiltersSerializer):
     q = serializers.CharField(required=False, max_length=500, default="")
     photo = serializers.CharField(required=False, max_length=64, default="")
+    sort = SortField()
 
 
 class PhotoInput(serializers.Serializer):
@@ -96,11 +98,20 @@ def shop_search(request):
         else:
             space, vector = vector
             page = products_nearest(
-                space=space, vector=vector, filters=data["filters"], limit=PAGE_SIZE, offset=offset
+                space=space,
+                vector=vector,
+                filters=data["filters"],
+                limit=PAGE_SIZE,
+                offset=offset,
+                sort=data["sort"],
             )
     elif data["q"]:
         page = product_search_by_text(
-            query=data["q"], filters=data["filters"], limit=PAGE_SIZE, offset=offset
+            query=data["q"],
+            filters=data["filters"],
+            limit=PAGE_SIZE,
+            offset=offset,
+            sort=data["sort"],
         )
     if page is not None:
         context.update(
@@ -109,6 +120,9 @@ def shop_search(request):
             has_next=offset + PAGE_SIZE < page.count,
             has_previous=page_number > 1,
             filtered=bool(data["filters"]),
+            sorts=Sort.choices,
+            matches=[hit for hit in page.results if not hit.related],
+            related=[hit for hit in page.results if hit.related],
         )
     return render(request, "search/search.html", context)
 

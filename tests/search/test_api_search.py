@@ -252,6 +252,7 @@ def test_schema_lists_what_the_search_endpoints_accept(schema):
         "min_price",
         "max_price",
         "in_stock",
+        "sort",
     }
     assert next(p for p in search["parameters"] if p["name"] == "q")["required"] is True
     components = schema["components"]["schemas"]
@@ -266,6 +267,7 @@ def test_schema_lists_what_the_search_endpoints_accept(schema):
         "min_price",
         "max_price",
         "in_stock",
+        "sort",
     }
     assert body["required"] == ["image"]
     match = schema["paths"]["/api/match/"]["post"]["requestBody"]["content"]
@@ -282,6 +284,8 @@ def test_schema_describes_what_the_endpoints_return(client, schema, catalog_shop
     calls = [
         ("/api/search/", "get", 200, client.get("/api/search/", {"q": "red"})),
         ("/api/search/", "get", 400, client.get("/api/search/", {"q": ""})),
+        # Nothing relevant: suggestions instead of results.
+        ("/api/search/", "get", 200, client.get("/api/search/", {"q": "x", "brand": "Nobody"})),
         (
             "/api/search/image/",
             "post",
