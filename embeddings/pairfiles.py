@@ -109,8 +109,14 @@ def pair_lines(stream: IO[bytes]) -> Iterator[PairLine | BadLine]:
 
 
 def pair_image(pair: PairLine, *, draft_size: int | None = None) -> Image.Image:
-    """The line's image as RGB, or ImageDecodeError saying why not (MAX_IMAGE_PIXELS)."""
-    return decode_image(pair.data, max_pixels=settings.MAX_IMAGE_PIXELS, draft_size=draft_size)
+    """The line's image as RGB, or ImageDecodeError saying why not: the checks of an upload
+    (MAX_IMAGE_PIXELS, MAX_IMAGE_ASPECT_RATIO)."""
+    return decode_image(
+        pair.data,
+        max_pixels=settings.MAX_IMAGE_PIXELS,
+        max_aspect_ratio=settings.MAX_IMAGE_ASPECT_RATIO,
+        draft_size=draft_size,
+    )
 
 
 def _chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:

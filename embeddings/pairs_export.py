@@ -76,7 +76,12 @@ def _image_entry(
     try:
         with image.file.open("rb") as f:
             data = f.read()
-        decode_image(data, max_pixels=settings.MAX_IMAGE_PIXELS, draft_size=CHECK_SIZE)
+        decode_image(
+            data,
+            max_pixels=settings.MAX_IMAGE_PIXELS,
+            max_aspect_ratio=settings.MAX_IMAGE_ASPECT_RATIO,
+            draft_size=CHECK_SIZE,
+        )
     except (ImageDecodeError, FileNotFoundError) as exc:
         report.skipped_images.append((image.pk, str(exc)))
         return None

@@ -7,6 +7,7 @@ from django.conf import settings
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema, extend_schema_serializer
 from rest_framework import exceptions, serializers
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -23,6 +24,7 @@ from search.selectors import (
     product_search_by_text,
     products_similar,
 )
+from search.sorting import Sort
 from shop_search.api import ErrorSerializer
 
 
@@ -34,7 +36,11 @@ def validated_upload_image(upload):
             f"image is {upload.size / 1e6:.1f} MB, over the limit of {limit / 1e6:.1f} MB"
         )
     try:
-        return decode_image(upload, max_pixels=settings.MAX_IMAGE_PIXELS)
+        return decode_image(
+            upload,
+            max_pixels=settings.MAX_IMAGE_PIXELS,
+            max_aspect_ratio=settings.MAX_IMAGE_ASPECT_RATIO,
+        )
     except ImageDecodeError as exc:
         raise serializers.ValidationError(str(exc)) from exc
 
@@ -92,11 +98,24 @@ class SearchFiltersSerializer(serializers.Serializer):
         return data
 
 
+class SortField(serializers.ChoiceField):
+    def __init__(self, **kwargs):
+        names = ", ".join(Sort.values)
+        super().__init__(
+            choices=Sort.choices,
+            default=Sort.RELEVANCE,
+            error_messages={"invalid_choice": f"Unknown sort “{{input}}”: use one of {names}."},
+            help_text="relevance (default), or the relevant results by price or newest first",
+            **kwargs,
+        )
+
+
 class PageInputSerializer(SearchFiltersSerializer):
     limit = serializers.IntegerField(
         min_value=1, max_value=settings.SEARCH_MAX_LIMIT, default=settings.SEARCH_DEFAULT_LIMIT
     )
     offset = serializers.IntegerField(min_value=0, max_value=10_000, default=0)
+    sort = SortField()
 
 
 @extend_schema_serializer(component_name="ProductHit")
@@ -114,8 +133,12 @@ class ProductHitSerializer(serializers.Serializer):
         allow_null=True, help_text="cosine similarity of its best photo to the query"
     )
     matched = serializers.ListField(
-        child=serializers.ChoiceField(choices=["sku", "text", "image"]),
-        help_text="why it was found: exact SKU, words of its texts, its photos",
+        child=serializers.ChoiceField(choices=["sku", "text", "synonym", "image", "pinned"]),
+        help_text="why it was found: exact SKU, words of its texts (synonym: only through a "
+        "synonym of the query's words), its photos, a merchandising rule pins it",
+    )
+    related = serializers.BooleanField(
+        help_text="true: not a match, one of the related products that fill a thin first page"
     )
 
     def get_image_url(self, hit) -> str | None:
@@ -143,11 +166,40 @@ class FacetsSerializer(serializers.Serializer):
     in_stock = serializers.IntegerField()
 
 
+class FilterRemovalSerializer(serializers.Serializer):
+    param = serializers.ChoiceField(
+        choices=["category", "brand", "min_price", "max_price", "in_stock"],
+        help_text="the request parameter to drop",
+    )
+    label = serializers.CharField()
+
+
+class PopularCategorySerializer(serializers.Serializer):
+    slug = serializers.CharField()
+    name = serializers.CharField()
+    count = serializers.IntegerField(help_text="products in it")
+
+
+class SuggestionsSerializer(serializers.Serializer):
+    remove_filters = FilterRemovalSerializer(many=True, help_text="filters that could be removed")
+    categories = PopularCategorySerializer(many=True, help_text="the shop's popular categories")
+
+
 class SearchPageSerializer(serializers.Serializer):
-    count = serializers.IntegerField(help_text="products in the ranked, filtered window")
+    count = serializers.IntegerField(
+        help_text="relevant products in the ranked, filtered window (related ones not counted)"
+    )
     space = serializers.CharField(source="space.name")
+    sort = serializers.ChoiceField(choices=Sort.choices)
     results = ProductHitSerializer(many=True)
-    facets = FacetsSerializer(help_text="counts over the ranked, filtered window")
+    facets = FacetsSerializer(help_text="counts over the relevant products")
+    synonyms = serializers.DictField(
+        child=serializers.ListField(child=serializers.CharField()),
+        help_text='words of the query that synonyms widened, e.g. {"bag": ["handbag"]}',
+    )
+    suggestions = SuggestionsSerializer(
+        allow_null=True, help_text="when nothing is relevant: what to try instead; else null"
+    )
 
 
 class CaptionSerializer(serializers.Serializer):
@@ -171,6 +223,25 @@ class SearchApiView(APIView):
         return super().handle_exception(exc)
 
 
+class UploadApiView(SearchApiView):
+    """An API that takes a photo: multipart or form bodies only.
+
+    Anything else (a JSON body, whose `[]` or `"x"` is no mapping of fields) is a 415 that
+    says what to send instead, before any field is read.
+    """
+
+    parser_classes = [MultiPartParser, FormParser]
+
+    def handle_exception(self, exc):
+        if isinstance(exc, exceptions.UnsupportedMediaType):
+            exc = exceptions.UnsupportedMediaType(
+                self.request.content_type,
+                detail=f"Unsupported media type {self.request.content_type!r}: send the photo "
+                "and fields as multipart/form-data.",
+            )
+        return super().handle_exception(exc)
+
+
 def search_response(request, page: SearchPage) -> Response:
     return Response(SearchPageSerializer(page, context={"request": request}).data)
 
@@ -188,8 +259,11 @@ class ProductSearchApi(SearchApiView):
     @extend_schema(
         operation_id="search_products",
         summary="Search products by text",
-        description="Words, SKU and meaning fused by rank; an exact SKU match comes first. "
-        "Image-only hits under the similarity floor are dropped, so nonsense finds nothing.",
+        description="Words (widened by synonym sets), SKU and meaning fused by rank; an "
+        "exact SKU match comes first; merchandising rules pin, hide, boost and bury. "
+        "Image-only hits under the similarity floor are not matches, so nonsense finds "
+        "nothing; a first page with fewer matches than `limit` is filled with the next most "
+        "similar products, marked `related`. `sort` orders the matches only.",
         parameters=[InputSerializer],
         responses={200: SearchPageSerializer, 400: ErrorSerializer},
     )
@@ -198,12 +272,16 @@ class ProductSearchApi(SearchApiView):
         params.is_valid(raise_exception=True)
         data = params.validated_data
         page = product_search_by_text(
-            query=data["q"], filters=data["filters"], limit=data["limit"], offset=data["offset"]
+            query=data["q"],
+            filters=data["filters"],
+            limit=data["limit"],
+            offset=data["offset"],
+            sort=data["sort"],
         )
         return search_response(request, page)
 
 
-class ProductImageSearchApi(SearchApiView):
+class ProductImageSearchApi(UploadApiView):
     @extend_schema_serializer(component_name="ImageSearchUpload")
     class InputSerializer(PageInputSerializer):
         image = UploadedImageField(help_text="a JPEG, PNG, WebP or GIF photo")
@@ -219,7 +297,11 @@ class ProductImageSearchApi(SearchApiView):
         params.is_valid(raise_exception=True)
         data = params.validated_data
         page = product_search_by_image(
-            image=data["image"], filters=data["filters"], limit=data["limit"], offset=data["offset"]
+            image=data["image"],
+            filters=data["filters"],
+            limit=data["limit"],
+            offset=data["offset"],
+            sort=data["sort"],
         )
         return search_response(request, page)
 
@@ -251,7 +333,7 @@ class ProductSimilarApi(SearchApiView):
         return Response(self.OutputSerializer(page, context={"request": request}).data)
 
 
-class ImageTextMatchApi(SearchApiView):
+class ImageTextMatchApi(UploadApiView):
     @extend_schema_serializer(component_name="ImageTextMatchUpload")
     class InputSerializer(serializers.Serializer):
         image = UploadedImageField()
@@ -296,7 +378,7 @@ class ImageTextMatchApi(SearchApiView):
         return Response(self.OutputSerializer(match).data)
 
 
-class ImageCaptionsApi(SearchApiView):
+class ImageCaptionsApi(UploadApiView):
     @extend_schema_serializer(component_name="ImageCaptionsUpload")
     class InputSerializer(serializers.Serializer):
         image = UploadedImageField()

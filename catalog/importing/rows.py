@@ -10,7 +10,13 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from catalog.importing.readers import Record, RowError, base64_image
+from catalog.importing.readers import (
+    JsonTooDeepError,
+    Record,
+    RowError,
+    base64_image,
+    json_value,
+)
 from catalog.models import Category, Product
 
 # The columns (JSON keys) that are Product fields; any other one becomes an attribute.
@@ -205,8 +211,12 @@ def _currency(value) -> str:
 def _attributes_parse(extra, row: ProductRow, errors: _Errors) -> None:
     """The `attributes` field (a JSON object, or a CSV column of JSON) into the row."""
     if isinstance(extra, str) and extra.strip():  # a CSV column of JSON
-        with contextlib.suppress(json.JSONDecodeError):  # reported below as not an object
-            extra = json.loads(extra)
+        try:
+            with contextlib.suppress(json.JSONDecodeError):  # reported below as not an object
+                extra = json_value(extra)
+        except JsonTooDeepError as exc:
+            errors.add(row.line, "attributes", str(exc))
+            return
     if _blank(extra):
         return
     titles = extra.pop("titles", None) if isinstance(extra, dict) else None
