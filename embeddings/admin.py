@@ -51,7 +51,9 @@ class EmbeddingSpaceAdmin(admin.ModelAdmin):
     list_filter = ["status", "source"]
     # The similarity floor is the one setting an operator tunes by hand.
     readonly_fields = [
-        f.name for f in EmbeddingSpace._meta.fields if f.name not in ("metrics", "similarity_floor")
+        f.name
+        for f in EmbeddingSpace._meta.fields
+        if f.name not in ("metrics", "similarity_floor", "unknown_words_floor")
     ] + ["report"]
     exclude = ["metrics"]
     change_list_template = "admin/embeddings/embeddingspace/change_list.html"

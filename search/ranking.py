@@ -23,6 +23,7 @@ than that, however large the catalog; `count` is the size of the fused window.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -137,10 +138,11 @@ def vector_ctes(space: EmbeddingSpace, filters: SearchFilters) -> tuple[list[str
 
 
 def text_ctes(filters: SearchFilters) -> list[str]:
-    """`txt`: products whose texts match %(text)s, ranked; `sku`: the exact SKU match."""
+    """`txt`: products whose texts match any of %(texts)s (the query's phrasings, as typed
+    and corrected: search.query), ranked; `sku`: the exact SKU match of %(sku)s."""
     where, _ = filters.sql("p")
-    match = "product_search_query(%(text)s, false)"
-    rank = "ts_rank(p.search_document, product_search_query(%(text)s, true), 1)"
+    match = "product_search_query_any(%(texts)s, false)"
+    rank = "ts_rank(p.search_document, product_search_query_any(%(texts)s, true), 1)"
     return [
         # Those in the vector window are always ranked, so fusion sees both of their ranks.
         f"""text_hits AS (
@@ -205,6 +207,7 @@ def hybrid_search_params(
     vector: np.ndarray,
     filters: SearchFilters,
     text: str | None = None,
+    match_texts: Sequence[str] = (),
     floor: float | None = None,
 ) -> dict:
     window = settings.SEARCH_MAX_RESULTS
@@ -218,7 +221,11 @@ def hybrid_search_params(
         **filters.sql("p")[1],
     }
     if text is not None:
-        params.update(text=text, sku=text.strip(), text_candidates=settings.SEARCH_TEXT_CANDIDATES)
+        params.update(
+            texts=list(match_texts or [text]),
+            sku=text.strip(),
+            text_candidates=settings.SEARCH_TEXT_CANDIDATES,
+        )
     return params
 
 
@@ -228,12 +235,17 @@ def hybrid_search(
     vector: np.ndarray,
     filters: SearchFilters,
     text: str | None = None,
+    match_texts: Sequence[str] = (),
     floor: float | None = None,
 ) -> list[RankedProduct]:
-    """The whole fused window, best first (at most about 2 x SEARCH_MAX_RESULTS + 1)."""
+    """The whole fused window, best first (at most about 2 x SEARCH_MAX_RESULTS + 1).
+
+    `text` is the query as typed (its SKU match); `match_texts` the phrasings its text
+    match accepts (default: `text` alone).
+    """
     sql = hybrid_search_sql(space, filters, text=text is not None)
     params = hybrid_search_params(
-        space=space, vector=vector, filters=filters, text=text, floor=floor
+        space=space, vector=vector, filters=filters, text=text, match_texts=match_texts, floor=floor
     )
     rows = nearest_rows(sql, params, ef_search=params["image_window"], filtered=bool(filters))
     return [

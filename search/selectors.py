@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from django.conf import settings
@@ -20,6 +20,7 @@ from catalog.models import Product
 from catalog.selectors import category_ancestor_ids, category_nodes
 from embeddings.models import EmbeddingSpace
 from embeddings.spaces import space_active, space_encoder
+from search.query import QueryAnalysis, query_analyse
 from search.ranking import (
     MAX_EF_SEARCH,
     RankedProduct,
@@ -64,6 +65,7 @@ class SearchPage:
     count: int
     results: list[ProductHit]
     facets: Facets = field(default_factory=Facets)
+    corrected_query: str | None = None  # text search: the corrected words it also matched
 
 
 @dataclass(frozen=True)
@@ -127,22 +129,46 @@ def space_similarity_floor(space: EmbeddingSpace) -> float:
     return settings.SEARCH_SIMILARITY_FLOOR if floor is None else floor
 
 
+def query_similarity_floor(space: EmbeddingSpace, analysis: QueryAnalysis) -> float:
+    """The floor for this query's image-only hits: higher when none of its words is one
+    the catalog knows or a correction of one ("qwerty zxcv"), where the space (or the
+    SEARCH_UNKNOWN_WORDS_FLOOR setting) says how much higher."""
+    floor = space_similarity_floor(space)
+    if analysis.in_vocabulary:
+        return floor
+    unknown = space.unknown_words_floor
+    unknown = settings.SEARCH_UNKNOWN_WORDS_FLOOR if unknown is None else unknown
+    return floor if unknown is None else max(floor, unknown)
+
+
 # --- product search -----------------------------------------------------------------------
 
 
 def product_search_by_text(
-    *, query: str, filters: SearchFilters = NO_FILTERS, limit: int, offset: int = 0
+    *,
+    query: str,
+    filters: SearchFilters = NO_FILTERS,
+    limit: int,
+    offset: int = 0,
+    correct: bool = True,
 ) -> SearchPage:
-    """Hybrid search: words, SKU and the query's meaning, fused; nonsense finds nothing."""
+    """Hybrid search: words, SKU and the query's meaning, fused; nonsense finds nothing.
+
+    With `correct`, misspelt words also match as corrected (search.query); the text tower
+    sees the query as typed.
+    """
     space = space_active()
+    analysis = query_analyse(query=query, correct=correct)
     ranked = hybrid_search(
         space=space,
         vector=text_vector(space, query),
         filters=filters,
         text=query,
-        floor=space_similarity_floor(space),
+        match_texts=analysis.match_texts,
+        floor=query_similarity_floor(space, analysis),
     )
-    return search_page(space=space, ranked=ranked, limit=limit, offset=offset)
+    page = search_page(space=space, ranked=ranked, limit=limit, offset=offset)
+    return replace(page, corrected_query=analysis.corrected_query)
 
 
 def product_search_by_image(
