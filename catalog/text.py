@@ -1,6 +1,6 @@
 """How the shop cuts text into words, the same way everywhere: Django-free.
 
-- Lower case, and Latin accents folded ("Café" -> "cafe") with the same table as the SQL
+- Unicode NFKC, lower case, Latin accents folded ("Café" -> "cafe") as the SQL
   of `search_document` (catalog migration 0004), so a word counted here is a lexeme there.
 - Latin words split at punctuation ("t-shirt" -> "t", "shirt", and joined "tshirt").
 - Chinese (and Japanese, Korean) runs segmented into words by jieba, the segmenter the
@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import unicodedata
 from functools import lru_cache
 
 # Accented Latin letters and what they fold to; the SQL function shop_search_fold (catalog
@@ -43,8 +44,8 @@ _jieba_lock = threading.Lock()
 
 
 def text_fold(text: str) -> str:
-    """Lower case with Latin accents folded: "Café Crème" -> "cafe creme"."""
-    return text.translate(_FOLD).lower().translate(_FOLD)
+    """NFKC, lower case, Latin accents folded: "Café" -> "cafe", "ｓｔｒｉ" -> "stri"."""
+    return unicodedata.normalize("NFKC", text).translate(_FOLD).lower().translate(_FOLD)
 
 
 def has_cjk(text: str) -> bool:

@@ -23,7 +23,9 @@ from search.selectors import (
     product_search_by_text,
     products_similar,
 )
+from search.suggest import suggestions_for_prefix
 from shop_search.api import ErrorSerializer
+from shop_search.throttling import AnonRateThrottle
 
 
 def validated_upload_image(upload):
@@ -148,6 +150,11 @@ class SearchPageSerializer(serializers.Serializer):
     space = serializers.CharField(source="space.name")
     results = ProductHitSerializer(many=True)
     facets = FacetsSerializer(help_text="counts over the ranked, filtered window")
+    corrected_query = serializers.CharField(
+        allow_null=True,
+        help_text="text search: the query with its misspelt words corrected to catalog words, "
+        "when the text match also used it (null: no correction)",
+    )
 
 
 class CaptionSerializer(serializers.Serializer):
@@ -184,11 +191,16 @@ class ProductSearchApi(SearchApiView):
             max_length=500,
             error_messages={"blank": "Enter a search query.", "required": "Enter a search query."},
         )
+        correct = serializers.BooleanField(
+            default=True,
+            help_text="false: match the words as typed, without typo correction",
+        )
 
     @extend_schema(
         operation_id="search_products",
         summary="Search products by text",
         description="Words, SKU and meaning fused by rank; an exact SKU match comes first. "
+        "Misspelt words also match as the catalog words they are near (`corrected_query`). "
         "Image-only hits under the similarity floor are dropped, so nonsense finds nothing.",
         parameters=[InputSerializer],
         responses={200: SearchPageSerializer, 400: ErrorSerializer},
@@ -198,7 +210,11 @@ class ProductSearchApi(SearchApiView):
         params.is_valid(raise_exception=True)
         data = params.validated_data
         page = product_search_by_text(
-            query=data["q"], filters=data["filters"], limit=data["limit"], offset=data["offset"]
+            query=data["q"],
+            filters=data["filters"],
+            limit=data["limit"],
+            offset=data["offset"],
+            correct=data["correct"],
         )
         return search_response(request, page)
 
@@ -322,3 +338,59 @@ class ImageCaptionsApi(SearchApiView):
             image=params.validated_data["image"], limit=params.validated_data["limit"]
         )
         return Response(self.OutputSerializer({"space": space, "results": hits}).data)
+
+
+class SuggestRateThrottle(AnonRateThrottle):
+    """Typing sends several requests a second: a rate of its own (API_SUGGEST_ANON_RATE)."""
+
+    scope = "anon_suggest"
+
+    def get_rate(self) -> str | None:
+        return settings.API_SUGGEST_ANON_RATE or None
+
+
+class SuggestApi(APIView):
+    throttle_classes = [SuggestRateThrottle]
+
+    class InputSerializer(serializers.Serializer):
+        q = serializers.CharField(
+            max_length=settings.SEARCH_SUGGEST_MAX_LENGTH,
+            help_text="what has been typed so far; every word is matched as a prefix",
+            error_messages={
+                "blank": "Type the start of a search.",
+                "required": "Type the start of a search.",
+                "max_length": "The prefix is too long: at most {max_length} characters.",
+            },
+        )
+        limit = serializers.IntegerField(
+            min_value=1,
+            max_value=settings.SEARCH_SUGGEST_MAX_LIMIT,
+            default=settings.SEARCH_SUGGEST_DEFAULT_LIMIT,
+        )
+
+    @extend_schema_serializer(component_name="Suggestions")
+    class OutputSerializer(serializers.Serializer):
+        class SuggestionSerializer(serializers.Serializer):
+            text = serializers.CharField()
+            kind = serializers.ChoiceField(choices=["query", "title", "brand", "category"])
+            count = serializers.IntegerField(
+                help_text="products behind it (titles, brands, categories) or searches (queries)"
+            )
+
+        query = serializers.CharField()
+        suggestions = SuggestionSerializer(many=True)
+
+    @extend_schema(
+        operation_id="suggest",
+        summary="Suggestions as you type",
+        description="Popular queries, product titles, brands and categories whose words "
+        "start with the words typed (Chinese: by characters), the most popular first.",
+        parameters=[InputSerializer],
+        responses={200: OutputSerializer, 400: ErrorSerializer},
+    )
+    def get(self, request):
+        params = self.InputSerializer(data=request.query_params)
+        params.is_valid(raise_exception=True)
+        query = params.validated_data["q"]
+        hits = suggestions_for_prefix(prefix=query, limit=params.validated_data["limit"])
+        return Response(self.OutputSerializer({"query": query, "suggestions": hits}).data)

@@ -32,6 +32,7 @@ PHOTO_SESSION_KEY = "photo_search"
 
 class SearchPageInput(SearchFiltersSerializer):
     q = serializers.CharField(required=False, max_length=500, default="")
+    correct = serializers.BooleanField(required=False, default=True)
     photo = serializers.CharField(required=False, max_length=64, default="")
 
 
@@ -65,7 +66,11 @@ def shop_search(request):
             )
     elif data["q"]:
         page = product_search_by_text(
-            query=data["q"], filters=data["filters"], limit=PAGE_SIZE, offset=offset
+            query=data["q"],
+            filters=data["filters"],
+            limit=PAGE_SIZE,
+            offset=offset,
+            correct=data["correct"],
         )
     if page is not None:
         context.update(

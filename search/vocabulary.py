@@ -21,6 +21,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
+from django.conf import settings
 from django.db import connection, transaction
 
 from catalog.models import Product
@@ -87,7 +88,7 @@ def product_terms(product: Product, category_names: Sequence[str]) -> Terms:
     for title in product_texts(product):
         add_words(VocabularyWord.Kind.TITLE, title)
         add_phrase(Suggestion.Kind.TITLE, title)
-        if query := catalog_query(title):
+        if settings.SEARCH_SUGGEST_CATALOG_QUERIES and (query := catalog_query(title)):
             add_phrase(Suggestion.Kind.QUERY, query)
     if product.brand.strip():
         add_words(VocabularyWord.Kind.BRAND, product.brand)

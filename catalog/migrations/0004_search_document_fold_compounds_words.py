@@ -2,7 +2,8 @@
 
 - Accent folding without `unaccent` (the embedded server has no such extension): Latin
   accented letters are translated to plain ones on both sides ("café" and "cafe" are one
-  lexeme). The table is a frozen copy of catalog.text.FOLD_FROM / FOLD_TO.
+  lexeme), after Unicode NFKC (full-width letters, ligatures). The table is a frozen copy
+  of catalog.text.FOLD_FROM / FOLD_TO.
 - Words inside compounds: alphabetic title and brand words of 7+ letters also store their
   tails of 3+ letters that leave a head of 3+ letters, at weight C (below whole words):
   "sweatshirt" -> ... "shirt", "handbag" -> ... "bag", "earring" -> "ring", while "spring"
@@ -38,11 +39,12 @@ FOLD_TO = (
 
 def functions_sql(schema: str) -> str:
     return rf"""
--- Lower case, Latin accents folded (no unaccent extension here).
+-- Compatibility forms unified (NFKC: full-width "ｓｔｒｉ" -> "stri"), lower case, Latin
+-- accents folded (no unaccent extension here).
 CREATE OR REPLACE FUNCTION {schema}.shop_search_fold(t text)
 RETURNS text LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $fn$
   SELECT replace(replace(replace(replace(replace(
-           lower(translate(coalesce(t, ''), '{FOLD_FROM}', '{FOLD_TO}')),
+           lower(translate(normalize(coalesce(t, ''), NFKC), '{FOLD_FROM}', '{FOLD_TO}')),
            'ß', 'ss'), 'æ', 'ae'), 'œ', 'oe'), 'Æ', 'ae'), 'Œ', 'oe')
 $fn$;
 

@@ -184,6 +184,10 @@ SEARCH_TYPO_REFRESH_SECONDS = env.float("SEARCH_TYPO_REFRESH_SECONDS", default=5
 SEARCH_SUGGEST_DEFAULT_LIMIT = 8
 SEARCH_SUGGEST_MAX_LIMIT = 20
 SEARCH_SUGGEST_MAX_LENGTH = 100
+# Until a search log provides popular queries, each title gives one ("red t-shirt").
+SEARCH_SUGGEST_CATALOG_QUERIES = env.bool("SEARCH_SUGGEST_CATALOG_QUERIES", default=True)
+# Anonymous suggestion requests per IP: a shopper typing sends a few a second.
+API_SUGGEST_ANON_RATE = env.str("API_SUGGEST_ANON_RATE", default="600/min")
 # Text matches ranked per query beyond those in the vector window (bounds broad queries).
 SEARCH_TEXT_CANDIDATES = env.int("SEARCH_TEXT_CANDIDATES", default=1000)
 # Filtered vector search: HNSW index tuples read at most while looking for filtered hits.

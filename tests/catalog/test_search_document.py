@@ -18,7 +18,7 @@ def matching(query: str) -> set[str]:
 
 
 def test_sql_and_python_fold_accents_alike():
-    sample = FOLD_FROM + "".join(LIGATURES) + " Crème Brûlée, CAFÉ"
+    sample = FOLD_FROM + "".join(LIGATURES) + " Crème Brûlée, CAFÉ, ｓｔｒｉｐｅｄ, ﬁne"
     with connection.cursor() as cursor:
         cursor.execute("SELECT shop_search_fold(%s)", [sample])
         assert cursor.fetchone()[0] == text_fold(sample)

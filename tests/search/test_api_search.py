@@ -252,6 +252,7 @@ def test_schema_lists_what_the_search_endpoints_accept(schema):
         "min_price",
         "max_price",
         "in_stock",
+        "correct",
     }
     assert next(p for p in search["parameters"] if p["name"] == "q")["required"] is True
     components = schema["components"]["schemas"]
@@ -282,6 +283,9 @@ def test_schema_describes_what_the_endpoints_return(client, schema, catalog_shop
     calls = [
         ("/api/search/", "get", 200, client.get("/api/search/", {"q": "red"})),
         ("/api/search/", "get", 400, client.get("/api/search/", {"q": ""})),
+        ("/api/search/", "get", 200, client.get("/api/search/", {"q": "stripped shirt"})),
+        ("/api/suggest/", "get", 200, client.get("/api/suggest/", {"q": "str"})),
+        ("/api/suggest/", "get", 400, client.get("/api/suggest/", {"q": " "})),
         (
             "/api/search/image/",
             "post",

@@ -125,3 +125,18 @@ def test_without_calibration_unknown_words_get_the_setting_or_the_floor(catalog_
     settings.SEARCH_UNKNOWN_WORDS_FLOOR = 0.99
     assert product_search_by_text(query="qwerty zxcv", limit=20).count == 0
     assert product_search_by_text(query="striped", limit=20).count == len(catalog_shop)
+
+
+def test_the_api_and_the_page_say_which_words_were_searched(client, catalog_shop, words_only):
+    body = client.get("/api/search/", {"q": "stripped shirt"}).json()
+    assert body["corrected_query"] == "striped shirt"
+    assert [r["sku"] for r in body["results"]] == ["TEE-100"]
+    assert client.get("/api/search/", {"q": "striped shirt"}).json()["corrected_query"] is None
+    as_typed = client.get("/api/search/", {"q": "stripped shirt", "correct": "false"}).json()
+    assert (as_typed["count"], as_typed["corrected_query"]) == (0, None)
+    page = client.get("/", {"q": "stripped shirt"}).content.decode()
+    assert "Showing results for <em>striped shirt</em>" in page
+    assert 'href="?q=stripped+shirt&amp;correct=false"' in page
+    original = client.get("/", {"q": "stripped shirt", "correct": "false"}).content.decode()
+    assert "Showing results for" not in original
+    assert "No products match “stripped shirt”" in original
