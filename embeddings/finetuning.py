@@ -18,7 +18,8 @@ from django.conf import settings
 from django.utils import timezone
 
 from catalog.images import ImageDecodeError, decode_image
-from catalog.models import Product
+from catalog.models import Product, ProductImage
+from catalog.text import word_chunks, words_join
 from embeddings.encoder import ClipEncoder, ModelSpec
 from embeddings.models import EmbeddingSpace, FinetuneRun
 from embeddings.spaces import space_active, space_create, space_encoder, space_spec
@@ -226,7 +227,10 @@ def _execute(run: FinetuneRun, on_progress: Callable[[dict], None] | None) -> No
 
     # Serve in the encoder's own precision again (fp16 on GPU); the checkpoint is fp32.
     model.model = model.model.to(model.dtype).eval()
-    floor = similarity_floor_calibrate(encoder=model, examples=pairs.val)
+    calibration = similarity_floors_calibrate(
+        encoder=model, examples=pairs.val, catalog_images=ProductImage.objects.count()
+    )
+    floor = calibration.similarity_floor
 
     _set_phase(run, "saving")
     name = options.name or f"{spec.architecture}-ft-{timezone.now():%Y%m%d-%H%M%S}"
@@ -241,6 +245,8 @@ def _execute(run: FinetuneRun, on_progress: Callable[[dict], None] | None) -> No
     )
     metrics = {
         "similarity_floor": floor,
+        "unknown_words_floor": calibration.unknown_words_floor,
+        "calibration": calibration.report,
         "before": result.metrics_before,
         "after": result.metrics_after,
         "active_before": active_metrics,
@@ -279,7 +285,9 @@ def _execute(run: FinetuneRun, on_progress: Callable[[dict], None] | None) -> No
         build_indexes=False,  # built after the fill, faster than growing it row by row
         metrics=metrics,
     )
-    EmbeddingSpace.objects.filter(pk=space.pk).update(similarity_floor=floor)
+    EmbeddingSpace.objects.filter(pk=space.pk).update(
+        similarity_floor=floor, unknown_words_floor=calibration.unknown_words_floor
+    )
     run.space = space
 
     margin = settings.FINETUNE_PROMOTION_MARGIN if options.margin is None else options.margin
@@ -313,25 +321,114 @@ def _execute(run: FinetuneRun, on_progress: Callable[[dict], None] | None) -> No
     logger.info("fine-tune run %s: %s", run.pk, decision)
 
 
+def shopper_queries(examples: list[Example]) -> list[str]:
+    """Each title cut to its first and last word, the shape of real short queries
+    ("red t-shirt"); Chinese titles by jieba's words ("红色T恤")."""
+    queries = []
+    for example in examples:
+        words = word_chunks(example.text)
+        queries.append(words_join([words[0], words[-1]]) if len(words) > 1 else example.text)
+    return queries
+
+
+def gibberish_queries(count: int, *, seed: int = 0) -> list[str]:
+    """Random letter strings shaped like queries: one to three "words" of 3 to 8 letters."""
+    rng = np.random.default_rng(seed)
+    letters = np.array(list("abcdefghijklmnopqrstuvwxyz"))
+    return [
+        " ".join(
+            "".join(rng.choice(letters, int(rng.integers(3, 9))))
+            for _ in range(int(rng.integers(1, 4)))
+        )
+        for _ in range(count)
+    ]
+
+
+@dataclass(frozen=True)
+class FloorCalibration:
+    similarity_floor: float  # for queries with catalog words
+    unknown_words_floor: float  # for queries with none: at least similarity_floor
+    report: dict  # what they were calibrated on, for the fine-tune page
+
+
+def similarity_floors_calibrate(
+    *,
+    encoder: ClipEncoder,
+    examples: list[Example],
+    catalog_images: int | None = None,
+    percentile: float = 2.0,
+    gibberish: int = 512,
+    seed: int = 0,
+) -> FloorCalibration:
+    """The similarities under which a query's image-only hits are treated as noise, per model.
+
+    Models differ wildly in their similarity scale (pretrained CLIP puts true matches near
+    0.3, a small model trained on one shop near 0.8), so no global floor fits.
+
+    - `similarity_floor`: the `percentile` of the similarity between short shopper-style
+      queries (validation titles cut to their first and last word) and their own
+      product's photos: 98% of such real queries stay above it.
+    - `unknown_words_floor`: for queries with no word the catalog knows. Random letter
+      strings ("qwkz plom") are compared with every validation photo; the floor is the
+      similarity such a string reaches with one photo in 5 x `catalog_images` cases, so
+      four nonsense queries in five find no photo of the whole catalog. A small
+      model trained on one shop scores unseen strings high ("qwerty zxcv" 0.84 against a
+      floor of 0.62 on the demo), which is why the vocabulary decides which floor applies.
+    """
+    texts = shopper_queries(examples)
+    text_vecs = encoder.encode_texts(texts)
+    unique: dict[int, int] = {}
+    for example in examples:
+        unique.setdefault(id(example.image), len(unique))
+    pictures = {id(e.image): e.image for e in examples}
+    image_vecs = encoder.encode_images([_as_pil_image(pictures[key]) for key in unique])
+    own = image_vecs[[unique[id(e.image)] for e in examples]]
+    similarities = (own * text_vecs).sum(axis=1)
+    # "lower": an observed similarity, so at least (100 - percentile)% of the queries are at
+    # or above it however few there are (interpolating could put it above the lowest few).
+    floor = round(float(np.percentile(similarities, percentile, method="lower")), 4)
+
+    nonsense = encoder.encode_texts(gibberish_queries(gibberish, seed=seed)) @ image_vecs.T
+    images = max(catalog_images or 0, len(image_vecs))
+    quantile = 1 - 0.2 / images
+    unknown = max(floor, round(float(np.quantile(nonsense, quantile, method="higher")), 4))
+
+    def hits_per_query(threshold: float) -> float:
+        """Catalog photos a nonsense query reaches at `threshold`, on average (estimated)."""
+        return round(float((nonsense >= threshold).mean() * images), 2)
+
+    report = {
+        "real_queries": len(texts),
+        "gibberish_queries": gibberish,
+        "validation_images": len(image_vecs),
+        "catalog_images": images,
+        "real_similarity": _summary(similarities),
+        "gibberish_similarity": _summary(nonsense.ravel()),
+        "gibberish_best_per_query": _summary(nonsense.max(axis=1)),
+        "similarity_floor": floor,
+        "unknown_words_floor": unknown,
+        "real_queries_above_floor": round(float((similarities >= floor).mean()), 4),
+        "real_queries_above_unknown_words_floor": round(float((similarities >= unknown).mean()), 4),
+        "gibberish_photos_per_query_at_floor": hits_per_query(floor),
+        "gibberish_photos_per_query_at_unknown_words_floor": hits_per_query(unknown),
+    }
+    return FloorCalibration(floor, unknown, report)
+
+
+def _summary(values: np.ndarray) -> dict:
+    return {
+        name: round(float(np.percentile(values, q)), 4)
+        for name, q in (("p2", 2), ("p50", 50), ("p98", 98), ("max", 100))
+    }
+
+
 def similarity_floor_calibrate(
     *, encoder: ClipEncoder, examples: list[Example], percentile: float = 2.0
 ) -> float:
-    """The similarity under which a text-only-by-vector hit is treated as noise, per model.
-
-    Models differ wildly in their similarity scale (pretrained CLIP puts true matches near
-    0.3, a small model trained on one shop near 0.8), so one global floor cannot fit. Here
-    it is the `percentile` of the similarity between short shopper-style queries (each
-    validation title cut to its first and last word, e.g. "red t-shirt") and their own
-    product's image: 98% of such real queries stay above it, while gibberish typed into
-    the box mostly falls below it.
-    """
-    texts = [" ".join(e.text.split()[:: max(1, len(e.text.split()) - 1)]) for e in examples]
-    image_vecs = encoder.encode_images([_as_pil_image(e.image) for e in examples])
-    text_vecs = encoder.encode_texts(texts)
-    similarities = (image_vecs * text_vecs).sum(axis=1)
-    # "lower": an observed similarity, so at least (100 - percentile)% of the queries are at
-    # or above it however few there are (interpolating could put it above the lowest few).
-    return round(float(np.percentile(similarities, percentile, method="lower")), 4)
+    """The floor for queries made of catalog words alone (see `similarity_floors_calibrate`)."""
+    return similarity_floors_calibrate(
+        encoder=encoder, examples=examples, percentile=percentile, gibberish=1
+    ).similarity_floor
 
 
 def _as_pil_image(image):

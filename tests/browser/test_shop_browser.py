@@ -26,9 +26,7 @@ def shop_server(settings, live_server, transactional_db, catalog_shop):
     return live_server.url
 
 
-def test_a_shopper_searches_filters_searches_by_photo_and_picks_suggestions(
-    shop_server, tmp_path
-):
+def test_a_shopper_searches_filters_searches_by_photo_and_picks_suggestions(shop_server, tmp_path):
     assert shutil.which("node"), "bin/test installs node's dependencies; node is missing"
     photo = tmp_path / "boots.jpg"
     photo.write_bytes(jpeg_bytes(COLOURS[4], seed=4))  # the black shoes' own photo
@@ -74,7 +72,9 @@ def test_a_shopper_searches_filters_searches_by_photo_and_picks_suggestions(
     assert suggest["afterEscape"] == {"expanded": "false", "hidden": True, "box": "blu"}
 
     typo = report["typo"]
-    assert typo["corrected"] == "Showing results for striped shirt. Search instead for stripped shirt"
+    assert typo["corrected"] == (
+        "Showing results for striped shirt. Search instead for stripped shirt"
+    )
     assert [r["sku"] for r in typo["results"]] == ["TEE-100"]
     assert typo["original"].startswith("No products match “stripped shirt”")
 
