@@ -65,21 +65,33 @@ class Suggestion(models.Model):
 
 
 class SuggestionWord(models.Model):
-    """One word of a suggestion, with the suggestion's count copied for index order.
+    """One word of a suggestion, with what suggestions are ranked by copied for index order.
 
-    The index (word, count DESC) gives a word's most popular suggestions by reading a few
-    index entries, however many suggestions contain the word.
+    The index (word, count DESC, first DESC, length, suggestion) gives a word's
+    suggestions in rank order (the most popular, then those it starts, then the shorter)
+    by reading a few index entries, however many suggestions contain the word.
     """
 
     suggestion = models.ForeignKey(Suggestion, on_delete=models.CASCADE, related_name="+")
     word = models.CharField(max_length=64)
-    count = models.IntegerField()
+    count = models.IntegerField()  # the suggestion's
+    first = models.BooleanField()  # the suggestion's first word
+    length = models.IntegerField()  # of the suggestion's text
 
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["suggestion", "word"], name="one_suggestion_word")
         ]
-        indexes = [models.Index("word", models.F("count").desc(), name="suggestion_word_top")]
+        indexes = [
+            models.Index(
+                "word",
+                models.F("count").desc(),
+                models.F("first").desc(),
+                "length",
+                "suggestion",
+                name="suggestion_word_rank",
+            )
+        ]
 
     def __str__(self):
         return f"{self.word} of suggestion {self.suggestion_id}"

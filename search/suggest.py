@@ -3,7 +3,7 @@
 Every word typed must be the start of a word of the suggestion ("red str" -> "Red striped
 T-Shirt"); Chinese is segmented by jieba and matched by characters ("红色条" -> 红色 +
 条 -> "红色条纹T恤"). Suggestions are ranked by popularity (the products, or searches,
-behind them), then those that start with what was typed, then the shorter.
+behind them), then those that start with what was typed, then the shorter, then the older.
 
 One bounded statement: the longest typed word picks the vocabulary's most frequent words
 it starts (a range of the prefix index), and each of those words its most popular
@@ -78,13 +78,13 @@ def suggestions_for_prefix(*, prefix: str, limit: int) -> list[SuggestionHit]:
                   AND NOT EXISTS (
                       SELECT 1 FROM unnest(%(others)s::text[]) o
                       WHERE NOT EXISTS (SELECT 1 FROM unnest(s.words) w WHERE w LIKE o))
-                ORDER BY sw.count DESC
+                ORDER BY sw.count DESC, sw.first DESC, sw.length, sw.suggestion_id
                 LIMIT %(limit)s
             ) top
             JOIN search_suggestion s ON s.id = top.suggestion_id
         )
         SELECT text, kind, count FROM hits
-        ORDER BY count DESC, key LIKE %(whole)s DESC, length(text), text, kind
+        ORDER BY count DESC, key LIKE %(whole)s DESC, length(text), id
         LIMIT %(limit)s
     """
     params = {
@@ -132,6 +132,8 @@ def suggestion_queries_store(*, counts: Mapping[str, int]) -> int:
         for key, (text, count) in merged.items()
     )
     SuggestionWord.objects.bulk_create(
-        SuggestionWord(suggestion=s, word=word, count=s.count) for s in created for word in s.words
+        SuggestionWord(suggestion=s, word=word, count=s.count, first=n == 0, length=len(s.text))
+        for s in created
+        for n, word in enumerate(s.words)
     )
     return len(created)

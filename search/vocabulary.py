@@ -180,15 +180,15 @@ def _words_apply(cursor, deltas: Counter) -> None:
     rows = sorted((word, kind, delta) for (kind, word), delta in deltas.items() if delta)
     if not rows:
         return
-    words, kinds, counts = map(list, zip(*rows, strict=True))
+    # Rows as one JSON parameter: quoting large arrays client-side costs more than the SQL.
     cursor.execute(
         """
         INSERT INTO search_vocabularyword AS v (word, kind, frequency)
-        SELECT * FROM unnest(%s::varchar[], %s::varchar[], %s::int[])
+        SELECT r->>0, r->>1, (r->>2)::int FROM jsonb_array_elements(%s::jsonb) r
         ON CONFLICT (word, kind) DO UPDATE SET frequency = v.frequency + EXCLUDED.frequency
         RETURNING v.id, v.frequency
         """,
-        [words, kinds, counts],
+        [json.dumps(rows, ensure_ascii=False)],
     )
     # A separate statement: one statement cannot see the rows its own upsert changed.
     gone = [pk for pk, frequency in cursor.fetchall() if frequency <= 0]
@@ -200,19 +200,20 @@ def _phrases_apply(cursor, deltas: Counter, texts: dict) -> None:
     rows = sorted((kind, key, delta) for (kind, key), delta in deltas.items() if delta)
     if not rows:
         return
-    kinds, keys, counts = map(list, zip(*rows, strict=True))
-    shown = [texts[(kind, key)] for kind, key, _ in rows]
-    words = [" ".join(suggestion_words(text)) for text in shown]
+    payload = [
+        [kind, key, texts[(kind, key)], delta, suggestion_words(texts[(kind, key)])]
+        for kind, key, delta in rows
+    ]
     cursor.execute(
         """
         INSERT INTO search_suggestion AS s (kind, key, text, count, words)
-        SELECT kind, key, text, count, string_to_array(words, ' ')
-        FROM unnest(%s::varchar[], %s::varchar[], %s::varchar[], %s::int[], %s::text[])
-             AS r(kind, key, text, count, words)
+        SELECT r->>0, r->>1, r->>2, (r->>3)::int,
+               ARRAY(SELECT jsonb_array_elements_text(r->4))
+        FROM jsonb_array_elements(%s::jsonb) r
         ON CONFLICT (kind, key) DO UPDATE SET count = s.count + EXCLUDED.count
         RETURNING s.id, s.count
         """,
-        [kinds, keys, shown, counts, words],
+        [json.dumps(payload, ensure_ascii=False)],
     )
     touched = cursor.fetchall()
     gone = sorted(pk for pk, count in touched if count <= 0)
@@ -224,11 +225,11 @@ def _phrases_apply(cursor, deltas: Counter, texts: dict) -> None:
         # Each word row carries its suggestion's count, for the (word, count) index order.
         cursor.execute(
             """
-            INSERT INTO search_suggestionword AS sw (suggestion_id, word, count)
-            SELECT s.id, w, s.count
-            FROM search_suggestion s, unnest(s.words) w
-            WHERE s.id = ANY(%s) AND w <> ''
-            ORDER BY s.id, w
+            INSERT INTO search_suggestionword AS sw (suggestion_id, word, count, first, length)
+            SELECT s.id, w.word, s.count, w.n = 1, length(s.text)
+            FROM search_suggestion s, unnest(s.words) WITH ORDINALITY AS w(word, n)
+            WHERE s.id = ANY(%s) AND w.word <> ''
+            ORDER BY s.id, w.word
             ON CONFLICT (suggestion_id, word) DO UPDATE SET count = EXCLUDED.count
             """,
             [kept],
@@ -244,10 +245,10 @@ def _terms_store(cursor, ids: list[int], new: dict[int, Terms]) -> None:
         cursor.execute(
             """
             INSERT INTO search_productterms (product_id, terms)
-            SELECT * FROM unnest(%s::bigint[], %s::jsonb[])
+            SELECT key::bigint, value FROM jsonb_each(%s::jsonb)
             ON CONFLICT (product_id) DO UPDATE SET terms = EXCLUDED.terms
             """,
-            [present, [json.dumps(new[pk].as_json(), ensure_ascii=False) for pk in present]],
+            [json.dumps({pk: new[pk].as_json() for pk in present}, ensure_ascii=False)],
         )
 
 
