@@ -27,7 +27,13 @@ import numpy as np  # noqa: E402
 
 from catalog.demo_catalog import CATEGORIES, COLOURS, demo_products  # noqa: E402
 from embeddings.encoder import ClipEncoder, ModelSpec  # noqa: E402
-from embeddings.training import TrainConfig, finetune, split_by_product  # noqa: E402
+from embeddings.training import (  # noqa: E402
+    TrainConfig,
+    finetune,
+    gibberish_queries,
+    similarity_floors_calibrate,
+    split_by_product,
+)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from devices import demo_examples  # noqa: E402
@@ -69,6 +75,38 @@ def colour_category_precision(encoder: ClipEncoder, count: int, examples) -> dic
     return results
 
 
+def floors_report(encoder: ClipEncoder, val, examples) -> dict:
+    """Both similarity floors calibrated on `val`, and what unseen nonsense finds with each:
+    products of the whole catalog whose best photo passes, per random-string query."""
+    images = {}
+    for example in examples:
+        images.setdefault(id(example.image), (example.product_key, example.image))
+    owners = [owner for owner, _ in images.values()]
+    calibration = similarity_floors_calibrate(
+        encoder=encoder, examples=val, catalog_images=len(images)
+    )
+    image_vecs = encoder.encode_images([image for _, image in images.values()])
+    skus = sorted(set(owners))
+    owner_index = np.array([skus.index(o) for o in owners])
+    nonsense = encoder.encode_texts(gibberish_queries(100, seed=99)) @ image_vecs.T
+    found = {}
+    for name, floor in (
+        ("floor", calibration.similarity_floor),
+        ("unknown_words_floor", calibration.unknown_words_floor),
+    ):
+        counts = []
+        for row in nonsense:
+            best = np.full(len(skus), -2.0)
+            np.maximum.at(best, owner_index, row)
+            counts.append(int((best >= floor).sum()))
+        found[name] = {
+            "value": floor,
+            "nonsense_products_mean": float(np.mean(counts)),
+            "nonsense_queries_finding_nothing": float(np.mean([c == 0 for c in counts])),
+        }
+    return {"calibration": calibration.report, "unseen_nonsense_queries": found}
+
+
 def train_and_measure(args, train, val, examples, **config) -> dict:
     encoder = ClipEncoder(ModelSpec("shop-tiny", seed=0), device=args.device)
     result = finetune(
@@ -86,6 +124,7 @@ def train_and_measure(args, train, val, examples, **config) -> dict:
         "train_seconds": round(result.train_seconds, 1),
         "mean_recall_after": result.metrics_after["mean_recall"],
         "colour_category": colour_category_precision(encoder, args.products, examples),
+        "floors": floors_report(encoder, val, examples),
     }
 
 
@@ -158,6 +197,7 @@ def main() -> None:
         ),
         "colour_category_before": baseline,
         "colour_category_after": colour_category_precision(encoder, args.products, examples),
+        "floors": floors_report(encoder, val, examples),
         "wall_seconds": round(time.perf_counter() - started, 1),
     }
     print(json.dumps(report, indent=2))

@@ -8,15 +8,10 @@ from django.urls import reverse
 from catalog.services import demo_catalog_load
 from embeddings.admin import training_report
 from embeddings.encoder import file_sha256
-from embeddings.finetuning import (
-    FinetuneError,
-    catalog_pairs,
-    finetune_run_execute,
-    gibberish_queries,
-    shopper_queries,
-)
+from embeddings.finetuning import FinetuneError, catalog_pairs, finetune_run_execute
 from embeddings.models import EmbeddingSpace, FinetuneRun, ImageEmbedding
 from embeddings.spaces import space_active, space_encoder
+from embeddings.training import gibberish_queries, shopper_queries
 from search.query import query_analyse
 from search.selectors import product_search_by_text
 
