@@ -96,3 +96,15 @@ def test_rebuild_recounts_what_no_signal_reported(catalog_shop, capsys):
     call_command("rebuild_vocabulary")
     assert (words(), suggestions()) == incremental
     assert "Counted 6 products" in capsys.readouterr().out
+    call_command("rebuild_vocabulary", "--if-empty")  # counted already: nothing to do
+    assert capsys.readouterr().out == ""
+
+
+def test_a_catalog_loaded_without_signals_is_counted_once(db):
+    from catalog.services import demo_catalog_load
+
+    demo_catalog_load(count=24, embed=False)  # what prepare_demo does before training
+    assert not VocabularyWord.objects.exists()
+    call_command("rebuild_vocabulary", "--if-empty", verbosity=0)
+    assert ProductTerms.objects.count() == 24
+    assert VocabularyWord.objects.filter(kind="category").exists()

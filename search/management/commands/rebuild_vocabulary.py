@@ -2,7 +2,7 @@ from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
 from catalog.models import Product
-from search.models import Suggestion, VocabularyWord
+from search.models import ProductTerms, Suggestion, VocabularyWord
 from search.vocabulary import vocabulary_rebuild
 
 
@@ -19,10 +19,17 @@ class Command(BaseCommand):
             action="store_true",
             help="empty the vocabulary and suggestions first instead of recounting in place",
         )
+        parser.add_argument(
+            "--if-empty",
+            action="store_true",
+            help="only when nothing was ever counted (a catalog loaded with --no-embed)",
+        )
 
-    def handle(self, *args, batch_size=2000, from_scratch=False, **options):
+    def handle(self, *args, batch_size=2000, from_scratch=False, if_empty=False, **options):
         if batch_size < 1:
             raise CommandError("--batch-size must be at least 1")
+        if if_empty and ProductTerms.objects.exists():
+            return
         with tqdm(
             total=Product.objects.count(),
             desc="products",
