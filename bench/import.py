@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 import zipfile
+from contextlib import ExitStack
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -136,13 +137,10 @@ def child(args) -> None:
         failed = 0
     else:
         job = ImportJob.objects.create(format="csv", source_name=args.child)
-        with open(args.child, "rb") as source:
-            images = open(args.images, "rb") if args.images else None
-            try:
-                import_job_run(job=job, source=source, images=images, embed=False)
-            finally:
-                if images:
-                    images.close()
+        with ExitStack() as files:
+            source = files.enter_context(open(args.child, "rb"))
+            images = files.enter_context(open(args.images, "rb")) if args.images else None
+            import_job_run(job=job, source=source, images=images, embed=False)
         if job.status != "done":
             raise SystemExit(f"import failed: {job.error}")
         rows, failed = job.rows_processed, job.rows_failed

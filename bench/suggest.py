@@ -8,7 +8,7 @@ made-up style name ("red Kalora striped linen t-shirt", one per three products),
 are tens of thousands of title suggestions and words. Then prints:
 
 - the time to rewrite catalog_product's generated `search_document` (what migration
-  catalog 0004 does) for these products;
+  catalog 0006 does) for these products;
 - `rebuild_vocabulary` from scratch: products per second, words and suggestions;
 - the on-commit recount of 1 and of 500 changed products (what an edit or an import
   batch pays);
@@ -74,19 +74,22 @@ def load(products: int) -> None:
         for demo in demos:
             if demo.category not in categories:
                 categories[demo.category] = category_get_or_create_path(demo.category).pk
-        with transaction.atomic(), raw.cursor() as cursor:
-            with cursor.copy(
+        with (
+            transaction.atomic(),
+            raw.cursor() as cursor,
+            cursor.copy(
                 "COPY catalog_product (sku, title, description, brand, category_id, price, "
                 "currency, in_stock, attributes, created, updated) FROM STDIN"
-            ) as copy:
-                for i, demo in enumerate(demos, start=start):
-                    first, rest = demo.title.split(" ", 1)
-                    attributes = {"titles": {"zh": demo.title_zh}}
-                    copy.write_row(
-                        (demo.sku, f"{first} {style_name(i)} {rest}", demo.description, demo.brand,
-                         categories[demo.category], demo.price, demo.currency, demo.in_stock,
-                         json.dumps(attributes, ensure_ascii=False), now, now)
-                    )  # fmt: skip
+            ) as copy,
+        ):
+            for i, demo in enumerate(demos, start=start):
+                first, rest = demo.title.split(" ", 1)
+                attributes = {"titles": {"zh": demo.title_zh}}
+                copy.write_row(
+                    (demo.sku, f"{first} {style_name(i)} {rest}", demo.description, demo.brand,
+                     categories[demo.category], demo.price, demo.currency, demo.in_stock,
+                     json.dumps(attributes, ensure_ascii=False), now, now)
+                )  # fmt: skip
         print(f"  loaded {start + len(demos):,} products", flush=True)
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE catalog_product")
@@ -170,15 +173,15 @@ def main() -> None:
     if Product.objects.count() != args.products or args.fresh:
         load(args.products)
 
-    # 1. The migration's table rewrite (catalog 0004): every document computed again,
-    #    with 0003's functions (the baseline) and with 0004's.
+    # 1. The migration's table rewrite (catalog 0006): every document computed again,
+    #    with 0003's functions (the baseline) and with 0006's.
     if not args.skip_rewrite:
         old = importlib.import_module("catalog.migrations.0003_product_search_document")
         new = importlib.import_module(
-            "catalog.migrations.0004_search_document_fold_compounds_words"
+            "catalog.migrations.0006_search_document_fold_compounds_words"
         )
         seconds = {}
-        for name, functions in (("0003", old.functions_sql), ("0004", new.functions_sql)):
+        for name, functions in (("0003", old.functions_sql), ("0006", new.functions_sql)):
             with connection.cursor() as cursor:
                 cursor.execute(functions('"public"'))
                 _, ms = timed_ms(lambda cursor=cursor: new.rewrite_documents(cursor, '"public"'))
@@ -187,7 +190,7 @@ def main() -> None:
                 f"rewrite of catalog_product's search_document with {name}'s functions: "
                 f"{ms / 1000:.1f} s ({ms / 1000 * 100_000 / args.products:.1f} s per 100k)"
             )
-        print(f"  ratio 0004 / 0003: {seconds['0004'] / seconds['0003']:.2f}x")
+        print(f"  ratio 0006 / 0003: {seconds['0006'] / seconds['0003']:.2f}x")
 
     # 2. The vocabulary from scratch.
     _, ms = timed_ms(lambda: vocabulary_rebuild(from_scratch=True))

@@ -30,11 +30,18 @@ ERRORS_LISTED = 100
 FORBIDDEN = OpenApiResponse(
     ErrorSerializer, description="not signed in as active staff allowed to import products"
 )
-NOT_FOUND = OpenApiResponse(ErrorSerializer, description="there is no import with this id")
+NOT_FOUND = OpenApiResponse(
+    ErrorSerializer,
+    description="there is no import with this id that you may see (with only the permission "
+    "to add imports, you see your own)",
+)
 
 
 class CanImport(permissions.BasePermission):
-    """Active staff allowed to start imports (POST) or to see them (GET)."""
+    """Active staff allowed to start imports (POST) or to see them (GET).
+
+    Which jobs they see is `import_jobs_visible`'s: with only the add permission, their own.
+    """
 
     message = "Only staff members allowed to import products can do this."
 
@@ -49,8 +56,8 @@ class CanImport(permissions.BasePermission):
         )
 
 
-def _job(job_id: int) -> ImportJob:
-    job = import_job_get(job_id=job_id)
+def _job(job_id: int, user) -> ImportJob:
+    job = import_job_get(job_id=job_id, user=user)
     if job is None:
         raise NotFound(f"there is no import {job_id}")
     return job
@@ -121,7 +128,7 @@ class ImportJobDetailApi(APIView):
         },
     )
     def get(self, request, job_id: int):
-        job = _job(job_id)
+        job = _job(job_id, request.user)
         return Response(self.OutputSerializer(job, context={"request": request}).data)
 
 
@@ -219,7 +226,7 @@ class ImportJobReportApi(APIView):
         },
     )
     def get(self, request, job_id: int):
-        job = _job(job_id)
+        job = _job(job_id, request.user)
         return StreamingHttpResponse(
             import_report_csv(job=job),
             content_type="text/csv; charset=utf-8",

@@ -1,5 +1,10 @@
+import uuid
+
 from django.conf import settings
 from django.db import models
+from django.utils import timezone
+
+from catalog.storage import import_file_storage
 
 
 class Category(models.Model):
@@ -55,6 +60,11 @@ class ProductImage(models.Model):
         return f"{self.product.sku} image {self.position}"
 
 
+def import_file_name(instance, filename: str) -> str:
+    # Random, never the client's name: nothing about the file is chosen by the uploader.
+    return f"imports/{timezone.now():%Y/%m}/{uuid.uuid4().hex}"
+
+
 class ImportJob(models.Model):
     """One bulk import of a product file: what was asked, how far it got, what it did.
 
@@ -78,12 +88,19 @@ class ImportJob(models.Model):
         max_length=16, choices=Status.choices, default=Status.PENDING, db_index=True
     )
     dry_run = models.BooleanField(default=False, help_text="validate only, write nothing")
-    # Uploads (admin, API) are kept here; the command reads its file in place.
-    source = models.FileField(upload_to="imports/%Y/%m/", blank=True)
+    # Uploads (admin, API) are kept in private storage until the job is done; the command
+    # reads its file in place.
+    source = models.FileField(storage=import_file_storage, upload_to=import_file_name, blank=True)
     source_name = models.CharField(max_length=255)
     source_bytes = models.PositiveBigIntegerField(default=0)
-    images = models.FileField(upload_to="imports/%Y/%m/", blank=True)
+    images = models.FileField(storage=import_file_storage, upload_to=import_file_name, blank=True)
     images_name = models.CharField(max_length=255, blank=True)
+    files_deleted = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="when the uploaded files were deleted (the job was done, or left unfinished "
+        "for IMPORT_FILES_KEEP_DAYS)",
+    )
     requested_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         null=True,

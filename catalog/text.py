@@ -1,7 +1,7 @@
 """How the shop cuts text into words, the same way everywhere: Django-free.
 
 - Unicode NFKC, lower case, Latin accents folded ("Café" -> "cafe") as the SQL
-  of `search_document` (catalog migration 0004), so a word counted here is a lexeme there.
+  of `search_document` (catalog migration 0006), so a word counted here is a lexeme there.
 - Latin words split at punctuation ("t-shirt" -> "t", "shirt", and joined "tshirt").
 - Chinese (and Japanese, Korean) runs segmented into words by jieba, the segmenter the
   Chinese CLIP toolkits use: "红色条纹连衣裙" -> 红色, 条纹, 连衣裙.
@@ -19,7 +19,7 @@ import unicodedata
 from functools import lru_cache
 
 # Accented Latin letters and what they fold to; the SQL function shop_search_fold (catalog
-# migration 0004) has a frozen copy of this table, and a test checks they agree.
+# migration 0006) has a frozen copy of this table, and a test checks they agree.
 FOLD_FROM = (
     "àáâãäåāăąçćĉċčďđèéêëēĕėęěĝğġģĥħìíîïĩīĭįıĵķĺļľŀłñńņňòóôõöøōŏőŕŗřśŝşšţťŧùúûüũūŭůűųŵýÿŷźżž"
     "ÀÁÂÃÄÅĀĂĄÇĆĈĊČĎĐÈÉÊËĒĔĖĘĚĜĞĠĢĤĦÌÍÎÏĨĪĬĮİĴĶĹĻĽĿŁÑŃŅŇÒÓÔÕÖØŌŎŐŔŖŘŚŜŞŠŢŤŦÙÚÛÜŨŪŬŮŰŲŴÝŸŶŹŻŽ"

@@ -12,7 +12,7 @@ from embeddings.charts import line_chart_svg, metrics_table
 from embeddings.finetuning import FinetuneOptions
 from embeddings.models import EmbeddingSpace, FinetuneRun, ImageEmbedding
 from embeddings.services import finetune_run_start, space_activate_start
-from embeddings.spaces import NoActiveSpace, space_active
+from embeddings.spaces import space_active_or_none
 
 
 def training_report(metrics: dict) -> str:
@@ -140,7 +140,7 @@ class EmbeddingSpaceAdmin(admin.ModelAdmin):
             return HttpResponseRedirect(reverse("admin:embeddings_embeddingspace_changelist"))
         run = finetune_run_start(
             options=FinetuneOptions(**settings.FINETUNE_ADMIN_OPTIONS),
-            source=space_active(),
+            source=space_active_or_none(),
             requested_by=request.user,
         )
         messages.success(request, f"Fine-tuning started ({run}).")
@@ -229,9 +229,8 @@ class ProductImageEmbeddingAdmin(ProductImageAdmin):
 
     def get_queryset(self, request):
         queryset = super().get_queryset(request)
-        try:
-            space = space_active()
-        except NoActiveSpace:
+        space = space_active_or_none()
+        if space is None:
             return queryset
         # Status comes from the active space's embedding rows, not a stored flag.
         rows = ImageEmbedding.objects.filter(image=OuterRef("pk"), space=space)

@@ -20,7 +20,11 @@ import open_clip
 import torch
 from PIL import Image
 
-from catalog.images import DEFAULT_MAX_IMAGE_PIXELS, decode_image
+from catalog.images import (
+    DEFAULT_MAX_IMAGE_ASPECT_RATIO,
+    DEFAULT_MAX_IMAGE_PIXELS,
+    decode_image,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -144,9 +148,17 @@ class ClipEncoder:
         return _stack(chunks, self.embed_dim)
 
     def decode_image(
-        self, source: bytes | IO[bytes], max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+        self,
+        source: bytes | IO[bytes],
+        max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+        max_aspect_ratio: float = DEFAULT_MAX_IMAGE_ASPECT_RATIO,
     ) -> Image.Image:
-        return decode_image(source, max_pixels=max_pixels, draft_size=self.image_size)
+        return decode_image(
+            source,
+            max_pixels=max_pixels,
+            max_aspect_ratio=max_aspect_ratio,
+            draft_size=self.image_size,
+        )
 
 
 def _stack(chunks: list[np.ndarray], dim: int) -> np.ndarray:

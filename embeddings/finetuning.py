@@ -97,7 +97,12 @@ def catalog_pairs(*, image_size: int, max_products: int | None = None) -> Catalo
             try:
                 with image.file.open("rb") as f:
                     pictures.append(
-                        decode_image(f, max_pixels=settings.MAX_IMAGE_PIXELS, draft_size=image_size)
+                        decode_image(
+                            f,
+                            max_pixels=settings.MAX_IMAGE_PIXELS,
+                            max_aspect_ratio=settings.MAX_IMAGE_ASPECT_RATIO,
+                            draft_size=image_size,
+                        )
                     )
             except (ImageDecodeError, FileNotFoundError):
                 skipped += 1

@@ -88,6 +88,11 @@ def space_active() -> EmbeddingSpace:
     return space
 
 
+def space_active_or_none() -> EmbeddingSpace | None:
+    """The active space, or None on an install that has none yet (pages that can do without)."""
+    return EmbeddingSpace.objects.filter(status=EmbeddingSpace.Status.ACTIVE).first()
+
+
 def space_ensure_default() -> EmbeddingSpace:
     """The active space, creating the one that settings describe on a new install.
 

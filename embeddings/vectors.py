@@ -106,7 +106,11 @@ def image_embeddings_compute(
 def _read_image(image: ProductImage, encoder: ClipEncoder):
     try:
         with image.file.open("rb") as f:
-            return encoder.decode_image(f, max_pixels=settings.MAX_IMAGE_PIXELS)
+            return encoder.decode_image(
+                f,
+                max_pixels=settings.MAX_IMAGE_PIXELS,
+                max_aspect_ratio=settings.MAX_IMAGE_ASPECT_RATIO,
+            )
     except FileNotFoundError as exc:
         raise ImageDecodeError(f"image file is missing from storage: {image.file.name}") from exc
 

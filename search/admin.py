@@ -3,7 +3,7 @@ from django.utils.html import format_html
 
 from catalog.admin import ProductAdmin
 from catalog.models import Product
-from embeddings.spaces import NoActiveSpace, space_active
+from embeddings.spaces import space_active_or_none
 from search.ranking import product_image_title_agree
 
 admin.site.unregister(Product)
@@ -18,9 +18,8 @@ class ProductSearchAdmin(ProductAdmin):
 
     def get_queryset(self, request):
         queryset = super().get_queryset(request)
-        try:
-            space = space_active()
-        except NoActiveSpace:
+        space = space_active_or_none()
+        if space is None:
             return queryset
         # Computed for the page shown only: one nearest-captions scan per product.
         return queryset.annotate(agree=product_image_title_agree(space))

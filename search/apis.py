@@ -36,7 +36,11 @@ def validated_upload_image(upload):
             f"image is {upload.size / 1e6:.1f} MB, over the limit of {limit / 1e6:.1f} MB"
         )
     try:
-        return decode_image(upload, max_pixels=settings.MAX_IMAGE_PIXELS)
+        return decode_image(
+            upload,
+            max_pixels=settings.MAX_IMAGE_PIXELS,
+            max_aspect_ratio=settings.MAX_IMAGE_ASPECT_RATIO,
+        )
     except ImageDecodeError as exc:
         raise serializers.ValidationError(str(exc)) from exc
 

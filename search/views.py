@@ -1,6 +1,7 @@
 """Shop pages: plain Django templates over the same selectors and input rules as the API."""
 
 import base64
+import functools
 import hashlib
 
 import numpy as np
@@ -12,7 +13,7 @@ from django.views.decorators.http import require_POST
 from rest_framework import serializers
 
 from catalog.models import Product
-from embeddings.spaces import space_active
+from embeddings.spaces import NoActiveSpace, space_active
 from search.apis import SearchFiltersSerializer, UploadedImageField, non_blank
 from search.selectors import (
     image_vector,
@@ -40,6 +41,21 @@ class PhotoInput(serializers.Serializer):
     image = UploadedImageField()
 
 
+def needs_active_space(view):
+    """Without an active space (a new install before `migrate`) the page says so: a 503."""
+
+    @functools.wraps(view)
+    def wrapped(request, *args, **kwargs):
+        try:
+            return view(request, *args, **kwargs)
+        except NoActiveSpace as exc:
+            context = {"query": request.GET.get("q", "")[:500], "error": str(exc)}
+            return render(request, "search/search.html", context, status=503)
+
+    return wrapped
+
+
+@needs_active_space
 def shop_search(request):
     params = SearchPageInput(data=non_blank(request.GET))
     if not params.is_valid():
@@ -84,6 +100,7 @@ def shop_search(request):
 
 
 @require_POST
+@needs_active_space
 def shop_photo_search(request):
     params = PhotoInput(data=request.FILES)  # a missing file is "No file was submitted."
     if not params.is_valid():
@@ -108,6 +125,7 @@ def _session_photo_vector(request, photo_id: str):
     return space, np.frombuffer(base64.b64decode(stored["vector"]), dtype=np.float32)
 
 
+@needs_active_space
 def product_detail(request, pk: int):
     product = get_object_or_404(
         Product.objects.select_related("category").prefetch_related("images"), pk=pk

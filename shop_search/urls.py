@@ -1,11 +1,10 @@
-from django.conf import settings
-from django.conf.urls.static import static
 from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from catalog import apis as catalog_apis
 from shop_search.health import healthz
+from shop_search.media import media_urlpatterns
 
 urlpatterns = [
     path("", include("search.urls")),
@@ -24,7 +23,6 @@ urlpatterns = [
     ),
     path("admin/", admin.site.urls),
     path("healthz", healthz, name="healthz"),
+    # Under DEBUG only, and only product photos: never import files or anything else.
+    *media_urlpatterns(),
 ]
-
-if settings.DEBUG:
-    urlpatterns += static(settings.MEDIA_URL, document_root=settings.MEDIA_ROOT)

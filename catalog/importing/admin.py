@@ -12,6 +12,7 @@ from django.urls import path, reverse
 
 from catalog.importing.readers import ImportFileError
 from catalog.importing.selectors import (
+    import_jobs_visible,
     import_report_csv,
     import_report_filename,
     import_row_errors,
@@ -83,6 +84,13 @@ class ImportJobAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None):
         return False  # a job is a record; it changes only by running
+
+    def has_view_permission(self, request, obj=None):
+        # Whoever may start imports follows their own (get_queryset hides the others).
+        return super().has_view_permission(request, obj) or self.has_add_permission(request)
+
+    def get_queryset(self, request):
+        return import_jobs_visible(user=request.user)
 
     def get_urls(self):
         return [

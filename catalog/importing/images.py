@@ -7,6 +7,7 @@ addresses, slow or oversized responses, non-image content).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import io
@@ -14,6 +15,7 @@ import ipaddress
 import posixpath
 import socket
 import ssl
+import threading
 import time
 import zipfile
 import zlib
@@ -25,12 +27,10 @@ from django.conf import settings
 from django.core.files.base import ContentFile
 from PIL import Image
 
-from catalog.images import ImageDecodeError, decode_image
+from catalog.images import IMAGE_FORMATS, ImageDecodeError, decode_image
 from catalog.importing.readers import ImportFileError, file_size
 from catalog.services import IMAGE_EXTENSIONS, image_file_store
 
-# Formats a shop photo comes in; anything else (PSD, EPS, TGA...) is refused unopened.
-IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF")
 # The ratio limit applies to entries big enough to matter: tiny files compress oddly.
 ZIP_RATIO_MIN_BYTES = 1024 * 1024
 MAX_REDIRECTS = 3
@@ -65,7 +65,12 @@ def image_check(data: bytes) -> CheckedImage:
     except (OSError, Image.UnidentifiedImageError):
         raise ImageRefError("not a JPEG, PNG, WebP or GIF image") from None
     try:
-        decode_image(data, max_pixels=settings.MAX_IMAGE_PIXELS, draft_size=512)
+        decode_image(
+            data,
+            max_pixels=settings.MAX_IMAGE_PIXELS,
+            max_aspect_ratio=settings.MAX_IMAGE_ASPECT_RATIO,
+            draft_size=512,
+        )
     except (ImageDecodeError, Image.DecompressionBombError) as exc:
         raise ImageRefError(str(exc)) from None
     return CheckedImage(
@@ -192,25 +197,96 @@ class ImageArchive:
 
 
 class _PinnedHTTPConnection(http.client.HTTPConnection):
-    """Connects to the address that was checked, not to a second DNS answer (rebinding)."""
+    """Connects to the address that was checked, not to a second DNS answer (rebinding),
+    and shuts its socket at the download's deadline, whatever it is waiting for.
 
-    def __init__(self, host, port, *, address, timeout):
-        super().__init__(host, port, timeout=timeout)
-        self.address = address
+    Socket timeouts bound each read only: a server sending its headers a byte a second
+    would hold a download for ever, and http.client reads headers out of our reach.
+    """
 
-    def connect(self):
-        self.sock = socket.create_connection((self.address, self.port), self.timeout)
-
-
-class _PinnedHTTPSConnection(http.client.HTTPSConnection):
-    def __init__(self, host, port, *, address, timeout):
-        self.tls = ssl.create_default_context()
-        super().__init__(host, port, timeout=timeout, context=self.tls)
-        self.address = address
+    def __init__(self, host, port, *, address, deadline):
+        super().__init__(host, port, timeout=max(deadline - time.monotonic(), 0.001))
+        self.address, self.deadline = address, deadline
+        self.expired = False
+        self._watchdog: threading.Timer | None = None
+        self._lock = threading.Lock()
 
     def connect(self):
+        # One operation, bounded by the timeout (the time left) on its own.
         sock = socket.create_connection((self.address, self.port), self.timeout)
-        self.sock = self.tls.wrap_socket(sock, server_hostname=self.host)
+        self.sock = self._wrap(sock)
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            self._expire()
+            raise TimeoutError
+        self._watchdog = threading.Timer(remaining, self._expire)
+        self._watchdog.daemon = True
+        self._watchdog.start()
+        self._handshake()
+
+    def _wrap(self, sock: socket.socket) -> socket.socket:
+        return sock
+
+    def _handshake(self) -> None:
+        pass
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            if self.sock is not None:
+                # The plain socket's shutdown (not TLS's): a blocked read returns at once.
+                with contextlib.suppress(OSError):
+                    socket.socket.shutdown(self.sock, socket.SHUT_RDWR)
+
+    def close(self):
+        with self._lock:
+            if self._watchdog is not None:
+                self._watchdog.cancel()
+            super().close()
+
+
+class _PinnedHTTPSConnection(_PinnedHTTPConnection):
+    default_port = http.client.HTTPS_PORT
+
+    def __init__(self, host, port, *, address, deadline):
+        super().__init__(host, port, address=address, deadline=deadline)
+        self.tls = ssl.create_default_context()
+
+    def _wrap(self, sock: socket.socket) -> socket.socket:
+        # The handshake waits for the watchdog to be armed: it is I/O a server can drip.
+        return self.tls.wrap_socket(sock, server_hostname=self.host, do_handshake_on_connect=False)
+
+    def _handshake(self) -> None:
+        self.sock.do_handshake()
+
+
+# IPv6 addresses that reach an IPv4 address written inside them: NAT64 (64:ff9b::/96),
+# 6to4 (2002::/16), IPv4-mapped and -compatible. Python calls most of them global, whatever
+# the IPv4 address is (64:ff9b::7f00:1 is 127.0.0.1 through a NAT64 gateway).
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
+# Local-use NAT64 (RFC 8215) carries private IPv4 networks by definition.
+_LOCAL_NAT64 = ipaddress.ip_network("64:ff9b:1::/48")
+
+
+def _embedded_ipv4(address: ipaddress.IPv4Address | ipaddress.IPv6Address):
+    if address.version != 6:
+        return None
+    if address.ipv4_mapped or address.sixtofour:
+        return address.ipv4_mapped or address.sixtofour
+    if address in _NAT64 or address in _IPV4_COMPATIBLE:
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
+
+
+def _public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    if address.version == 6 and address in _LOCAL_NAT64:
+        return False
+    return all(
+        candidate.is_global and not candidate.is_multicast
+        for candidate in (address, _embedded_ipv4(address))
+        if candidate is not None
+    )
 
 
 def _checked_address(host: str, port: int) -> str:
@@ -219,14 +295,18 @@ def _checked_address(host: str, port: int) -> str:
     except (socket.gaierror, UnicodeError):
         raise ImageRefError(f"host {host} not found") from None
     for *_, sockaddr in infos:
-        address = ipaddress.ip_address(sockaddr[0])
-        if settings.IMPORT_URL_ALLOW_PRIVATE or (address.is_global and not address.is_multicast):
+        if settings.IMPORT_URL_ALLOW_PRIVATE or _public(ipaddress.ip_address(sockaddr[0])):
             return sockaddr[0]
-    raise ImageRefError(f"refused: {host} is a private or local address ({infos[0][4][0]})")
+    # Never the address itself: the error report would map the shop's internal network.
+    raise ImageRefError("refused: the address is private")
 
 
 def image_download(url: str) -> bytes:
-    """GET an image URL within the timeout and size limit, requiring an image/* response."""
+    """GET an image URL within the timeout and size limit, requiring an image/* response.
+
+    The timeout covers the whole download (every redirect, the connection, the TLS
+    handshake, the response headers and the body).
+    """
     limit = settings.MAX_UPLOAD_IMAGE_BYTES
     deadline = time.monotonic() + settings.IMPORT_URL_TIMEOUT
     for _ in range(MAX_REDIRECTS + 1):
@@ -244,14 +324,13 @@ def image_download(url: str) -> bytes:
             parts.hostname,
             port,
             address=_checked_address(parts.hostname, port),
-            timeout=max(deadline - time.monotonic(), 0.001),
+            deadline=deadline,
         )
         try:
             target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
             connection.request(
                 "GET", target, headers={"Accept": "image/*", "User-Agent": "shop-search-import"}
             )
-            sock = connection.sock  # the response keeps reading it after getresponse()
             response = connection.getresponse()
             if response.status in (301, 302, 303, 307, 308) and response.getheader("Location"):
                 url = urljoin(url, response.getheader("Location"))
@@ -267,24 +346,19 @@ def image_download(url: str) -> bytes:
                     f"{file_size(int(length))}, over the limit of {file_size(limit)}"
                 )
             chunks, size = [], 0
-            while True:
-                # The whole download, not each read, must fit in the timeout.
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise TimeoutError
-                sock.settimeout(remaining)
-                chunk = response.read1(64 * 1024)
-                if not chunk:
-                    return b"".join(chunks)
+            while chunk := response.read1(64 * 1024):
                 size += len(chunk)
                 if size > limit:
                     raise ImageRefError(f"over the limit of {file_size(limit)}")
                 chunks.append(chunk)
-        except TimeoutError:
-            raise ImageRefError(
-                f"download timed out after {settings.IMPORT_URL_TIMEOUT:g} s"
-            ) from None
+            if connection.expired:  # the watchdog's shutdown reads as the end of the body
+                raise TimeoutError
+            return b"".join(chunks)
         except (OSError, http.client.HTTPException) as exc:
+            if connection.expired or isinstance(exc, TimeoutError):
+                raise ImageRefError(
+                    f"download timed out after {settings.IMPORT_URL_TIMEOUT:g} s"
+                ) from None
             raise ImageRefError(f"download failed: {exc}") from None
         finally:
             connection.close()

@@ -20,6 +20,10 @@ from django.conf import settings
 MAX_TEXT_LINE_BYTES = 4 * 1024 * 1024
 BOM = b"\xef\xbb\xbf"
 CSV_DELIMITERS = (",", ";", "\t")
+# JSON nested deeper than this is refused: Python's parser overflows its stack on a line of
+# 100,000 "[" (RecursionError), and a value just under that would overflow whatever walks
+# it next (the database driver, the admin). Product attributes need a few levels at most.
+MAX_JSON_DEPTH = 64
 
 
 class ImportFileError(Exception):
@@ -73,6 +77,28 @@ class LineReader:
                 yield self.line, None
             else:
                 yield self.line, data
+
+
+class JsonTooDeepError(ValueError):
+    pass
+
+
+def json_value(text: str | bytes) -> Any:
+    """json.loads with its nesting bounded (JsonTooDeepError), never a RecursionError."""
+    too_deep = JsonTooDeepError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise too_deep from None
+    stack = [(value, 1)]
+    while stack:  # iterative: a recursive walk is what overflows
+        item, depth = stack.pop()
+        if isinstance(item, dict | list) and item:
+            if depth > MAX_JSON_DEPTH:
+                raise too_deep
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return value
 
 
 def file_size(size: int) -> str:
@@ -250,11 +276,13 @@ def jsonl_records(stream: IO[bytes], *, offset: int = 0, line: int = 0) -> Itera
         if not data.strip():
             continue
         try:
-            value = json.loads(data.strip())
+            value = json_value(data.strip())
         except UnicodeDecodeError:
             record.error = RowError(number, "", "line is not UTF-8 text")
         except json.JSONDecodeError as exc:
             record.error = RowError(number, "", f"not valid JSON: {exc.msg} (column {exc.colno})")
+        except JsonTooDeepError as exc:
+            record.error = RowError(number, "", str(exc))
         else:
             if isinstance(value, dict):
                 record.fields = {str(key).strip(): item for key, item in value.items()}

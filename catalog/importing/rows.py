@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
@@ -9,7 +10,13 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from catalog.importing.readers import Record, RowError, base64_image
+from catalog.importing.readers import (
+    JsonTooDeepError,
+    Record,
+    RowError,
+    base64_image,
+    json_value,
+)
 from catalog.models import Category, Product
 
 # The columns (JSON keys) that are Product fields; any other one becomes an attribute.
@@ -170,7 +177,7 @@ def product_row_parse(record: Record, *, has_archive: bool) -> ProductRow | list
     for name in ("description", "brand"):
         if name in given:
             row.values[name] = text(name)
-    parsers = {"price": _price, "in_stock": _in_stock, "category": _category}
+    parsers = {"price": _price, "in_stock": _in_stock, "category": _category, "currency": _currency}
     for name, parse in parsers.items():
         if name in given:
             try:
@@ -182,34 +189,50 @@ def product_row_parse(record: Record, *, has_archive: bool) -> ProductRow | list
                 row.category = parsed
             else:
                 row.values[name] = parsed
-    if "currency" in given:
-        currency = str(fields["currency"]).strip().upper()
-        if _CURRENCY.fullmatch(currency):
-            row.values["currency"] = currency
-        else:
-            errors.add(line, "currency", f"{currency[:20]!r} is not a 3-letter code like USD")
     if "image" in given:
         try:
             row.images = _image_refs(fields["image"], has_archive=has_archive)
         except ValueError as exc:
             errors.add(line, "image", str(exc))
-    extra = fields.get("attributes")
+    _attributes_parse(fields.get("attributes"), row, errors)
+    _extra_columns_parse(record, row, errors)
+    for error in errors:
+        error.sku = sku
+    return errors or row
+
+
+def _currency(value) -> str:
+    currency = str(value).strip().upper()
+    if not _CURRENCY.fullmatch(currency):
+        raise ValueError(f"{currency[:20]!r} is not a 3-letter code like USD")
+    return currency
+
+
+def _attributes_parse(extra, row: ProductRow, errors: _Errors) -> None:
+    """The `attributes` field (a JSON object, or a CSV column of JSON) into the row."""
     if isinstance(extra, str) and extra.strip():  # a CSV column of JSON
         try:
-            extra = json.loads(extra)
-        except json.JSONDecodeError:
-            pass  # reported below as not an object
-    if not _blank(extra):
-        titles = extra.pop("titles", None) if isinstance(extra, dict) else None
-        if not isinstance(extra, dict):
-            errors.add(line, "attributes", "must be a JSON object")
-        elif titles is not None and not (
-            isinstance(titles, dict) and all(isinstance(t, str) for t in titles.values())
-        ):
-            errors.add(line, "attributes", "titles must map languages to texts")
-        else:
-            row.titles.update({lang: t.strip() for lang, t in (titles or {}).items() if t.strip()})
-            row.attributes.update(extra)
+            with contextlib.suppress(json.JSONDecodeError):  # reported below as not an object
+                extra = json_value(extra)
+        except JsonTooDeepError as exc:
+            errors.add(row.line, "attributes", str(exc))
+            return
+    if _blank(extra):
+        return
+    titles = extra.pop("titles", None) if isinstance(extra, dict) else None
+    if not isinstance(extra, dict):
+        errors.add(row.line, "attributes", "must be a JSON object")
+    elif titles is not None and not (
+        isinstance(titles, dict) and all(isinstance(t, str) for t in titles.values())
+    ):
+        errors.add(row.line, "attributes", "titles must map languages to texts")
+    else:
+        row.titles.update({lang: t.strip() for lang, t in (titles or {}).items() if t.strip()})
+        row.attributes.update(extra)
+
+
+def _extra_columns_parse(record: Record, row: ProductRow, errors: _Errors) -> None:
+    """Columns the importer does not know: `title_<lang>` titles, else attributes."""
     for name, value in record.fields.items():
         key = name.strip()
         if key.lower() in KNOWN_FIELDS or _blank(value) or not key:
@@ -218,12 +241,9 @@ def product_row_parse(record: Record, *, has_archive: bool) -> ProductRow | list
             try:  # title_zh -> attributes["titles"]["zh"], which the captions embed
                 row.titles[key[len("title_") :].lower()] = _text(value)
             except ValueError as exc:
-                errors.add(line, key, str(exc))
+                errors.add(row.line, key, str(exc))
         else:
             row.attributes[key] = value
-    for error in errors:
-        error.sku = sku
-    return errors or row
 
 
 def tsv_row_parse(record: Record) -> ProductRow | list[RowError]:

@@ -12,10 +12,11 @@ from decimal import Decimal
 from typing import IO
 
 from django.conf import settings
-from django.db import DatabaseError, connection, transaction
+from django.db import DatabaseError, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from catalog.importing.files import import_job_files_delete
 from catalog.importing.images import (
     CheckedImage,
     ImageArchive,
@@ -23,6 +24,7 @@ from catalog.importing.images import (
     image_checked_store,
     image_download,
 )
+from catalog.importing.locks import import_job_lock, import_job_unlock
 from catalog.importing.readers import (
     ImportFileError,
     Record,
@@ -41,7 +43,6 @@ logger = logging.getLogger(__name__)
 Format = ImportJob.Format
 READERS = {Format.CSV: csv_records, Format.TSV: tsv_records, Format.JSONL: jsonl_records}
 PRODUCT_FIELDS = ["title", "description", "brand", "category", "price", "currency", "in_stock"]
-IMPORT_LOCK_NAMESPACE = 0x494D  # pg advisory locks of import jobs: (namespace, job id)
 _NEW_CATEGORY = object()  # a dry run's category that the import would create
 
 
@@ -80,6 +81,12 @@ def _job_run(job, source, images, embed, batch_size, progress, on_errors) -> Non
     _job_save(job, ["status", "error", "started"])
     try:
         with ExitStack() as stack:
+            if source is None and not job.source and job.files_deleted:
+                raise ImportFileError(
+                    f"the uploaded files of this import were deleted on "
+                    f"{job.files_deleted:%Y-%m-%d} (they are kept "
+                    f"{settings.IMPORT_FILES_KEEP_DAYS} days): upload them again"
+                )
             if source is None and not job.source:
                 raise ImportFileError(
                     f"this import read {job.source_name} on the command line: run the "
@@ -130,8 +137,18 @@ def _job_run(job, source, images, embed, batch_size, progress, on_errors) -> Non
             _job_save(job, ["status", "error", "finished", "source_bytes"])
         except DatabaseError:  # the connection itself failed: the original error says why
             logger.exception("could not record the state of %s", job)
+    if job.status == ImportJob.Status.DONE and (job.source or job.images):
+        _job_files_delete(job)
     if progress:
         progress(job)
+
+
+def _job_files_delete(job: ImportJob) -> None:
+    # A finished job never reads its files again; they are private data to keep no longer.
+    try:
+        import_job_files_delete(job=job)
+    except (OSError, DatabaseError):
+        logger.exception("could not delete the files of %s; the sweep will", job)
 
 
 class _Batch:
@@ -421,17 +438,3 @@ def _stream_size(stream: IO[bytes]) -> int:
 def _job_save(job: ImportJob, fields: list[str]) -> None:
     if job.pk is not None:
         job.save(update_fields=[*fields, "updated"])
-
-
-def import_job_lock(job: ImportJob) -> bool:
-    # One runner per job: a redelivered task finds the first one still at work.
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT pg_try_advisory_lock(%s, %s)", [IMPORT_LOCK_NAMESPACE, job.pk % 2**31]
-        )
-        return cursor.fetchone()[0]
-
-
-def import_job_unlock(job: ImportJob) -> None:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [IMPORT_LOCK_NAMESPACE, job.pk % 2**31])

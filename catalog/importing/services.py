@@ -8,15 +8,13 @@ from django.conf import settings
 from django.core.files import File
 from django.db import transaction
 
-from catalog.importing.images import (
-    ImageArchive,
-)
+from catalog.importing.images import ImageArchive
+from catalog.importing.locks import import_job_lock, import_job_unlock
 from catalog.importing.readers import (
     ImportFileError,
     csv_header,
     file_size,
 )
-from catalog.importing.run import import_job_lock, import_job_unlock
 from catalog.importing.tasks import import_products as import_products_task
 from catalog.models import ImportJob
 from shop_search.celery import queue_long_task

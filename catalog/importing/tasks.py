@@ -1,4 +1,4 @@
-"""The bulk import task: takes a job id, loads the row, runs the import (resumably)."""
+"""The bulk import task (takes a job id, runs the import resumably) and the sweep of old files."""
 
 import logging
 
@@ -6,6 +6,7 @@ from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from django.db import InterfaceError, OperationalError
 
+from catalog.importing.files import import_files_sweep
 from catalog.importing.run import import_job_run
 from catalog.models import ImportJob
 
@@ -35,3 +36,9 @@ def import_products(self, job_id: int) -> dict:
         self.apply_async((job_id,))
         return {"status": "continued"}
     return {"status": job.status, "rows": job.rows_processed, "failed": job.rows_failed}
+
+
+@shared_task(acks_late=True)
+def sweep_import_files() -> dict:
+    """Delete uploaded import files that no job needs any more (beat, hourly)."""
+    return import_files_sweep()

@@ -97,10 +97,23 @@ STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
 MEDIA_URL = "/media/"
 MEDIA_ROOT = env.path("SHOP_MEDIA_ROOT", default=BASE_DIR / "media")
+# Files kept for the app alone, never served (nginx serves MEDIA_ROOT's photos only):
+# import uploads, under random names, deleted when their job is done.
+PRIVATE_ROOT = env.path("SHOP_PRIVATE_ROOT", default=BASE_DIR / "var" / "private")
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    "imports": {"BACKEND": "catalog.storage.PrivateFileSystemStorage"},  # in PRIVATE_ROOT
+}
 
 # Uploads: anything bigger is refused with a 400 before decoding.
 MAX_UPLOAD_IMAGE_BYTES = env.int("MAX_UPLOAD_IMAGE_BYTES", default=10 * 1024 * 1024)
 MAX_IMAGE_PIXELS = env.int("MAX_IMAGE_PIXELS", default=40_000_000)
+# Long side over this many times the short side: refused (CLIP scales the short side up to
+# its input size, so a 100000x1 PNG of 178 bytes would need gigabytes).
+MAX_IMAGE_ASPECT_RATIO = env.float("MAX_IMAGE_ASPECT_RATIO", default=20.0)
+if MAX_IMAGE_ASPECT_RATIO < 1:
+    raise ValueError(f"MAX_IMAGE_ASPECT_RATIO must be at least 1: {MAX_IMAGE_ASPECT_RATIO!r}")
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_UPLOAD_IMAGE_BYTES + 1024 * 1024
 
 # Requests per period for anonymous API clients, e.g. "120/min"; empty: not throttled.
@@ -220,6 +233,12 @@ IMPORT_URL_TIMEOUT = env.float("IMPORT_URL_TIMEOUT", default=15.0)
 IMPORT_URL_WORKERS = env.int("IMPORT_URL_WORKERS", default=8)
 # Image URLs on private, loopback or link-local addresses are refused (SSRF) unless allowed.
 IMPORT_URL_ALLOW_PRIVATE = env.bool("IMPORT_URL_ALLOW_PRIVATE", default=False)
+# Uploaded import files are deleted when their job is done, and those of unfinished jobs
+# (failed, abandoned) once the job has not changed for this many days.
+IMPORT_FILES_KEEP_DAYS = env.int("IMPORT_FILES_KEEP_DAYS", default=7)
+if IMPORT_FILES_KEEP_DAYS < 1:  # a queued job must find its files when its worker starts
+    raise ValueError(f"IMPORT_FILES_KEEP_DAYS must be 1 or more: {IMPORT_FILES_KEEP_DAYS!r}")
+IMPORT_FILES_SWEEP_INTERVAL = env.float("IMPORT_FILES_SWEEP_INTERVAL", default=3600.0)
 
 # Celery: with no broker URL, tasks run in process (eagerly) so the shop needs nothing else.
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="")
@@ -242,6 +261,7 @@ CELERY_TASK_ROUTES = {
     "embeddings.tasks.finetune_catalog": {"queue": "train"},
     "embeddings.tasks.activate_space": {"queue": "train"},
     "embeddings.tasks.sweep_missing_embeddings": {"queue": "default"},
+    "catalog.importing.tasks.sweep_import_files": {"queue": "default"},
 }
 # Redis redelivers a message that was never acknowledged (its worker died) after this long;
 # it must exceed the longest late-acknowledged task (CELERY_TASK_TIME_LIMIT).
@@ -268,7 +288,12 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": EMBED_SWEEP_INTERVAL,
         # A sweep still queued when the next one is due is pointless: drop it.
         "options": {"expires": EMBED_SWEEP_INTERVAL},
-    }
+    },
+    "sweep-import-files": {
+        "task": "catalog.importing.tasks.sweep_import_files",
+        "schedule": IMPORT_FILES_SWEEP_INTERVAL,
+        "options": {"expires": IMPORT_FILES_SWEEP_INTERVAL},
+    },
 }
 
 LOGGING = {

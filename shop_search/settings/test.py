@@ -10,6 +10,7 @@ DEBUG = False
 ALLOWED_HOSTS = ["testserver", "localhost", "127.0.0.1"]
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 MEDIA_ROOT = Path(tempfile.mkdtemp(prefix="shop-search-media-"))
+PRIVATE_ROOT = Path(tempfile.mkdtemp(prefix="shop-search-private-"))
 # Tasks run eagerly unless a test starts a real worker; that worker uses the in-memory
 # broker of its own process.
 CELERY_BROKER_URL = "memory://"

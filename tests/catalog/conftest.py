@@ -1,5 +1,6 @@
 """Import fixtures: a job run on in-memory files, a local web server (files: tests/builders.py)."""
 
+import contextlib
 import http.server
 import io
 import threading
@@ -31,17 +32,21 @@ def run_import(db):
 
 @pytest.fixture
 def web_server(settings):
-    """A local HTTP server: path -> (status, content type, body[, seconds to wait first])."""
+    """A local HTTP server: path -> (status, content type, body[, seconds to wait first
+    [, seconds between the lines of the response's head]]): a slow server, or a dripping one."""
     settings.IMPORT_URL_ALLOW_PRIVATE = True  # it listens on 127.0.0.1
     routes: dict[str, tuple] = {}
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
-            status, content_type, body, *delay = routes.get(
+            status, content_type, body, *delays = routes.get(
                 self.path, (404, "text/plain", b"not found")
             )
-            if delay:
-                time.sleep(delay[0])
+            if delays:
+                time.sleep(delays[0])
+            if len(delays) > 1:
+                self._drip(status, content_type, body, every=delays[1])
+                return
             self.send_response(status)
             if content_type:
                 self.send_header("Content-Type", content_type)
@@ -50,10 +55,22 @@ def web_server(settings):
                 body = b""
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
+            # The client may give up (size limit or timeout), as it should.
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                self.wfile.write(body)
+
+        def _drip(self, status, content_type, body, *, every):
+            # Each line well within any per-read timeout; all of them far beyond it.
+            head = [f"HTTP/1.1 {status} OK", f"Content-Type: {content_type}"]
+            head += [f"X-Padding-{n}: ." for n in range(60)]
+            head += [f"Content-Length: {len(body)}", ""]
             try:
+                for line in head:
+                    self.wfile.write(line.encode() + b"\r\n")
+                    time.sleep(every)
                 self.wfile.write(body)
             except (BrokenPipeError, ConnectionResetError):
-                pass  # the client gave up (size limit or timeout), as it should
+                pass  # the client gave up, as it should
 
         def log_message(self, *args):
             pass

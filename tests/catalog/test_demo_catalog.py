@@ -97,7 +97,7 @@ def test_demo_products_is_lazy_and_supports_start():
     assert [p.sku for p in first] == ["DEMO-000000", "DEMO-000001", "DEMO-000002"]
     assert list(demo_products(2, start=123)) == [demo_product(123), demo_product(124)]
     assert demo_product(123).index == 123
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="index must be >= 0"):
         demo_product(-1)
 
 

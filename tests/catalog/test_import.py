@@ -299,15 +299,14 @@ def test_an_interrupted_import_leaves_whole_products_and_running_it_again_comple
         raise KeyboardInterrupt
 
     job = ImportJob.objects.create(format="csv", source_name=data)
-    with open(data, "rb") as source, open(archive, "rb") as images:
-        with pytest.raises(KeyboardInterrupt):
-            import_job_run(
-                job=job,
-                source=source,
-                images=images,
-                batch_size=3,
-                progress=stop_after_first_batch,
-            )
+    with (
+        open(data, "rb") as source,
+        open(archive, "rb") as images,
+        pytest.raises(KeyboardInterrupt),
+    ):
+        import_job_run(
+            job=job, source=source, images=images, batch_size=3, progress=stop_after_first_batch
+        )
     job.refresh_from_db()
     assert job.status == "failed"
     assert "stopped after line 4" in job.error

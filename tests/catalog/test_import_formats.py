@@ -1,13 +1,16 @@
 """The other import formats: TSV of text and base64 images, JSON Lines with image URLs."""
 
 import base64
+import ipaddress
+import time
 from decimal import Decimal
 
 import pytest
 from django.core.management import CommandError, call_command
 
+from catalog.importing.images import ImageRefError, _checked_address, _public
 from catalog.models import Product, ProductImage
-from tests.builders import jpeg_bytes, jsonl_bytes, zip_bytes
+from tests.builders import csv_bytes, jpeg_bytes, jsonl_bytes, zip_bytes
 
 pytestmark = pytest.mark.django_db
 
@@ -152,4 +155,96 @@ def test_image_urls_on_private_addresses_are_refused(run_import, web_server, set
     rows = [{"sku": "P-1", "title": "Internal", "price": 1, "image": web_server.url("/red.jpg")}]
     job = run_import(jsonl_bytes(rows), format="jsonl")
     assert not Product.objects.exists()
-    assert "refused: 127.0.0.1 is a private or local address" in job.row_errors.get().message
+    assert job.row_errors.get().message.endswith("': refused: the address is private")
+
+
+def test_a_refused_host_name_does_not_reveal_its_address(run_import, web_server, settings):
+    settings.IMPORT_URL_ALLOW_PRIVATE = False
+    url = f"http://localhost:{web_server.server_port}/red.jpg"
+    rows = [{"sku": "P-1", "title": "Internal", "price": 1, "image": url}]
+    job = run_import(jsonl_bytes(rows), format="jsonl")
+    assert job.row_errors.get().message == f"{url!r}: refused: the address is private"
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "64:ff9b::7f00:1",  # NAT64 of 127.0.0.1
+        "64:ff9b::a00:1",  # NAT64 of 10.0.0.1
+        "64:ff9b::a9fe:a9fe",  # NAT64 of 169.254.169.254, the cloud metadata service
+        "64:ff9b:1::a00:1",  # local-use NAT64
+        "2002:7f00:1::1",  # 6to4 of 127.0.0.1
+        "2002:c0a8:101::1",  # 6to4 of 192.168.1.1
+        "::ffff:127.0.0.1",  # IPv4-mapped
+        "::127.0.0.1",  # IPv4-compatible
+    ],
+)
+def test_ipv6_addresses_embedding_a_private_ipv4_are_refused(settings, address):
+    settings.IMPORT_URL_ALLOW_PRIVATE = False
+    # The check that image_download makes before connecting (so nothing here connects).
+    with pytest.raises(ImageRefError, match="^refused: the address is private$"):
+        _checked_address(address, 8080)
+
+
+def test_embedded_public_ipv4_addresses_are_not_refused():
+    assert _public(ipaddress.ip_address("64:ff9b::808:808"))  # NAT64 of 8.8.8.8
+    assert _public(ipaddress.ip_address("2002:808:808::1"))  # 6to4 of 8.8.8.8
+    assert _public(ipaddress.ip_address("2606:4700::1111"))
+    assert not _public(ipaddress.ip_address("fd00::1"))
+
+
+def test_the_timeout_covers_response_headers_sent_slowly(run_import, web_server, settings):
+    settings.IMPORT_URL_TIMEOUT = 1.0
+    # 63 lines of head, one every 0.2 s: no single read waits long, the whole takes 12.6 s.
+    web_server.routes["/drip.jpg"] = (200, "image/jpeg", RED, 0, 0.2)
+    rows = [{"sku": "D-1", "title": "Dripping", "price": 1, "image": web_server.url("/drip.jpg")}]
+    started = time.monotonic()
+    job = run_import(jsonl_bytes(rows), format="jsonl")
+    elapsed = time.monotonic() - started
+    assert job.row_errors.get().message.endswith("download timed out after 1 s")
+    assert not Product.objects.exists()
+    assert elapsed < 3.0, f"the download held the import for {elapsed:.1f} s"
+
+
+def test_a_dripping_server_within_the_timeout_is_downloaded(run_import, web_server, settings):
+    settings.IMPORT_URL_TIMEOUT = 10.0
+    web_server.routes["/drip.jpg"] = (200, "image/jpeg", RED, 0, 0.01)
+    rows = [{"sku": "D-1", "title": "Dripping", "price": 1, "image": web_server.url("/drip.jpg")}]
+    job = run_import(jsonl_bytes(rows), format="jsonl")
+    assert (job.rows_created, job.rows_failed) == (1, 0)
+    assert Product.objects.get().images.get().file.read() == RED
+
+
+def test_deeply_nested_json_is_a_row_error_and_the_import_goes_on(run_import):
+    nested = {"colour": {"shade": {"name": "red"}}}
+    recursion_error = b"[" * 100_000 + b"]" * 100_000 + b"\n"  # Python's parser overflows
+    too_deep = {"sku": "J-2", "title": "Deep", "price": 1, "attributes": {}}
+    inner = too_deep["attributes"]
+    for _ in range(64):  # parses, but too deep to walk (store, show) safely
+        inner["a"] = inner = {}
+    data = (
+        jsonl_bytes([{"sku": "J-1", "title": "Mug", "price": 3}])
+        + recursion_error
+        + jsonl_bytes([too_deep, {"sku": "J-3", "title": "Bowl", "price": 4}])
+        + jsonl_bytes([{"sku": "J-4", "title": "Nested", "price": 5, "attributes": nested}])
+    )
+    job = run_import(data, format="jsonl")
+    assert (job.status, job.rows_processed, job.rows_created, job.rows_failed) == ("done", 5, 3, 2)
+    assert list(job.row_errors.values_list("line", "field", "message")) == [
+        (2, "", "JSON nested deeper than 64 levels"),
+        (3, "", "JSON nested deeper than 64 levels"),
+    ]
+    assert Product.objects.get(sku="J-4").attributes == nested
+
+
+def test_deeply_nested_json_in_a_csv_attributes_cell_is_a_row_error(run_import):
+    rows = [
+        {"sku": "C-1", "title": "Deep", "price": "1", "attributes": "[" * 50_000 + "]" * 50_000},
+        {"sku": "C-2", "title": "Flat", "price": "2", "attributes": '{"colour": "red"}'},
+    ]
+    job = run_import(csv_bytes(rows))
+    assert (job.status, job.rows_created) == ("done", 1)
+    assert list(job.row_errors.values_list("line", "field", "message")) == [
+        (2, "attributes", "JSON nested deeper than 64 levels"),
+    ]
+    assert Product.objects.get(sku="C-2").attributes == {"colour": "red"}

@@ -8,6 +8,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import CommandError, call_command
 from django.urls import reverse
 
+from catalog.importing.selectors import import_report_row
 from catalog.models import ImportJob, Product
 from tests.builders import csv_bytes, jpeg_bytes, png_bomb, zip_bytes
 
@@ -124,3 +125,90 @@ def test_anonymous_users_are_sent_to_the_admin_login(client):
         response = client.get(reverse(name))
         assert response.status_code == 302
         assert "/admin/login/" in response["Location"]
+
+
+FORMULAS = ['=HYPERLINK("http://evil.example/","open")', "+1+2", "-3+4", "@SUM(A1:A9)"]
+
+
+def test_report_cells_that_a_spreadsheet_would_run_are_escaped(
+    admin_client, tmp_path, embed_on_commit
+):
+    rows = [{"sku": formula, "title": "", "price": "1"} for formula in FORMULAS]
+    with embed_on_commit():
+        job_id = admin_client.post(
+            reverse("api-imports"), {"file": SimpleUploadedFile("p.csv", csv_bytes(rows))}
+        ).json()["id"]
+    report = admin_client.get(reverse("api-import-report", args=[job_id]))
+    lines = b"".join(report.streaming_content).decode("utf-8-sig").splitlines()
+    expected = [
+        "line,sku,field,error",
+        '2,"\'=HYPERLINK(""http://evil.example/"",""open"")",title,is required',
+        "3,'+1+2,title,is required",
+        "4,'-3+4,title,is required",
+        "5,'@SUM(A1:A9),title,is required",
+    ]
+    assert lines == expected
+    # The command's --report file is escaped the same way.
+    data, out = tmp_path / "p.csv", tmp_path / "report.csv"
+    data.write_bytes(csv_bytes(rows))
+    call_command("import_products", str(data), dry_run=True, report=str(out), verbosity=0)
+    assert out.read_text().splitlines() == expected
+
+
+def test_report_cells_starting_with_a_tab_or_return_are_escaped():
+    assert import_report_row(7, "\tA-1", "\rtitle", "=1") == [7, "'\tA-1", "'\rtitle", "'=1"]
+    assert import_report_row(7, "A-1", "title", "'x' is not a number") == [
+        7,
+        "A-1",
+        "title",
+        "'x' is not a number",
+    ]
+
+
+def staff_with(django_user_model, name, *codenames):
+    user = django_user_model.objects.create_user(name, password="x", is_staff=True)
+    user.user_permissions.add(*Permission.objects.filter(codename__in=codenames))
+    return User.objects.get(pk=user.pk)  # a fresh permission cache
+
+
+def test_with_only_the_add_permission_a_user_follows_only_their_own_imports(
+    client, django_user_model, embed_on_commit
+):
+    alice = staff_with(django_user_model, "alice", "add_importjob")
+    bob = staff_with(django_user_model, "bob", "add_importjob")
+    client.force_login(alice)
+    with embed_on_commit():
+        job_id = client.post(reverse("api-imports"), upload_request()).json()["id"]
+    pages = {
+        "api": reverse("api-import-detail", args=[job_id]),
+        "api report": reverse("api-import-report", args=[job_id]),
+        "admin": reverse("admin:catalog_importjob_change", args=[job_id]),
+        "admin report": reverse("admin:catalog_importjob_report", args=[job_id]),
+    }
+    assert {name: client.get(url).status_code for name, url in pages.items()} == dict.fromkeys(
+        pages, 200
+    )
+    assert "p.csv" in client.get(reverse("admin:catalog_importjob_changelist")).content.decode()
+
+    client.force_login(bob)
+    assert client.get(pages["api"]).status_code == 404
+    assert client.get(pages["api"]).json() == {"error": f"there is no import {job_id}"}
+    assert client.get(pages["api report"]).status_code == 404
+    assert client.get(pages["admin"]).status_code == 302  # "does not exist", to the index
+    assert client.get(pages["admin report"]).status_code == 404
+    assert "p.csv" not in client.get(reverse("admin:catalog_importjob_changelist")).content.decode()
+
+
+def test_the_view_permission_shows_every_import_and_starts_none(
+    client, django_user_model, embed_on_commit
+):
+    alice = staff_with(django_user_model, "alice", "add_importjob")
+    client.force_login(alice)
+    with embed_on_commit():
+        job_id = client.post(reverse("api-imports"), upload_request()).json()["id"]
+    client.force_login(staff_with(django_user_model, "auditor", "view_importjob"))
+    assert client.get(reverse("api-import-detail", args=[job_id])).json()["id"] == job_id
+    assert client.get(reverse("api-import-report", args=[job_id])).status_code == 200
+    assert client.get(reverse("admin:catalog_importjob_change", args=[job_id])).status_code == 200
+    assert client.post(reverse("api-imports"), upload_request()).status_code == 403
+    assert ImportJob.objects.count() == 1

@@ -4,7 +4,7 @@ import pytest
 from django.core.files.base import ContentFile
 from django.db import connections
 
-from catalog.importing import run, services
+from catalog.importing import locks, run, services
 from catalog.importing.tasks import import_products
 from catalog.models import ImportJob, Product
 from tests.builders import csv_bytes
@@ -44,7 +44,7 @@ def test_a_job_already_running_elsewhere_is_left_to_its_runner():
     other = connections.create_connection("default")  # another worker's session
     try:
         with other.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_lock(%s, %s)", [run.IMPORT_LOCK_NAMESPACE, job.pk])
+            cursor.execute("SELECT pg_advisory_lock(%s, %s)", [locks.IMPORT_LOCK_NAMESPACE, job.pk])
         import_products.delay(job.pk)
         job.refresh_from_db()
         assert job.status == "pending"

@@ -1,4 +1,4 @@
-"""The search document (catalog migration 0004): folded accents, words inside compounds."""
+"""The search document (catalog migration 0006): folded accents, words inside compounds."""
 
 import pytest
 from django.db import connection

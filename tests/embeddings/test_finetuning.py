@@ -186,6 +186,10 @@ def test_admin_button_runs_a_finetune_and_shows_the_report(
     assert "mean_recall" in page
     assert "<svg" in page
     assert "promotion was not asked for" in page
+    # A finished run is a record: shown read-only, and each chart once.
+    assert 'name="_save"' not in page
+    assert page.count("validation mean recall by epoch") == 1
+    assert admin_client.post(response["Location"], {}).status_code == 403
     listing = admin_client.get(reverse("admin:embeddings_embeddingspace_changelist")).content
     assert b"Fine-tune on catalog" in listing
 

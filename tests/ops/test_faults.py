@@ -130,7 +130,8 @@ def test_uploads_survive_a_redis_outage(topology):
 
     topology.redis.stop()
     status, health = web.get_json("/healthz")
-    assert status == 200 and health["status"] == "degraded", health
+    assert status == 200, health
+    assert health["status"] == "degraded", health
     assert health["checks"]["broker"]["status"] == "error"
     for n in range(2):
         status, page = admin.add_product(
@@ -230,7 +231,8 @@ def test_poisoned_images_fail_alone(topology):
         (bomb, "over the limit"),
         (lying, "not a recognised image"),
     ]:
-        assert rows[image][1] is False and reason in rows[image][2], rows[image]
+        assert rows[image][1] is False, rows[image]
+        assert reason in rows[image][2], rows[image]
 
     # The same worker process goes on, and the sweep does not retry failures in a loop.
     topology.send(EMBED, later).get(timeout=60)

@@ -29,7 +29,8 @@ def test_stack_embeds_serves_and_reports_health(topology):
     assert {hit["sku"] for hit in body["results"]} == {"STACK0", "STACK1", "STACK2"}
 
     status, health = web.get_json("/healthz")
-    assert status == 200 and health["status"] == "ok", health
+    assert status == 200, health
+    assert health["status"] == "ok", health
     assert set(health["checks"]) == {"database", "broker", "space"}
     assert health["checks"]["space"]["detail"] == body["space"]
 
@@ -39,7 +40,8 @@ def test_stack_embeds_serves_and_reports_health(topology):
         status, health = web.get_json("/healthz")
     finally:
         topology.postgres.start()
-    assert status == 503 and health["status"] == "error", health
+    assert status == 503, health
+    assert health["status"] == "error", health
     assert health["checks"]["database"]["status"] == "error"
     assert web.wait_healthy()["status"] == "ok"  # and back once it returns
 

@@ -8,6 +8,7 @@ gets its own session, so a worker and its pool children are stopped (or killed) 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -68,10 +69,8 @@ class Process:
         return self.popen.poll() is None
 
     def signal_group(self, sig: int) -> None:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.popen.pid, sig)
-        except ProcessLookupError:
-            pass
 
     def kill(self) -> None:
         """SIGKILL to the process and all its children: nothing gets to clean up."""
@@ -81,10 +80,8 @@ class Process:
     def stop(self, timeout: float = 30) -> None:
         if self.alive():
             self.signal_group(signal.SIGTERM)
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.popen.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                pass
         # Pool children or a stuck process: nothing of this group may outlive the test.
         self.signal_group(signal.SIGKILL)
         if self.alive():
@@ -181,10 +178,8 @@ class PostgresServer:
 
     def destroy(self) -> None:
         if self.running():
-            try:
+            with contextlib.suppress(subprocess.SubprocessError):
                 self.stop("immediate")
-            except subprocess.SubprocessError:
-                pass
         shutil.rmtree(self.data_dir, ignore_errors=True)
 
 
@@ -213,6 +208,7 @@ class Topology:
             DJANGO_SECURE_SSL_REDIRECT="0",  # plain HTTP on localhost, no TLS proxy in front
             SHOP_PGDATA=str(self.postgres.data_dir),
             SHOP_MEDIA_ROOT=str(self.media),
+            SHOP_PRIVATE_ROOT=str(self.workdir / "private"),
             SHOP_MODEL_DIR=str(self.workdir / "models"),
             CELERY_BROKER_URL=self.redis.url(0),
             CLIP_DEVICE="cpu",

@@ -35,7 +35,7 @@ TITLES = [
 @pytest.fixture
 def catalog(make_product, embed_on_commit):
     with embed_on_commit():
-        products = [
+        return [
             make_product(
                 title=title,
                 brand="Acme" if i % 2 else "Other",
@@ -44,7 +44,6 @@ def catalog(make_product, embed_on_commit):
             )
             for i, title in enumerate(TITLES)
         ]
-    return products
 
 
 def cosine(a, b):

@@ -8,7 +8,7 @@ from tqdm import tqdm
 
 from catalog.importing.readers import ImportFileError
 from catalog.importing.run import import_job_run
-from catalog.importing.selectors import REPORT_COLUMNS
+from catalog.importing.selectors import REPORT_COLUMNS, import_report_row
 from catalog.importing.services import import_files_check, import_format_from_name
 from catalog.models import ImportJob
 
@@ -89,7 +89,9 @@ class Command(BaseCommand):
                 nonlocal shown
                 for error in errors:
                     if writer:
-                        writer.writerow([error.line, error.sku, error.field, error.message])
+                        writer.writerow(
+                            import_report_row(error.line, error.sku, error.field, error.message)
+                        )
                     if shown < ERRORS_SHOWN:
                         field = f"{error.field}: " if error.field else ""
                         bar.write(f"line {error.line}: {field}{error.message}", file=self.stderr)

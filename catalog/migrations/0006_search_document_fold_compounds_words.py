@@ -199,6 +199,6 @@ def backward(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("catalog", "0003_product_search_document")]
+    dependencies = [("catalog", "0005_import_files_to_private_storage")]
 
     operations = [migrations.RunPython(forward, backward)]
