@@ -11,7 +11,7 @@ from catalog.models import ProductImage
 from embeddings.charts import line_chart_svg, metrics_table
 from embeddings.finetuning import FinetuneOptions
 from embeddings.models import EmbeddingSpace, FinetuneRun, ImageEmbedding
-from embeddings.services import finetune_run_start, space_activate_start
+from embeddings.services import FinetuneRunInProgress, finetune_run_start, space_activate_start
 from embeddings.spaces import space_active_or_none
 
 
@@ -138,11 +138,15 @@ class EmbeddingSpaceAdmin(admin.ModelAdmin):
         if request.method != "POST" or not request.user.has_perm("embeddings.add_finetunerun"):
             messages.error(request, "Fine-tuning needs a POST by a user allowed to start runs.")
             return HttpResponseRedirect(reverse("admin:embeddings_embeddingspace_changelist"))
-        run = finetune_run_start(
-            options=FinetuneOptions(**settings.FINETUNE_ADMIN_OPTIONS),
-            source=space_active_or_none(),
-            requested_by=request.user,
-        )
+        try:
+            run = finetune_run_start(
+                options=FinetuneOptions(**settings.FINETUNE_ADMIN_OPTIONS),
+                source=space_active_or_none(),
+                requested_by=request.user,
+            )
+        except FinetuneRunInProgress as exc:
+            messages.error(request, str(exc))
+            return HttpResponseRedirect(reverse("admin:embeddings_finetunerun_changelist"))
         messages.success(request, f"Fine-tuning started ({run}).")
         return HttpResponseRedirect(reverse("admin:embeddings_finetunerun_change", args=[run.pk]))
 

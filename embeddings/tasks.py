@@ -85,7 +85,13 @@ def embeddings_queue(*, image_ids: list[int] = (), product_ids: list[int] = ()) 
         transaction.on_commit(_task_sender(embed_captions, batch), robust=True)
 
 
-@shared_task(acks_late=False, time_limit=6 * 3600, soft_time_limit=6 * 3600 - 60)
+# Hard limit of a fine-tuning task (embeddings.services treats older unfinished runs as dead).
+FINETUNE_TIME_LIMIT = 6 * 3600
+
+
+@shared_task(
+    acks_late=False, time_limit=FINETUNE_TIME_LIMIT, soft_time_limit=FINETUNE_TIME_LIMIT - 60
+)
 def finetune_catalog(run_id: int) -> dict:
     """Runs on the `train` queue. Not acked late: a crashed training must not loop forever."""
     run = FinetuneRun.objects.filter(pk=run_id).first()

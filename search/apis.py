@@ -7,6 +7,7 @@ from django.conf import settings
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema, extend_schema_serializer
 from rest_framework import exceptions, serializers
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -23,6 +24,7 @@ from search.selectors import (
     product_search_by_text,
     products_similar,
 )
+from search.sorting import Sort
 from search.suggest import suggestions_for_prefix
 from shop_search.api import ErrorSerializer
 from shop_search.throttling import AnonRateThrottle
@@ -98,11 +100,24 @@ class SearchFiltersSerializer(serializers.Serializer):
         return data
 
 
+class SortField(serializers.ChoiceField):
+    def __init__(self, **kwargs):
+        names = ", ".join(Sort.values)
+        super().__init__(
+            choices=Sort.choices,
+            default=Sort.RELEVANCE,
+            error_messages={"invalid_choice": f"Unknown sort “{{input}}”: use one of {names}."},
+            help_text="relevance (default), or the relevant results by price or newest first",
+            **kwargs,
+        )
+
+
 class PageInputSerializer(SearchFiltersSerializer):
     limit = serializers.IntegerField(
         min_value=1, max_value=settings.SEARCH_MAX_LIMIT, default=settings.SEARCH_DEFAULT_LIMIT
     )
     offset = serializers.IntegerField(min_value=0, max_value=10_000, default=0)
+    sort = SortField()
 
 
 @extend_schema_serializer(component_name="ProductHit")
@@ -120,8 +135,12 @@ class ProductHitSerializer(serializers.Serializer):
         allow_null=True, help_text="cosine similarity of its best photo to the query"
     )
     matched = serializers.ListField(
-        child=serializers.ChoiceField(choices=["sku", "text", "image"]),
-        help_text="why it was found: exact SKU, words of its texts, its photos",
+        child=serializers.ChoiceField(choices=["sku", "text", "synonym", "image", "pinned"]),
+        help_text="why it was found: exact SKU, words of its texts (synonym: only through a "
+        "synonym of the query's words), its photos, a merchandising rule pins it",
+    )
+    related = serializers.BooleanField(
+        help_text="true: not a match, one of the related products that fill a thin first page"
     )
 
     def get_image_url(self, hit) -> str | None:
@@ -149,11 +168,40 @@ class FacetsSerializer(serializers.Serializer):
     in_stock = serializers.IntegerField()
 
 
+class FilterRemovalSerializer(serializers.Serializer):
+    param = serializers.ChoiceField(
+        choices=["category", "brand", "min_price", "max_price", "in_stock"],
+        help_text="the request parameter to drop",
+    )
+    label = serializers.CharField()
+
+
+class PopularCategorySerializer(serializers.Serializer):
+    slug = serializers.CharField()
+    name = serializers.CharField()
+    count = serializers.IntegerField(help_text="products in it")
+
+
+class SuggestionsSerializer(serializers.Serializer):
+    remove_filters = FilterRemovalSerializer(many=True, help_text="filters that could be removed")
+    categories = PopularCategorySerializer(many=True, help_text="the shop's popular categories")
+
+
 class SearchPageSerializer(serializers.Serializer):
-    count = serializers.IntegerField(help_text="products in the ranked, filtered window")
+    count = serializers.IntegerField(
+        help_text="relevant products in the ranked, filtered window (related ones not counted)"
+    )
     space = serializers.CharField(source="space.name")
+    sort = serializers.ChoiceField(choices=Sort.choices)
     results = ProductHitSerializer(many=True)
-    facets = FacetsSerializer(help_text="counts over the ranked, filtered window")
+    facets = FacetsSerializer(help_text="counts over the relevant products")
+    synonyms = serializers.DictField(
+        child=serializers.ListField(child=serializers.CharField()),
+        help_text='words of the query that synonyms widened, e.g. {"bag": ["handbag"]}',
+    )
+    suggestions = SuggestionsSerializer(
+        allow_null=True, help_text="when nothing is relevant: what to try instead; else null"
+    )
     corrected_query = serializers.CharField(
         allow_null=True,
         help_text="text search: the query with its misspelt words corrected to catalog words, "
@@ -182,6 +230,25 @@ class SearchApiView(APIView):
         return super().handle_exception(exc)
 
 
+class UploadApiView(SearchApiView):
+    """An API that takes a photo: multipart or form bodies only.
+
+    Anything else (a JSON body, whose `[]` or `"x"` is no mapping of fields) is a 415 that
+    says what to send instead, before any field is read.
+    """
+
+    parser_classes = [MultiPartParser, FormParser]
+
+    def handle_exception(self, exc):
+        if isinstance(exc, exceptions.UnsupportedMediaType):
+            exc = exceptions.UnsupportedMediaType(
+                self.request.content_type,
+                detail=f"Unsupported media type {self.request.content_type!r}: send the photo "
+                "and fields as multipart/form-data.",
+            )
+        return super().handle_exception(exc)
+
+
 def search_response(request, page: SearchPage) -> Response:
     return Response(SearchPageSerializer(page, context={"request": request}).data)
 
@@ -203,9 +270,12 @@ class ProductSearchApi(SearchApiView):
     @extend_schema(
         operation_id="search_products",
         summary="Search products by text",
-        description="Words, SKU and meaning fused by rank; an exact SKU match comes first. "
+        description="Words (widened by synonym sets), SKU and meaning fused by rank; an "
+        "exact SKU match comes first; merchandising rules pin, hide, boost and bury. "
         "Misspelt words also match as the catalog words they are near (`corrected_query`). "
-        "Image-only hits under the similarity floor are dropped, so nonsense finds nothing.",
+        "Image-only hits under the similarity floor are not matches, so nonsense finds "
+        "nothing; a first page with fewer matches than `limit` is filled with the next most "
+        "similar products, marked `related`. `sort` orders the matches only.",
         parameters=[InputSerializer],
         responses={200: SearchPageSerializer, 400: ErrorSerializer},
     )
@@ -218,12 +288,13 @@ class ProductSearchApi(SearchApiView):
             filters=data["filters"],
             limit=data["limit"],
             offset=data["offset"],
+            sort=data["sort"],
             correct=data["correct"],
         )
         return search_response(request, page)
 
 
-class ProductImageSearchApi(SearchApiView):
+class ProductImageSearchApi(UploadApiView):
     @extend_schema_serializer(component_name="ImageSearchUpload")
     class InputSerializer(PageInputSerializer):
         image = UploadedImageField(help_text="a JPEG, PNG, WebP or GIF photo")
@@ -239,7 +310,11 @@ class ProductImageSearchApi(SearchApiView):
         params.is_valid(raise_exception=True)
         data = params.validated_data
         page = product_search_by_image(
-            image=data["image"], filters=data["filters"], limit=data["limit"], offset=data["offset"]
+            image=data["image"],
+            filters=data["filters"],
+            limit=data["limit"],
+            offset=data["offset"],
+            sort=data["sort"],
         )
         return search_response(request, page)
 
@@ -271,7 +346,7 @@ class ProductSimilarApi(SearchApiView):
         return Response(self.OutputSerializer(page, context={"request": request}).data)
 
 
-class ImageTextMatchApi(SearchApiView):
+class ImageTextMatchApi(UploadApiView):
     @extend_schema_serializer(component_name="ImageTextMatchUpload")
     class InputSerializer(serializers.Serializer):
         image = UploadedImageField()
@@ -316,7 +391,7 @@ class ImageTextMatchApi(SearchApiView):
         return Response(self.OutputSerializer(match).data)
 
 
-class ImageCaptionsApi(SearchApiView):
+class ImageCaptionsApi(UploadApiView):
     @extend_schema_serializer(component_name="ImageCaptionsUpload")
     class InputSerializer(serializers.Serializer):
         image = UploadedImageField()
@@ -372,8 +447,9 @@ class SuggestApi(APIView):
             default=settings.SEARCH_SUGGEST_DEFAULT_LIMIT,
         )
 
-    @extend_schema_serializer(component_name="Suggestions")
+    @extend_schema_serializer(component_name="Completions")
     class OutputSerializer(serializers.Serializer):
+        @extend_schema_serializer(component_name="Completion")
         class SuggestionSerializer(serializers.Serializer):
             text = serializers.CharField()
             kind = serializers.ChoiceField(choices=["query", "title", "brand", "category"])

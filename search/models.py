@@ -1,13 +1,241 @@
-"""The catalog's own vocabulary and suggestions, kept current as products change.
+"""The search app's data: synonyms and merchandising rules (merchandisers edit them),
+and the catalog's own vocabulary and suggestions (kept current as products change).
 
-Typo correction and suggestions read these tables, never the catalog itself: the
+Typo correction and suggestions read the vocabulary tables, never the catalog itself: the
 embedded server has no pg_trgm or fuzzystrmatch, so words are corrected against the
 catalog's own words (search.typos), and completions are ranked by how many products (or
 searches) stand behind them (search.suggest). search.vocabulary keeps them current.
 """
 
+from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
+from django.contrib.postgres.indexes import GinIndex
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
+
+from catalog.models import Category, Product
+from search.terms import term_key, term_problem
+
+# --- synonyms -----------------------------------------------------------------------------
+
+
+class SynonymSet(models.Model):
+    """Words a shopper may use for the same thing; they widen the text match (search.synonyms).
+
+    Two-way (no root): each term also matches the others ("tee, t-shirt"). One-way: a
+    search for `root` also matches the terms, not the reverse ("bag" -> handbag, backpack).
+    Terms are stored normalised (search.terms.term_key) by synonym_set_save.
+    """
+
+    root = models.CharField(
+        "one-way from",
+        max_length=100,
+        blank=True,
+        help_text="one-way: a search for this word also finds the terms, not the reverse; "
+        "empty: two-way, every term finds the others",
+    )
+    terms = ArrayField(
+        models.CharField(max_length=100),
+        help_text="comma-separated, e.g. “tee, t-shirt”; a term may have several words",
+    )
+    enabled = models.BooleanField(default=True)
+    created = models.DateTimeField(auto_now_add=True)
+    updated = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["root", "terms"]
+        indexes = [
+            GinIndex(fields=["terms"], name="search_synonym_terms_gin"),
+            models.Index(fields=["root"], name="search_synonym_root"),
+        ]
+
+    def __str__(self):
+        if self.root:
+            return f"{self.root} → {', '.join(self.terms)}"
+        return " ⇄ ".join(self.terms)
+
+    def clean(self):
+        errors = {}
+        if self.root.strip() and (problem := term_problem(self.root)):
+            errors["root"] = problem
+        problems = [p for p in map(term_problem, self.terms or ()) if p]
+        self.root = term_key(self.root)
+        self.terms = list(dict.fromkeys(term_key(t) for t in self.terms or () if term_key(t)))
+        others = [t for t in self.terms if t != self.root]
+        if problems:
+            errors["terms"] = problems
+        elif self.root and not others:
+            errors["terms"] = f"A one-way set needs at least one term besides “{self.root}”."
+        elif not self.root and len(others) < 2:
+            errors["terms"] = (
+                "A two-way set needs at least two different terms, e.g. “tee, t-shirt”."
+            )
+        if errors:
+            raise ValidationError(errors)
+        self.terms = others
+
+
+# --- merchandising rules ------------------------------------------------------------------
+
+
+def max_pin_position() -> int:
+    return settings.SEARCH_MAX_RESULTS
+
+
+def validate_pin_position(value: int) -> None:
+    if value is not None and not 1 <= value <= max_pin_position():
+        raise ValidationError(
+            f"Position must be between 1 and {max_pin_position()} "
+            "(the results a search ranks), not %(value)s.",
+            params={"value": value},
+        )
+
+
+class MerchandisingRule(models.Model):
+    """When a search matches (query and/or category, within a time window), pin, hide,
+    boost or bury products (search.rules applies it over the whole ranked window)."""
+
+    class Match(models.TextChoices):
+        CONTAINS = "contains", "the query contains these words"
+        EXACT = "exact", "the query is exactly this"
+
+    name = models.CharField(max_length=200)
+    enabled = models.BooleanField(default=True)
+    query = models.CharField(
+        max_length=200, blank=True, help_text="empty: any query (and photo searches)"
+    )
+    match = models.CharField(max_length=10, choices=Match.choices, default=Match.CONTAINS)
+    category = models.ForeignKey(
+        Category,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text="applies when the shopper filters by this category or one of its "
+        "sub-categories; empty: with or without a category",
+    )
+    starts_at = models.DateTimeField(null=True, blank=True, help_text="empty: from now on")
+    ends_at = models.DateTimeField(null=True, blank=True, help_text="empty: no end")
+    # Derived from `query` by merchandising_rule_save, for indexed lookup per search.
+    query_key = models.CharField(max_length=200, blank=True, editable=False, db_index=True)
+    query_words = ArrayField(models.CharField(max_length=200), default=list, editable=False)
+    created = models.DateTimeField(auto_now_add=True)
+    updated = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name", "id"]
+        indexes = [GinIndex(fields=["query_words"], name="search_rule_words_gin")]
+
+    def __str__(self):
+        return self.name
+
+    def clean(self):
+        if self.query and not term_key(self.query):
+            raise ValidationError({"query": "The query has no letters or digits."})
+        if self.starts_at and self.ends_at and self.ends_at <= self.starts_at:
+            raise ValidationError({"ends_at": "The end must be after the start."})
+
+
+class RuleProduct(models.Model):
+    """A product a rule pins at a position or hides.
+
+    If the product is deleted, the row stays with `product` empty and its SKU, so the rule
+    shows as broken in the admin instead of silently losing the pin.
+    """
+
+    class Action(models.TextChoices):
+        PIN = "pin", "pin at position"
+        HIDE = "hide", "hide"
+
+    rule = models.ForeignKey(MerchandisingRule, on_delete=models.CASCADE, related_name="products")
+    action = models.CharField(max_length=4, choices=Action.choices, default=Action.PIN)
+    product = models.ForeignKey(
+        Product, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    product_sku = models.CharField("SKU", max_length=64, blank=True, editable=False)
+    position = models.PositiveSmallIntegerField(
+        null=True,
+        blank=True,
+        validators=[validate_pin_position],
+        help_text="1 = first; pins only",
+    )
+
+    class Meta:
+        ordering = ["rule_id", "-action", "position", "id"]  # pins first
+
+    def __str__(self):
+        what = self.product_sku or (self.product.sku if self.product_id else "?")
+        if self.action == self.Action.PIN:
+            return f"pin {what} at {self.position}"
+        return f"hide {what}"
+
+    @property
+    def broken(self) -> bool:
+        return self.pk is not None and self.product_id is None
+
+    def clean(self):
+        if self.product_id is None and not self.broken:
+            raise ValidationError({"product": "Choose a product."})
+        if self.action == self.Action.PIN and self.position is None:
+            raise ValidationError({"position": "A pin needs a position (1 = first)."})
+        if self.action == self.Action.HIDE:
+            self.position = None
+
+
+class RuleBoost(models.Model):
+    """Multiplies the fused score of the products with an attribute (bury: divides it)."""
+
+    class Action(models.TextChoices):
+        BOOST = "boost"
+        BURY = "bury"
+
+    class Kind(models.TextChoices):
+        BRAND = "brand"
+        CATEGORY = "category"  # and its sub-categories
+        IN_STOCK = "in_stock", "in stock"
+        OUT_OF_STOCK = "out_of_stock", "out of stock"
+
+    rule = models.ForeignKey(MerchandisingRule, on_delete=models.CASCADE, related_name="boosts")
+    action = models.CharField(max_length=5, choices=Action.choices, default=Action.BOOST)
+    kind = models.CharField(max_length=12, choices=Kind.choices, default=Kind.BRAND)
+    brand = models.CharField(max_length=120, blank=True, help_text="for kind “brand”: exact")
+    category = models.ForeignKey(
+        Category,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text="for kind “category”: it and its sub-categories",
+    )
+    factor = models.DecimalField(
+        max_digits=6,
+        decimal_places=2,
+        default=2,
+        validators=[MinValueValidator(1.01), MaxValueValidator(1000)],
+        help_text="boost: the score is multiplied by it; bury: divided by it",
+    )
+
+    class Meta:
+        ordering = ["rule_id", "id"]
+
+    def __str__(self):
+        value = {self.Kind.BRAND: self.brand, self.Kind.CATEGORY: self.category}.get(self.kind)
+        what = f"{self.get_kind_display()} {value}" if value else self.get_kind_display()
+        return f"{self.action} {what} ×{self.factor}"
+
+    def clean(self):
+        if self.kind == self.Kind.BRAND and not self.brand.strip():
+            raise ValidationError({"brand": "Name the brand to boost or bury."})
+        if self.kind == self.Kind.CATEGORY and self.category_id is None:
+            raise ValidationError({"category": "Choose the category to boost or bury."})
+        if self.kind != self.Kind.BRAND:
+            self.brand = ""
+        if self.kind != self.Kind.CATEGORY:
+            self.category = None
+
+
+# --- vocabulary and suggestions -----------------------------------------------------------
 
 
 class VocabularyWord(models.Model):

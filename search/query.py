@@ -80,3 +80,9 @@ def query_analyse(*, query: str, correct: bool = True) -> QueryAnalysis:
         known_words=tuple(w for w in words if w in known),
         corrections=tuple(corrections.items()),
     )
+
+
+def rest_corrected(rest: str, analysis: QueryAnalysis) -> str:
+    """`rest` (words of the query, lower case, as search.terms keeps them) corrected."""
+    fixes = {text_fold(typed): fixed for typed, fixed in analysis.corrections}
+    return " ".join(fixes.get(text_fold(word), word) for word in rest.split())

@@ -15,16 +15,27 @@ Hybrid product ranking in one SQL statement: vector window, text window, fused b
   window are ranked, so a query matching half the catalog still reads a bounded number
   of rows.
 - Fusion: reciprocal rank fusion, score = sum of 1 / (k + rank) over both lists; an exact
-  SKU match first. Vector-only hits under the space's similarity floor are dropped.
+  SKU match first. Vector-only hits under the space's similarity floor are not `relevant`:
+  they come back flagged, as the related products a thin page may show (search.related).
+- Phrasings (search.query): the text match accepts the query as typed, with its Chinese
+  words segmented, or with its misspelt words corrected (`product_search_query_any` of
+  %(texts)s); the text tower has seen the query as typed.
+- Synonyms (search.synonyms) widen the text match: each matched span of the query may be
+  any of its synonyms (`text_match_sql`); the shopper's own words rank first.
+- Pinned products (search.rules) join the window through the `pin` list, with their
+  attributes, whether the query found them or not; the shopper's filters still apply.
+  Every row carries the product's price, created, brand, category and stock, so rules,
+  sorting and facets work over the whole window without another query.
 
 Every list is bounded by `SEARCH_MAX_RESULTS`, so a request never ranks more products
-than that, however large the catalog; `count` is the size of the fused window.
+than that, however large the catalog; `count` is the number of relevant products in it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime
 from decimal import Decimal
 
 import numpy as np
@@ -33,7 +44,10 @@ from django.db import connection, transaction
 from django.db.models.expressions import RawSQL
 from pgvector import HalfVector
 
+from catalog.text import text_segment
 from embeddings.models import EmbeddingSpace
+from search.synonyms import NO_SYNONYMS, SynonymExpansion
+from search.terms import has_word
 
 # pgvector's HNSW returns at most ef_search rows; 1000 is its maximum.
 MAX_EF_SEARCH = 1000
@@ -76,6 +90,18 @@ class RankedProduct:
     similarity: float | None  # of its best image to the query; None: not in the vector window
     text_match: bool
     sku_match: bool
+    synonym_match: bool = False  # its words match only through a synonym
+    pinned: bool = False  # a rule pins it (search.rules places it)
+    relevant: bool = True  # False: a vector-only hit under the floor (a related product)
+    # The product's attributes, for rules, sorting and facets over the whole window.
+    price: Decimal | None = None
+    created: datetime | None = None
+    brand: str = ""
+    category_id: int | None = None
+    in_stock: bool = True
+
+    def rescored(self, score: float) -> RankedProduct:
+        return replace(self, score=score)
 
 
 def vector_literal(vector: np.ndarray) -> str:
@@ -137,28 +163,61 @@ def vector_ctes(space: EmbeddingSpace, filters: SearchFilters) -> tuple[list[str
     ], params
 
 
-def text_ctes(filters: SearchFilters) -> list[str]:
-    """`txt`: products whose texts match any of %(texts)s (the query's phrasings, as typed
-    and corrected: search.query), ranked; `sku`: the exact SKU match of %(sku)s."""
+def text_match_sql(synonyms: SynonymExpansion = NO_SYNONYMS) -> tuple[str, str, str]:
+    """The tsqueries a product's document must match and ranks by, and "its own words match".
+
+    Without synonyms: every word of one of the query's phrasings %(texts)s (as typed,
+    segmented, corrected). With them: every word outside the matched spans (%(syn_rest)s),
+    and per span the span or one of its synonyms (%(syn_<g>_<i>)s); the ranking query is
+    any of them. Every call is on parameters, so Postgres computes each tsquery once, at
+    planning.
+    """
+    words = "product_search_query_any(%(texts)s, false)"
+    if not synonyms:
+        return words, "product_search_query_any(%(texts)s, true)", "true"
+    parts = ["product_search_query(%(syn_rest)s, false)"] if has_word(synonyms.rest) else []
+    ranking = ["product_search_query_any(%(texts)s, true)"]
+    for g, group in enumerate(synonyms.groups):
+        terms = [f"%(syn_{g}_{i})s" for i in range(len(group))]
+        parts.append("(" + " || ".join(f"product_search_query({t}, false)" for t in terms) + ")")
+        ranking += [f"product_search_query({t}, true)" for t in terms[1:]]
+    return (
+        "(" + " && ".join(parts) + ")",
+        "(" + " || ".join(ranking) + ")",
+        f"coalesce(p.search_document @@ {words}, false)",
+    )
+
+
+def text_match_params(synonyms: SynonymExpansion) -> dict:
+    # Segmented: a Chinese run must be a word for product_search_query (catalog 0006).
+    params = {"syn_rest": text_segment(synonyms.rest)}
+    for g, group in enumerate(synonyms.groups):
+        params.update({f"syn_{g}_{i}": text_segment(term) for i, term in enumerate(group)})
+    return params
+
+
+def text_ctes(filters: SearchFilters, synonyms: SynonymExpansion = NO_SYNONYMS) -> list[str]:
+    """`txt`: products whose texts match %(text)s, ranked; `sku`: the exact SKU match."""
     where, _ = filters.sql("p")
-    match = "product_search_query_any(%(texts)s, false)"
-    rank = "ts_rank(p.search_document, product_search_query_any(%(texts)s, true), 1)"
+    match, ranking, own_words = text_match_sql(synonyms)
+    rank = f"coalesce(ts_rank(p.search_document, {ranking}, 1), 0)"
     return [
         # Those in the vector window are always ranked, so fusion sees both of their ranks.
         f"""text_hits AS (
-            SELECT p.id AS product_id, {rank} AS text_score
+            SELECT p.id AS product_id, {rank} AS text_score, {own_words} AS own_words
             FROM vec JOIN catalog_product p ON p.id = vec.product_id
             WHERE p.search_document @@ {match}
             UNION
-            SELECT product_id, text_score FROM (
-                SELECT p.id AS product_id, {rank} AS text_score
+            SELECT product_id, text_score, own_words FROM (
+                SELECT p.id AS product_id, {rank} AS text_score, {own_words} AS own_words
                 FROM catalog_product p
                 WHERE p.search_document @@ {match}{where}
                 LIMIT %(text_candidates)s
             ) capped
         )""",
         """txt AS (
-            SELECT product_id, row_number() OVER (ORDER BY text_score DESC, product_id) AS rank
+            SELECT product_id, own_words,
+                   row_number() OVER (ORDER BY own_words DESC, text_score DESC, product_id) AS rank
             FROM text_hits
             ORDER BY rank
             LIMIT %(window)s
@@ -170,34 +229,66 @@ def text_ctes(filters: SearchFilters) -> list[str]:
     ]
 
 
-def hybrid_search_sql(space: EmbeddingSpace, filters: SearchFilters, *, text: bool) -> str:
+def pin_cte(filters: SearchFilters) -> str:
+    """`pin`: the pinned products %(pinned)s that pass the shopper's filters."""
+    where, _ = filters.sql("p")
+    return f"""pin AS (
+        SELECT p.id AS product_id FROM catalog_product p
+        WHERE p.id = ANY(%(pinned)s){where}
+    )"""
+
+
+# The columns of every ranked row (RankedProduct), from the fused list `f`.
+RANKED_COLUMNS = """
+    f.product_id, f.score, f.similarity, f.text_match, f.sku_match, f.synonym_match, f.pinned,
+    coalesce(f.sku_match OR f.text_match OR f.similarity >= %(floor)s, false) AS relevant,
+    p.price, p.created, p.brand, p.category_id, p.in_stock
+"""
+
+
+def hybrid_search_sql(
+    space: EmbeddingSpace,
+    filters: SearchFilters,
+    *,
+    text: bool,
+    synonyms: SynonymExpansion = NO_SYNONYMS,
+) -> str:
     """Products for a query vector (and, with `text`, its words), fused and ordered.
 
-    Rows: product_id, score, similarity, text_match, sku_match.
+    Rows: RANKED_COLUMNS, the window's products under the floor too (`relevant` false).
     """
     ctes, _ = vector_ctes(space, filters)
     if not text:
+        ctes.append(pin_cte(filters))
         return f"""
             WITH {", ".join(ctes)}
-            SELECT product_id, 1.0 / (%(k)s + rank) AS score, 1 - distance AS similarity,
-                   false AS text_match, false AS sku_match
-            FROM vec
-            WHERE 1 - distance >= %(floor)s
-            ORDER BY rank
+            SELECT {RANKED_COLUMNS}
+            FROM (
+                SELECT product_id, coalesce(1.0 / (%(k)s + rank), 0) AS score,
+                       1 - distance AS similarity, false AS text_match, false AS sku_match,
+                       false AS synonym_match, pin.product_id IS NOT NULL AS pinned
+                FROM vec FULL JOIN pin USING (product_id)
+            ) f JOIN catalog_product p ON p.id = f.product_id
+            ORDER BY f.score DESC, f.product_id
         """
-    ctes += text_ctes(filters)
+    ctes += text_ctes(filters, synonyms)
+    ctes.append(pin_cte(filters))
     return f"""
         WITH {", ".join(ctes)}
-        SELECT product_id,
-               coalesce(1.0 / (%(k)s + vec.rank), 0) + coalesce(1.0 / (%(k)s + txt.rank), 0)
-                   AS score,
-               1 - vec.distance AS similarity,
-               txt.rank IS NOT NULL AS text_match,
-               sku.product_id IS NOT NULL AS sku_match
-        FROM vec FULL JOIN txt USING (product_id) FULL JOIN sku USING (product_id)
-        WHERE sku.product_id IS NOT NULL OR txt.rank IS NOT NULL
-              OR 1 - vec.distance >= %(floor)s
-        ORDER BY sku_match DESC, score DESC, product_id
+        SELECT {RANKED_COLUMNS}
+        FROM (
+            SELECT product_id,
+                   coalesce(1.0 / (%(k)s + vec.rank), 0) + coalesce(1.0 / (%(k)s + txt.rank), 0)
+                       AS score,
+                   1 - vec.distance AS similarity,
+                   txt.rank IS NOT NULL AS text_match,
+                   sku.product_id IS NOT NULL AS sku_match,
+                   coalesce(NOT txt.own_words, false) AS synonym_match,
+                   pin.product_id IS NOT NULL AS pinned
+            FROM vec FULL JOIN txt USING (product_id) FULL JOIN sku USING (product_id)
+                 FULL JOIN pin USING (product_id)
+        ) f JOIN catalog_product p ON p.id = f.product_id
+        ORDER BY f.sku_match DESC, f.score DESC, f.product_id
     """
 
 
@@ -209,6 +300,8 @@ def hybrid_search_params(
     text: str | None = None,
     match_texts: Sequence[str] = (),
     floor: float | None = None,
+    synonyms: SynonymExpansion = NO_SYNONYMS,
+    pinned: Sequence[int] = (),
 ) -> dict:
     window = settings.SEARCH_MAX_RESULTS
     _, query = cosine_distance(space, "e.vector", vector)
@@ -218,14 +311,18 @@ def hybrid_search_params(
         "image_window": image_window(window),
         "k": settings.SEARCH_RRF_K,
         "floor": -2.0 if floor is None else floor,  # cosine is never below -1
+        "pinned": list(pinned),
         **filters.sql("p")[1],
     }
     if text is not None:
         params.update(
+            text=text,
             texts=list(match_texts or [text]),
             sku=text.strip(),
             text_candidates=settings.SEARCH_TEXT_CANDIDATES,
         )
+        if synonyms:
+            params.update(text_match_params(synonyms))
     return params
 
 
@@ -237,23 +334,48 @@ def hybrid_search(
     text: str | None = None,
     match_texts: Sequence[str] = (),
     floor: float | None = None,
+    synonyms: SynonymExpansion = NO_SYNONYMS,
+    pinned: Sequence[int] = (),
 ) -> list[RankedProduct]:
-    """The whole fused window, best first (at most about 2 x SEARCH_MAX_RESULTS + 1).
+    """The whole fused window, best first (at most about 2 x SEARCH_MAX_RESULTS + 1 + pins).
 
     `text` is the query as typed (its SKU match); `match_texts` the phrasings its text
-    match accepts (default: `text` alone).
+    match accepts (default: `text` alone). Vector-only hits under `floor` are in it with
+    `relevant` false.
     """
-    sql = hybrid_search_sql(space, filters, text=text is not None)
+    sql = hybrid_search_sql(space, filters, text=text is not None, synonyms=synonyms)
     params = hybrid_search_params(
-        space=space, vector=vector, filters=filters, text=text, match_texts=match_texts, floor=floor
+        space=space,
+        vector=vector,
+        filters=filters,
+        text=text,
+        match_texts=match_texts,
+        floor=floor,
+        synonyms=synonyms,
+        pinned=pinned,
     )
     rows = nearest_rows(sql, params, ef_search=params["image_window"], filtered=bool(filters))
     return [
         RankedProduct(
-            pid, float(score), None if similarity is None else float(similarity), txt, sku
+            product_id=pid,
+            score=float(score),
+            similarity=None if similarity is None else float(similarity),
+            text_match=text_match,
+            sku_match=sku_match,
+            synonym_match=synonym_match,
+            pinned=pinned_row,
+            relevant=relevant,
+            price=price,
+            created=created,
+            brand=brand,
+            category_id=category_id,
+            in_stock=in_stock,
         )
-        for pid, score, similarity, txt, sku in rows
-    ]
+        for (
+            pid, score, similarity, text_match, sku_match, synonym_match, pinned_row, relevant,
+            price, created, brand, category_id, in_stock,
+        ) in rows
+    ]  # fmt: skip
 
 
 def nearest_rows(sql: str, params: dict, *, ef_search: int, filtered: bool = False) -> list:

@@ -1,7 +1,9 @@
 """Reads: product search (text, photo, similar products), captions and image-text match.
 
 Each is one bounded SQL query over the active space's HNSW indexes (search.ranking),
-then one query for the page's products and one for the facets.
+then one query for the page's products and one for the facets. A text search first looks
+up its synonyms and merchandising rules (one small indexed query each); rules, sorting
+and related products then work on the whole ranked window (`search_page`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from catalog.models import Product
 from catalog.selectors import category_ancestor_ids, category_nodes
 from embeddings.models import EmbeddingSpace
 from embeddings.spaces import space_active, space_encoder
-from search.query import QueryAnalysis, query_analyse
+from search.models import MerchandisingRule
+from search.query import QueryAnalysis, query_analyse, rest_corrected
 from search.ranking import (
     MAX_EF_SEARCH,
     RankedProduct,
@@ -30,6 +33,20 @@ from search.ranking import (
     nearest_captions_rows,
     similar_products_rows,
 )
+from search.related import NoResultsHelp, no_results_help, related_rows
+from search.rules import (
+    NO_RULES,
+    RuleEffects,
+    filter_category_id,
+    rule_effects,
+    rule_specificity,
+    rules_apply,
+    rules_for_search,
+    rules_matching,
+    rules_with_entries,
+)
+from search.sorting import Sort, ranked_sort
+from search.synonyms import synonyms_expand
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +58,9 @@ class ProductHit:
     product: Product
     score: float  # fused rank score: what results are ordered by
     similarity: float | None  # cosine of its best image to the query; None: text match only
-    matched: tuple[str, ...] = ()  # why it is here: "sku", "text", "image"
+    # why it is here: "sku", "text", "synonym" (its words match through one), "image", "pinned"
+    matched: tuple[str, ...] = ()
+    related: bool = False  # under the "Related products" divider of a thin page
 
 
 @dataclass(frozen=True)
@@ -65,6 +84,9 @@ class SearchPage:
     count: int
     results: list[ProductHit]
     facets: Facets = field(default_factory=Facets)
+    sort: str = Sort.RELEVANCE
+    synonyms: dict[str, list[str]] = field(default_factory=dict)  # span -> its synonyms
+    suggestions: NoResultsHelp | None = None  # when nothing is relevant
     corrected_query: str | None = None  # text search: the corrected words it also matched
 
 
@@ -150,15 +172,22 @@ def product_search_by_text(
     filters: SearchFilters = NO_FILTERS,
     limit: int,
     offset: int = 0,
+    sort: str = Sort.RELEVANCE,
+    rules: RuleEffects | None = None,
     correct: bool = True,
 ) -> SearchPage:
-    """Hybrid search: words, SKU and the query's meaning, fused; nonsense finds nothing.
-
-    With `correct`, misspelt words also match as corrected (search.query); the text tower
-    sees the query as typed.
-    """
+    """Hybrid search: words (and their synonyms), SKU and the query's meaning, fused;
+    merchandising rules applied (`rules`: these instead of the active ones); a thin page
+    filled with related products; nonsense finds nothing. With `correct`, misspelt words
+    also match as corrected (search.query); the text tower sees the query as typed."""
     space = space_active()
     analysis = query_analyse(query=query, correct=correct)
+    synonyms = synonyms_expand(query=query)
+    if synonyms and analysis.corrections:
+        # Typed, an unknown word matches nothing: the words outside the spans as corrected.
+        synonyms = replace(synonyms, rest=rest_corrected(synonyms.rest, analysis))
+    if rules is None:
+        rules = rules_for_search(query=query, filters=filters)
     ranked = hybrid_search(
         space=space,
         vector=text_vector(space, query),
@@ -166,13 +195,29 @@ def product_search_by_text(
         text=query,
         match_texts=analysis.match_texts,
         floor=query_similarity_floor(space, analysis),
+        synonyms=synonyms,
+        pinned=rules.pinned_ids,
     )
-    page = search_page(space=space, ranked=ranked, limit=limit, offset=offset)
-    return replace(page, corrected_query=analysis.corrected_query)
+    page = search_page(
+        space=space,
+        ranked=ranked,
+        limit=limit,
+        offset=offset,
+        rules=rules,
+        sort=sort,
+        filters=filters,
+        related=True,
+    )
+    return replace(page, synonyms=synonyms.applied, corrected_query=analysis.corrected_query)
 
 
 def product_search_by_image(
-    *, image: Image.Image, filters: SearchFilters = NO_FILTERS, limit: int, offset: int = 0
+    *,
+    image: Image.Image,
+    filters: SearchFilters = NO_FILTERS,
+    limit: int,
+    offset: int = 0,
+    sort: str = Sort.RELEVANCE,
 ) -> SearchPage:
     """Products whose photos look most like `image`."""
     space = space_active()
@@ -182,6 +227,7 @@ def product_search_by_image(
         filters=filters,
         limit=limit,
         offset=offset,
+        sort=sort,
     )
 
 
@@ -192,10 +238,21 @@ def products_nearest(
     filters: SearchFilters = NO_FILTERS,
     limit: int,
     offset: int = 0,
+    sort: str = Sort.RELEVANCE,
 ) -> SearchPage:
-    """Products ranked by their best image's similarity to `vector`, in `space`."""
-    ranked = hybrid_search(space=space, vector=vector, filters=filters)
-    return search_page(space=space, ranked=ranked, limit=limit, offset=offset)
+    """Products ranked by their best image's similarity to `vector`, in `space`; the rules
+    without a query apply."""
+    rules = rules_for_search(query=None, filters=filters)
+    ranked = hybrid_search(space=space, vector=vector, filters=filters, pinned=rules.pinned_ids)
+    return search_page(
+        space=space,
+        ranked=ranked,
+        limit=limit,
+        offset=offset,
+        rules=rules,
+        sort=sort,
+        filters=filters,
+    )
 
 
 def search_page(
@@ -205,38 +262,65 @@ def search_page(
     limit: int,
     offset: int,
     with_facets: bool = True,
+    rules: RuleEffects = NO_RULES,
+    sort: str = Sort.RELEVANCE,
+    filters: SearchFilters | None = None,
+    related: bool = False,
 ) -> SearchPage:
-    """One page of a ranked window, with its products loaded and facets over the window."""
-    window = ranked[offset : offset + limit]
+    """One page of a ranked window, with its products loaded and facets over the window.
+
+    The relevant set (rows over the floor, and pinned ones) gets the rules and the sort
+    order as a whole before it is cut into pages. With `related`, a first page thinner
+    than `limit` is filled with the window's products under the floor, unless nothing
+    was relevant but pins; with `filters`, an empty result says what to try instead.
+    """
+    relevant = rules_apply(
+        [r for r in ranked if r.relevant or r.pinned], rules, place_pins=sort == Sort.RELEVANCE
+    )
+    relevant = ranked_sort(relevant, sort)
+    window = [(r, False) for r in relevant[offset : offset + limit]]
+    natural = any(r.relevant for r in relevant)
+    if related and natural and offset == 0 and len(relevant) < limit:
+        extra = related_rows(ranked, hidden=rules.hidden, limit=limit - len(relevant))
+        window += [(r, True) for r in extra]
     products = {
         p.pk: p
-        for p in Product.objects.filter(pk__in=[r.product_id for r in window])
+        for p in Product.objects.filter(pk__in=[r.product_id for r, _ in window])
         .select_related("category")
         .prefetch_related("images")
     }
     results = [
-        ProductHit(products[r.product_id], r.score, r.similarity, _matched(r))
-        for r in window
+        ProductHit(products[r.product_id], r.score, r.similarity, _matched(r), is_related)
+        for r, is_related in window
         if r.product_id in products  # deleted since the vectors were read
     ]
-    facets = search_facets(product_ids=[r.product_id for r in ranked]) if with_facets else Facets()
-    return SearchPage(space=space, count=len(ranked), results=results, facets=facets)
+    facets = search_facets(ranked=relevant) if with_facets else Facets()
+    suggestions = no_results_help(filters=filters) if filters is not None and not relevant else None
+    return SearchPage(
+        space=space,
+        count=len(relevant),
+        results=results,
+        facets=facets,
+        sort=sort,
+        suggestions=suggestions,
+    )
 
 
 def _matched(ranked: RankedProduct) -> tuple[str, ...]:
     reasons = (
         ("sku", ranked.sku_match),
         ("text", ranked.text_match),
+        ("synonym", ranked.synonym_match),
         ("image", ranked.similarity is not None),
+        ("pinned", ranked.pinned),
     )
     return tuple(name for name, hit in reasons if hit)
 
 
-def search_facets(*, product_ids: list[int]) -> Facets:
-    """Counts by category (each counted in its ancestors too), brand and stock."""
-    rows = list(
-        Product.objects.filter(pk__in=product_ids).values_list("category_id", "brand", "in_stock")
-    )
+def search_facets(*, ranked: list[RankedProduct]) -> Facets:
+    """Counts by category (each counted in its ancestors too), brand and stock, from the
+    attributes the ranking query returned with each product."""
+    rows = [(r.category_id, r.brand, r.in_stock) for r in ranked]
     nodes = category_nodes() if any(category for category, _, _ in rows) else {}
     per_category = Counter(
         pk for category, _, _ in rows if category for pk in category_ancestor_ids(nodes, category)
@@ -306,4 +390,55 @@ def image_text_match(*, image: Image.Image, text: str, top: int = 5) -> ImageTex
         rank=rank,
         compared=compared,
         top_captions=[CaptionHit(pid, fld, txt, float(s)) for pid, fld, txt, s in nearest],
+    )
+
+
+# --- merchandising rule preview (the admin) -----------------------------------------------
+
+
+@dataclass(frozen=True)
+class RulePreview:
+    query: str
+    applies: bool  # the rule's query and category match this search
+    with_rule: SearchPage
+    without_rule: SearchPage
+    positions_without: dict[int, int]  # product id -> its position without the rule
+    hidden: list[Product]  # what the rule hides from this query
+
+
+def rule_preview(
+    *, rule: MerchandisingRule, query: str, filters: SearchFilters = NO_FILTERS, limit: int = 24
+) -> RulePreview:
+    """The first page for `query` with the rule, if its query and category match (even if
+    it is disabled or outside its time window), and the other active rules that apply,
+    beside the page without the rule."""
+    nodes = category_nodes() if filters.category_ids else None
+    category_id = filter_category_id(filters, nodes) if nodes else None
+    matching = rules_matching(query=query, category_id=category_id, nodes=nodes)
+    others = [other for other in matching if other.pk != rule.pk]
+    applies = any(
+        candidate.pk == rule.pk
+        for candidate in rules_matching(
+            query=query, category_id=category_id, nodes=nodes, active_only=False
+        )
+    )
+    (rule,) = rules_with_entries(MerchandisingRule.objects.filter(pk=rule.pk))
+    with_rule = rule_effects(sorted([*others, rule], key=rule_specificity) if applies else others)
+    without_rule = rule_effects(others)
+    page_with = product_search_by_text(query=query, filters=filters, limit=limit, rules=with_rule)
+    page_without = product_search_by_text(
+        query=query, filters=filters, limit=limit, rules=without_rule
+    )
+    hidden_ids = with_rule.hidden - without_rule.hidden
+    return RulePreview(
+        query=query,
+        applies=applies,
+        with_rule=page_with,
+        without_rule=page_without,
+        positions_without={
+            hit.product.pk: position
+            for position, hit in enumerate(page_without.results, start=1)
+            if not hit.related
+        },
+        hidden=list(Product.objects.filter(pk__in=hidden_ids).order_by("sku")),
     )

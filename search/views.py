@@ -1,11 +1,12 @@
 """Shop pages: plain Django templates over the same selectors and input rules as the API."""
 
-import base64
 import functools
-import hashlib
+import logging
+import secrets
 
 import numpy as np
 from django.conf import settings
+from django.core.cache import cache
 from django.core.paginator import Paginator
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -14,31 +15,50 @@ from rest_framework import serializers
 
 from catalog.models import Product
 from embeddings.spaces import NoActiveSpace, space_active
-from search.apis import SearchFiltersSerializer, UploadedImageField, non_blank
+from search.apis import SearchFiltersSerializer, SortField, UploadedImageField, non_blank
 from search.selectors import (
     image_vector,
     product_search_by_text,
     products_nearest,
     products_similar,
 )
+from search.sorting import Sort
 
 # The API's one-line error message, so the page and the API say the same thing.
 from shop_search.api import _first_message
+from shop_search.throttling import anonymous_throttle_wait
+
+logger = logging.getLogger(__name__)
 
 PAGE_SIZE = 24
 SIMILAR_ON_PAGE = 8
-# The last uploaded photo's vector: results pages and filters are plain GET links after it.
-PHOTO_SESSION_KEY = "photo_search"
 
 
 class SearchPageInput(SearchFiltersSerializer):
     q = serializers.CharField(required=False, max_length=500, default="")
     correct = serializers.BooleanField(required=False, default=True)
     photo = serializers.CharField(required=False, max_length=64, default="")
+    sort = SortField()
 
 
 class PhotoInput(serializers.Serializer):
     image = UploadedImageField()
+
+
+def throttled(view):
+    """The API's anonymous throttle on a page: a 429 page that says how long to wait."""
+
+    @functools.wraps(view)
+    def throttled_view(request, *args, **kwargs):
+        wait = anonymous_throttle_wait(request)
+        if wait is None:
+            return view(request, *args, **kwargs)
+        context = {"error": f"Too many searches from your address: try again in {wait} s."}
+        response = render(request, "search/search.html", context, status=429)
+        response["Retry-After"] = str(wait)
+        return response
+
+    return throttled_view
 
 
 def needs_active_space(view):
@@ -55,6 +75,7 @@ def needs_active_space(view):
     return wrapped
 
 
+@throttled
 @needs_active_space
 def shop_search(request):
     params = SearchPageInput(data=non_blank(request.GET))
@@ -72,13 +93,18 @@ def shop_search(request):
     offset = (page_number - 1) * PAGE_SIZE
     page = None
     if data["photo"]:
-        vector = _session_photo_vector(request, data["photo"])
+        vector = _photo_vector(data["photo"])
         if vector is None:
             context["error"] = "That photo search has expired: upload the photo again."
         else:
             space, vector = vector
             page = products_nearest(
-                space=space, vector=vector, filters=data["filters"], limit=PAGE_SIZE, offset=offset
+                space=space,
+                vector=vector,
+                filters=data["filters"],
+                limit=PAGE_SIZE,
+                offset=offset,
+                sort=data["sort"],
             )
     elif data["q"]:
         page = product_search_by_text(
@@ -86,6 +112,7 @@ def shop_search(request):
             filters=data["filters"],
             limit=PAGE_SIZE,
             offset=offset,
+            sort=data["sort"],
             correct=data["correct"],
         )
     if page is not None:
@@ -95,11 +122,19 @@ def shop_search(request):
             has_next=offset + PAGE_SIZE < page.count,
             has_previous=page_number > 1,
             filtered=bool(data["filters"]),
+            sorts=Sort.choices,
+            matches=[hit for hit in page.results if not hit.related],
+            related=[hit for hit in page.results if hit.related],
         )
     return render(request, "search/search.html", context)
 
 
+def _photo_cache_key(photo_id: str) -> str:
+    return f"search:photo:{photo_id}"
+
+
 @require_POST
+@throttled
 @needs_active_space
 def shop_photo_search(request):
     params = PhotoInput(data=request.FILES)  # a missing file is "No file was submitted."
@@ -108,21 +143,32 @@ def shop_photo_search(request):
         return render(request, "search/search.html", context, status=400)
     space = space_active()
     vector = np.asarray(image_vector(space, params.validated_data["image"]), dtype=np.float32)
-    photo_id = hashlib.sha256(vector.tobytes()).hexdigest()[:16]
-    request.session[PHOTO_SESSION_KEY] = {
-        "id": photo_id,
-        "space": space.pk,
-        "vector": base64.b64encode(vector.tobytes()).decode(),
-    }
+    # The vector waits in the cache under a random id that only this shopper's links carry:
+    # no session row per anonymous photo search, and the id tells nothing about the photo.
+    photo_id = secrets.token_urlsafe(16)
+    try:
+        cache.set(
+            _photo_cache_key(photo_id),
+            {"space": space.pk, "vector": vector.tobytes()},
+            timeout=settings.SEARCH_QUERY_CACHE_SECONDS,
+        )
+    except Exception:  # any backend's connection error: say so, never a 500
+        logger.warning("photo search cache unreachable", exc_info=True)
+        context = {"error": "Search by photo is unavailable right now: try again soon."}
+        return render(request, "search/search.html", context, status=503)
     return redirect(f"{reverse('shop-search')}?photo={photo_id}")
 
 
-def _session_photo_vector(request, photo_id: str):
-    stored = request.session.get(PHOTO_SESSION_KEY) or {}
+def _photo_vector(photo_id: str):
+    try:
+        stored = cache.get(_photo_cache_key(photo_id)) or {}
+    except Exception:
+        logger.warning("photo search cache unreachable", exc_info=True)
+        stored = {}
     space = space_active()
-    if stored.get("id") != photo_id or stored.get("space") != space.pk:
-        return None  # another photo since, or the model changed: its vector means nothing now
-    return space, np.frombuffer(base64.b64decode(stored["vector"]), dtype=np.float32)
+    if stored.get("space") != space.pk:
+        return None  # expired, never made, or the model changed: its vector means nothing now
+    return space, np.frombuffer(stored["vector"], dtype=np.float32)
 
 
 @needs_active_space

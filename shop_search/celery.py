@@ -7,8 +7,9 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "shop_search.settings.dev")
 app = Celery("shop_search")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
-# The import task lives with the importer (catalog.importing), not in catalog.tasks.
-app.autodiscover_tasks(["catalog.importing"])
+# The import task lives with the importer (catalog.importing), not in catalog.tasks; the
+# project's housekeeping (shop_search is no app) in shop_search.tasks.
+app.autodiscover_tasks(["catalog.importing", "shop_search"])
 
 
 @signals.setup_logging.connect

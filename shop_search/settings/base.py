@@ -1,8 +1,13 @@
 """Settings shared by every environment; all of it can be overridden from the environment."""
 
 import re
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import unquote, urlparse
+
+from celery.schedules import crontab
+from csp.constants import NONCE
+from django.core.exceptions import ImproperlyConfigured
 
 from .environment import Env
 
@@ -40,8 +45,11 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django.contrib.postgres",
     "rest_framework",
+    "rest_framework.authtoken",  # API tokens for scripts and other services (no passwords)
     "drf_spectacular",
     "drf_spectacular_sidecar",  # Swagger UI's files, served locally: no CDN is reachable
+    "axes",  # failed logins counted per (username, client IP): password guessing is locked out
+    "csp",
     "catalog",
     "embeddings",
     "search",
@@ -49,13 +57,64 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Before anything reads the body (CSRF parses a whole multipart POST): a large body from
+    # anyone but signed-in staff is refused from its Content-Length alone.
+    "shop_search.middleware.AnonymousBodyLimitMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
+    # Last, as django-axes asks: it turns a lockout raised during login into its 429 page.
+    "axes.middleware.AxesMiddleware",
 ]
+
+# Logins (the admin's; the API takes sessions and tokens, never passwords) go through
+# django-axes first: after AXES_FAILURE_LIMIT failures of one username from one client IP,
+# that pair is refused for AXES_COOLOFF_MINUTES, whatever the password.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("AXES_COOLOFF_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+# The client's address as the API throttle sees it (API_NUM_PROXIES), not a header anyone
+# can write.
+AXES_CLIENT_IP_CALLABLE = "shop_search.throttling.client_ip"
+AXES_COOLOFF_MESSAGE = (
+    "Too many failed logins for this username from your address: try again in "
+    f"{AXES_COOLOFF_TIME.total_seconds() / 60:.0f} minutes."
+)
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": f"django.contrib.auth.password_validation.{name}"}
+    for name in (
+        "UserAttributeSimilarityValidator",
+        "MinimumLengthValidator",
+        "CommonPasswordValidator",
+        "NumericPasswordValidator",
+    )
+]
+
+# Scripts only from our own origin, never inline (the one inline script, the import
+# page's progress poll, carries the request's nonce). Styles may be inline: the Django
+# admin's change lists and the Swagger UI page carry <style> blocks of their own.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'", NONCE],
+        "style-src": ["'self'", "'unsafe-inline'"],
+        "img-src": ["'self'", "data:"],
+        "object-src": ["'none'"],
+        "base-uri": ["'none'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    }
+}
 
 ROOT_URLCONF = "shop_search.urls"
 WSGI_APPLICATION = "shop_search.wsgi.application"
@@ -115,13 +174,21 @@ MAX_IMAGE_ASPECT_RATIO = env.float("MAX_IMAGE_ASPECT_RATIO", default=20.0)
 if MAX_IMAGE_ASPECT_RATIO < 1:
     raise ValueError(f"MAX_IMAGE_ASPECT_RATIO must be at least 1: {MAX_IMAGE_ASPECT_RATIO!r}")
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_UPLOAD_IMAGE_BYTES + 1024 * 1024
+# Request bodies larger than this are refused (413) before they are read, unless the request
+# comes with the session of a signed-in staff member (bulk imports): a photo and its form.
+ANONYMOUS_MAX_BODY_BYTES = env.int(
+    "ANONYMOUS_MAX_BODY_BYTES", default=MAX_UPLOAD_IMAGE_BYTES + 1024 * 1024
+)
 
 # Requests per period for anonymous API clients, e.g. "120/min"; empty: not throttled.
 API_ANON_RATE = env.str("API_ANON_RATE", default="120/min")
 if API_ANON_RATE and not re.fullmatch(r"[1-9]\d*/(s|sec|m|min|h|hour|d|day)", API_ANON_RATE):
     raise ValueError(f"API_ANON_RATE must look like 120/min (s, min, hour, day): {API_ANON_RATE!r}")
-# Unset, empty or 0: no proxy in front, REMOTE_ADDR is the client.
+# Unset, empty or 0: no proxy in front, REMOTE_ADDR is the client and X-Forwarded-For is
+# ignored. N: the client is the Nth address from the right of X-Forwarded-For.
 api_num_proxies = env.int("API_NUM_PROXIES") if env.str("API_NUM_PROXIES", default="") else 0
+if api_num_proxies < 0:
+    raise ImproperlyConfigured(f"API_NUM_PROXIES must be 0 or more, got {api_num_proxies}")
 REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": [
@@ -129,16 +196,27 @@ REST_FRAMEWORK = {
         "rest_framework.parsers.MultiPartParser",
         "rest_framework.parsers.FormParser",
     ],
+    # Sessions (the admin's sign-in) and tokens (scripts): never a password per request, which
+    # DRF would check before throttling, letting anyone guess passwords without limit.
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.SessionAuthentication",
+        "rest_framework.authentication.TokenAuthentication",
+    ],
     "EXCEPTION_HANDLER": "shop_search.api.exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    # Anonymous API clients are throttled per IP (counted in CACHES); staff are not.
+    # Anonymous clients are throttled per IP (counted in CACHES), the shop's search pages
+    # too (search.views, the same counter); signed-in users are not.
     "DEFAULT_THROTTLE_CLASSES": ["shop_search.throttling.AnonRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {"anon": API_ANON_RATE or None},
     # Behind reverse proxies (docker/compose.yaml: 1), the client IP is in X-Forwarded-For.
-    "NUM_PROXIES": api_num_proxies or None,
+    # 0 must stay 0: DRF reads None as "believe the whole X-Forwarded-For", which lets a
+    # client pick a new address, and a fresh throttle budget, with every request.
+    "NUM_PROXIES": api_num_proxies,
 }
 
-# Throttle counters: shared by all web processes through Redis when CACHE_URL is set.
+# Throttle counters, query vectors and photo searches: shared by all web processes through
+# Redis when CACHE_URL is set (in docker/compose.yaml a Redis of its own, with maxmemory and
+# LRU eviction, never the broker's).
 if cache_url := env.str("CACHE_URL", default=""):
     CACHES = {
         "default": {
@@ -205,7 +283,15 @@ API_SUGGEST_ANON_RATE = env.str("API_SUGGEST_ANON_RATE", default="600/min")
 SEARCH_TEXT_CANDIDATES = env.int("SEARCH_TEXT_CANDIDATES", default=1000)
 # Filtered vector search: HNSW index tuples read at most while looking for filtered hits.
 SEARCH_MAX_SCAN_TUPLES = env.int("SEARCH_MAX_SCAN_TUPLES", default=20000)
-SEARCH_QUERY_CACHE_SECONDS = env.int("SEARCH_QUERY_CACHE_SECONDS", default=86400)
+# Query vectors (and photo searches' vectors) are kept this long in the cache; bounded, so
+# that a flood of distinct queries expires instead of accumulating.
+SEARCH_QUERY_CACHE_MAX_SECONDS = 86400
+SEARCH_QUERY_CACHE_SECONDS = env.int("SEARCH_QUERY_CACHE_SECONDS", default=3600)
+if not 1 <= SEARCH_QUERY_CACHE_SECONDS <= SEARCH_QUERY_CACHE_MAX_SECONDS:
+    raise ImproperlyConfigured(
+        f"SEARCH_QUERY_CACHE_SECONDS must be between 1 and {SEARCH_QUERY_CACHE_MAX_SECONDS} "
+        f"(a day), got {SEARCH_QUERY_CACHE_SECONDS}"
+    )
 # Image-text match: the rank is counted among this many captions nearest the image.
 MATCH_TOP_CAPTIONS = env.int("MATCH_TOP_CAPTIONS", default=1000)
 # Admin: a product is flagged when its title is not among its photo's nearest captions.
@@ -262,6 +348,7 @@ CELERY_TASK_ROUTES = {
     "embeddings.tasks.activate_space": {"queue": "train"},
     "embeddings.tasks.sweep_missing_embeddings": {"queue": "default"},
     "catalog.importing.tasks.sweep_import_files": {"queue": "default"},
+    "shop_search.tasks.sessions_clear_expired": {"queue": "default"},
 }
 # Redis redelivers a message that was never acknowledged (its worker died) after this long;
 # it must exceed the longest late-acknowledged task (CELERY_TASK_TIME_LIMIT).
@@ -293,6 +380,12 @@ CELERY_BEAT_SCHEDULE = {
         "task": "catalog.importing.tasks.sweep_import_files",
         "schedule": IMPORT_FILES_SWEEP_INTERVAL,
         "options": {"expires": IMPORT_FILES_SWEEP_INTERVAL},
+    },
+    # Expired sessions (admin sign-ins) are deleted once a day; nothing else removes them.
+    "clear-expired-sessions": {
+        "task": "shop_search.tasks.sessions_clear_expired",
+        "schedule": crontab(hour=3, minute=30),
+        "options": {"expires": 3600},
     },
 }
 

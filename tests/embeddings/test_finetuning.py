@@ -1,15 +1,28 @@
 """Fine-tuning on the catalog: really learns, promotes only past the margin, fails clearly."""
 
+from datetime import timedelta
+
 import numpy as np
 import pytest
 from django.core.management import CommandError, call_command
 from django.urls import reverse
+from django.utils import timezone
 
 from catalog.services import demo_catalog_load
 from embeddings.admin import training_report
 from embeddings.encoder import file_sha256
-from embeddings.finetuning import FinetuneError, catalog_pairs, finetune_run_execute
+from embeddings.finetuning import (
+    FinetuneError,
+    FinetuneOptions,
+    catalog_pairs,
+    finetune_run_execute,
+)
 from embeddings.models import EmbeddingSpace, FinetuneRun, ImageEmbedding
+from embeddings.services import (
+    FINETUNE_RUN_STALE_AFTER,
+    FinetuneRunInProgress,
+    finetune_run_create,
+)
 from embeddings.spaces import space_active, space_encoder
 from embeddings.training import gibberish_queries, shopper_queries
 from search.query import query_analyse
@@ -199,3 +212,46 @@ def test_only_staff_can_start_a_finetune(client, db):
     assert response.status_code == 302
     assert "/admin/login/" in response["Location"]
     assert not FinetuneRun.objects.exists()
+
+
+# --- one run at a time ---------------------------------------------------------------------
+
+
+def test_a_run_cannot_start_while_another_is_queued_or_running(db):
+    first = finetune_run_create(options=FinetuneOptions(epochs=1))
+    for status in (FinetuneRun.Status.QUEUED, FinetuneRun.Status.RUNNING):
+        FinetuneRun.objects.filter(pk=first.pk).update(status=status)
+        with pytest.raises(FinetuneRunInProgress, match=rf"Fine-tune #{first.pk} is {status} "):
+            finetune_run_create(options=FinetuneOptions(epochs=1))
+    assert FinetuneRun.objects.count() == 1
+    FinetuneRun.objects.filter(pk=first.pk).update(status=FinetuneRun.Status.FAILED)
+    second = finetune_run_create(options=FinetuneOptions(epochs=1))
+    assert second.status == FinetuneRun.Status.QUEUED
+
+
+def test_a_run_whose_worker_died_long_ago_no_longer_blocks(db):
+    dead = finetune_run_create(options=FinetuneOptions(epochs=1))
+    FinetuneRun.objects.filter(pk=dead.pk).update(
+        status=FinetuneRun.Status.RUNNING,
+        created=timezone.now() - FINETUNE_RUN_STALE_AFTER - timedelta(minutes=1),
+    )
+    assert finetune_run_create(options=FinetuneOptions(epochs=1)).pk != dead.pk
+
+
+def test_admin_button_says_a_run_is_already_going(admin_client):
+    running = finetune_run_create(options=FinetuneOptions(epochs=1))
+    response = admin_client.post(reverse("admin:embeddings_embeddingspace_finetune"), follow=True)
+    assert response.redirect_chain[0][0] == reverse("admin:embeddings_finetunerun_changelist")
+    messages = [str(m) for m in response.context["messages"]]
+    assert messages == [
+        f"Fine-tune #{running.pk} is queued (started {running.created:%Y-%m-%d %H:%M} UTC): "
+        "one run at a time, so start another when it has finished."
+    ]
+    assert FinetuneRun.objects.count() == 1
+
+
+def test_finetune_command_refuses_while_a_run_is_queued(db):
+    queued = finetune_run_create(options=FinetuneOptions(epochs=1))
+    with pytest.raises(CommandError, match=rf"Fine-tune #{queued.pk} is queued"):
+        call_command("finetune_clip", epochs=1, verbosity=0)
+    assert FinetuneRun.objects.count() == 1

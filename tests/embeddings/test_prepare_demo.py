@@ -12,7 +12,8 @@ pytestmark = pytest.mark.django_db
 
 def test_first_run_loads_and_trains_then_later_runs_skip(settings, capsys):
     settings.FINETUNE_VAL_FRACTION = 0.25
-    call_command("prepare_demo", products=40, max_minutes=0.2)
+    # A number of epochs, not a time budget: on a busy machine 12 s trained too little to win.
+    call_command("prepare_demo", products=40, epochs=10, batch_size=32, max_minutes=10)
     active = space_active()
     assert active.name == "shop-tiny-demo"
     assert active.source == EmbeddingSpace.Source.CHECKPOINT

@@ -8,7 +8,7 @@ import sys
 
 import yaml
 
-from tests.ops.topology import ROOT, wait_until
+from tests.ops.topology import ROOT, RedisServer, wait_until
 
 
 def test_stack_embeds_serves_and_reports_health(topology):
@@ -168,3 +168,46 @@ def test_compose_file_is_valid_and_complete():
     assert "db-data" in mounts["db"]
     assert {"media", "models", "model-cache"} <= mounts["web"] & mounts["worker"]
     assert {"db-data", "media", "models", "model-cache"} <= set(config["volumes"])
+
+
+def test_the_cache_is_a_bounded_redis_that_evicts_while_the_broker_never_does(tmp_path):
+    from urllib.parse import urlparse
+
+    import redis as redis_py
+
+    config = yaml.safe_load(
+        compose("--env-file", str(ROOT / "docker" / ".env.example"), "config").stdout
+    )
+    services = config["services"]
+    environment = services["web"]["environment"]
+    cache_host = urlparse(environment["CACHE_URL"]).hostname
+    broker_host = urlparse(environment["CELERY_BROKER_URL"]).hostname
+    assert cache_host != broker_host, "query vectors would fill the broker's memory"
+    assert int(environment["SEARCH_QUERY_CACHE_SECONDS"]) <= 86400
+
+    def fill(service: str) -> dict:
+        """Write 4 MB of query vectors (2 KB each, with their TTL) into a 1 MB Redis."""
+        server = RedisServer(tmp_path / service)
+        server.start(extra_args=[*services[service]["command"][1:], "--maxmemory", "1mb"])
+        try:
+            client = redis_py.Redis(port=server.port)
+            errors = 0
+            for n in range(2000):
+                try:
+                    client.set(f"search:qv:{n}", b"\x00" * 2048, ex=3600)
+                except redis_py.exceptions.ResponseError:  # OOM: the write is refused
+                    errors += 1
+            info = client.info()
+            return {"refused": errors, "evicted": info["evicted_keys"], **client.config_get()}
+        finally:
+            server.stop()
+
+    cache = fill(cache_host)
+    assert cache["maxmemory-policy"] == "allkeys-lru"
+    assert cache["refused"] == 0
+    assert cache["evicted"] > 1000
+    assert cache["appendonly"] == "no"
+    assert cache["save"] == ""
+    broker = fill(broker_host)
+    assert broker["maxmemory-policy"] == "noeviction"  # a task is never dropped...
+    assert broker["refused"] > 1000  # ...so a broker shared with the cache would refuse them

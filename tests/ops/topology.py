@@ -101,10 +101,11 @@ class RedisServer:
     def url(self, db: int = 0) -> str:
         return f"redis://127.0.0.1:{self.port}/{db}"
 
-    def start(self) -> None:
+    def start(self, extra_args: list[str] = ()) -> None:
+        """`extra_args` come last, so they override the defaults before them."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1"]
-        args += ["--save", "", "--appendonly", "no", "--dir", str(self.workdir)]
+        args += ["--save", "", "--appendonly", "no", "--dir", str(self.workdir), *extra_args]
         self.process = Process("redis", args, env=dict(os.environ), log=self.workdir / "redis.log")
         wait_until(self.ping, timeout=30, what=f"redis on port {self.port}")
 
@@ -497,3 +498,53 @@ def multipart(fields: dict[str, str], files: dict[str, tuple[str, bytes, str]] |
         chunks.append(head.encode() + data + b"\r\n")
     chunks.append(f"--{boundary}--\r\n".encode())
     return b"".join(chunks), f"multipart/form-data; boundary={boundary}"
+
+
+class NginxProxy:
+    """docker/nginx.conf served by a real nginx (Debian's) in front of a web process.
+
+    The file is rendered as the nginx image renders its templates (TLS_PROXY_ADDRESS filled
+    in), with only what differs outside Docker replaced: the upstream, the port, the paths.
+    """
+
+    def __init__(self, workdir: Path, *, upstream_port: int, tls_proxy_address: str):
+        self.workdir, self.port = workdir, free_port()
+        workdir.mkdir(parents=True, exist_ok=True)
+        site = (ROOT / "docker" / "nginx.conf").read_text()
+        site = site.replace("${TLS_PROXY_ADDRESS}", tls_proxy_address)
+        for original, local in [
+            ("server web:8000;", f"server 127.0.0.1:{upstream_port};"),
+            ("listen 80;", f"listen 127.0.0.1:{self.port};"),
+            ("/var/lib/shop/", f"{workdir}/"),
+        ]:
+            assert original in site, f"docker/nginx.conf no longer has {original!r}"
+            site = site.replace(original, local)
+        (workdir / "site.conf").write_text(site)
+        user = "user root;\n" if os.geteuid() == 0 else ""
+        (workdir / "nginx.conf").write_text(
+            f"{user}pid {workdir}/nginx.pid;\nerror_log {workdir}/error.log;\n"
+            "worker_processes 1;\nevents {}\n"
+            f"http {{\n  access_log off;\n  client_body_temp_path {workdir}/body;\n"
+            f"  proxy_temp_path {workdir}/proxy;\n  include {workdir}/site.conf;\n}}\n"
+        )
+
+    def start(self) -> None:
+        executable = shutil.which("nginx") or "/usr/sbin/nginx"
+        assert os.path.exists(executable), "nginx is missing: ./bin/test installs Debian's"
+        args = [executable, "-p", str(self.workdir), "-c", str(self.workdir / "nginx.conf")]
+        args += ["-e", str(self.workdir / "error.log"), "-g", "daemon off;"]
+        self.process = Process("nginx", args, env=dict(os.environ), log=self.workdir / "out.log")
+
+        def listening():
+            if not self.process.alive():
+                raise RuntimeError(f"nginx exited:\n{self.process.output()}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return True
+            except OSError:
+                return False
+
+        wait_until(listening, timeout=30, what=f"nginx on port {self.port}")
+
+    def stop(self) -> None:
+        self.process.stop()

@@ -58,6 +58,7 @@ def test_search_api_returns_ranked_products(client, shop):
         "score",
         "similarity",
         "matched",
+        "related",
     }
     assert first["image_url"].startswith("http://testserver/media/products/")
     assert body["results"][0]["score"] >= body["results"][1]["score"]

@@ -252,6 +252,7 @@ def test_schema_lists_what_the_search_endpoints_accept(schema):
         "min_price",
         "max_price",
         "in_stock",
+        "sort",
         "correct",
     }
     assert next(p for p in search["parameters"] if p["name"] == "q")["required"] is True
@@ -267,6 +268,7 @@ def test_schema_lists_what_the_search_endpoints_accept(schema):
         "min_price",
         "max_price",
         "in_stock",
+        "sort",
     }
     assert body["required"] == ["image"]
     match = schema["paths"]["/api/match/"]["post"]["requestBody"]["content"]
@@ -283,6 +285,8 @@ def test_schema_describes_what_the_endpoints_return(client, schema, catalog_shop
     calls = [
         ("/api/search/", "get", 200, client.get("/api/search/", {"q": "red"})),
         ("/api/search/", "get", 400, client.get("/api/search/", {"q": ""})),
+        # Nothing relevant: suggestions instead of results.
+        ("/api/search/", "get", 200, client.get("/api/search/", {"q": "x", "brand": "Nobody"})),
         ("/api/search/", "get", 200, client.get("/api/search/", {"q": "stripped shirt"})),
         ("/api/suggest/", "get", 200, client.get("/api/suggest/", {"q": "str"})),
         ("/api/suggest/", "get", 400, client.get("/api/suggest/", {"q": " "})),
@@ -331,7 +335,20 @@ def test_api_docs_page_serves_swagger_ui_locally(client, db):
     assert "drf_spectacular_sidecar" in page
     assert "cdn." not in page
     assert "//unpkg" not in page
-    assert reverse("api-schema") in page
+    # Its start-up script is a file of its own (?script), which points at the schema.
+    script = client.get(reverse("api-docs"), {"script": ""}).content.decode()
+    assert reverse("api-schema") in script
+
+
+@pytest.mark.parametrize("url", ["/api/search/image/", "/api/match/", "/api/captions/"])
+@pytest.mark.parametrize("body", ["[]", '"x"', "1", "null", '{"image": "x"}'])
+def test_photo_endpoints_refuse_json_bodies_with_a_415(client, db, url, body):
+    response = client.post(url, data=body, content_type="application/json")
+    assert response.status_code == 415
+    assert response.json() == {
+        "error": "Unsupported media type 'application/json': send the photo and fields as "
+        "multipart/form-data."
+    }
 
 
 # --- the shop pages -----------------------------------------------------------------------

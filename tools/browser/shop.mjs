@@ -62,9 +62,9 @@ try {
   await page.goto(baseUrl);
   const box = page.getByRole("combobox", { name: "Search products" });
   await box.pressSequentially("stri", { delay: 80 });
-  await page.waitForSelector('#suggestions [role="option"]');
+  await page.waitForSelector('#completions [role="option"]');
   const options = () =>
-    page.$$eval('#suggestions [role="option"]', (items) =>
+    page.$$eval('#completions [role="option"]', (items) =>
       items.map((item) => item.querySelector(".text").textContent),
     );
   report.suggest = { expanded: await box.getAttribute("aria-expanded"), options: await options() };
@@ -72,7 +72,7 @@ try {
   await box.press("ArrowDown");
   await shot(page, "5-suggest");
   report.suggest.selected = await page.$eval(
-    '#suggestions [aria-selected="true"] .text',
+    '#completions [aria-selected="true"] .text',
     (item) => item.textContent,
   );
   report.suggest.activeIsSelected = await page.evaluate(
@@ -88,11 +88,11 @@ try {
   report.suggest.results = await results();
   await box.fill("");
   await box.pressSequentially("blu", { delay: 80 });
-  await page.waitForSelector('#suggestions [role="option"]');
+  await page.waitForSelector('#completions [role="option"]');
   await box.press("Escape");
   report.suggest.afterEscape = {
     expanded: await box.getAttribute("aria-expanded"),
-    hidden: await page.$eval("#suggestions", (list) => list.hidden),
+    hidden: await page.$eval("#completions", (list) => list.hidden),
     box: await box.inputValue(),
   };
 

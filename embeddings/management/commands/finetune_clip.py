@@ -5,7 +5,8 @@ from tqdm import tqdm
 
 from embeddings.finetuning import FinetuneError, FinetuneOptions, finetune_run_execute
 from embeddings.management.commandline import print_metrics, space_by_name
-from embeddings.models import EmbeddingSpace, FinetuneRun
+from embeddings.models import EmbeddingSpace
+from embeddings.services import finetune_run_create
 from embeddings.training import TrainConfig
 
 
@@ -75,12 +76,11 @@ class Command(BaseCommand):
         if options["name"] and EmbeddingSpace.objects.filter(name=options["name"]).exists():
             raise CommandError(f"a space named {options['name']!r} exists already")
         source = space_by_name(options["source"]) if options["source"] else None
-        run = FinetuneRun.objects.create(
-            source=source,
-            options=FinetuneOptions(
-                **{f.name: options[f.name] for f in fields(FinetuneOptions) if f.name in options}
-            ).as_dict(),
-        )
+        given = {f.name: options[f.name] for f in fields(FinetuneOptions) if f.name in options}
+        try:
+            run = finetune_run_create(source=source, options=FinetuneOptions(**given))
+        except FinetuneError as exc:  # another run is queued or running
+            raise CommandError(str(exc)) from exc
         bar = tqdm(desc="training", unit="step", disable=options["verbosity"] == 0)
         try:
             run = finetune_run_execute(run=run, on_progress=self._progress(bar))

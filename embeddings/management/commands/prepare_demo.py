@@ -16,6 +16,9 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--products", type=int, default=2000)
+        # Defaults: finetune_clip's. Smaller batches suit a small catalog (more steps an epoch).
+        parser.add_argument("--epochs", type=int, default=None)
+        parser.add_argument("--batch-size", type=int, default=None)
         parser.add_argument(
             "--max-minutes",
             type=float,
@@ -23,7 +26,7 @@ class Command(BaseCommand):
             help="training budget (default: 8, on a 2-core CPU)",
         )
 
-    def handle(self, *args, products, max_minutes, **options):
+    def handle(self, *args, products, max_minutes, epochs, batch_size, **options):
         if not Product.objects.exists():
             # No embedding now: the model that search will use is trained next.
             call_command("load_demo_catalog", products=products, no_embed=True)
@@ -37,4 +40,11 @@ class Command(BaseCommand):
             call_command("activate_space", DEMO_SPACE)
         else:
             # margin 0: any trained model beats an untrained one; the report shows by how much.
-            call_command("finetune_clip", max_minutes=max_minutes, margin=0.0, name=DEMO_SPACE)
+            call_command(
+                "finetune_clip",
+                max_minutes=max_minutes,
+                margin=0.0,
+                name=DEMO_SPACE,
+                epochs=epochs,
+                batch_size=batch_size,
+            )

@@ -1,0 +1,113 @@
+"""Thin and empty result pages: related products under a thin page, help on an empty one.
+
+A query with a few relevant products (words, SKU, or similarity above the floor) gets the
+next best products by similarity to fill its first page, under a "Related products"
+divider: the ranking query already returns them (its window's products under the floor),
+so nothing more is read. A query with no relevant product at all (nonsense, or nothing
+in the shop) shows nothing related: instead it suggests removing a filter and the
+shop's popular categories ("did you mean" comes with typo correction).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection
+from dataclasses import dataclass, field
+
+from django.core.cache import cache
+from django.db.models import Count
+
+from catalog.models import Product
+from catalog.selectors import category_nodes
+from search.ranking import RankedProduct, SearchFilters
+from search.rules import filter_category_id
+
+logger = logging.getLogger(__name__)
+
+# Popular categories are counted over the catalog at most this often, not per request.
+POPULAR_CATEGORIES_SECONDS = 600
+POPULAR_CATEGORIES_KEY = "search:popular-categories"
+POPULAR_CATEGORIES = 6
+
+
+@dataclass(frozen=True)
+class FilterRemoval:
+    param: str  # the request parameter to drop: category, brand, min_price, max_price, in_stock
+    label: str  # "Brand: Acme"
+
+
+@dataclass(frozen=True)
+class PopularCategory:
+    slug: str
+    name: str
+    count: int  # products in it
+
+
+@dataclass(frozen=True)
+class NoResultsHelp:
+    remove_filters: list[FilterRemoval] = field(default_factory=list)
+    categories: list[PopularCategory] = field(default_factory=list)
+
+
+def related_rows(
+    ranked: list[RankedProduct], *, hidden: Collection[int], limit: int
+) -> list[RankedProduct]:
+    """The window's products under the similarity floor, most similar first."""
+    candidates = [
+        row
+        for row in ranked
+        if not row.relevant
+        and not row.pinned
+        and row.similarity is not None
+        and row.product_id not in hidden
+    ]
+    candidates.sort(key=lambda row: (-row.similarity, row.product_id))
+    return candidates[:limit]
+
+
+def no_results_help(*, filters: SearchFilters) -> NoResultsHelp:
+    """What an empty page offers: each filter to remove, and the popular categories."""
+    return NoResultsHelp(remove_filters=filter_removals(filters), categories=categories_popular())
+
+
+def filter_removals(filters: SearchFilters) -> list[FilterRemoval]:
+    removals = []
+    if filters.category_ids:
+        nodes = category_nodes()
+        category_id = filter_category_id(filters, nodes)
+        name = nodes[category_id].name if category_id is not None else "the chosen one"
+        removals.append(FilterRemoval("category", f"Category: {name}"))
+    if filters.brand:
+        removals.append(FilterRemoval("brand", f"Brand: {filters.brand}"))
+    if filters.min_price is not None:
+        removals.append(FilterRemoval("min_price", f"Price from {filters.min_price}"))
+    if filters.max_price is not None:
+        removals.append(FilterRemoval("max_price", f"Price up to {filters.max_price}"))
+    if filters.in_stock is not None:
+        removals.append(
+            FilterRemoval("in_stock", "In stock only" if filters.in_stock else "Out of stock only")
+        )
+    return removals
+
+
+def categories_popular() -> list[PopularCategory]:
+    """The categories with the most products, counted at most every few minutes."""
+    try:
+        cached = cache.get(POPULAR_CATEGORIES_KEY)
+    except Exception:  # a cache that is down only costs the count
+        logger.warning("cache unreachable", exc_info=True)
+        cached = None
+    if cached is not None:
+        return [PopularCategory(*row) for row in cached]
+    rows = [
+        (row["category__slug"], row["category__name"], row["count"])
+        for row in Product.objects.filter(category__isnull=False)
+        .values("category__slug", "category__name")
+        .annotate(count=Count("id"))
+        .order_by("-count", "category__name")[:POPULAR_CATEGORIES]
+    ]
+    try:
+        cache.set(POPULAR_CATEGORIES_KEY, rows, timeout=POPULAR_CATEGORIES_SECONDS)
+    except Exception:
+        logger.warning("cache unreachable", exc_info=True)
+    return [PopularCategory(*row) for row in rows]
