@@ -184,7 +184,8 @@ def text_match_sql(synonyms: SynonymExpansion = NO_SYNONYMS) -> tuple[str, str, 
     return (
         "(" + " && ".join(parts) + ")",
         "(" + " || ".join(ranking) + ")",
-        f"coalesce(p.search_document @@ {words}, false)",
+        # Whole words: a word inside a compound ("bag" in "handbag") is not the shopper's own.
+        "coalesce(p.search_document @@ product_search_query_whole(%(texts)s), false)",
     )
 
 
