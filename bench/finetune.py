@@ -7,6 +7,12 @@ the quality bar of the demo: for every "<colour> <category>" query (English and 
 how many of the top 10 products of the whole catalog match both attributes.
 
     python bench/finetune.py [--products 2000] [--max-minutes 8] [--device cpu]
+    python bench/finetune.py --chinese [--products 2000] [--max-minutes 8]
+
+`--chinese` trains twice with the same seed and budget, word dropout splitting titles on
+spaces only (as before: Chinese titles are never cut) and then with Chinese titles cut
+into jieba's words, and prints the "<colour><category>" precision of both, Chinese and
+English, and the ratio.
 """
 
 import argparse
@@ -21,7 +27,13 @@ import numpy as np  # noqa: E402
 
 from catalog.demo_catalog import CATEGORIES, COLOURS, demo_products  # noqa: E402
 from embeddings.encoder import ClipEncoder, ModelSpec  # noqa: E402
-from embeddings.training import TrainConfig, finetune, split_by_product  # noqa: E402
+from embeddings.training import (  # noqa: E402
+    TrainConfig,
+    finetune,
+    gibberish_queries,
+    similarity_floors_calibrate,
+    split_by_product,
+)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from devices import demo_examples  # noqa: E402
@@ -63,11 +75,85 @@ def colour_category_precision(encoder: ClipEncoder, count: int, examples) -> dic
     return results
 
 
+def floors_report(encoder: ClipEncoder, val, examples) -> dict:
+    """Both similarity floors calibrated on `val`, and what unseen nonsense finds with each:
+    products of the whole catalog whose best photo passes, per random-string query."""
+    images = {}
+    for example in examples:
+        images.setdefault(id(example.image), (example.product_key, example.image))
+    owners = [owner for owner, _ in images.values()]
+    calibration = similarity_floors_calibrate(
+        encoder=encoder, examples=val, catalog_images=len(images)
+    )
+    image_vecs = encoder.encode_images([image for _, image in images.values()])
+    skus = sorted(set(owners))
+    owner_index = np.array([skus.index(o) for o in owners])
+    nonsense = encoder.encode_texts(gibberish_queries(100, seed=99)) @ image_vecs.T
+    found = {}
+    for name, floor in (
+        ("floor", calibration.similarity_floor),
+        ("unknown_words_floor", calibration.unknown_words_floor),
+    ):
+        counts = []
+        for row in nonsense:
+            best = np.full(len(skus), -2.0)
+            np.maximum.at(best, owner_index, row)
+            counts.append(int((best >= floor).sum()))
+        found[name] = {
+            "value": floor,
+            "nonsense_products_mean": float(np.mean(counts)),
+            "nonsense_queries_finding_nothing": float(np.mean([c == 0 for c in counts])),
+        }
+    return {"calibration": calibration.report, "unseen_nonsense_queries": found}
+
+
+def train_and_measure(args, train, val, examples, **config) -> dict:
+    encoder = ClipEncoder(ModelSpec("shop-tiny", seed=0), device=args.device)
+    result = finetune(
+        encoder.model,
+        encoder.preprocess,
+        encoder.tokenizer,
+        train,
+        val,
+        TrainConfig(max_minutes=args.max_minutes, device=args.device, **config),
+    )
+    encoder.model = encoder.model.to(encoder.dtype).eval()
+    return {
+        "epochs_completed": result.epochs_completed,
+        "steps": result.steps,
+        "train_seconds": round(result.train_seconds, 1),
+        "mean_recall_after": result.metrics_after["mean_recall"],
+        "colour_category": colour_category_precision(encoder, args.products, examples),
+        "floors": floors_report(encoder, val, examples),
+    }
+
+
+def chinese_words_bench(args, train, val, examples) -> None:
+    """Word dropout on spaces only (the baseline) against jieba's words, same budget."""
+    before = train_and_measure(args, train, val, examples, word_dropout_segment_chinese=False)
+    after = train_and_measure(args, train, val, examples, word_dropout_segment_chinese=True)
+    zh_before = before["colour_category"]["zh"]["mean_precision_at_10"]
+    zh_after = after["colour_category"]["zh"]["mean_precision_at_10"]
+    print(
+        json.dumps(
+            {
+                "products": args.products,
+                "max_minutes": args.max_minutes,
+                "spaces_only (before)": before,
+                "jieba_words (after)": after,
+                "zh_precision_ratio_after_over_before": zh_after / max(zh_before, 1e-9),
+            },
+            indent=2,
+        )
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--products", type=int, default=2000)
     parser.add_argument("--max-minutes", type=float, default=8.0)
     parser.add_argument("--device", default=None)
+    parser.add_argument("--chinese", action="store_true", help="word dropout: spaces vs jieba")
     args = parser.parse_args()
 
     started = time.perf_counter()
@@ -76,6 +162,9 @@ def main() -> None:
     val_set = set(val_keys)
     train = [e for e in examples if e.product_key not in val_set]
     val = [e for e in examples if e.product_key in val_set]
+    if args.chinese:
+        chinese_words_bench(args, train, val, examples)
+        return
     spec = ModelSpec("shop-tiny", seed=0)
     baseline = colour_category_precision(
         ClipEncoder(spec, device=args.device), args.products, examples
@@ -108,6 +197,7 @@ def main() -> None:
         ),
         "colour_category_before": baseline,
         "colour_category_after": colour_category_precision(encoder, args.products, examples),
+        "floors": floors_report(encoder, val, examples),
         "wall_seconds": round(time.perf_counter() - started, 1),
     }
     print(json.dumps(report, indent=2))

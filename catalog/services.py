@@ -40,14 +40,17 @@ def product_image_fill_metadata(image: ProductImage) -> None:
 
 # The product fields its caption vectors are computed from: changing one re-embeds them.
 CAPTION_FIELDS = frozenset({"title", "description", "attributes"})
+# Every text shoppers find a product by (captions, and the search app's vocabulary of
+# brands, categories and SKUs): changing one sends catalog_changed for the product.
+TEXT_FIELDS = CAPTION_FIELDS | {"brand", "category", "category_id", "sku"}
 
 
 @transaction.atomic
 def product_save(*, product: Product, changed_fields: Iterable[str] = ()) -> Product:
-    """Save a product edited in a form; new products and changed texts are re-embedded."""
+    """Save a product edited in a form; new products and changed texts are signalled."""
     adding = product._state.adding
     product.save()
-    if adding or CAPTION_FIELDS & set(changed_fields):
+    if adding or TEXT_FIELDS & set(changed_fields):
         catalog_changed_send(product_ids=[product.pk])
     return product
 

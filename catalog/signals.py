@@ -1,7 +1,8 @@
 """The catalog's one seam to the apps built on it (embeddings): a signal, no imports of them.
 
 `catalog_changed` is sent inside the transaction that changed the catalog, with
-`image_ids` (new or replaced photos) and `product_ids` (new products, or changed texts).
+`image_ids` (new or replaced photos) and `product_ids` (new products, or changed texts:
+title, description, attributes, brand, category, SKU).
 A receiver that acts outside the database (queuing a task) defers that to
 `transaction.on_commit`, so nothing runs for a change that is rolled back.
 """

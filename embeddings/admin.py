@@ -4,7 +4,7 @@ from django.db.models import Exists, OuterRef, Subquery
 from django.http import HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 
 from catalog.admin import ProductImageAdmin
 from catalog.models import ProductImage
@@ -29,11 +29,59 @@ def training_report(metrics: dict) -> str:
         rows["latest evaluation"] = metrics["evaluation"]
     recall = [e.get("val_mean_recall") for e in metrics.get("epochs", [])]
     return format_html(
-        "{}<p>{}</p>{}{}",
+        "{}<p>{}</p>{}{}{}",
         metrics_table(rows),
         metrics.get("decision", ""),
+        calibration_report(metrics.get("calibration")),
         line_chart_svg(metrics.get("losses", []), title="training loss by step"),
         line_chart_svg(recall, title="validation mean recall by epoch", colour="#ba2121"),
+    )
+
+
+def calibration_report(calibration: dict | None) -> str:
+    """The two similarity floors and what they were calibrated on, as an HTML table."""
+    if not calibration:
+        return ""
+    header = format_html_join("", "<th>{}</th>", ((q,) for q in ("p2", "p50", "p98", "max")))
+    rows = format_html_join(
+        "",
+        "<tr><th>{}</th>{}</tr>",
+        (
+            (
+                label,
+                format_html_join(
+                    "",
+                    "<td>{}</td>",
+                    ((f"{calibration[key].get(q, 0):.3f}",) for q in ("p2", "p50", "p98", "max")),
+                ),
+            )
+            for label, key in (
+                ("short real queries to their own photos", "real_similarity"),
+                ("random letter strings to any photo", "gibberish_similarity"),
+                ("random letter strings: best photo each", "gibberish_best_per_query"),
+            )
+        ),
+    )
+    return format_html(
+        "<h3>Similarity floors</h3><table class='calibration'><thead><tr><th>similarity of</th>"
+        "{}</tr></thead><tbody>{}</tbody></table>"
+        "<p>Queries with catalog words: floor <strong>{}</strong> ({} of {} short real "
+        "queries above it; a random letter string would reach {} photos there). Queries with "
+        "no catalog word: floor <strong>{}</strong> ({} of real queries above it; a "
+        "random string reaches {} of the catalog's {} photos). Calibrated on {} validation "
+        "photos and {} random strings.</p>",
+        header,
+        rows,
+        f"{calibration['similarity_floor']:.3f}",
+        f"{calibration['real_queries_above_floor']:.0%}",
+        calibration["real_queries"],
+        calibration["gibberish_photos_per_query_at_floor"],
+        f"{calibration['unknown_words_floor']:.3f}",
+        f"{calibration['real_queries_above_unknown_words_floor']:.0%}",
+        calibration["gibberish_photos_per_query_at_unknown_words_floor"],
+        calibration["catalog_images"],
+        calibration["validation_images"],
+        calibration["gibberish_queries"],
     )
 
 
@@ -51,7 +99,9 @@ class EmbeddingSpaceAdmin(admin.ModelAdmin):
     list_filter = ["status", "source"]
     # The similarity floor is the one setting an operator tunes by hand.
     readonly_fields = [
-        f.name for f in EmbeddingSpace._meta.fields if f.name not in ("metrics", "similarity_floor")
+        f.name
+        for f in EmbeddingSpace._meta.fields
+        if f.name not in ("metrics", "similarity_floor", "unknown_words_floor")
     ] + ["report"]
     exclude = ["metrics"]
     change_list_template = "admin/embeddings/embeddingspace/change_list.html"

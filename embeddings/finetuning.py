@@ -13,12 +13,11 @@ import time
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 
-import numpy as np
 from django.conf import settings
 from django.utils import timezone
 
 from catalog.images import ImageDecodeError, decode_image
-from catalog.models import Product
+from catalog.models import Product, ProductImage
 from embeddings.encoder import ClipEncoder, ModelSpec
 from embeddings.models import EmbeddingSpace, FinetuneRun
 from embeddings.pairfiles import BadLine, PairFileExamples, pair_file_examples
@@ -31,6 +30,7 @@ from embeddings.training import (
     is_validation_key,
     model_config,
     save_checkpoint,
+    similarity_floors_calibrate,
 )
 from embeddings.vectors import product_captions, space_activate
 
@@ -367,7 +367,10 @@ def _execute(run: FinetuneRun, on_progress: Callable[[dict], None] | None) -> No
 
     # Serve in the encoder's own precision again (fp16 on GPU); the checkpoint is fp32.
     model.model = model.model.to(model.dtype).eval()
-    floor = similarity_floor_calibrate(encoder=model, examples=val)
+    calibration = similarity_floors_calibrate(
+        encoder=model, examples=val, catalog_images=ProductImage.objects.count()
+    )
+    floor = calibration.similarity_floor
 
     _set_phase(run, "saving")
     name = options.name or f"{spec.architecture}-ft-{timezone.now():%Y%m%d-%H%M%S}"
@@ -382,6 +385,8 @@ def _execute(run: FinetuneRun, on_progress: Callable[[dict], None] | None) -> No
     )
     metrics = {
         "similarity_floor": floor,
+        "unknown_words_floor": calibration.unknown_words_floor,
+        "calibration": calibration.report,
         "before": result.metrics_before,
         "after": result.metrics_after,
         "active_before": active_metrics,
@@ -433,7 +438,9 @@ def _execute(run: FinetuneRun, on_progress: Callable[[dict], None] | None) -> No
         build_indexes=False,  # built after the fill, faster than growing it row by row
         metrics=metrics,
     )
-    EmbeddingSpace.objects.filter(pk=space.pk).update(similarity_floor=floor)
+    EmbeddingSpace.objects.filter(pk=space.pk).update(
+        similarity_floor=floor, unknown_words_floor=calibration.unknown_words_floor
+    )
     run.space = space
 
     margin = settings.FINETUNE_PROMOTION_MARGIN if options.margin is None else options.margin
@@ -473,31 +480,6 @@ def _execute(run: FinetuneRun, on_progress: Callable[[dict], None] | None) -> No
         run.result["bad_lines"] = sum(r["bad_line_count"] for r in files.summary.values())
     run.progress = {**run.progress, "phase": "done"}
     logger.info("fine-tune run %s: %s", run.pk, decision)
-
-
-def similarity_floor_calibrate(
-    *, encoder: ClipEncoder, examples: list[Example], percentile: float = 2.0
-) -> float:
-    """The similarity under which a text-only-by-vector hit is treated as noise, per model.
-
-    Models differ wildly in their similarity scale (pretrained CLIP puts true matches near
-    0.3, a small model trained on one shop near 0.8), so one global floor cannot fit. Here
-    it is the `percentile` of the similarity between short shopper-style queries (each
-    validation title cut to its first and last word, e.g. "red t-shirt") and their own
-    product's image: 98% of such real queries stay above it, while gibberish typed into
-    the box mostly falls below it.
-    """
-    texts = [" ".join(e.text.split()[:: max(1, len(e.text.split()) - 1)]) for e in examples]
-    image_vecs = encoder.encode_images([_as_pil_image(e.image) for e in examples])
-    text_vecs = encoder.encode_texts(texts)
-    similarities = (image_vecs * text_vecs).sum(axis=1)
-    # "lower": an observed similarity, so at least (100 - percentile)% of the queries are at
-    # or above it however few there are (interpolating could put it above the lowest few).
-    return round(float(np.percentile(similarities, percentile, method="lower")), 4)
-
-
-def _as_pil_image(image):
-    return image if hasattr(image, "convert") else decode_image(image)
 
 
 def space_evaluate(*, space: EmbeddingSpace) -> dict:

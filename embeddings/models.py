@@ -38,6 +38,16 @@ class EmbeddingSpace(models.Model):
         help_text="cosine similarity under which a text query's image-only hits are dropped; "
         "empty: the SEARCH_SIMILARITY_FLOOR setting",
     )
+    # The same for a query none of whose words the catalog knows ("qwerty zxcv"): higher,
+    # calibrated against random letter strings (empty: SEARCH_UNKNOWN_WORDS_FLOOR, else the
+    # similarity floor).
+    unknown_words_floor = models.FloatField(
+        null=True,
+        blank=True,
+        help_text="cosine similarity under which the image-only hits of a query with no "
+        "catalog word are dropped; empty: the SEARCH_UNKNOWN_WORDS_FLOOR setting, else the "
+        "similarity floor",
+    )
     parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL)
     created = models.DateTimeField(auto_now_add=True)
 

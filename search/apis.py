@@ -25,7 +25,9 @@ from search.selectors import (
     products_similar,
 )
 from search.sorting import Sort
+from search.suggest import suggestions_for_prefix
 from shop_search.api import ErrorSerializer
+from shop_search.throttling import AnonRateThrottle
 
 
 def validated_upload_image(upload):
@@ -200,6 +202,11 @@ class SearchPageSerializer(serializers.Serializer):
     suggestions = SuggestionsSerializer(
         allow_null=True, help_text="when nothing is relevant: what to try instead; else null"
     )
+    corrected_query = serializers.CharField(
+        allow_null=True,
+        help_text="text search: the query with its misspelt words corrected to catalog words, "
+        "when the text match also used it (null: no correction)",
+    )
 
 
 class CaptionSerializer(serializers.Serializer):
@@ -255,12 +262,17 @@ class ProductSearchApi(SearchApiView):
             max_length=500,
             error_messages={"blank": "Enter a search query.", "required": "Enter a search query."},
         )
+        correct = serializers.BooleanField(
+            default=True,
+            help_text="false: match the words as typed, without typo correction",
+        )
 
     @extend_schema(
         operation_id="search_products",
         summary="Search products by text",
         description="Words (widened by synonym sets), SKU and meaning fused by rank; an "
         "exact SKU match comes first; merchandising rules pin, hide, boost and bury. "
+        "Misspelt words also match as the catalog words they are near (`corrected_query`). "
         "Image-only hits under the similarity floor are not matches, so nonsense finds "
         "nothing; a first page with fewer matches than `limit` is filled with the next most "
         "similar products, marked `related`. `sort` orders the matches only.",
@@ -277,6 +289,7 @@ class ProductSearchApi(SearchApiView):
             limit=data["limit"],
             offset=data["offset"],
             sort=data["sort"],
+            correct=data["correct"],
         )
         return search_response(request, page)
 
@@ -404,3 +417,60 @@ class ImageCaptionsApi(UploadApiView):
             image=params.validated_data["image"], limit=params.validated_data["limit"]
         )
         return Response(self.OutputSerializer({"space": space, "results": hits}).data)
+
+
+class SuggestRateThrottle(AnonRateThrottle):
+    """Typing sends several requests a second: a rate of its own (API_SUGGEST_ANON_RATE)."""
+
+    scope = "anon_suggest"
+
+    def get_rate(self) -> str | None:
+        return settings.API_SUGGEST_ANON_RATE or None
+
+
+class SuggestApi(APIView):
+    throttle_classes = [SuggestRateThrottle]
+
+    class InputSerializer(serializers.Serializer):
+        q = serializers.CharField(
+            max_length=settings.SEARCH_SUGGEST_MAX_LENGTH,
+            help_text="what has been typed so far; every word is matched as a prefix",
+            error_messages={
+                "blank": "Type the start of a search.",
+                "required": "Type the start of a search.",
+                "max_length": "The prefix is too long: at most {max_length} characters.",
+            },
+        )
+        limit = serializers.IntegerField(
+            min_value=1,
+            max_value=settings.SEARCH_SUGGEST_MAX_LIMIT,
+            default=settings.SEARCH_SUGGEST_DEFAULT_LIMIT,
+        )
+
+    @extend_schema_serializer(component_name="Completions")
+    class OutputSerializer(serializers.Serializer):
+        @extend_schema_serializer(component_name="Completion")
+        class SuggestionSerializer(serializers.Serializer):
+            text = serializers.CharField()
+            kind = serializers.ChoiceField(choices=["query", "title", "brand", "category"])
+            count = serializers.IntegerField(
+                help_text="products behind it (titles, brands, categories) or searches (queries)"
+            )
+
+        query = serializers.CharField()
+        suggestions = SuggestionSerializer(many=True)
+
+    @extend_schema(
+        operation_id="suggest",
+        summary="Suggestions as you type",
+        description="Popular queries, product titles, brands and categories whose words "
+        "start with the words typed (Chinese: by characters), the most popular first.",
+        parameters=[InputSerializer],
+        responses={200: OutputSerializer, 400: ErrorSerializer},
+    )
+    def get(self, request):
+        params = self.InputSerializer(data=request.query_params)
+        params.is_valid(raise_exception=True)
+        query = params.validated_data["q"]
+        hits = suggestions_for_prefix(prefix=query, limit=params.validated_data["limit"])
+        return Response(self.OutputSerializer({"query": query, "suggestions": hits}).data)

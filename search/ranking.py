@@ -17,6 +17,9 @@ Hybrid product ranking in one SQL statement: vector window, text window, fused b
 - Fusion: reciprocal rank fusion, score = sum of 1 / (k + rank) over both lists; an exact
   SKU match first. Vector-only hits under the space's similarity floor are not `relevant`:
   they come back flagged, as the related products a thin page may show (search.related).
+- Phrasings (search.query): the text match accepts the query as typed, with its Chinese
+  words segmented, or with its misspelt words corrected (`product_search_query_any` of
+  %(texts)s); the text tower has seen the query as typed.
 - Synonyms (search.synonyms) widen the text match: each matched span of the query may be
   any of its synonyms (`text_match_sql`); the shopper's own words rank first.
 - Pinned products (search.rules) join the window through the `pin` list, with their
@@ -41,6 +44,7 @@ from django.db import connection, transaction
 from django.db.models.expressions import RawSQL
 from pgvector import HalfVector
 
+from catalog.text import text_segment
 from embeddings.models import EmbeddingSpace
 from search.synonyms import NO_SYNONYMS, SynonymExpansion
 from search.terms import has_word
@@ -162,16 +166,17 @@ def vector_ctes(space: EmbeddingSpace, filters: SearchFilters) -> tuple[list[str
 def text_match_sql(synonyms: SynonymExpansion = NO_SYNONYMS) -> tuple[str, str, str]:
     """The tsqueries a product's document must match and ranks by, and "its own words match".
 
-    Without synonyms: every word of %(text)s. With them: every word outside the matched
-    spans (%(syn_rest)s), and per span the span or one of its synonyms (%(syn_<g>_<i>)s);
-    the ranking query is any of them. Every call is on parameters, so Postgres computes
-    each tsquery once, at planning.
+    Without synonyms: every word of one of the query's phrasings %(texts)s (as typed,
+    segmented, corrected). With them: every word outside the matched spans (%(syn_rest)s),
+    and per span the span or one of its synonyms (%(syn_<g>_<i>)s); the ranking query is
+    any of them. Every call is on parameters, so Postgres computes each tsquery once, at
+    planning.
     """
-    words = "product_search_query(%(text)s, false)"
+    words = "product_search_query_any(%(texts)s, false)"
     if not synonyms:
-        return words, "product_search_query(%(text)s, true)", "true"
+        return words, "product_search_query_any(%(texts)s, true)", "true"
     parts = ["product_search_query(%(syn_rest)s, false)"] if has_word(synonyms.rest) else []
-    ranking = ["product_search_query(%(text)s, true)"]
+    ranking = ["product_search_query_any(%(texts)s, true)"]
     for g, group in enumerate(synonyms.groups):
         terms = [f"%(syn_{g}_{i})s" for i in range(len(group))]
         parts.append("(" + " || ".join(f"product_search_query({t}, false)" for t in terms) + ")")
@@ -179,14 +184,16 @@ def text_match_sql(synonyms: SynonymExpansion = NO_SYNONYMS) -> tuple[str, str, 
     return (
         "(" + " && ".join(parts) + ")",
         "(" + " || ".join(ranking) + ")",
-        f"coalesce(p.search_document @@ {words}, false)",
+        # Whole words: a word inside a compound ("bag" in "handbag") is not the shopper's own.
+        "coalesce(p.search_document @@ product_search_query_whole(%(texts)s), false)",
     )
 
 
 def text_match_params(synonyms: SynonymExpansion) -> dict:
-    params = {"syn_rest": synonyms.rest}
+    # Segmented: a Chinese run must be a word for product_search_query (catalog 0006).
+    params = {"syn_rest": text_segment(synonyms.rest)}
     for g, group in enumerate(synonyms.groups):
-        params.update({f"syn_{g}_{i}": term for i, term in enumerate(group)})
+        params.update({f"syn_{g}_{i}": text_segment(term) for i, term in enumerate(group)})
     return params
 
 
@@ -292,6 +299,7 @@ def hybrid_search_params(
     vector: np.ndarray,
     filters: SearchFilters,
     text: str | None = None,
+    match_texts: Sequence[str] = (),
     floor: float | None = None,
     synonyms: SynonymExpansion = NO_SYNONYMS,
     pinned: Sequence[int] = (),
@@ -308,7 +316,12 @@ def hybrid_search_params(
         **filters.sql("p")[1],
     }
     if text is not None:
-        params.update(text=text, sku=text.strip(), text_candidates=settings.SEARCH_TEXT_CANDIDATES)
+        params.update(
+            text=text,
+            texts=list(match_texts or [text]),
+            sku=text.strip(),
+            text_candidates=settings.SEARCH_TEXT_CANDIDATES,
+        )
         if synonyms:
             params.update(text_match_params(synonyms))
     return params
@@ -320,13 +333,16 @@ def hybrid_search(
     vector: np.ndarray,
     filters: SearchFilters,
     text: str | None = None,
+    match_texts: Sequence[str] = (),
     floor: float | None = None,
     synonyms: SynonymExpansion = NO_SYNONYMS,
     pinned: Sequence[int] = (),
 ) -> list[RankedProduct]:
     """The whole fused window, best first (at most about 2 x SEARCH_MAX_RESULTS + 1 + pins).
 
-    Vector-only hits under `floor` are in it with `relevant` false.
+    `text` is the query as typed (its SKU match); `match_texts` the phrasings its text
+    match accepts (default: `text` alone). Vector-only hits under `floor` are in it with
+    `relevant` false.
     """
     sql = hybrid_search_sql(space, filters, text=text is not None, synonyms=synonyms)
     params = hybrid_search_params(
@@ -334,6 +350,7 @@ def hybrid_search(
         vector=vector,
         filters=filters,
         text=text,
+        match_texts=match_texts,
         floor=floor,
         synonyms=synonyms,
         pinned=pinned,

@@ -23,6 +23,7 @@ from catalog.selectors import category_ancestor_ids, category_nodes
 from embeddings.models import EmbeddingSpace
 from embeddings.spaces import space_active, space_encoder
 from search.models import MerchandisingRule
+from search.query import QueryAnalysis, query_analyse, rest_corrected
 from search.ranking import (
     MAX_EF_SEARCH,
     RankedProduct,
@@ -86,6 +87,7 @@ class SearchPage:
     sort: str = Sort.RELEVANCE
     synonyms: dict[str, list[str]] = field(default_factory=dict)  # span -> its synonyms
     suggestions: NoResultsHelp | None = None  # when nothing is relevant
+    corrected_query: str | None = None  # text search: the corrected words it also matched
 
 
 @dataclass(frozen=True)
@@ -149,6 +151,18 @@ def space_similarity_floor(space: EmbeddingSpace) -> float:
     return settings.SEARCH_SIMILARITY_FLOOR if floor is None else floor
 
 
+def query_similarity_floor(space: EmbeddingSpace, analysis: QueryAnalysis) -> float:
+    """The floor for this query's image-only hits: higher when none of its words is one
+    the catalog knows or a correction of one ("qwerty zxcv"), where the space (or the
+    SEARCH_UNKNOWN_WORDS_FLOOR setting) says how much higher."""
+    floor = space_similarity_floor(space)
+    if analysis.in_vocabulary:
+        return floor
+    unknown = space.unknown_words_floor
+    unknown = settings.SEARCH_UNKNOWN_WORDS_FLOOR if unknown is None else unknown
+    return floor if unknown is None else max(floor, unknown)
+
+
 # --- product search -----------------------------------------------------------------------
 
 
@@ -160,12 +174,18 @@ def product_search_by_text(
     offset: int = 0,
     sort: str = Sort.RELEVANCE,
     rules: RuleEffects | None = None,
+    correct: bool = True,
 ) -> SearchPage:
     """Hybrid search: words (and their synonyms), SKU and the query's meaning, fused;
     merchandising rules applied (`rules`: these instead of the active ones); a thin page
-    filled with related products; nonsense finds nothing."""
+    filled with related products; nonsense finds nothing. With `correct`, misspelt words
+    also match as corrected (search.query); the text tower sees the query as typed."""
     space = space_active()
+    analysis = query_analyse(query=query, correct=correct)
     synonyms = synonyms_expand(query=query)
+    if synonyms and analysis.corrections:
+        # Typed, an unknown word matches nothing: the words outside the spans as corrected.
+        synonyms = replace(synonyms, rest=rest_corrected(synonyms.rest, analysis))
     if rules is None:
         rules = rules_for_search(query=query, filters=filters)
     ranked = hybrid_search(
@@ -173,7 +193,8 @@ def product_search_by_text(
         vector=text_vector(space, query),
         filters=filters,
         text=query,
-        floor=space_similarity_floor(space),
+        match_texts=analysis.match_texts,
+        floor=query_similarity_floor(space, analysis),
         synonyms=synonyms,
         pinned=rules.pinned_ids,
     )
@@ -187,7 +208,7 @@ def product_search_by_text(
         filters=filters,
         related=True,
     )
-    return replace(page, synonyms=synonyms.applied)
+    return replace(page, synonyms=synonyms.applied, corrected_query=analysis.corrected_query)
 
 
 def product_search_by_image(

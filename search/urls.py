@@ -7,6 +7,7 @@ urlpatterns = [
     path("search/photo/", views.shop_photo_search, name="shop-photo-search"),
     path("products/<int:pk>/", views.product_detail, name="product-detail"),
     path("api/search/", apis.ProductSearchApi.as_view(), name="api-search"),
+    path("api/suggest/", apis.SuggestApi.as_view(), name="api-suggest"),
     path("api/search/image/", apis.ProductImageSearchApi.as_view(), name="api-search-image"),
     path(
         "api/products/<int:product_id>/similar/",

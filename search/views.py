@@ -36,6 +36,7 @@ SIMILAR_ON_PAGE = 8
 
 class SearchPageInput(SearchFiltersSerializer):
     q = serializers.CharField(required=False, max_length=500, default="")
+    correct = serializers.BooleanField(required=False, default=True)
     photo = serializers.CharField(required=False, max_length=64, default="")
     sort = SortField()
 
@@ -112,6 +113,7 @@ def shop_search(request):
             limit=PAGE_SIZE,
             offset=offset,
             sort=data["sort"],
+            correct=data["correct"],
         )
     if page is not None:
         context.update(

@@ -35,7 +35,7 @@ from catalog.importing.readers import (
 )
 from catalog.importing.rows import ProductRow, product_row_parse, tsv_row_parse
 from catalog.models import Category, ImportJob, ImportRowError, Product, ProductImage
-from catalog.services import CAPTION_FIELDS, category_get_or_create_path, category_path_slug
+from catalog.services import TEXT_FIELDS, category_get_or_create_path, category_path_slug
 from catalog.signals import catalog_changed_send
 
 logger = logging.getLogger(__name__)
@@ -310,7 +310,7 @@ class _Batch:
                     counts["updated"] += 1
                 else:
                     counts["unchanged"] += 1
-                if fields & CAPTION_FIELDS:
+                if fields & TEXT_FIELDS:
                     captions.append(product)
                 if not images_differ:
                     continue

@@ -13,6 +13,8 @@ One module per concern:
 * `schedule`: linear warmup + cosine decay, fitted to a wall-clock budget.
 * `loop`: `finetune`, the symmetric InfoNCE loss (open_clip's `ClipLoss`) with AdamW.
 * `checkpoint`: `save_checkpoint` writes safetensors that `load_checkpoint` reads back.
+* `floors`: the similarity floors of a trained model, for queries of catalog words and
+  for queries of none (calibrated on random letter strings).
 
 A training example is `(product_key, text, image)`: the image a PIL image (or encoded
 image bytes). Every distinct text of a product is one training pair per epoch, paired
@@ -21,6 +23,12 @@ with one of the product's images drawn at random that epoch.
 
 from .checkpoint import load_checkpoint, model_config, save_checkpoint
 from .data import epoch_batches
+from .floors import (
+    FloorCalibration,
+    gibberish_queries,
+    shopper_queries,
+    similarity_floors_calibrate,
+)
 from .loop import EpochStats, TrainConfig, TrainResult, finetune, param_groups
 from .metrics import evaluate, recall_at_k
 from .schedule import lr_at
@@ -29,6 +37,10 @@ from .split import Example, is_validation_key, split_by_product
 __all__ = [
     "EpochStats",
     "Example",
+    "FloorCalibration",
+    "gibberish_queries",
+    "shopper_queries",
+    "similarity_floors_calibrate",
     "TrainConfig",
     "TrainResult",
     "epoch_batches",

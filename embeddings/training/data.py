@@ -10,6 +10,7 @@ import hashlib
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -17,6 +18,7 @@ import torch
 from PIL import Image
 
 from catalog.images import decode_image
+from catalog.text import word_chunks, words_join
 
 Preprocess = Callable[[Image.Image], torch.Tensor]
 Tokenizer = Callable[[list[str]], torch.Tensor]
@@ -178,15 +180,29 @@ def epoch_batches(
     return batches
 
 
-def drop_words(text: str, probability: float, rng: np.random.Generator) -> str:
-    """With `probability`, `text` cut to a random non-empty subset of its words."""
-    words = text.split()
+@lru_cache(maxsize=1 << 16)
+def _words(text: str, segment_chinese: bool) -> tuple[tuple[str, int], ...]:
+    if segment_chinese:
+        return tuple(word_chunks(text))
+    return tuple((word, i) for i, word in enumerate(text.split()))
+
+
+def drop_words(
+    text: str, probability: float, rng: np.random.Generator, *, segment_chinese: bool = True
+) -> str:
+    """With `probability`, `text` cut to a random non-empty subset of its words.
+
+    Words are split at spaces and, with `segment_chinese`, Chinese runs by jieba
+    ("红色条纹棉质T恤" -> 红色 条纹 棉质 T恤, so it can become "红色T恤"); the words kept
+    join as they stood (no space inside a Chinese run).
+    """
+    words = _words(text, segment_chinese)
     if len(words) < 2 or rng.random() >= probability:
         return text
     keep = rng.random(len(words)) < 0.5
     if not keep.any():
         keep[rng.integers(len(words))] = True
-    return " ".join(w for w, k in zip(words, keep, strict=True) if k)
+    return words_join([w for w, k in zip(words, keep, strict=True) if k])
 
 
 @dataclass
@@ -215,6 +231,7 @@ def batch_tensors(
     word_dropout: float,
     rng: np.random.Generator,
     device: torch.device,
+    segment_chinese: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(pixels, tokens) of a batch of text indices, on `device`."""
     pixels = batch_pixels(data, pairs.image_choice[batch], preprocess)
@@ -223,7 +240,10 @@ def batch_tensors(
         pixels[flip] = pixels[flip].flip(-1)
     pixels = pixels.to(device, non_blocking=True)
     if word_dropout > 0:
-        texts = [drop_words(data.texts[i], word_dropout, rng) for i in batch]
+        texts = [
+            drop_words(data.texts[i], word_dropout, rng, segment_chinese=segment_chinese)
+            for i in batch
+        ]
         tokens = tokenizer(texts).to(device, non_blocking=True)
     else:
         tokens = data.tokens[torch.as_tensor(batch).to(data.tokens.device)]

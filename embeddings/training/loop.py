@@ -74,9 +74,11 @@ class TrainConfig:
     hflip: bool = True  # random horizontal flips of cached images, per pair
     # Probability that a training text is cut to a random subset of its words (each kept
     # with probability 1/2, order kept, at least one), so that short queries ("red
-    # dress") land near long titles ("plain red linen dress"). Texts without spaces
-    # (Chinese titles) are left whole.
+    # dress") land near long titles ("plain red linen dress"). Chinese titles are cut into
+    # words by jieba first ("红色条纹棉质T恤" can become "红色T恤"); without
+    # `word_dropout_segment_chinese` only spaces split words, and they stay whole.
     word_dropout: float = 0.5
+    word_dropout_segment_chinese: bool = True
     val_every_epoch: bool = True
     eval_before: bool = True  # validation metrics of the untrained model, in the result
     eval_batch_size: int = 256
@@ -220,7 +222,7 @@ def train_one_epoch(run: _Run, epoch: int, batches: list[np.ndarray]) -> list[fl
         lr = lr_at(run.step, clock.total_steps, run.warmup, config.lr, config.min_lr)
         pixels, tokens = batch_tensors(
             run.data, batch, pairs, run.preprocess, run.tokenizer, config.word_dropout, run.rng,
-            run.device,
+            run.device, segment_chinese=config.word_dropout_segment_chinese,
         )  # fmt: skip
         loss = train_step(
             run.model, pixels, tokens, run.optimizer, run.scaler, run.loss_fn, run.amp_dtype, lr,

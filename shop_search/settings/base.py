@@ -261,6 +261,24 @@ SEARCH_RRF_K = env.int("SEARCH_RRF_K", default=60)
 # A text query's image-only hits less similar than this are dropped ("asdfgh" finds nothing);
 # a space's own `similarity_floor` overrides it. 0.2 suits pretrained CLIP ViT-B-32.
 SEARCH_SIMILARITY_FLOOR = env.float("SEARCH_SIMILARITY_FLOOR", default=0.2)
+# Image-only hits of a query none of whose words the catalog knows (or corrects to): at
+# least this similar. A space calibrated by fine-tuning has its own; empty: the floor above.
+SEARCH_UNKNOWN_WORDS_FLOOR = (
+    env.float("SEARCH_UNKNOWN_WORDS_FLOOR")
+    if env.str("SEARCH_UNKNOWN_WORDS_FLOOR", default="")
+    else None
+)
+# Typo correction (search.typos): each process reloads the catalog's words when they
+# changed, checking at most this often.
+SEARCH_TYPO_REFRESH_SECONDS = env.float("SEARCH_TYPO_REFRESH_SECONDS", default=5.0)
+# Suggestions as you type (GET /api/suggest/): how many, and the longest prefix accepted.
+SEARCH_SUGGEST_DEFAULT_LIMIT = 8
+SEARCH_SUGGEST_MAX_LIMIT = 20
+SEARCH_SUGGEST_MAX_LENGTH = 100
+# Until a search log provides popular queries, each title gives one ("red t-shirt").
+SEARCH_SUGGEST_CATALOG_QUERIES = env.bool("SEARCH_SUGGEST_CATALOG_QUERIES", default=True)
+# Anonymous suggestion requests per IP: a shopper typing sends a few a second.
+API_SUGGEST_ANON_RATE = env.str("API_SUGGEST_ANON_RATE", default="600/min")
 # Text matches ranked per query beyond those in the vector window (bounds broad queries).
 SEARCH_TEXT_CANDIDATES = env.int("SEARCH_TEXT_CANDIDATES", default=1000)
 # Filtered vector search: HNSW index tuples read at most while looking for filtered hits.

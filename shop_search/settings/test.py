@@ -20,6 +20,8 @@ CLIP_DEVICE = "cpu"
 MODEL_DIR = Path(tempfile.mkdtemp(prefix="shop-search-models-"))
 FINETUNE_MIN_PAIRS = 16
 LONG_TASKS_IN_THREAD_WHEN_EAGER = False
+# A test reads the vocabulary it has just written.
+SEARCH_TYPO_REFRESH_SECONDS = 0
 # Each database test creates the default space inside its own transaction instead
 # (tests/conftest.py): a space kept in the test database would keep one HNSW index whose
 # dead entries, left by every rolled-back test, crowd out live rows in later searches.

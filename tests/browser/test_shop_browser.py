@@ -26,7 +26,7 @@ def shop_server(settings, live_server, transactional_db, catalog_shop):
     return live_server.url
 
 
-def test_a_shopper_searches_filters_and_searches_by_photo(shop_server, tmp_path):
+def test_a_shopper_searches_filters_searches_by_photo_and_picks_suggestions(shop_server, tmp_path):
     assert shutil.which("node"), "bin/test installs node's dependencies; node is missing"
     photo = tmp_path / "boots.jpg"
     photo.write_bytes(jpeg_bytes(COLOURS[4], seed=4))  # the black shoes' own photo
@@ -60,6 +60,23 @@ def test_a_shopper_searches_filters_and_searches_by_photo(shop_server, tmp_path)
     assert report["product"]["title"] == "Black leather shoes"
     assert len(report["product"]["similar"]) == 5
     assert "SHO-300" not in report["product"]["similar"]
+
+    suggest = report["suggest"]
+    assert suggest["expanded"] == "true"
+    assert suggest["options"][:2] == ["Red striped T-Shirt", "Red striped summer dress"]
+    assert suggest["selected"] == "Red striped summer dress"  # two arrows down
+    assert suggest["activeIsSelected"]
+    assert suggest["box"] == "Red striped summer dress"
+    assert suggest["summary"] == "1 product for “Red striped summer dress”"
+    assert [r["sku"] for r in suggest["results"]] == ["DRS-200"]
+    assert suggest["afterEscape"] == {"expanded": "false", "hidden": True, "box": "blu"}
+
+    typo = report["typo"]
+    assert typo["corrected"] == (
+        "Showing results for striped shirt. Search instead for stripped shirt"
+    )
+    assert [r["sku"] for r in typo["results"]] == ["TEE-100"]
+    assert typo["original"].startswith("No products match “stripped shirt”")
 
     phone = report["phone"]
     assert not phone["overflows"]

@@ -9,6 +9,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from catalog.services import demo_catalog_load
+from embeddings.admin import training_report
 from embeddings.encoder import file_sha256
 from embeddings.finetuning import (
     FinetuneError,
@@ -23,6 +24,8 @@ from embeddings.services import (
     finetune_run_create,
 )
 from embeddings.spaces import space_active, space_encoder
+from embeddings.training import gibberish_queries, shopper_queries
+from search.query import query_analyse
 from search.selectors import product_search_by_text
 
 pytestmark = pytest.mark.django_db
@@ -79,12 +82,30 @@ def test_training_learns_and_a_winner_is_promoted(demo_shop, capsys):
     # ("red t-shirt") are at least that similar to their own product's photos.
     encoder = space_encoder(space)
     val = catalog_pairs(image_size=encoder.image_size).val
-    short = [f"{e.text.split()[0]} {e.text.split()[-1]}" if " " in e.text else e.text for e in val]
+    short = shopper_queries(val)
+    assert "red t-shirt" in short or any(len(q.split()) == 2 for q in short)
     similarity = (encoder.encode_images([e.image for e in val]) * encoder.encode_texts(short)).sum(
         axis=1
     )
     assert space.similarity_floor == metrics["similarity_floor"]
     assert np.mean(similarity >= space.similarity_floor - 1e-3) >= 0.97
+
+    # Nonsense stays empty: queries with no catalog word get a floor calibrated on random
+    # letter strings, which strings never seen in calibration rarely reach.
+    calibration = metrics["calibration"]
+    assert space.unknown_words_floor == calibration["unknown_words_floor"]
+    assert space.unknown_words_floor >= space.similarity_floor
+    assert calibration["gibberish_photos_per_query_at_unknown_words_floor"] <= 0.25
+    assert calibration["gibberish_photos_per_query_at_floor"] > 50  # the old floor let them in
+    fresh = gibberish_queries(40, seed=123)  # strings the calibration never saw
+    assert not any(query_analyse(query=q).in_vocabulary for q in fresh)
+    found = [product_search_by_text(query=q, limit=50).count for q in fresh]
+    # Estimated on 37 validation photos of a 64-product shop: most find nothing, none many.
+    assert np.mean([n == 0 for n in found]) >= 0.7
+    assert max(found) <= 8
+    report = training_report(metrics)
+    assert "Similarity floors" in report
+    assert f"{space.unknown_words_floor:.3f}" in report
 
 
 def test_a_model_below_the_margin_stays_a_candidate(demo_shop):

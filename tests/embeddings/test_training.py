@@ -276,7 +276,20 @@ def test_word_dropout_keeps_a_non_empty_ordered_subset():
     assert len(set(outs)) > 8
     assert "red dress" in outs
     assert drop_words(title, 0.0, rng) == title
-    assert drop_words("红色亚麻连衣裙", 1.0, rng) == "红色亚麻连衣裙"  # no spaces
+
+
+def test_word_dropout_drops_chinese_words_whole():
+    """Chinese titles have no spaces: jieba's words are what is dropped (红色 亚麻 连衣裙)."""
+    rng = np.random.default_rng(0)
+    title = "红色亚麻连衣裙"
+    outs = {drop_words(title, 1.0, rng) for _ in range(200)}
+    assert outs == {
+        "红色亚麻连衣裙", "红色亚麻", "红色连衣裙", "亚麻连衣裙", "红色", "亚麻", "连衣裙"
+    }  # fmt: skip
+    mixed = {drop_words("条纹T恤 cotton", 1.0, rng) for _ in range(200)}
+    assert {"条纹 cotton", "T恤", "条纹T恤"} <= mixed
+    # The old behaviour, for comparison (bench/finetune.py --chinese): spaces only.
+    assert drop_words(title, 1.0, rng, segment_chinese=False) == title
 
 
 def test_lr_schedule_warms_up_linearly_then_decays_by_cosine():

@@ -253,6 +253,7 @@ def test_schema_lists_what_the_search_endpoints_accept(schema):
         "max_price",
         "in_stock",
         "sort",
+        "correct",
     }
     assert next(p for p in search["parameters"] if p["name"] == "q")["required"] is True
     components = schema["components"]["schemas"]
@@ -286,6 +287,9 @@ def test_schema_describes_what_the_endpoints_return(client, schema, catalog_shop
         ("/api/search/", "get", 400, client.get("/api/search/", {"q": ""})),
         # Nothing relevant: suggestions instead of results.
         ("/api/search/", "get", 200, client.get("/api/search/", {"q": "x", "brand": "Nobody"})),
+        ("/api/search/", "get", 200, client.get("/api/search/", {"q": "stripped shirt"})),
+        ("/api/suggest/", "get", 200, client.get("/api/suggest/", {"q": "str"})),
+        ("/api/suggest/", "get", 400, client.get("/api/suggest/", {"q": " "})),
         (
             "/api/search/image/",
             "post",

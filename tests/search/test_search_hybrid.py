@@ -104,26 +104,30 @@ def test_the_settings_floor_applies_when_the_space_has_none(catalog_shop, settin
 @pytest.mark.parametrize(
     ("query", "skus"),
     [
-        ("红色连衣裙", {"DRS-200"}),  # characters need not be adjacent: 红色[条纹]连衣裙
+        ("红色连衣裙", {"DRS-200"}),  # words need not be adjacent: 红色[条纹]连衣裙
         ("连衣裙", {"DRS-200", "DRS-201"}),
         ("红色", {"TEE-100", "DRS-200"}),
         ("皮鞋", {"SHO-300"}),
         ("蓝色连衣裙", {"DRS-201"}),
         ("绿色连衣裙", set()),
         ("T恤", {"TEE-100", "TEE-101"}),
+        ("红色条纹", {"TEE-100", "DRS-200"}),
+        ("白色条纹", set()),  # 白色 and 条纹 are both in the shop, never in one title
     ],
 )
-def test_chinese_titles_match_by_characters(catalog_shop, settings, query, skus):
+def test_chinese_titles_match_by_words(catalog_shop, settings, query, skus):
     settings.SEARCH_SIMILARITY_FLOOR = 0.99  # words only
     page = product_search_by_text(query=query, limit=20)
     assert relevant_skus(page) == skus
 
 
-def test_character_pairs_rank_adjacent_matches_first(make_product, settings):
+def test_chinese_words_must_stand_together_and_adjacent_words_rank_first(make_product, settings):
+    """jieba segments 红色连衣裙 into 红色 + 连衣裙: each word must be whole in the title."""
     settings.SEARCH_SIMILARITY_FLOOR = 0.99
-    scattered = make_product(title="连衣 红 裙 色")
+    make_product(title="连衣 红 裙 色")  # every character, but neither word
+    apart = make_product(title="连衣裙 红色")
     adjacent = make_product(title="红色连衣裙")
-    assert ids(product_search_by_text(query="红色连衣裙", limit=5)) == [adjacent.pk, scattered.pk]
+    assert ids(product_search_by_text(query="红色连衣裙", limit=5)) == [adjacent.pk, apart.pk]
 
 
 @pytest.mark.parametrize(

@@ -58,6 +58,54 @@ try {
   };
   await shot(page, "3-product");
 
+  // Suggestions as you type: a prefix, the keyboard picks one, Enter searches it.
+  await page.goto(baseUrl);
+  const box = page.getByRole("combobox", { name: "Search products" });
+  await box.pressSequentially("stri", { delay: 80 });
+  await page.waitForSelector('#completions [role="option"]');
+  const options = () =>
+    page.$$eval('#completions [role="option"]', (items) =>
+      items.map((item) => item.querySelector(".text").textContent),
+    );
+  report.suggest = { expanded: await box.getAttribute("aria-expanded"), options: await options() };
+  await box.press("ArrowDown");
+  await box.press("ArrowDown");
+  await shot(page, "5-suggest");
+  report.suggest.selected = await page.$eval(
+    '#completions [aria-selected="true"] .text',
+    (item) => item.textContent,
+  );
+  report.suggest.activeIsSelected = await page.evaluate(
+    () =>
+      document.getElementById(
+        document.querySelector('input[name="q"]').getAttribute("aria-activedescendant"),
+      )?.getAttribute("aria-selected") === "true",
+  );
+  await Promise.all([page.waitForURL(/q=Red\+striped/), box.press("Enter")]);
+  await page.waitForLoadState("load");
+  report.suggest.box = await box.inputValue();
+  report.suggest.summary = (await summary()).trim();
+  report.suggest.results = await results();
+  await box.fill("");
+  await box.pressSequentially("blu", { delay: 80 });
+  await page.waitForSelector('#completions [role="option"]');
+  await box.press("Escape");
+  report.suggest.afterEscape = {
+    expanded: await box.getAttribute("aria-expanded"),
+    hidden: await page.$eval("#completions", (list) => list.hidden),
+    box: await box.inputValue(),
+  };
+
+  // A misspelt query: the page says what it searched, and offers the words as typed.
+  await page.goto(`${baseUrl}/?q=stripped+shirt`);
+  report.typo = {
+    corrected: (await page.textContent(".corrected")).replace(/\s+/g, " ").trim(),
+    results: await results(),
+  };
+  await shot(page, "6-typo");
+  await Promise.all([page.waitForURL(/correct=false/), page.click("a.search-original")]);
+  report.typo.original = (await summary()).trim();
+
   const phone = await browser.newPage({ viewport: { width: 390, height: 844 }, isMobile: true });
   await phone.goto(`${baseUrl}/?q=striped`);
   report.phone = await phone.evaluate(() => ({

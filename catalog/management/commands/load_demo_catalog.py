@@ -16,7 +16,8 @@ class Command(BaseCommand):
         parser.add_argument(
             "--no-embed",
             action="store_true",
-            help="do not queue embedding in the active space (e.g. when a model is trained next)",
+            help="send no catalog_changed: no embedding in the active space (e.g. when a model "
+            "is trained next) and no vocabulary (run rebuild_vocabulary after)",
         )
 
     def handle(self, *args, products, seed, no_embed, **options):
