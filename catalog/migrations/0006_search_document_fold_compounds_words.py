@@ -17,8 +17,9 @@
   product_search_query_whole(texts): the same as whole words, not compound tails.
 
 Changing the generated column rewrites catalog_product (every row's document is computed
-again, under an ACCESS EXCLUSIVE lock): about 25 s per 100,000 products on 2 shared cores
-(bench/suggest.py measures it), during which writes to products wait.
+again, under an ACCESS EXCLUSIVE lock, so writes to products wait): 116 s for 100,000
+products on 2 cores that other work kept busy (load average about 10; bench/suggest.py
+measures it against 0003's document).
 """
 
 import importlib
