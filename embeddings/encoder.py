@@ -129,11 +129,15 @@ class ClipEncoder:
         return torch.float16 if self.precision == "fp16" else torch.float32
 
     @torch.inference_mode()
-    def encode_images(self, images: Sequence[Image.Image], batch_size: int = 64) -> np.ndarray:
-        """L2-normalised float32 vectors, one row per image."""
+    def encode_images(
+        self, images: Sequence[Image.Image | torch.Tensor], batch_size: int = 64
+    ) -> np.ndarray:
+        """L2-normalised float32 vectors, one row per image: a PIL image, or one already
+        through `self.preprocess` (a caller holding many keeps them small that way)."""
         chunks = []
         for start in range(0, len(images), batch_size):
-            pixels = torch.stack([self.preprocess(im) for im in images[start : start + batch_size]])
+            batch = images[start : start + batch_size]
+            pixels = torch.stack([i if torch.is_tensor(i) else self.preprocess(i) for i in batch])
             pixels = pixels.to(self.device, dtype=self.dtype, non_blocking=True)
             chunks.append(self.model.encode_image(pixels, normalize=True).float().cpu().numpy())
         return _stack(chunks, self.embed_dim)

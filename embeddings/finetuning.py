@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Callable, Hashable, Mapping
+from dataclasses import asdict, dataclass, field, fields
 
 from django.conf import settings
 from django.utils import timezone
@@ -20,16 +20,17 @@ from catalog.images import ImageDecodeError, decode_image
 from catalog.models import Product, ProductImage
 from embeddings.encoder import ClipEncoder, ModelSpec
 from embeddings.models import EmbeddingSpace, FinetuneRun
+from embeddings.pairfiles import BadLine, PairFileExamples, pair_file_examples
 from embeddings.spaces import space_active, space_create, space_encoder, space_spec
 from embeddings.training import (
     Example,
     TrainConfig,
     evaluate,
     finetune,
+    is_validation_key,
     model_config,
     save_checkpoint,
     similarity_floors_calibrate,
-    split_by_product,
 )
 from embeddings.vectors import product_captions, space_activate
 
@@ -56,6 +57,13 @@ class FinetuneOptions:
     scratch: bool = False  # start from a fixed-seed random init of `architecture`
     architecture: str | None = None
     max_products: int | None = None
+    # The toolkits' "text<TAB>base64 image" files (paths the worker can read): a train.tsv
+    # to train on as well as the catalog, and a dev.tsv to validate it on (default: a split
+    # of the train file). With `no_catalog` only the files are trained on; the catalog's
+    # validation split still decides promotion.
+    pairs: str | None = None
+    val_pairs: str | None = None
+    no_catalog: bool = False
 
     @classmethod
     def from_dict(cls, options: dict) -> FinetuneOptions:
@@ -76,22 +84,44 @@ class CatalogPairs:
     train_products: int
     val_products: int
     skipped_images: int
+    # sha256 -> product of every image read (with train=False: the validation products').
+    image_product: dict[str, int] = field(default_factory=dict)
 
 
-def catalog_pairs(*, image_size: int, max_products: int | None = None) -> CatalogPairs:
+def catalog_titles(product: Product) -> list[str]:
+    """The texts a product is trained on: its titles in every language (descriptions are
+    longer than the text tower's context and mostly repeat the title)."""
+    return [c.text for c in product_captions(product) if c.field.startswith("title")]
+
+
+def catalog_is_validation(product_pk: int) -> bool:
+    """Whether a product belongs to the validation split (fine-tuning, evaluation, export)."""
+    return is_validation_key(
+        product_pk, settings.FINETUNE_VAL_FRACTION, settings.FINETUNE_SPLIT_SEED
+    )
+
+
+def catalog_pairs(
+    *, image_size: int, max_products: int | None = None, train: bool = True
+) -> CatalogPairs:
     """(product, caption, image) examples from the catalog, split by product.
 
-    Captions are each product's titles in every language (descriptions are longer than
-    the text tower's context and mostly repeat the title). Images are decoded once, at
-    about the model's input size; a product's undecodable images are left out.
+    Captions are `catalog_titles`. Images are decoded once, at about the model's input
+    size; a product's undecodable images are left out. With `train=False` only the
+    validation products are read (their images are not decoded otherwise).
     """
-    examples: dict[int, list[Example]] = {}
+    pairs: dict[bool, list[Example]] = {True: [], False: []}
+    products_in: dict[bool, int] = {True: 0, False: 0}
+    image_product: dict[str, int] = {}
     skipped = 0
     products = Product.objects.prefetch_related("images").order_by("pk")
     if max_products:
         products = products[:max_products]
     for product in products.iterator(chunk_size=500):
-        texts = [c.text for c in product_captions(product) if c.field.startswith("title")]
+        validation = catalog_is_validation(product.pk)
+        if not (train or validation):
+            continue
+        texts = catalog_titles(product)
         pictures = []
         for image in product.images.all():
             try:
@@ -106,19 +136,20 @@ def catalog_pairs(*, image_size: int, max_products: int | None = None) -> Catalo
                     )
             except (ImageDecodeError, FileNotFoundError):
                 skipped += 1
+                continue
+            image_product.setdefault(image.sha256, product.pk)
         if pictures:
-            examples[product.pk] = [
+            products_in[validation] += 1
+            pairs[validation] += [
                 Example(product.pk, text, picture) for text in texts for picture in pictures
             ]
-    train_keys, val_keys = split_by_product(
-        examples, val_fraction=settings.FINETUNE_VAL_FRACTION, seed=settings.FINETUNE_SPLIT_SEED
-    )
     return CatalogPairs(
-        train=[e for key in train_keys for e in examples[key]],
-        val=[e for key in val_keys for e in examples[key]],
-        train_products=len(train_keys),
-        val_products=len(val_keys),
+        train=pairs[False],
+        val=pairs[True],
+        train_products=products_in[False],
+        val_products=products_in[True],
         skipped_images=skipped,
+        image_product=image_product,
     )
 
 
@@ -190,26 +221,131 @@ def _start_spec(
     return space_spec(source), source
 
 
+@dataclass(frozen=True)
+class FilePairs:
+    """The pair files' examples: what is trained on, what validates it, what was read."""
+
+    train: list[Example]
+    val: list[Example]
+    left_out_groups: int  # training groups sharing a photo with a validation pair
+    left_out_val_groups: int  # validation groups showing a photo the catalog trains on
+    catalog_groups: int  # groups keyed as the catalog product whose photo they show
+    summary: dict
+
+
+def file_pairs(
+    *,
+    options: FinetuneOptions,
+    image_size: int,
+    catalog_image_product: Mapping[str, int],
+    on_bad_line: Callable[[str, BadLine], None],
+) -> FilePairs:
+    """The training (and validation) examples of `options.pairs` (and `options.val_pairs`).
+
+    A group of the file that shows a photo of a catalog product (the file was imported, or
+    exported from this shop) is keyed as that product: it follows the product's split, and
+    its pairs merge with the product's instead of repeating them as in-batch negatives of
+    themselves. Without a validation file the other groups are split by their key the way
+    products are. A training group left with a photo of a validation pair (of the
+    validation file, or of a catalog validation product) is left out, so validation and
+    the promotion gate never measure what was trained on; nor does a validation group
+    showing a photo of a catalog training product.
+    """
+
+    def read(path: str) -> PairFileExamples:
+        try:
+            return pair_file_examples(
+                path, image_size=image_size, on_bad_line=lambda bad: on_bad_line(path, bad)
+            )
+        except OSError as exc:
+            raise FinetuneError(f"cannot read the pair file {path}: {exc.strerror}") from exc
+
+    train_file = read(options.pairs)
+    product_of: dict[Hashable, int] = {}
+    for example, sha in zip(train_file.examples, train_file.image_sha256, strict=True):
+        if (pk := catalog_image_product.get(sha)) is not None:
+            product_of[example.product_key] = min(product_of.get(example.product_key, pk), pk)
+    labelled = [
+        (e._replace(product_key=product_of.get(e.product_key, e.product_key)), sha)
+        for e, sha in zip(train_file.examples, train_file.image_sha256, strict=True)
+    ]
+    held_out = {sha for sha, pk in catalog_image_product.items() if catalog_is_validation(pk)}
+    summary = {"train": train_file.summary()}
+    left_out_val: set[Hashable] = set()
+    if options.val_pairs:
+        val_file = read(options.val_pairs)
+        summary["val"] = val_file.summary()
+        held_out |= set(val_file.image_sha256)
+        # ...and a validation group showing a photo the catalog trains on is no measure.
+        validating = list(zip(val_file.examples, val_file.image_sha256, strict=True))
+        left_out_val = {
+            e.product_key
+            for e, sha in validating
+            if (pk := catalog_image_product.get(sha)) is not None and not catalog_is_validation(pk)
+        }
+        val = [e for e, _ in validating if e.product_key not in left_out_val]
+    else:
+        in_val = {key: catalog_is_validation(key) for key in {e.product_key for e, _ in labelled}}
+        val = [e for e, _ in labelled if in_val[e.product_key]]
+        labelled = [(e, sha) for e, sha in labelled if not in_val[e.product_key]]
+    leaked = {e.product_key for e, sha in labelled if sha in held_out}
+    train = [e for e, _ in labelled if e.product_key not in leaked]
+    return FilePairs(
+        train=train,
+        val=val,
+        left_out_groups=len(leaked),
+        left_out_val_groups=len(left_out_val),
+        catalog_groups=len(set(product_of)),
+        summary=summary,
+    )
+
+
 def _execute(run: FinetuneRun, on_progress: Callable[[dict], None] | None) -> None:
     options = FinetuneOptions.from_dict(run.options)
+    if options.val_pairs and not options.pairs:
+        raise FinetuneError("validation pairs (--val-pairs) need training pairs (--pairs)")
+    if options.no_catalog and not options.pairs:
+        raise FinetuneError("--no-catalog needs pairs to train on (--pairs)")
     active = space_active()
     spec, source = _start_spec(run, options, active)
     device = settings.CLIP_DEVICE or None
     # A model of its own: training changes weights in place, the shared encoder must not.
     model = ClipEncoder(spec, device=device)
+    emit = on_progress or (lambda event: None)
 
     _set_phase(run, "collecting pairs")
-    pairs = catalog_pairs(image_size=model.image_size, max_products=options.max_products)
+    pairs = catalog_pairs(
+        image_size=model.image_size, max_products=options.max_products, train=not options.no_catalog
+    )
+    files = None
+    if options.pairs:
+        files = file_pairs(
+            options=options,
+            image_size=model.image_size,
+            catalog_image_product=pairs.image_product,
+            on_bad_line=lambda path, bad: emit(
+                {"event": "bad_line", "file": path, "line": bad.line, "reason": bad.reason}
+            ),
+        )
+    train = pairs.train + (files.train if files else [])
+    # The catalog's validation split validates and gates, as for any run; the files' only
+    # when the catalog has none (then the result cannot be promoted: nothing to compare).
+    gate_on_catalog = bool(pairs.val)
+    val = pairs.val or (files.val if files else [])
     minimum = settings.FINETUNE_MIN_PAIRS
-    if len(pairs.train) < minimum or not pairs.val:
+    if len(train) < minimum or not val:
+        from_files = f" and {len(files.train)} from pair files" if files else ""
         raise FinetuneError(
-            f"too few pairs to train on: {len(pairs.train)} training pairs from "
-            f"{pairs.train_products} products and {pairs.val_products} validation products "
-            f"(need at least {minimum} training pairs and one validation product with an image)"
+            f"too few pairs to train on: {len(train)} training pairs ({len(pairs.train)} from "
+            f"{pairs.train_products} catalog products{from_files}) and {len(val)} validation "
+            f"pairs (need at least {minimum} training pairs and one validation product with an "
+            "image, or validation pairs)"
         )
 
     _set_phase(run, "evaluating the active space")
-    active_metrics = evaluate(space_encoder(active), pairs.val)
+    active_metrics = evaluate(space_encoder(active), val)
+    file_val = files.val if files and gate_on_catalog else []
+    active_file_metrics = evaluate(space_encoder(active), file_val) if file_val else {}
 
     config = TrainConfig(
         **{
@@ -223,8 +359,8 @@ def _execute(run: FinetuneRun, on_progress: Callable[[dict], None] | None) -> No
         model.model,
         model.preprocess,
         model.tokenizer,
-        pairs.train,
-        pairs.val,
+        train,
+        val,
         config,
         progress=_progress_writer(run, also=on_progress),
     )
@@ -232,7 +368,7 @@ def _execute(run: FinetuneRun, on_progress: Callable[[dict], None] | None) -> No
     # Serve in the encoder's own precision again (fp16 on GPU); the checkpoint is fp32.
     model.model = model.model.to(model.dtype).eval()
     calibration = similarity_floors_calibrate(
-        encoder=model, examples=pairs.val, catalog_images=ProductImage.objects.count()
+        encoder=model, examples=val, catalog_images=ProductImage.objects.count()
     )
     floor = calibration.similarity_floor
 
@@ -265,9 +401,10 @@ def _execute(run: FinetuneRun, on_progress: Callable[[dict], None] | None) -> No
         ],
         # Enough points for a loss curve, not every step of a long run.
         "losses": result.losses[:: max(1, len(result.losses) // 300)],
+        "validated_on": "catalog" if gate_on_catalog else "pair files",
         "training": {
-            "train_pairs": len(pairs.train),
-            "val_pairs": len(pairs.val),
+            "train_pairs": len(train),
+            "val_pairs": len(val),
             "train_products": pairs.train_products,
             "val_products": pairs.val_products,
             "skipped_images": pairs.skipped_images,
@@ -282,6 +419,18 @@ def _execute(run: FinetuneRun, on_progress: Callable[[dict], None] | None) -> No
             "config": result.config,
         },
     }
+    if files:
+        metrics["pair_files"] = {
+            **files.summary,
+            "train_pairs": len(files.train),
+            "val_pairs": len(files.val),
+            "left_out_groups": files.left_out_groups,
+            "left_out_val_groups": files.left_out_val_groups,
+            "catalog_groups": files.catalog_groups,
+        }
+        if file_val:
+            metrics["pair_files"]["active_before"] = active_file_metrics
+            metrics["pair_files"]["after"] = evaluate(model, file_val)
     space = space_create(
         name=name,
         spec=ModelSpec(spec.architecture, checkpoint=str(checkpoint), checkpoint_sha256=digest),
@@ -296,7 +445,7 @@ def _execute(run: FinetuneRun, on_progress: Callable[[dict], None] | None) -> No
 
     margin = settings.FINETUNE_PROMOTION_MARGIN if options.margin is None else options.margin
     gain = result.metrics_after.get("mean_recall", 0.0) - active_metrics.get("mean_recall", 0.0)
-    promote = gain >= margin and not options.no_promote
+    promote = gate_on_catalog and gain >= margin and not options.no_promote
     if promote:
         _set_phase(run, "filling and activating")
         space_activate(space=space)
@@ -305,6 +454,11 @@ def _execute(run: FinetuneRun, on_progress: Callable[[dict], None] | None) -> No
         )
     elif options.no_promote:
         decision = "kept as a candidate: promotion was not asked for"
+    elif not gate_on_catalog:
+        decision = (
+            f"kept as a candidate: validation mean recall on the pair files {gain:+.3f} over "
+            f"{active.name}, but the catalog has no validation products to decide promotion on"
+        )
     else:
         decision = (
             f"kept as a candidate: validation mean recall {gain:+.3f} over "
@@ -321,6 +475,9 @@ def _execute(run: FinetuneRun, on_progress: Callable[[dict], None] | None) -> No
         "active_before": active_metrics,
         "after": result.metrics_after,
     }
+    if files:
+        run.result["pair_files"] = metrics["pair_files"]
+        run.result["bad_lines"] = sum(r["bad_line_count"] for r in files.summary.values())
     run.progress = {**run.progress, "phase": "done"}
     logger.info("fine-tune run %s: %s", run.pk, decision)
 
@@ -328,7 +485,7 @@ def _execute(run: FinetuneRun, on_progress: Callable[[dict], None] | None) -> No
 def space_evaluate(*, space: EmbeddingSpace) -> dict:
     """Recall@1/5/10 both ways of `space` on the catalog's validation split; stored on it."""
     encoder = space_encoder(space)
-    pairs = catalog_pairs(image_size=encoder.image_size)
+    pairs = catalog_pairs(image_size=encoder.image_size, train=False)
     if not pairs.val:
         raise FinetuneError("the catalog has no validation products with images to evaluate on")
     metrics = evaluate(encoder, pairs.val)

@@ -3,6 +3,7 @@
 Fixtures live in the conftest.py files; these are functions and constants a test imports.
 """
 
+import base64
 import csv
 import io
 import json
@@ -61,6 +62,22 @@ def png_bomb(width: int, height: int) -> bytes:
     header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
     return (
         b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+    )
+
+
+def png_bytes(colour=(30, 30, 200), size=80) -> bytes:
+    """A plain PNG with a diagonal band: lossless, so every decoder sees the same pixels."""
+    image = Image.new("RGB", (size, size), tuple(colour))
+    ImageDraw.Draw(image).line([(0, 0), (size, size)], fill=(250, 250, 250), width=size // 5)
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def pairs_tsv(pairs: list[tuple[str, bytes]], encoding: str = "utf-8") -> bytes:
+    """The toolkits' pair file: "text<TAB>base64 image" lines, no header."""
+    return b"".join(
+        text.encode(encoding) + b"\t" + base64.b64encode(image) + b"\n" for text, image in pairs
     )
 
 

@@ -4,6 +4,7 @@ import itertools
 from pathlib import Path
 
 import pytest
+from django.core.cache import cache
 
 from catalog.services import category_get_or_create_path, product_create
 from embeddings.spaces import space_ensure_default
@@ -23,6 +24,13 @@ def pytest_collection_modifyitems(items):
 
 
 _sku_numbers = itertools.count(1)
+
+
+@pytest.fixture(autouse=True)
+def empty_cache():
+    """Each test starts with an empty cache: what one test cached (a count, a query's vector)
+    must not answer for the next one's database."""
+    cache.clear()
 
 
 @pytest.fixture(autouse=True)

@@ -3,7 +3,8 @@
 Like open_clip_train, but small: one process, one device, a catalogue-sized dataset.
 One module per concern:
 
-* `split`: `Example` and `split_by_product`, so no product is in train and validation.
+* `split`: `Example` and `split_by_product` (`is_validation_key` for one key), so no
+  product is in train and validation.
 * `data`: examples reduced to distinct texts and images per product, word dropout, the
   batches of an epoch (no product twice in a batch) and their tensors.
 * `metrics`: `recall_at_k` / `evaluate`, text-to-image and image-to-text Recall@K, where
@@ -31,7 +32,7 @@ from .floors import (
 from .loop import EpochStats, TrainConfig, TrainResult, finetune, param_groups
 from .metrics import evaluate, recall_at_k
 from .schedule import lr_at
-from .split import Example, split_by_product
+from .split import Example, is_validation_key, split_by_product
 
 __all__ = [
     "EpochStats",
@@ -45,6 +46,7 @@ __all__ = [
     "epoch_batches",
     "evaluate",
     "finetune",
+    "is_validation_key",
     "load_checkpoint",
     "lr_at",
     "model_config",

@@ -37,7 +37,12 @@ def split_by_product(
         if key in seen:
             continue
         seen.add(key)
-        digest = hashlib.sha256(f"{seed}\x00{key}".encode()).digest()
-        u = int.from_bytes(digest[:8], "big") / 2.0**64  # uniform in [0, 1)
-        (val if u < val_fraction else train).append(key)
+        (val if is_validation_key(key, val_fraction, seed) else train).append(key)
     return train, val
+
+
+def is_validation_key(key: Hashable, val_fraction: float, seed: int = 0) -> bool:
+    """Whether `split_by_product` puts `key` in validation: a hash of (seed, key) alone, so
+    a product can be placed on its own while streaming (the catalog export does)."""
+    digest = hashlib.sha256(f"{seed}\x00{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0**64 < val_fraction  # uniform in [0, 1)

@@ -12,8 +12,9 @@ pytestmark = pytest.mark.django_db
 
 def test_first_run_loads_and_trains_then_later_runs_skip(settings, capsys):
     settings.FINETUNE_VAL_FRACTION = 0.25
-    # A number of epochs, not a time budget: on a busy machine 12 s trained too little to win.
-    call_command("prepare_demo", products=40, epochs=10, batch_size=32, max_minutes=10)
+    # The flow, not the learning (tests/embeddings/test_finetuning.py measures that): on 40
+    # products a validation split of 10 makes the gain noise, so any result is promoted.
+    call_command("prepare_demo", products=40, epochs=3, batch_size=32, max_minutes=10, margin=-1)
     active = space_active()
     assert active.name == "shop-tiny-demo"
     assert active.source == EmbeddingSpace.Source.CHECKPOINT

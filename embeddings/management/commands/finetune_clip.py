@@ -1,3 +1,4 @@
+import os
 from dataclasses import fields
 
 from django.core.management.base import BaseCommand, CommandError
@@ -64,6 +65,20 @@ class Command(BaseCommand):
             action="store_true",
             help="keep the result as a candidate whatever it scores",
         )
+        files = parser.add_argument_group("the toolkits' 'text<TAB>base64 image' files")
+        files.add_argument(
+            "--pairs", metavar="TRAIN.TSV", help="train on this file as well as the catalog"
+        )
+        files.add_argument(
+            "--val-pairs",
+            metavar="DEV.TSV",
+            help="validate the file's training on this one (default: a split of --pairs)",
+        )
+        files.add_argument(
+            "--no-catalog",
+            action="store_true",
+            help="train on --pairs only; the catalog's validation split still decides promotion",
+        )
 
     def handle(self, *args, **options):
         for name in ("epochs", "batch_size"):
@@ -75,6 +90,14 @@ class Command(BaseCommand):
             raise CommandError("--max-minutes must be positive")
         if options["name"] and EmbeddingSpace.objects.filter(name=options["name"]).exists():
             raise CommandError(f"a space named {options['name']!r} exists already")
+        if (options["val_pairs"] or options["no_catalog"]) and not options["pairs"]:
+            raise CommandError("--val-pairs and --no-catalog need training pairs (--pairs)")
+        for name in ("pairs", "val_pairs"):
+            if options[name]:
+                if not os.path.isfile(options[name]):
+                    raise CommandError(f"no such file: {options[name]}")
+                # The run may execute in a worker with another working directory.
+                options[name] = os.path.abspath(options[name])
         source = space_by_name(options["source"]) if options["source"] else None
         given = {f.name: options[f.name] for f in fields(FinetuneOptions) if f.name in options}
         try:
@@ -97,15 +120,37 @@ class Command(BaseCommand):
                 f"new ({space.name})": result["after"],
             },
         )
+        catalog = space.metrics["validated_on"] == "catalog"
+        self.stdout.write(
+            "on the catalog's validation products" if catalog else "on the pair files' validation"
+        )
+        pair_files = space.metrics.get("pair_files", {})
+        if pair_files.get("after"):
+            where = pair_files.get("val", {}).get("path") or f"{options['pairs']} (split off)"
+            print_metrics(
+                self.stdout,
+                {"active": pair_files["active_before"], "new": pair_files["after"]},
+            )
+            self.stdout.write(f"on the validation pairs of {where}")
         training = space.metrics["training"]
         self.stdout.write(
             f"{training['train_pairs']} training pairs, {training['epochs_completed']} epochs, "
             f"{training['pairs_per_second']:.0f} pairs/s on {training['device']}"
         )
         self.stdout.write(self.style.SUCCESS(result["decision"]))
+        if result.get("bad_lines"):
+            raise CommandError(
+                f"{result['bad_lines']} line(s) of the pair files could not be used "
+                "(reported above); the rest were trained on",
+                returncode=1,
+            )
 
     def _progress(self, bar):
         def on_event(event: dict) -> None:
+            if event.get("event") == "bad_line":
+                with bar.external_write_mode():
+                    self.stderr.write(f"{event['file']}:{event['line']}: {event['reason']}")
+                return
             if event.get("total_steps") and bar.total != event["total_steps"]:
                 bar.total = event["total_steps"]
             if event.get("step") is not None:

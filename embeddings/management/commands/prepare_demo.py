@@ -19,6 +19,9 @@ class Command(BaseCommand):
         # Defaults: finetune_clip's. Smaller batches suit a small catalog (more steps an epoch).
         parser.add_argument("--epochs", type=int, default=None)
         parser.add_argument("--batch-size", type=int, default=None)
+        # 0: any trained model beats an untrained one on the full demo; the report says by how
+        # much. A tiny catalog (a test's) can be noise either way: a negative margin promotes.
+        parser.add_argument("--margin", type=float, default=0.0)
         parser.add_argument(
             "--max-minutes",
             type=float,
@@ -26,7 +29,7 @@ class Command(BaseCommand):
             help="training budget (default: 8, on a 2-core CPU)",
         )
 
-    def handle(self, *args, products, max_minutes, epochs, batch_size, **options):
+    def handle(self, *args, products, max_minutes, epochs, batch_size, margin, **options):
         if not Product.objects.exists():
             # No embedding now: the model that search will use is trained next.
             call_command("load_demo_catalog", products=products, no_embed=True)
@@ -39,11 +42,10 @@ class Command(BaseCommand):
             # Trained by an earlier run that was stopped while filling: finish the switch.
             call_command("activate_space", DEMO_SPACE)
         else:
-            # margin 0: any trained model beats an untrained one; the report shows by how much.
             call_command(
                 "finetune_clip",
                 max_minutes=max_minutes,
-                margin=0.0,
+                margin=margin,
                 name=DEMO_SPACE,
                 epochs=epochs,
                 batch_size=batch_size,
