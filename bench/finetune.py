@@ -115,7 +115,12 @@ def train_and_measure(args, train, val, examples, **config) -> dict:
         encoder.tokenizer,
         train,
         val,
-        TrainConfig(max_minutes=args.max_minutes, device=args.device, **config),
+        TrainConfig(
+            max_minutes=None if args.epochs else args.max_minutes,
+            device=args.device,
+            **({"epochs": args.epochs} if args.epochs else {}),
+            **config,
+        ),
     )
     encoder.model = encoder.model.to(encoder.dtype).eval()
     return {
@@ -154,6 +159,13 @@ def main() -> None:
     parser.add_argument("--max-minutes", type=float, default=8.0)
     parser.add_argument("--device", default=None)
     parser.add_argument("--chinese", action="store_true", help="word dropout: spaces vs jieba")
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="--chinese: train this many epochs each instead of --max-minutes, so both runs "
+        "take the same steps however busy the machine is",
+    )
     args = parser.parse_args()
 
     started = time.perf_counter()
