@@ -7,14 +7,18 @@ catalog's own words (search.typos), and completions are ranked by how many produ
 searches) stand behind them (search.suggest). search.vocabulary keeps them current.
 """
 
+import uuid
+
 from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
 from django.contrib.postgres.indexes import GinIndex
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
+from django.utils import timezone
 
 from catalog.models import Category, Product
+from embeddings.models import EmbeddingSpace
 from search.terms import term_key, term_problem
 
 # --- synonyms -----------------------------------------------------------------------------
@@ -348,3 +352,91 @@ class VocabularyVersion(models.Model):
 
     def __str__(self):
         return f"vocabulary version {self.version}"
+
+
+# --- search log and shopper events ---------------------------------------------------------
+
+
+class SearchLog(models.Model):
+    """One search as a shopper saw it: what was asked and which products were shown where.
+
+    Nothing personal: no IP address, no user; `session` is an opaque key (the front end's
+    `session` parameter, or the shop page's own cookie). The primary key is the `search_id`
+    that the response returns and that events name. Rows older than SEARCH_LOG_DAYS are
+    deleted by a beat task.
+    """
+
+    class Kind(models.TextChoices):
+        TEXT = "text"
+        PHOTO = "photo"
+        SIMILAR = "similar"
+
+    class Channel(models.TextChoices):
+        API = "api"
+        PAGE = "page"  # the shop's own pages
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    created = models.DateTimeField(default=timezone.now, db_index=True)
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    channel = models.CharField(max_length=10, choices=Channel.choices)
+    query = models.CharField(max_length=500, blank=True)  # normalised; empty for photos
+    # The product whose similar products were asked for (kind "similar").
+    source_product_id = models.BigIntegerField(null=True, blank=True)
+    filters = models.JSONField(default=dict, blank=True)
+    space = models.ForeignKey(
+        EmbeddingSpace, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    sort = models.CharField(max_length=20, blank=True)
+    offset = models.PositiveIntegerField(default=0)
+    # The products shown, in order: product_ids[i] was at position offset + i + 1.
+    product_ids = ArrayField(models.BigIntegerField(), default=list, blank=True)
+    result_count = models.PositiveIntegerField(default=0)
+    session = models.CharField(max_length=64, blank=True)
+    # An interleaved search (search.interleaving): the candidate space merged with `space`,
+    # and per shown product which one contributed it (0: `space`, 1: `interleaved_with`).
+    interleaved_with = models.ForeignKey(
+        EmbeddingSpace, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    teams = ArrayField(models.SmallIntegerField(), default=list, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["session", "created"], name="searchlog_session_created"),
+            models.Index(fields=["query", "created"], name="searchlog_query_created"),
+        ]
+
+    def __str__(self):
+        return f"{self.kind} search {self.id}"
+
+    def position_of(self, product_id: int) -> int | None:
+        """Where the product was shown (1-based, counting earlier pages), or None."""
+        try:
+            return self.offset + self.product_ids.index(product_id) + 1
+        except ValueError:
+            return None
+
+
+class SearchEvent(models.Model):
+    """What a shopper did with a product a search showed; stored once per (search, type,
+    product) however often it is sent."""
+
+    class Type(models.TextChoices):
+        CLICK = "click"
+        ADD_TO_CART = "add_to_cart"
+        PURCHASE = "purchase"
+
+    search = models.ForeignKey(SearchLog, on_delete=models.CASCADE, related_name="events")
+    type = models.CharField(max_length=20, choices=Type.choices)
+    product = models.ForeignKey(Product, on_delete=models.CASCADE, related_name="+")
+    position = models.PositiveIntegerField()  # as the search showed it, 1-based
+    created = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["search", "type", "product"], name="one_event_per_search_type_product"
+            )
+        ]
+
+    def __str__(self):
+        return f"{self.type} on product {self.product_id} of search {self.search_id}"
