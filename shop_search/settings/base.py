@@ -283,6 +283,9 @@ API_SUGGEST_ANON_RATE = env.str("API_SUGGEST_ANON_RATE", default="600/min")
 SEARCH_TEXT_CANDIDATES = env.int("SEARCH_TEXT_CANDIDATES", default=1000)
 # Filtered vector search: HNSW index tuples read at most while looking for filtered hits.
 SEARCH_MAX_SCAN_TUPLES = env.int("SEARCH_MAX_SCAN_TUPLES", default=20000)
+# The search log (search.searchlog): products kept per logged search, and days kept.
+SEARCH_LOG_TOP = env.int("SEARCH_LOG_TOP", default=50)
+SEARCH_LOG_DAYS = env.int("SEARCH_LOG_DAYS", default=90)
 # Query vectors (and photo searches' vectors) are kept this long in the cache; bounded, so
 # that a flood of distinct queries expires instead of accumulating.
 SEARCH_QUERY_CACHE_MAX_SECONDS = 86400
