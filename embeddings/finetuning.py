@@ -19,6 +19,13 @@ from django.utils import timezone
 from catalog.images import ImageDecodeError, decode_image
 from catalog.models import Product, ProductImage
 from embeddings.encoder import ClipEncoder, ModelSpec
+from embeddings.extensions import (
+    catalog_images_by_product,
+    extra_pairs_collect,
+    gate_blocking,
+    gates_summary,
+    promotion_gates_run,
+)
 from embeddings.models import EmbeddingSpace, FinetuneRun
 from embeddings.pairfiles import BadLine, PairFileExamples, pair_file_examples
 from embeddings.spaces import space_active, space_create, space_encoder, space_spec
@@ -64,6 +71,8 @@ class FinetuneOptions:
     pairs: str | None = None
     val_pairs: str | None = None
     no_catalog: bool = False
+    # Leave out the pairs other apps add (embeddings.extensions: the shoppers' queries).
+    no_events: bool = False
 
     @classmethod
     def from_dict(cls, options: dict) -> FinetuneOptions:
@@ -327,7 +336,15 @@ def _execute(run: FinetuneRun, on_progress: Callable[[dict], None] | None) -> No
                 {"event": "bad_line", "file": path, "line": bad.line, "reason": bad.reason}
             ),
         )
+    catalog_images = catalog_images_by_product(pairs.train + pairs.val)
+    extras = {}
+    if not options.no_events:
+        _set_phase(run, "collecting shopper pairs")
+        extras = extra_pairs_collect(
+            catalog_images=catalog_images, options=options.as_dict(), emit=emit
+        )
     train = pairs.train + (files.train if files else [])
+    train += [example for extra in extras.values() for example in extra.train]
     # The catalog's validation split validates and gates, as for any run; the files' only
     # when the catalog has none (then the result cannot be promoted: nothing to compare).
     gate_on_catalog = bool(pairs.val)
@@ -371,6 +388,14 @@ def _execute(run: FinetuneRun, on_progress: Callable[[dict], None] | None) -> No
         encoder=model, examples=val, catalog_images=ProductImage.objects.count()
     )
     floor = calibration.similarity_floor
+    _set_phase(run, "checking the promotion gates")
+    verdicts = promotion_gates_run(
+        active=active,
+        active_encoder=space_encoder(active),
+        candidate=model,
+        catalog_images=catalog_images,
+        extras=extras,
+    )
 
     _set_phase(run, "saving")
     name = options.name or f"{spec.architecture}-ft-{timezone.now():%Y%m%d-%H%M%S}"
@@ -419,6 +444,12 @@ def _execute(run: FinetuneRun, on_progress: Callable[[dict], None] | None) -> No
             "config": result.config,
         },
     }
+    if extras:
+        metrics["extra_pairs"] = {
+            name: {**extra.summary, "train_pairs": len(extra.train)}
+            for name, extra in extras.items()
+        }
+    metrics["gates"] = [verdict.as_dict() for verdict in verdicts]
     if files:
         metrics["pair_files"] = {
             **files.summary,
@@ -445,8 +476,11 @@ def _execute(run: FinetuneRun, on_progress: Callable[[dict], None] | None) -> No
 
     margin = settings.FINETUNE_PROMOTION_MARGIN if options.margin is None else options.margin
     gain = result.metrics_after.get("mean_recall", 0.0) - active_metrics.get("mean_recall", 0.0)
-    promote = gate_on_catalog and gain >= margin and not options.no_promote
+    blocked = gate_blocking(verdicts)
+    promote = gate_on_catalog and gain >= margin and not blocked and not options.no_promote
+    decided_by = "catalog recall"
     if promote:
+        decided_by = "every gate passed"
         _set_phase(run, "filling and activating")
         space_activate(space=space)
         decision = (
@@ -459,11 +493,19 @@ def _execute(run: FinetuneRun, on_progress: Callable[[dict], None] | None) -> No
             f"kept as a candidate: validation mean recall on the pair files {gain:+.3f} over "
             f"{active.name}, but the catalog has no validation products to decide promotion on"
         )
-    else:
+    elif gain < margin:
         decision = (
             f"kept as a candidate: validation mean recall {gain:+.3f} over "
             f"{active.name} is below the margin of {margin:.3f}"
         )
+    else:
+        decided_by = blocked.gate
+        decision = (
+            f"kept as a candidate by the {blocked.gate} gate: validation mean recall "
+            f"{gain:+.3f} over {active.name} passed the margin of {margin:.3f}"
+        )
+    decided_by = "promotion not asked for" if options.no_promote else decided_by
+    decision += gates_summary(verdicts)
     space.metrics = {**metrics, "decision": decision}
     space.save(update_fields=["metrics"])
     run.result = {
@@ -472,6 +514,8 @@ def _execute(run: FinetuneRun, on_progress: Callable[[dict], None] | None) -> No
         "decision": decision,
         "gain": gain,
         "margin": margin,
+        "decided_by": decided_by,
+        "gates": metrics["gates"],
         "active_before": active_metrics,
         "after": result.metrics_after,
     }

@@ -20,3 +20,11 @@ class SearchConfig(AppConfig):
         post_delete.connect(
             vocabulary_on_product_delete, sender=Product, dispatch_uid="search-vocabulary"
         )
+
+        # Fine-tuning learns from the shoppers' judgments and must not lose on their
+        # queries; embeddings calls these without importing search.
+        from embeddings.extensions import pair_source_register, promotion_gate_register
+        from search.learning import GATE, SOURCE, query_ndcg_gate, shopper_pairs
+
+        pair_source_register(SOURCE, shopper_pairs)
+        promotion_gate_register(GATE, query_ndcg_gate)

@@ -38,6 +38,9 @@ class ExampleSet:
     images: list[Image.Image | bytes]
     image_product: np.ndarray  # product index per distinct image
     product_images: list[np.ndarray] = field(default_factory=list)
+    # Expected times per epoch of each distinct text (the largest weight of its examples);
+    # None: every text once.
+    text_weight: np.ndarray | None = None
     tokens: torch.Tensor | None = None
     image_pixels: torch.Tensor | None = None
 
@@ -64,24 +67,31 @@ def _image_digest(image: Image.Image | bytes) -> bytes:
 
 
 def collect_examples(examples: Iterable[Sequence[Any]]) -> ExampleSet:
-    """(product_key, text, image) examples reduced to each product's distinct texts and
-    images (same pixels: same image), in first-seen order."""
+    """(product_key, text, image[, weight]) examples reduced to each product's distinct
+    texts and images (same pixels: same image), in first-seen order."""
     product_index: dict[Hashable, int] = {}
     text_index: dict[tuple[int, str], int] = {}
     image_index: dict[tuple[int, bytes], int] = {}
     texts: list[str] = []
     text_product: list[int] = []
+    text_weight: list[float] = []
     images: list[Image.Image | bytes] = []
     image_product: list[int] = []
     # id(image) -> (image, digest): an object shared by several examples is hashed once;
     # holding the image keeps its id from being reused by another object meanwhile.
     digests: dict[int, tuple[Any, bytes]] = {}
-    for product_key, text, image in examples:
+    for example in examples:
+        product_key, text, image = example[:3]
+        weight = float(example[3]) if len(example) > 3 else 1.0
         p = product_index.setdefault(product_key, len(product_index))
         if (p, text) not in text_index:
             text_index[(p, text)] = len(texts)
             texts.append(text)
             text_product.append(p)
+            text_weight.append(weight)
+        else:
+            i = text_index[(p, text)]
+            text_weight[i] = max(text_weight[i], weight)
         seen = digests.get(id(image))
         digest = seen[1] if seen else _image_digest(image)
         digests[id(image)] = (image, digest)
@@ -95,6 +105,7 @@ def collect_examples(examples: Iterable[Sequence[Any]]) -> ExampleSet:
         text_product=np.asarray(text_product, dtype=np.int64),
         images=images,
         image_product=np.asarray(image_product, dtype=np.int64),
+        text_weight=(np.asarray(text_weight) if any(w != 1.0 for w in text_weight) else None),
     )
     by_product: list[list[int]] = [[] for _ in data.products]
     for i, p in enumerate(image_product):
@@ -178,6 +189,19 @@ def epoch_batches(
     if len(batches) > 1 and len(batches[-1]) < batch_size / 2:
         batches.pop()
     return batches
+
+
+def epoch_text_batches(
+    data: ExampleSet, batch_size: int, rng: np.random.Generator
+) -> list[np.ndarray]:
+    """`epoch_batches` of the texts, each text once, or with weights floor(w) times and
+    once more with probability frac(w) (so w times on average; 0.5: every other epoch)."""
+    if data.text_weight is None:
+        return epoch_batches(data.text_product, batch_size, rng)
+    whole = np.floor(data.text_weight)
+    repeats = whole.astype(np.int64) + (rng.random(len(whole)) < data.text_weight - whole)
+    order = np.repeat(np.arange(len(whole)), repeats)
+    return [order[b] for b in epoch_batches(data.text_product[order], batch_size, rng)]
 
 
 @lru_cache(maxsize=1 << 16)

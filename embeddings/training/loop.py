@@ -19,8 +19,8 @@ from .data import (
     Preprocess,
     Tokenizer,
     batch_tensors,
-    epoch_batches,
     epoch_pairs,
+    epoch_text_batches,
     prepare_examples,
 )
 from .metrics import model_recall
@@ -300,7 +300,7 @@ def finetune(
         with torch.no_grad():
             model.logit_scale.fill_(math.log(1.0 / config.init_temperature))
     batch_size = min(config.resolved_batch_size(device), len(train.texts))
-    steps_per_epoch = len(epoch_batches(train.text_product, batch_size, np.random.default_rng(0)))
+    steps_per_epoch = len(epoch_text_batches(train, batch_size, np.random.default_rng(0)))
     clock.plan(steps_per_epoch, config.epochs)
     groups = param_groups(model, config.weight_decay)
     optimizer = torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, eps=config.eps)
@@ -320,7 +320,7 @@ def finetune(
     epochs_completed = 0
     model.train()
     for epoch in range(1, config.epochs + 1):
-        batches = epoch_batches(train.text_product, batch_size, rng)
+        batches = epoch_text_batches(train, batch_size, rng)
         if losses := train_one_epoch(run, epoch, batches):
             epochs_completed = epoch if len(losses) == len(batches) else epochs_completed
             val_metrics = validate() if config.val_every_epoch else {}

@@ -10,11 +10,16 @@ from PIL import Image
 
 
 class Example(NamedTuple):
-    """One (product, text, image) training or validation example."""
+    """One (product, text, image) training or validation example.
+
+    `weight`: how many times per epoch the pair is trained on, on average (the shoppers'
+    query pairs count by engagement); validation ignores it.
+    """
 
     product_key: Hashable
     text: str
     image: Image.Image | bytes
+    weight: float = 1.0
 
 
 def split_by_product(

@@ -286,6 +286,18 @@ SEARCH_MAX_SCAN_TUPLES = env.int("SEARCH_MAX_SCAN_TUPLES", default=20000)
 # The search log (search.searchlog): products kept per logged search, and days kept.
 SEARCH_LOG_TOP = env.int("SEARCH_LOG_TOP", default=50)
 SEARCH_LOG_DAYS = env.int("SEARCH_LOG_DAYS", default=90)
+# Judgments from the log (search.judgments): a search without a click followed this soon,
+# in the same session, by another query's clicked search links the first to those products.
+SEARCH_REFORMULATION_SECONDS = env.int("SEARCH_REFORMULATION_SECONDS", default=300)
+# Queries searched fewer times are neither evaluated nor trained on.
+SEARCH_JUDGMENT_MIN_SEARCHES = env.int("SEARCH_JUDGMENT_MIN_SEARCHES", default=2)
+# Debiased attractiveness (the click model's gamma) for grade 1 and grade 2.
+SEARCH_JUDGMENT_ATTRACTIVE = env.float("SEARCH_JUDGMENT_ATTRACTIVE", default=0.2)
+SEARCH_JUDGMENT_STRONG = env.float("SEARCH_JUDGMENT_STRONG", default=0.5)
+# Positions beyond this share one examination probability.
+SEARCH_JUDGMENT_MAX_POSITION = env.int("SEARCH_JUDGMENT_MAX_POSITION", default=100)
+# The query-nDCG promotion gate: how much held-out nDCG@10 a candidate may lose (0: none).
+SEARCH_JUDGMENT_NDCG_TOLERANCE = env.float("SEARCH_JUDGMENT_NDCG_TOLERANCE", default=0.0)
 # Query vectors (and photo searches' vectors) are kept this long in the cache; bounded, so
 # that a flood of distinct queries expires instead of accumulating.
 SEARCH_QUERY_CACHE_MAX_SECONDS = 86400

@@ -65,6 +65,11 @@ class Command(BaseCommand):
             action="store_true",
             help="keep the result as a candidate whatever it scores",
         )
+        parser.add_argument(
+            "--no-events",
+            action="store_true",
+            help="leave out the shoppers' (query, chosen product) pairs from the search log",
+        )
         files = parser.add_argument_group("the toolkits' 'text<TAB>base64 image' files")
         files.add_argument(
             "--pairs", metavar="TRAIN.TSV", help="train on this file as well as the catalog"
@@ -137,6 +142,7 @@ class Command(BaseCommand):
             f"{training['train_pairs']} training pairs, {training['epochs_completed']} epochs, "
             f"{training['pairs_per_second']:.0f} pairs/s on {training['device']}"
         )
+        self._gates(space.metrics, result)
         self.stdout.write(self.style.SUCCESS(result["decision"]))
         if result.get("bad_lines"):
             raise CommandError(
@@ -144,6 +150,14 @@ class Command(BaseCommand):
                 "(reported above); the rest were trained on",
                 returncode=1,
             )
+
+    def _gates(self, metrics: dict, result: dict) -> None:
+        """The shoppers' pairs trained on, each promotion gate's say, and which decided."""
+        for name, extra in metrics.get("extra_pairs", {}).items():
+            self.stdout.write(f"{extra['train_pairs']} training pairs from {name}: {extra}")
+        for gate in result.get("gates", []):
+            self.stdout.write(f"{gate['gate']} gate: {gate['detail']} (passed: {gate['passed']})")
+        self.stdout.write(f"decided by: {result['decided_by']}")
 
     def _progress(self, bar):
         def on_event(event: dict) -> None:
