@@ -29,12 +29,47 @@ def training_report(metrics: dict) -> str:
         rows["latest evaluation"] = metrics["evaluation"]
     recall = [e.get("val_mean_recall") for e in metrics.get("epochs", [])]
     return format_html(
-        "{}<p>{}</p>{}{}{}",
+        "{}<p>{}</p>{}{}{}{}",
         metrics_table(rows),
         metrics.get("decision", ""),
+        gates_report(metrics),
         calibration_report(metrics.get("calibration")),
         line_chart_svg(metrics.get("losses", []), title="training loss by step"),
         line_chart_svg(recall, title="validation mean recall by epoch", colour="#ba2121"),
+    )
+
+
+def gates_report(metrics: dict) -> str:
+    """Each promotion gate's say (the catalog's recall, then those other apps registered:
+    the shoppers' query nDCG) and the shoppers' pairs trained on, as HTML."""
+    gates = metrics.get("gates")
+    if gates is None:
+        return ""
+    gain = metrics["after"].get("mean_recall", 0.0) - metrics.get("active_before", {}).get(
+        "mean_recall", 0.0
+    )
+    said = {True: "passed", False: "failed", None: "nothing to measure"}
+    rows = [("catalog recall", "", f"validation mean recall {gain:+.3f} over the active space")]
+    rows += [(g["gate"], said[g["passed"]], g["detail"]) for g in gates]
+    extra = format_html_join(
+        "",
+        "<li>{} training pairs from {} ({} queries trained on, {} held out)</li>",
+        (
+            (
+                e.get("train_pairs"),
+                name,
+                e.get("trained_queries", "?"),
+                e.get("held_out_queries", "?"),
+            )
+            for name, e in metrics.get("extra_pairs", {}).items()
+        ),
+    )
+    return format_html(
+        "<h3>Promotion gates</h3><table class='gates'><thead><tr><th>gate</th><th>result</th>"
+        "<th>measured</th></tr></thead><tbody>{}</tbody></table><p>Decided by: {}</p><ul>{}</ul>",
+        format_html_join("", "<tr><th>{}</th><td>{}</td><td>{}</td></tr>", rows),
+        metrics.get("decided_by", "?"),
+        extra,
     )
 
 

@@ -506,7 +506,7 @@ def _execute(run: FinetuneRun, on_progress: Callable[[dict], None] | None) -> No
         )
     decided_by = "promotion not asked for" if options.no_promote else decided_by
     decision += gates_summary(verdicts)
-    space.metrics = {**metrics, "decision": decision}
+    space.metrics = {**metrics, "decision": decision, "decided_by": decided_by}
     space.save(update_fields=["metrics"])
     run.result = {
         "space": space.name,

@@ -142,7 +142,7 @@ def space_image_vectors(space: EmbeddingSpace) -> tuple[np.ndarray, np.ndarray]:
     product_ids, vectors = [], []
     for product_id, vector in rows.iterator(chunk_size=2000):
         product_ids.append(product_id)
-        vectors.append(vector.to_numpy())
+        vectors.append(vector.to_numpy() if hasattr(vector, "to_numpy") else vector)
     if not vectors:
         return np.zeros((0, space.embed_dim), np.float32), np.zeros(0, np.int64)
     return np.asarray(vectors, np.float32), np.asarray(product_ids, np.int64)
