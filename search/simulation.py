@@ -130,7 +130,7 @@ class ShopperBehaviour:
     pattern: float = 0.15  # ... a pattern (when the product has one)
     examine_power: float = 1.0  # position k examined with probability 1 / k**power
     click_relevant: float = 0.9
-    click_other: float = 0.02
+    click_other: float = 0.01
     cart: float = 0.35  # after a click on a relevant product
     purchase: float = 0.5  # after adding it to the cart
     reformulate: float = 0.9  # searches again in catalog words after a page without a click

@@ -1,0 +1,101 @@
+"""One learning cycle on simulated shoppers: the shoppers' own words find the right products."""
+
+import json
+
+import pytest
+from django.core.management import call_command
+
+from catalog.demo_catalog import demo_products
+from catalog.services import demo_catalog_load
+from embeddings.admin import training_report
+from embeddings.models import EmbeddingSpace, FinetuneRun
+from embeddings.spaces import space_active
+from search.evaluation import space_search_evaluate
+from search.judgments import judged_queries, judgments_compute
+from search.query import words_known
+from search.simulation import shopper_words
+
+pytestmark = pytest.mark.django_db
+
+PRODUCTS = 96
+
+
+def test_no_demo_text_says_a_shopper_word():
+    """The simulation is only a test of learning if the catalog never says the words."""
+    texts = " ".join(
+        f"{p.title} {p.description} {p.brand}".lower() for p in demo_products(2000, seed=0)
+    ).split()
+    words = shopper_words()
+    own = {w for group in words.values() for ws in group.values() for w in ws}
+    assert own
+    assert not own & set(texts)
+
+
+@pytest.fixture
+def trained_shop(settings):
+    settings.FINETUNE_VAL_FRACTION = 0.25
+    demo_catalog_load(count=PRODUCTS, seed=0, embed=False)
+    call_command(
+        "finetune_clip",
+        scratch=True,
+        architecture="shop-micro",
+        epochs=40,
+        batch_size=16,
+        lr=3e-3,
+        margin=-1.0,
+        name="titles",
+        no_events=True,
+    )
+    return space_active()
+
+
+def test_one_learning_cycle_teaches_the_shoppers_words(trained_shop, capsys):
+    assert trained_shop.name == "titles"
+    assert not words_known(["rucksack", "tee", "trainers"])
+    call_command("simulate_shoppers", searches=600, seed=1)
+    traffic = json.loads(capsys.readouterr().out)
+    assert traffic["searches"] == 600
+    assert traffic["reformulations"] > 0
+    judged = judged_queries(judgments_compute())
+    assert len(judged) > 20
+
+    before, _ = space_search_evaluate(space=trained_shop, held_out_only=True)
+    call_command("finetune_clip", epochs=40, batch_size=16, lr=2e-3, margin=-0.05, name="learned")
+    out = capsys.readouterr().out
+    learned = EmbeddingSpace.objects.get(name="learned")
+    extra = learned.metrics["extra_pairs"]["shopper queries"]
+    print(out)
+    print(before)
+    assert extra["train_pairs"] > 50
+    assert "query nDCG gate" in out
+    assert "decided by: every gate passed" in out
+    assert space_active() == learned
+
+    after, _ = space_search_evaluate(space=learned, held_out_only=True)
+    import pathlib
+
+    pathlib.Path("/tmp/learning_diag.json").write_text(
+        json.dumps(
+            {
+                "before": before,
+                "after": after,
+                "out": out,
+                "traffic": traffic,
+                "judged": len(judged),
+                "all_before": space_search_evaluate(space=trained_shop)[0],
+                "all_after": space_search_evaluate(space=learned)[0],
+            },
+            indent=1,
+        )
+    )
+    own_before, own_after = before["own_words"]["ndcg@10"], after["own_words"]["ndcg@10"]
+    assert before["own_words"]["queries"] >= 5
+    assert own_after > own_before + 0.15
+    # Queries in catalog words did not get worse.
+    assert after["catalog_words"]["ndcg@10"] >= before["catalog_words"]["ndcg@10"] - 0.02
+
+    run = FinetuneRun.objects.get(space=learned)
+    assert run.result["decided_by"] == "every gate passed"
+    report = training_report(learned.metrics)
+    assert "Promotion gates" in report
+    assert "query nDCG" in report
