@@ -64,33 +64,16 @@ def test_one_learning_cycle_teaches_the_shoppers_words(trained_shop, capsys):
     out = capsys.readouterr().out
     learned = EmbeddingSpace.objects.get(name="learned")
     extra = learned.metrics["extra_pairs"]["shopper queries"]
-    print(out)
-    print(before)
     assert extra["train_pairs"] > 50
     assert "query nDCG gate" in out
     assert "decided by: every gate passed" in out
     assert space_active() == learned
 
     after, _ = space_search_evaluate(space=learned, held_out_only=True)
-    import pathlib
-
-    pathlib.Path("/tmp/learning_diag.json").write_text(
-        json.dumps(
-            {
-                "before": before,
-                "after": after,
-                "out": out,
-                "traffic": traffic,
-                "judged": len(judged),
-                "all_before": space_search_evaluate(space=trained_shop)[0],
-                "all_after": space_search_evaluate(space=learned)[0],
-            },
-            indent=1,
-        )
-    )
+    # Held-out queries in the shoppers' own words: measured 0.30 -> 0.48 on 19 queries.
     own_before, own_after = before["own_words"]["ndcg@10"], after["own_words"]["ndcg@10"]
-    assert before["own_words"]["queries"] >= 5
-    assert own_after > own_before + 0.15
+    assert before["own_words"]["queries"] >= 10
+    assert own_after > own_before + 0.1
     # Queries in catalog words did not get worse.
     assert after["catalog_words"]["ndcg@10"] >= before["catalog_words"]["ndcg@10"] - 0.02
 

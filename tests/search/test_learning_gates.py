@@ -22,9 +22,7 @@ def judged_shop(settings):
     settings.FINETUNE_VAL_FRACTION = 0.25
     settings.SEARCH_JUDGMENT_MIN_SEARCHES = 1
     demo_catalog_load(count=64, seed=0, embed=False)
-    sneakers = [
-        p for p in Product.objects.order_by("pk") if p.attributes["category"] == "sneakers"
-    ]
+    sneakers = [p for p in Product.objects.order_by("pk") if p.attributes["category"] == "sneakers"]
     bought = next(p for p in sneakers if not catalog_is_validation(p.pk))
     queries = [f"{colour} {word}" for colour in COLOURS for word in ("trainers", "kicks")]
     for query in queries:
