@@ -23,7 +23,7 @@ from embeddings.encoder import ClipEncoder
 from embeddings.extensions import ExtraPairs, GateVerdict
 from embeddings.finetuning import catalog_is_validation
 from embeddings.models import EmbeddingSpace
-from embeddings.training import Example
+from embeddings.training import WeightedExample
 from search.evaluation import (
     encoder_image_vectors,
     queries_own_words,
@@ -46,7 +46,7 @@ def shopper_pairs(
     judged = judged_queries(judgments_compute())
     if not judged:
         return None
-    train: list[Example] = []
+    train: list[WeightedExample] = []
     trained_queries, products = set(), set()
     held_out = {q: j for q, j in judged.items() if query_is_held_out(q)}
     for query, judgments in judged.items():
@@ -57,7 +57,9 @@ def shopper_pairs(
                 continue
             trained_queries.add(query)
             products.add(pid)
-            train += [Example(pid, query, image, judgment.weight) for image in catalog_images[pid]]
+            train += [
+                WeightedExample(pid, query, image, judgment.weight) for image in catalog_images[pid]
+            ]
     summary = {
         "queries": len(judged),
         "trained_queries": len(trained_queries),

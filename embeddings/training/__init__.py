@@ -32,7 +32,7 @@ from .floors import (
 from .loop import EpochStats, TrainConfig, TrainResult, finetune, param_groups
 from .metrics import evaluate, recall_at_k
 from .schedule import lr_at
-from .split import Example, is_validation_key, split_by_product
+from .split import Example, WeightedExample, is_validation_key, split_by_product
 
 __all__ = [
     "EpochStats",
@@ -43,6 +43,7 @@ __all__ = [
     "similarity_floors_calibrate",
     "TrainConfig",
     "TrainResult",
+    "WeightedExample",
     "epoch_batches",
     "evaluate",
     "finetune",

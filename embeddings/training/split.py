@@ -10,16 +10,21 @@ from PIL import Image
 
 
 class Example(NamedTuple):
-    """One (product, text, image) training or validation example.
-
-    `weight`: how many times per epoch the pair is trained on, on average (the shoppers'
-    query pairs count by engagement); validation ignores it.
-    """
+    """One (product, text, image) training or validation example."""
 
     product_key: Hashable
     text: str
     image: Image.Image | bytes
-    weight: float = 1.0
+
+
+class WeightedExample(NamedTuple):
+    """An `Example` trained on `weight` times per epoch on average (the shoppers' query
+    pairs count by engagement); validation ignores the weight."""
+
+    product_key: Hashable
+    text: str
+    image: Image.Image | bytes
+    weight: float
 
 
 def split_by_product(

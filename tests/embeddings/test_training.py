@@ -32,8 +32,9 @@ from embeddings.training import (
     save_checkpoint,
     split_by_product,
 )
-from embeddings.training.data import collect_examples, drop_words
+from embeddings.training.data import collect_examples, drop_words, epoch_text_batches
 from embeddings.training.schedule import fit_steps
+from embeddings.training.split import WeightedExample
 
 # ------------------------------------------------------------------------- tiny world
 
@@ -262,6 +263,31 @@ def test_examples_reduce_to_distinct_texts_and_images_per_product():
     assert data.text_product.tolist() == [0, 1, 0]
     assert data.image_product.tolist() == [0, 1, 0]
     assert [ix.tolist() for ix in data.product_images] == [[0, 2], [1]]
+
+
+def test_weighted_examples_come_up_by_weight_each_epoch():
+    image = shape_image("red", "circle", 0)
+    plain = collect_examples([("a", "red circle", image), ("b", "blue circle", image)])
+    assert plain.text_weight is None  # no weights: every text once, as before
+    examples = [
+        Example("a", "red circle", image),
+        WeightedExample("a", "red round thing", image, 3.0),  # bought: three times an epoch
+        Example("b", "blue circle", image),
+        WeightedExample("b", "blue round thing", image, 0.5),  # reformulated: every other epoch
+        WeightedExample("b", "blue round thing", image, 0.25),  # a repeat keeps the larger
+    ]
+    data = collect_examples(examples)
+    assert data.texts == ["red circle", "red round thing", "blue circle", "blue round thing"]
+    assert data.text_weight.tolist() == [1.0, 3.0, 1.0, 0.5]
+    rng = np.random.default_rng(0)
+    counts = Counter()
+    epochs = 400
+    for _ in range(epochs):
+        batches = epoch_text_batches(data, 2, rng)
+        counts.update(int(i) for batch in batches for i in batch)
+    assert counts[1] == 3 * epochs
+    assert counts[0] == counts[2] == epochs
+    assert 0.4 * epochs < counts[3] < 0.6 * epochs
 
 
 def test_word_dropout_keeps_a_non_empty_ordered_subset():
