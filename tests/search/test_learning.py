@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 
 from catalog.demo_catalog import demo_products
 from catalog.services import demo_catalog_load
@@ -82,3 +82,10 @@ def test_one_learning_cycle_teaches_the_shoppers_words(trained_shop, capsys):
     report = training_report(learned.metrics)
     assert "Promotion gates" in report
     assert "query nDCG" in report
+
+
+def test_simulate_shoppers_refuses_what_it_cannot_do(db):
+    with pytest.raises(CommandError, match="--searches must be at least 1"):
+        call_command("simulate_shoppers", searches=0)
+    with pytest.raises(CommandError, match="no demo products to shop for"):
+        call_command("simulate_shoppers", searches=5)
