@@ -455,7 +455,7 @@ class SearchLogAdmin(admin.ModelAdmin):
             ctr_chart=line_chart_svg(
                 [d.ctr for d in days],
                 title="click-through rate by day",
-                width=520,
+                width=440,
                 height=160,
                 y_range=(0.0, 1.0),
                 x_labels=day_span(days),
@@ -463,7 +463,7 @@ class SearchLogAdmin(admin.ModelAdmin):
             mrr_chart=line_chart_svg(
                 [d.mrr for d in clicked_days],
                 title="MRR of the first click by day",
-                width=520,
+                width=440,
                 height=160,
                 colour="#ba2121",
                 y_range=(0.0, 1.0),

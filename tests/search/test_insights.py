@@ -23,8 +23,7 @@ from search.insights import (
     insights_zero_result_clusters,
     insights_zero_result_queries,
 )
-from search.models import SearchLog
-from search.searchlog import search_event_record, search_log_record
+from tests.builders import search_logged as logged
 
 DAY1 = dt.date(2026, 3, 2)
 DAY2 = dt.date(2026, 3, 3)
@@ -45,27 +44,6 @@ def other_space(default_space):
         embed_dim=default_space.embed_dim,
         status=EmbeddingSpace.Status.CANDIDATE,
     )
-
-
-def logged(*, day, query, shown, clicks=(), space, result_count=None, hour=10, kind="text"):
-    """One search on `day` showing `shown`, with clicks on the products at `clicks`
-    (1-based positions), each a minute after the one before."""
-    at = dt.datetime.combine(day, dt.time(hour), tzinfo=timezone.get_current_timezone())
-    search_id = search_log_record(
-        kind=kind,
-        channel=SearchLog.Channel.API,
-        space=space,
-        query=query,
-        product_ids=[p.pk for p in shown],
-        result_count=len(shown) if result_count is None else result_count,
-    )
-    SearchLog.objects.filter(pk=search_id).update(created=at)
-    for minute, position in enumerate(clicks, start=1):
-        event, _ = search_event_record(
-            search_id=search_id, type="click", product_id=shown[position - 1].pk
-        )
-        type(event).objects.filter(pk=event.pk).update(created=at + dt.timedelta(minutes=minute))
-    return search_id
 
 
 @pytest.fixture
