@@ -19,13 +19,11 @@ from embeddings.models import EmbeddingSpace
 from embeddings.spaces import NoActiveSpace, space_active_or_none
 from search.insights import (
     EXPORT_TABLES,
+    DayStats,
     InsightsRange,
     InsightsRangeInvalid,
-    insights_by_day,
     insights_export_rows,
-    insights_no_click_queries,
-    insights_top_queries,
-    insights_totals,
+    insights_summary,
     insights_zero_result_clusters,
     insights_zero_result_queries,
 )
@@ -441,34 +439,17 @@ class SearchLogAdmin(admin.ModelAdmin):
                 ),
             )
         rows = settings.SEARCH_INSIGHTS_ROWS
-        days = insights_by_day(window=window)
-        clicked_days = [d for d in days if d.mrr is not None]
+        summary = insights_summary(window=window, limit=rows)
         query = request.GET.copy()
         query.pop("export", None)
         context.update(
             window=window,
-            totals=insights_totals(window=window),
-            top=insights_top_queries(window=window, limit=rows),
+            totals=summary.totals,
+            top=summary.top,
             zero=insights_zero_result_queries(window=window, limit=rows),
-            no_clicks=insights_no_click_queries(window=window, limit=rows),
-            days=days,
-            ctr_chart=line_chart_svg(
-                [d.ctr for d in days],
-                title="click-through rate by day",
-                width=440,
-                height=160,
-                y_range=(0.0, 1.0),
-                x_labels=day_span(days),
-            ),
-            mrr_chart=line_chart_svg(
-                [d.mrr for d in clicked_days],
-                title="MRR of the first click by day",
-                width=440,
-                height=160,
-                colour="#ba2121",
-                y_range=(0.0, 1.0),
-                x_labels=day_span(clicked_days),
-            ),
+            no_clicks=summary.no_clicks,
+            days=summary.days,
+            **insights_charts(summary.days),
             active_space=active,
             clusters=insights_zero_result_clusters(window=window, space=active) if active else [],
             export_query=query.urlencode(),
@@ -476,8 +457,26 @@ class SearchLogAdmin(admin.ModelAdmin):
         return TemplateResponse(request, "admin/search/insights.html", context)
 
 
-def day_span(days) -> tuple[str, str] | None:
-    return (days[0].day.isoformat(), days[-1].day.isoformat()) if days else None
+def insights_charts(days: list[DayStats]) -> dict[str, str]:
+    """CTR and MRR by day as the fine-tune page's line charts, on a 0 to 1 axis."""
+
+    def span(shown):
+        return (shown[0].day.isoformat(), shown[-1].day.isoformat()) if shown else None
+
+    clicked = [d for d in days if d.mrr is not None]
+    size = {"width": 440, "height": 160, "y_range": (0.0, 1.0)}
+    return {
+        "ctr_chart": line_chart_svg(
+            [d.ctr for d in days], title="click-through rate by day", x_labels=span(days), **size
+        ),
+        "mrr_chart": line_chart_svg(
+            [d.mrr for d in clicked],
+            title="MRR of the first click by day",
+            colour="#ba2121",
+            x_labels=span(clicked),
+            **size,
+        ),
+    }
 
 
 def insights_csv_response(*, table: str, window: InsightsRange, rows: list[list[str]]):

@@ -3,9 +3,9 @@ finds nothing, what finds results nobody clicks, and how click-through and the r
 first click move by day.
 
 Reads only, in SQL: every figure is a GROUP BY over the text searches of a date range
-(the `created` index bounds the scan) with each search's clicks from the events' search
-index, never the log in Python. Only the zero-result queries' grouping by meaning runs in
-Python, on the SEARCH_INSIGHTS_CLUSTER_QUERIES most searched of them.
+(the `created` index bounds the scan) joined to their clicks, never the log in Python.
+Only the zero-result queries' grouping by meaning runs in Python, on the
+SEARCH_INSIGHTS_CLUSTER_QUERIES most searched of them.
 
 Definitions (README, "Search insights"): every logged page of text results is a search;
 a search is *clicked* when it has at least one click event; CTR = clicked searches /
@@ -30,6 +30,7 @@ from search.models import SearchEvent, SearchLog
 from search.selectors import text_vectors
 
 MAX_RANGE_DAYS = 366
+CLOCK_MARGIN = dt.timedelta(hours=1)  # events stamped by another machine's clock
 
 
 class InsightsRangeInvalid(ValueError):
@@ -117,6 +118,14 @@ class Totals:
 
 
 @dataclass(frozen=True)
+class Insights:
+    totals: Totals
+    top: list[QueryStats]  # the most searched queries
+    no_clicks: list[QueryCount]  # searches with results, never a click
+    days: list[DayStats]  # the days of the range with searches
+
+
+@dataclass(frozen=True)
 class QueryCluster:
     """Zero-result queries close in meaning, named by the most searched of them."""
 
@@ -125,17 +134,21 @@ class QueryCluster:
     queries: list[QueryCount]
 
 
-# One row per text search of the range, with its clicks: the lateral join reads each
-# search's events through the events' (search, type, product) index.
+# One row per text search of the range, with its clicks. The clicks are counted per search
+# in one pass over the events since the range began (the events' `created` index; a click
+# comes after its search, an hour's margin for clocks), then hash-joined to the range's
+# searches: 4.6x faster than looking up each search's events (bench/insights.py).
 _SEARCHES_SQL = """
-    SELECT l.id, l.query, l.result_count, l.created, c.clicks, c.first_position
+    SELECT l.id, l.query, l.result_count, l.created,
+           coalesce(c.clicks, 0) AS clicks, c.first_position
     FROM {log} l
-    CROSS JOIN LATERAL (
-        SELECT count(*) AS clicks,
+    LEFT JOIN (
+        SELECT e.search_id, count(*) AS clicks,
                (array_agg(e.position ORDER BY e.created, e.position))[1] AS first_position
         FROM {event} e
-        WHERE e.search_id = l.id AND e.type = %s
-    ) c
+        WHERE e.type = %s AND e.created >= %s
+        GROUP BY e.search_id
+    ) c ON c.search_id = l.id
     WHERE l.kind = %s AND l.created >= %s AND l.created < %s {space}
 """
 
@@ -147,7 +160,7 @@ def _searches(window: InsightsRange) -> tuple[str, list]:
         event=SearchEvent._meta.db_table,
         space="AND l.space_id = %s" if window.space_id is not None else "",
     )
-    params = [SearchEvent.Type.CLICK, SearchLog.Kind.TEXT, first, after]
+    params = [SearchEvent.Type.CLICK, first - CLOCK_MARGIN, SearchLog.Kind.TEXT, first, after]
     if window.space_id is not None:
         params.append(window.space_id)
     return sql, params
@@ -159,39 +172,58 @@ def _rows(sql: str, params: list) -> list[tuple]:
         return cursor.fetchall()
 
 
-def insights_totals(*, window: InsightsRange) -> Totals:
+def insights_summary(*, window: InsightsRange, limit: int) -> Insights:
+    """The page's figures but the zero-result queries, in one statement: the range's
+    searches and their clicks are read once (materialised), then summed up per query, per
+    day and in all; the top and no-click lists keep their `limit` most searched queries."""
     searches, params = _searches(window)
-    ((count, clicked, zero, mrr),) = _rows(
+    ((totals, top, no_clicks, days),) = _rows(
         f"""
-        WITH s AS ({searches})
-        SELECT count(*), count(*) FILTER (WHERE clicks > 0),
-               count(*) FILTER (WHERE result_count = 0), avg(1.0 / first_position)
-        FROM s
+        WITH s AS MATERIALIZED ({searches}),
+        q AS MATERIALIZED (
+            SELECT query, count(*) AS searches, count(*) FILTER (WHERE clicks > 0) AS clicked,
+                   sum(clicks) AS clicks, count(*) FILTER (WHERE result_count > 0) AS found,
+                   sum(clicks) FILTER (WHERE result_count > 0) AS found_clicks,
+                   max(created) FILTER (WHERE result_count > 0) AS last_found
+            FROM s WHERE query <> '' GROUP BY query
+        )
+        SELECT
+            (SELECT json_build_array(
+                count(*), count(*) FILTER (WHERE clicks > 0),
+                count(*) FILTER (WHERE result_count = 0), avg(1.0 / first_position))
+             FROM s),
+            (SELECT json_agg(json_build_array(query, searches, clicked, clicks))
+             FROM (SELECT * FROM q ORDER BY searches DESC, query LIMIT %s) t),
+            (SELECT json_agg(json_build_array(query, found, last_found))
+             FROM (SELECT * FROM q WHERE found > 0 AND found_clicks = 0
+                   ORDER BY found DESC, query LIMIT %s) t),
+            (SELECT json_agg(json_build_array(day, n, c, z, mrr) ORDER BY day)
+             FROM (SELECT (created AT TIME ZONE %s)::date AS day, count(*) AS n,
+                          count(*) FILTER (WHERE clicks > 0) AS c,
+                          count(*) FILTER (WHERE result_count = 0) AS z,
+                          avg(1.0 / first_position) AS mrr
+                   FROM s GROUP BY day) t)
         """,
-        params,
+        [*params, limit, limit, timezone.get_current_timezone_name()],
     )
-    return Totals(
-        searches=count, clicked=clicked, zero_results=zero, mrr=None if mrr is None else float(mrr)
+    count, clicked, zero, mrr = totals
+    return Insights(
+        totals=Totals(searches=count, clicked=clicked, zero_results=zero, mrr=mrr),
+        top=[QueryStats(query=q, searches=n, clicked=c, clicks=k) for q, n, c, k in top or ()],
+        no_clicks=[
+            QueryCount(query=q, searches=n, last_searched=dt.datetime.fromisoformat(t))
+            for q, n, t in no_clicks or ()
+        ],
+        days=[
+            DayStats(day=dt.date.fromisoformat(d), searches=n, clicked=c, zero_results=z, mrr=m)
+            for d, n, c, z, m in days or ()
+        ],
     )
-
-
-def insights_top_queries(*, window: InsightsRange, limit: int) -> list[QueryStats]:
-    """The most searched queries, with their clicks and click-through rate."""
-    searches, params = _searches(window)
-    rows = _rows(
-        f"""
-        WITH s AS ({searches})
-        SELECT query, count(*) AS searches, count(*) FILTER (WHERE clicks > 0), sum(clicks)
-        FROM s WHERE query <> ''
-        GROUP BY query ORDER BY searches DESC, query LIMIT %s
-        """,
-        [*params, limit],
-    )
-    return [QueryStats(query=q, searches=n, clicked=c, clicks=k) for q, n, c, k in rows]
 
 
 def insights_zero_result_queries(*, window: InsightsRange, limit: int) -> list[QueryCount]:
-    """Queries whose searches found nothing, the most searched first."""
+    """Queries whose searches found nothing, the most searched first (the events are not
+    read: Postgres leaves their join out)."""
     searches, params = _searches(window)
     rows = _rows(
         f"""
@@ -203,48 +235,6 @@ def insights_zero_result_queries(*, window: InsightsRange, limit: int) -> list[Q
         [*params, limit],
     )
     return [QueryCount(query=q, searches=n, last_searched=t) for q, n, t in rows]
-
-
-def insights_no_click_queries(*, window: InsightsRange, limit: int) -> list[QueryCount]:
-    """Queries whose searches that found results never got a click: what shoppers saw did
-    not look right to them."""
-    searches, params = _searches(window)
-    rows = _rows(
-        f"""
-        WITH s AS ({searches})
-        SELECT query, count(*) AS searches, max(created)
-        FROM s WHERE query <> '' AND result_count > 0
-        GROUP BY query HAVING sum(clicks) = 0
-        ORDER BY searches DESC, query LIMIT %s
-        """,
-        [*params, limit],
-    )
-    return [QueryCount(query=q, searches=n, last_searched=t) for q, n, t in rows]
-
-
-def insights_by_day(*, window: InsightsRange) -> list[DayStats]:
-    """Each day of the range with text searches: CTR and MRR of the first click."""
-    searches, params = _searches(window)
-    rows = _rows(
-        f"""
-        WITH s AS ({searches})
-        SELECT (created AT TIME ZONE %s)::date AS day, count(*),
-               count(*) FILTER (WHERE clicks > 0), count(*) FILTER (WHERE result_count = 0),
-               avg(1.0 / first_position)
-        FROM s GROUP BY day ORDER BY day
-        """,
-        [*params, timezone.get_current_timezone_name()],
-    )
-    return [
-        DayStats(
-            day=day,
-            searches=n,
-            clicked=c,
-            zero_results=z,
-            mrr=None if mrr is None else float(mrr),
-        )
-        for day, n, c, z, mrr in rows
-    ]
 
 
 def insights_zero_result_clusters(
@@ -304,21 +294,24 @@ def insights_export_rows(
 ) -> list[list[str]]:
     """One table of the page as CSV rows, header first (`space`: the text tower that
     groups the zero-result queries)."""
+    if table in ("top", "no_clicks", "days"):
+        summary = insights_summary(window=window, limit=limit)
     if table == "top":
         rows = [["query", "searches", "clicked_searches", "clicks", "ctr"]]
-        rows += [
-            [q.query, q.searches, q.clicked, q.clicks, q.ctr]
-            for q in insights_top_queries(window=window, limit=limit)
-        ]
+        rows += [[q.query, q.searches, q.clicked, q.clicks, q.ctr] for q in summary.top]
     elif table in ("zero", "no_clicks"):
-        select = insights_zero_result_queries if table == "zero" else insights_no_click_queries
         rows = [["query", "searches", "last_searched"]]
-        rows += [[q.query, q.searches, q.last_searched] for q in select(window=window, limit=limit)]
+        listed = (
+            summary.no_clicks
+            if table == "no_clicks"
+            else insights_zero_result_queries(window=window, limit=limit)
+        )
+        rows += [[q.query, q.searches, q.last_searched] for q in listed]
     elif table == "days":
         rows = [["day", "searches", "clicked_searches", "zero_result_searches", "ctr", "mrr"]]
         rows += [
             [d.day.isoformat(), d.searches, d.clicked, d.zero_results, d.ctr, d.mrr]
-            for d in insights_by_day(window=window)
+            for d in summary.days
         ]
     elif table == "clusters":
         rows = [["cluster", "cluster_searches", "query", "searches"]]

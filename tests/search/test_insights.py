@@ -15,11 +15,8 @@ from embeddings.models import EmbeddingSpace
 from search.insights import (
     InsightsRange,
     InsightsRangeInvalid,
-    insights_by_day,
     insights_export_rows,
-    insights_no_click_queries,
-    insights_top_queries,
-    insights_totals,
+    insights_summary,
     insights_zero_result_clusters,
     insights_zero_result_queries,
 )
@@ -72,7 +69,7 @@ def hand_made_log(products, default_space, other_space):
 def test_top_queries_zero_results_and_no_clicks_equal_the_hand_count(hand_made_log):
     space, _ = hand_made_log
     window = InsightsRange(start=DAY1, end=DAY3)
-    top = insights_top_queries(window=window, limit=10)
+    top = insights_summary(window=window, limit=10).top
     assert {q.query: (q.searches, q.clicked, q.clicks) for q in top} == {
         "red dress": (3, 2, 3),
         "rucksack": (3, 0, 0),
@@ -80,20 +77,22 @@ def test_top_queries_zero_results_and_no_clicks_equal_the_hand_count(hand_made_l
         "gift for mum": (1, 0, 0),
         "shoes": (1, 1, 1),
     }
-    first = insights_top_queries(window=window, limit=2)
+    first = insights_summary(window=window, limit=2).top
     assert [q.query for q in first] == ["red dress", "rucksack"]  # ties: by query
     assert first[0].ctr == pytest.approx(2 / 3)
 
     zero = insights_zero_result_queries(window=window, limit=10)
     assert [(q.query, q.searches) for q in zero] == [("rucksack", 3), ("gift for mum", 1)]
     assert timezone.localtime(zero[0].last_searched).date() == DAY3
-    no_clicks = insights_no_click_queries(window=window, limit=10)
+    no_clicks = insights_summary(window=window, limit=10).no_clicks
     assert [(q.query, q.searches) for q in no_clicks] == [("blue shirt", 2)]
+    assert no_clicks[0].last_searched == dt.datetime(2026, 3, 3, 10, tzinfo=dt.UTC)
 
 
 def test_ctr_and_mrr_of_the_first_click_by_day_equal_the_hand_count(hand_made_log):
     window = InsightsRange(start=DAY1, end=DAY3)
-    days = {d.day: d for d in insights_by_day(window=window)}
+    summary = insights_summary(window=window, limit=10)
+    days = {d.day: d for d in summary.days}
     assert sorted(days) == [DAY1, DAY2, DAY3]
     # Day 1: 5 searches, 2 clicked; first clicks at 1 and 3: MRR (1 + 1/3) / 2.
     assert (days[DAY1].searches, days[DAY1].clicked, days[DAY1].zero_results) == (5, 2, 2)
@@ -106,7 +105,7 @@ def test_ctr_and_mrr_of_the_first_click_by_day_equal_the_hand_count(hand_made_lo
     assert days[DAY3].ctr == 0
     assert days[DAY3].mrr is None
 
-    totals = insights_totals(window=window)
+    totals = summary.totals
     assert (totals.searches, totals.clicked, totals.zero_results) == (10, 3, 4)
     assert totals.mrr == pytest.approx((1 + 1 / 3 + 1 / 2) / 3)
 
@@ -114,13 +113,13 @@ def test_ctr_and_mrr_of_the_first_click_by_day_equal_the_hand_count(hand_made_lo
 def test_date_and_space_filters(hand_made_log):
     space, other = hand_made_log
     day2 = InsightsRange(start=DAY2, end=DAY2)
-    assert [(q.query, q.searches) for q in insights_top_queries(window=day2, limit=10)] == [
+    assert [(q.query, q.searches) for q in insights_summary(window=day2, limit=10).top] == [
         ("blue shirt", 1),
         ("gift for mum", 1),
         ("red dress", 1),
         ("shoes", 1),
     ]
-    assert [q.query for q in insights_no_click_queries(window=day2, limit=10)] == [
+    assert [q.query for q in insights_summary(window=day2, limit=10).no_clicks] == [
         "blue shirt",
         "red dress",
     ]
@@ -128,11 +127,12 @@ def test_date_and_space_filters(hand_made_log):
     zero = insights_zero_result_queries(window=only_other, limit=10)
     assert [(q.query, q.searches) for q in zero] == [("rucksack", 1)]
     only_default = InsightsRange(start=DAY1, end=DAY3, space_id=space.pk)
-    assert insights_totals(window=only_default).searches == 9
-    assert [d.day for d in insights_by_day(window=only_default)] == [DAY1, DAY2]
+    summary = insights_summary(window=only_default, limit=10)
+    assert summary.totals.searches == 9
+    assert [d.day for d in summary.days] == [DAY1, DAY2]
     nothing = InsightsRange(start=DAY3 + dt.timedelta(days=1), end=DAY3 + dt.timedelta(days=5))
-    assert insights_totals(window=nothing).searches == 0
-    assert insights_totals(window=nothing).mrr is None
+    empty = insights_summary(window=nothing, limit=10)
+    assert (empty.totals.searches, empty.totals.mrr, empty.top, empty.days) == (0, None, [], [])
     with pytest.raises(InsightsRangeInvalid, match="before the start"):
         InsightsRange(start=DAY2, end=DAY1)
 
