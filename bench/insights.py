@@ -9,7 +9,8 @@ Zipf-like popularity, 5% finding nothing, a third of those with results clicked 
 click at position 1 to 5). Then, for the last `--range-days` days, times the page's two
 statements (the summary: totals, top and no-click queries, by day; the zero-result
 queries) against a baseline measured in the same run: loading the range's searches and clicks into
-Python and counting there. Prints each one's median, the page's total as a ratio of the
+Python and counting there; and the zero-result queries' themes, their vectors not yet
+cached and cached. Prints each one's median, the page's total as a ratio of the
 baseline, and the plan's access path to the log (the `created` index or a scan).
 """
 
@@ -152,6 +153,25 @@ def main() -> None:
     print(f"{'the page, both (SQL)':>24}: {sql * 1000:8.0f} ms")
     print(
         f"{'baseline (in Python)':>24}: {python * 1000:8.0f} ms   SQL/baseline = {sql / python:.2f}"
+    )
+
+    from django.core.cache import cache
+
+    from embeddings.spaces import space_active, space_encoder
+
+    space = space_active()
+    space_encoder(space)  # loaded once per process, as in a web process
+    cache.clear()
+    started = time.perf_counter()
+    themes = insights.insights_zero_result_clusters(window=window, space=space)
+    cold = time.perf_counter() - started
+    warm = median_seconds(
+        lambda: insights.insights_zero_result_clusters(window=window, space=space), args.rounds
+    )
+    grouped = sum(len(t.queries) for t in themes)
+    print(
+        f"{'zero-result themes':>24}: {cold * 1000:8.0f} ms encoding {grouped} queries, "
+        f"{warm * 1000:.0f} ms with their vectors cached ({len(themes)} themes)"
     )
 
     searches, params = insights._searches(window)
