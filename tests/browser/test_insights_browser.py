@@ -67,6 +67,7 @@ def test_the_merchandiser_sees_charts_tables_themes_and_exports_csv(logged_shop)
     assert run.returncode == 0, run.stderr
     report = json.loads(run.stdout.strip().splitlines()[-1])
     assert "error" not in report, report["error"]
+    assert report["violations"] == []
 
     assert "start=2026-03-01" in report["url"]
     # 7 days × 7 searches; red dress clicked on 1, 1, 2, 2, 3, 3, 4 of its 4 searches a day.

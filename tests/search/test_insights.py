@@ -5,6 +5,7 @@ import csv
 import datetime as dt
 import io
 
+import numpy as np
 import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
@@ -20,6 +21,7 @@ from search.insights import (
     insights_zero_result_clusters,
     insights_zero_result_queries,
 )
+from search.selectors import text_vector, text_vectors
 from tests.builders import search_logged as logged
 
 DAY1 = dt.date(2026, 3, 2)
@@ -238,6 +240,11 @@ def test_the_page_shows_tables_charts_and_clusters_and_exports_csv(staff_client,
     rows = list(csv.reader(io.StringIO(export.content.decode())))
     assert [row[:2] for row in rows] == [["query", "searches"], ["rucksack", "1"]]
 
+    log = staff_client.get(reverse("admin:search_searchlog_changelist"), {"q": "rucksack"})
+    assert log.status_code == 200
+    assert log.context["cl"].result_count == 3
+    assert url in log.content.decode()  # its link to the insights
+
 
 def test_bad_filters_are_a_400_with_a_message(staff_client):
     url = reverse("admin:search_searchlog_insights")
@@ -257,3 +264,13 @@ def test_only_staff_allowed_to_view_the_log_see_it(client, db):
     client.force_login(user)
     assert client.get(url).status_code == 403
     assert url not in client.get(reverse("admin:index")).content.decode()
+
+
+def test_text_vectors_reuse_cached_query_vectors_and_keep_the_order(db, default_space):
+    cached = text_vector(default_space, "Gift for  Mum")
+    vectors = text_vectors(default_space, ["kitchen knife", "gift for mum", "kitchen knife"])
+    assert vectors.shape == (3, default_space.embed_dim)
+    np.testing.assert_array_equal(vectors[1], cached)
+    np.testing.assert_array_equal(vectors[0], vectors[2])
+    np.testing.assert_allclose(vectors[0], text_vector(default_space, "kitchen knife"), atol=1e-6)
+    assert text_vectors(default_space, []).shape == (0, default_space.embed_dim)

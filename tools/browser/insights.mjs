@@ -14,13 +14,20 @@ const browser = await chromium.launch({
   headless: true,
   args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
 });
-const report = {};
+const report = { violations: [] };
 const text = async (page, selector) => (await page.textContent(selector))?.replace(/\s+/g, " ").trim();
 const column = (page, selector) =>
   page.$$eval(`${selector} tbody tr`, (rows) => rows.map((row) => row.querySelector("td, th").textContent.trim()));
 try {
   const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
   page.setDefaultTimeout(30_000);
+  // Content-Security-Policy violations on any page (the charts are inline SVG, styles inline).
+  await page.exposeFunction("reportViolation", (v) => report.violations.push(v));
+  await page.addInitScript(() =>
+    document.addEventListener("securitypolicyviolation", (e) =>
+      window.reportViolation({ page: location.pathname, directive: e.effectiveDirective, blocked: e.blockedURI }),
+    ),
+  );
   await page.goto(`${baseUrl}/admin/login/?next=/admin/`);
   await page.fill("#id_username", "admin");
   await page.fill("#id_password", "admin-pass");
