@@ -91,9 +91,12 @@ def test_top_queries_zero_results_and_no_clicks_equal_the_hand_count(hand_made_l
     assert no_clicks[0].last_searched == dt.datetime(2026, 3, 3, 10, tzinfo=dt.UTC)
 
 
-def test_ctr_and_mrr_of_the_first_click_by_day_equal_the_hand_count(hand_made_log):
+def test_ctr_and_mrr_of_the_first_click_by_day_equal_the_hand_count(
+    hand_made_log, django_assert_num_queries
+):
     window = InsightsRange(start=DAY1, end=DAY3)
-    summary = insights_summary(window=window, limit=10)
+    with django_assert_num_queries(1):  # totals, tables and days: one statement, summed in SQL
+        summary = insights_summary(window=window, limit=10)
     days = {d.day: d for d in summary.days}
     assert sorted(days) == [DAY1, DAY2, DAY3]
     # Day 1: 5 searches, 2 clicked; first clicks at 1 and 3: MRR (1 + 1/3) / 2.

@@ -34,6 +34,7 @@ try {
   await Promise.all([page.waitForURL(/\/admin\/$/), page.click('input[type="submit"]')]);
 
   // From the index, by its link; then the date range through the form.
+  await shot(page, "0-index");
   await Promise.all([page.waitForURL(/insights/), page.click("text=Search insights")]);
   await page.fill("#id_start", start);
   await page.fill("#id_end", end);
