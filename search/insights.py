@@ -136,8 +136,9 @@ class QueryCluster:
 
 # One row per text search of the range, with its clicks. The clicks are counted per search
 # in one pass over the events since the range began (the events' `created` index; a click
-# comes after its search, an hour's margin for clocks), then hash-joined to the range's
-# searches: 4.6x faster than looking up each search's events (bench/insights.py).
+# comes after its search, an hour's margin for clocks; the log's retention bounds it), then
+# hash-joined to the range's searches: 4.6x faster than looking up each search's events
+# (bench/README.md, "Search insights").
 _SEARCHES_SQL = """
     SELECT l.id, l.query, l.result_count, l.created,
            coalesce(c.clicks, 0) AS clicks, c.first_position
