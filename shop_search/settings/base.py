@@ -286,6 +286,19 @@ SEARCH_MAX_SCAN_TUPLES = env.int("SEARCH_MAX_SCAN_TUPLES", default=20000)
 # The search log (search.searchlog): products kept per logged search, and days kept.
 SEARCH_LOG_TOP = env.int("SEARCH_LOG_TOP", default=50)
 SEARCH_LOG_DAYS = env.int("SEARCH_LOG_DAYS", default=90)
+# Interleaving (search.interleaving): this share of text searches merges the active space's
+# ranking with a held candidate's (team draft); 0 turns testing off, and fine-tuning then
+# promotes a candidate that passes the offline gates at once. With AUTO_PROMOTE, a candidate
+# that wins the sign test at p < 0.05 after MIN_SEARCHES searches with clicks goes live
+# (checked by beat every CHECK_INTERVAL seconds).
+SEARCH_INTERLEAVE_FRACTION = env.float("SEARCH_INTERLEAVE_FRACTION", default=0.0)
+if not 0.0 <= SEARCH_INTERLEAVE_FRACTION <= 1.0:
+    raise ImproperlyConfigured(
+        f"SEARCH_INTERLEAVE_FRACTION must be between 0 and 1, got {SEARCH_INTERLEAVE_FRACTION}"
+    )
+SEARCH_INTERLEAVE_AUTO_PROMOTE = env.bool("SEARCH_INTERLEAVE_AUTO_PROMOTE", default=False)
+SEARCH_INTERLEAVE_MIN_SEARCHES = env.int("SEARCH_INTERLEAVE_MIN_SEARCHES", default=200)
+SEARCH_INTERLEAVE_CHECK_INTERVAL = env.float("SEARCH_INTERLEAVE_CHECK_INTERVAL", default=600.0)
 # Query vectors (and photo searches' vectors) are kept this long in the cache; bounded, so
 # that a flood of distinct queries expires instead of accumulating.
 SEARCH_QUERY_CACHE_MAX_SECONDS = 86400
@@ -352,6 +365,9 @@ CELERY_TASK_ROUTES = {
     "embeddings.tasks.sweep_missing_embeddings": {"queue": "default"},
     "catalog.importing.tasks.sweep_import_files": {"queue": "default"},
     "shop_search.tasks.sessions_clear_expired": {"queue": "default"},
+    "search.tasks.interleaving_check": {"queue": "default"},
+    # Fills the candidate with its model, like activating a space.
+    "search.tasks.interleaving_test_prepare": {"queue": "train"},
 }
 # Redis redelivers a message that was never acknowledged (its worker died) after this long;
 # it must exceed the longest late-acknowledged task (CELERY_TASK_TIME_LIMIT).
@@ -383,6 +399,12 @@ CELERY_BEAT_SCHEDULE = {
         "task": "catalog.importing.tasks.sweep_import_files",
         "schedule": IMPORT_FILES_SWEEP_INTERVAL,
         "options": {"expires": IMPORT_FILES_SWEEP_INTERVAL},
+    },
+    # The running interleaving test's tally: promotes (or stops) it when it is decided.
+    "interleaving-check": {
+        "task": "search.tasks.interleaving_check",
+        "schedule": SEARCH_INTERLEAVE_CHECK_INTERVAL,
+        "options": {"expires": SEARCH_INTERLEAVE_CHECK_INTERVAL},
     },
     # Expired sessions (admin sign-ins) are deleted once a day; nothing else removes them.
     "clear-expired-sessions": {
