@@ -420,9 +420,15 @@ class InterleavingTestAdmin(admin.ModelAdmin):
             self.message_user(request, exc.messages[0], level="error")
             return HttpResponseRedirect(reverse("admin:search_interleavingtest_changelist"))
 
+    def _tally(self, obj):
+        # One aggregate per test and page, for both columns.
+        if not hasattr(obj, "_tally"):
+            obj._tally = interleaving_test_tally(obj)
+        return obj._tally
+
     @admin.display(description="searches · wins · ties")
     def tally(self, obj):
-        tally = interleaving_test_tally(obj)
+        tally = self._tally(obj)
         return (
             f"{tally.searches} searches, {tally.decided} with clicks · candidate "
             f"{tally.candidate_wins}, active {tally.control_wins} · {tally.ties} ties"
@@ -430,7 +436,7 @@ class InterleavingTestAdmin(admin.ModelAdmin):
 
     @admin.display(description="sign test p")
     def p_value(self, obj):
-        return f"{interleaving_test_tally(obj).p_value:.4f}"
+        return f"{self._tally(obj).p_value:.4f}"
 
     @admin.action(description="Stop the selected tests (the candidate stays a candidate)")
     def stop(self, request, queryset):
@@ -445,4 +451,4 @@ class InterleavingTestAdmin(admin.ModelAdmin):
                 test=test,
                 decision=f"promoted by {request.user}; {interleaving_test_tally(test)}",
             )
-            self.message_user(request, f"Activating {test.candidate}: its test won.")
+            self.message_user(request, f"Activating {test.candidate} (filled, then switched).")
