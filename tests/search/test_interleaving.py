@@ -317,3 +317,22 @@ def test_finetuning_holds_a_passing_candidate_for_the_test(shop, settings):
     test = InterleavingTest.objects.get(status=InterleavingTest.Status.RUNNING)
     assert (test.candidate, test.control) == (candidate, shop)
     assert product_search_by_text(query=QUERY, limit=5, session="f").interleaved_with == candidate
+
+
+def test_admin_actions_stop_a_test_or_promote_its_candidate(
+    test_run, shop, admin_client, django_capture_on_commit_callbacks
+):
+    url = "/admin/search/interleavingtest/"
+    with django_capture_on_commit_callbacks(execute=True):
+        admin_client.post(url, {"action": "promote", "_selected_action": [test_run.pk]})
+    test_run.refresh_from_db()
+    assert test_run.status == InterleavingTest.Status.PROMOTED
+    assert "promoted by admin" in test_run.decision
+    assert space_active() == test_run.candidate
+    # A new test, against the new active space, stopped by hand.
+    other = space_create(name="other", spec=ModelSpec("shop-tiny", seed=6), build_indexes=False)
+    test = interleaving_test_start(candidate=other, prepared=True)
+    admin_client.post(url, {"action": "stop", "_selected_action": [test.pk]})
+    test.refresh_from_db()
+    assert test.status == InterleavingTest.Status.STOPPED
+    assert test.decision == "stopped by admin"
