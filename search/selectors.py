@@ -181,13 +181,15 @@ def product_search_by_text(
     rules: RuleEffects | None = None,
     correct: bool = True,
     session: str = "",
+    interleave: bool = True,
 ) -> SearchPage:
     """Hybrid search: words (and their synonyms), SKU and the query's meaning, fused;
     merchandising rules applied (`rules`: these instead of the active ones); a thin page
     filled with related products; nonsense finds nothing. With `correct`, misspelt words
     also match as corrected (search.query); the text tower sees the query as typed.
     While an interleaving test runs, some searches (by `session`, the front end's opaque
-    key, and the query) merge the active and the candidate space's rankings."""
+    key, and the query) merge the active and the candidate space's rankings, unless not
+    `interleave` (previews show the active space alone)."""
     space = space_active()
     analysis = query_analyse(query=query, correct=correct)
     synonyms = synonyms_expand(query=query)
@@ -210,7 +212,7 @@ def product_search_by_text(
         )
 
     ranked = rank(space)
-    interleaved = interleaved_ranking(
+    interleaved = interleave and interleaved_ranking(
         space=space,
         ranked=ranked,
         rank=rank,
@@ -454,9 +456,11 @@ def rule_preview(
     (rule,) = rules_with_entries(MerchandisingRule.objects.filter(pk=rule.pk))
     with_rule = rule_effects(sorted([*others, rule], key=rule_specificity) if applies else others)
     without_rule = rule_effects(others)
-    page_with = product_search_by_text(query=query, filters=filters, limit=limit, rules=with_rule)
+    page_with = product_search_by_text(
+        query=query, filters=filters, limit=limit, rules=with_rule, interleave=False
+    )
     page_without = product_search_by_text(
-        query=query, filters=filters, limit=limit, rules=without_rule
+        query=query, filters=filters, limit=limit, rules=without_rule, interleave=False
     )
     hidden_ids = with_rule.hidden - without_rule.hidden
     return RulePreview(

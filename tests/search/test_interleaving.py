@@ -30,7 +30,12 @@ from search.query import query_analyse
 from search.ranking import NO_SYNONYMS, SearchFilters, hybrid_search
 from search.rules import merchandising_rule_save, rule_products_save
 from search.searchlog import search_event_record, search_log_record
-from search.selectors import product_search_by_text, query_similarity_floor, text_vector
+from search.selectors import (
+    product_search_by_text,
+    query_similarity_floor,
+    rule_preview,
+    text_vector,
+)
 from search.services import interleaving_test_start
 from tests.builders import jpeg_bytes
 
@@ -152,6 +157,10 @@ def test_a_pinned_product_keeps_its_place_and_credits_nobody(test_run, shop):
     assert shown(page)[0] == ids[-1]
     assert page.teams[0] == TEAM_NONE
     assert sorted(shown(page)) == sorted(ids)
+    # The admin's rule preview shows the active space alone.
+    preview = rule_preview(rule=rule, query=QUERY)
+    assert preview.with_rule.interleaved_with is None
+    assert preview.without_rule.teams == ()
 
 
 def test_pages_continue_the_same_merged_list(test_run):
