@@ -8,8 +8,11 @@ Hybrid product ranking in one SQL statement: vector window, text window, fused b
 
 - Vector: products ranked by their best image's cosine similarity to the query vector,
   from the space's partial HNSW index (the query repeats its expression and `space_id`
-  predicate). With filters, pgvector's iterative index scan keeps reading the index
-  until enough filtered images are found, up to `SEARCH_MAX_SCAN_TUPLES`.
+  predicate). With filters (`vector_scan`): a filter that keeps few products
+  (`SEARCH_EXACT_FILTER_PRODUCTS`) is ranked exactly over its own rows; a wider one through
+  pgvector's iterative index scan, which keeps reading the index until enough filtered
+  images are found, up to a number of tuples that grows with the catalog, and falls back
+  to the exact ranking when even that did not fill the window (a filter far from the query).
 - Text: products whose `search_document` (catalog migration 0003) matches the query,
   ranked by `ts_rank`; at most `SEARCH_TEXT_CANDIDATES` of them plus those in the vector
   window are ranked, so a query matching half the catalog still reads a bounded number
@@ -132,8 +135,13 @@ def image_window(window: int) -> int:
     return min(window * 2, MAX_EF_SEARCH)
 
 
-def vector_ctes(space: EmbeddingSpace, filters: SearchFilters) -> tuple[list[str], dict]:
-    """`vec`: the products nearest to %(query)s by their best image, ranked."""
+def vector_ctes(
+    space: EmbeddingSpace, filters: SearchFilters, *, exact: bool = False
+) -> tuple[list[str], dict]:
+    """`vec`: the products nearest to %(query)s by their best image, ranked.
+
+    `exact`: rank every image the filter keeps (no HNSW), for a filter that keeps few.
+    """
     distance, _ = cosine_distance(space, "e.vector", "%(query)s")
     where, params = filters.sql("p")
     join = (
@@ -142,15 +150,21 @@ def vector_ctes(space: EmbeddingSpace, filters: SearchFilters) -> tuple[list[str
         if filters
         else ""
     )
+    rows = f"""SELECT e.image_id, {distance} AS distance
+            FROM embeddings_imageembedding e {join}
+            WHERE e.space_id = {int(space.pk)} AND e.vector IS NOT NULL{where}"""
+    if exact:
+        # OFFSET 0 fences the filtered rows off from the ORDER BY, so the planner cannot
+        # choose the HNSW index; it reads them through the filter's own indexes instead.
+        ranked = f"""SELECT image_id, distance FROM ({rows} OFFSET 0) filtered
+            ORDER BY distance LIMIT %(image_window)s"""
+    else:
+        ranked = f"{rows}\n            ORDER BY {distance}\n            LIMIT %(image_window)s"
     # MATERIALIZED: with relaxed_order the index returns images slightly out of order,
     # so they are collected first and ordered again below (pgvector's advice).
     return [
         f"""vec_images AS MATERIALIZED (
-            SELECT e.image_id, {distance} AS distance
-            FROM embeddings_imageembedding e {join}
-            WHERE e.space_id = {int(space.pk)} AND e.vector IS NOT NULL{where}
-            ORDER BY {distance}
-            LIMIT %(image_window)s
+            {ranked}
         )""",
         """vec AS (
             SELECT i.product_id, min(h.distance) AS distance,
@@ -253,12 +267,14 @@ def hybrid_search_sql(
     *,
     text: bool,
     synonyms: SynonymExpansion = NO_SYNONYMS,
+    exact: bool = False,
 ) -> str:
     """Products for a query vector (and, with `text`, its words), fused and ordered.
 
     Rows: RANKED_COLUMNS, the window's products under the floor too (`relevant` false).
+    `exact`: the vector window ranks the filtered rows exactly (`vector_scan`).
     """
-    ctes, _ = vector_ctes(space, filters)
+    ctes, _ = vector_ctes(space, filters, exact=exact)
     if not text:
         ctes.append(pin_cte(filters))
         return f"""
@@ -344,7 +360,6 @@ def hybrid_search(
     match accepts (default: `text` alone). Vector-only hits under `floor` are in it with
     `relevant` false.
     """
-    sql = hybrid_search_sql(space, filters, text=text is not None, synonyms=synonyms)
     params = hybrid_search_params(
         space=space,
         vector=vector,
@@ -355,7 +370,25 @@ def hybrid_search(
         synonyms=synonyms,
         pinned=pinned,
     )
-    rows = nearest_rows(sql, params, ef_search=params["image_window"], filtered=bool(filters))
+    scan = vector_scan(filters, image_window=params["image_window"])
+
+    def run(exact: bool) -> list:
+        sql = hybrid_search_sql(
+            space, filters, text=text is not None, synonyms=synonyms, exact=exact
+        )
+        return nearest_rows(
+            sql,
+            params,
+            ef_search=params["image_window"],
+            filtered=bool(filters),
+            max_scan_tuples=scan.max_scan_tuples,
+        )
+
+    rows = run(scan.exact)
+    if filters and not scan.exact and _vector_hits(rows) < params["window"]:
+        # The filter keeps more than the window (else it would be exact), so the index
+        # scan ran out of tuples before it found them: a filter far from the query.
+        rows = run(True)
     return [
         RankedProduct(
             product_id=pid,
@@ -379,9 +412,60 @@ def hybrid_search(
     ]  # fmt: skip
 
 
-def nearest_rows(sql: str, params: dict, *, ef_search: int, filtered: bool = False) -> list:
+def _vector_hits(rows: list) -> int:
+    return sum(1 for row in rows if row[2] is not None)  # a similarity: in the vector window
+
+
+@dataclass(frozen=True)
+class VectorScan:
+    exact: bool  # rank the filtered rows exactly, without HNSW
+    max_scan_tuples: int  # else: HNSW tuples the iterative scan reads at most
+
+
+def vector_scan(filters: SearchFilters, *, image_window: int) -> VectorScan:
+    """How to find the nearest images a filter keeps.
+
+    Few products kept (at most SEARCH_EXACT_FILTER_PRODUCTS, counted with that bound):
+    rank them exactly, which costs in proportion to them. More: pgvector's iterative scan.
+    To find `image_window` filtered images it reads about image_window / selectivity
+    tuples when the filter is independent of the query; the widest selectivity it can
+    meet here is bound / catalog, so it may read twice that many (and at least
+    SEARCH_MAX_SCAN_TUPLES). bench/search.py measured both at a million products.
+    """
+    default = settings.SEARCH_MAX_SCAN_TUPLES
+    if not filters:
+        return VectorScan(exact=False, max_scan_tuples=default)
+    bound = settings.SEARCH_EXACT_FILTER_PRODUCTS
+    where, params = filters.sql("p")
+    with connection.cursor() as cursor:
+        # The bounded count reads at most bound + 1 rows; reltuples is the planner's
+        # estimate of the catalog's size (kept by ANALYZE and autovacuum), read for free.
+        cursor.execute(
+            f"""SELECT (SELECT count(*) FROM (
+                    SELECT 1 FROM catalog_product p WHERE true{where} LIMIT %(bound)s + 1
+                ) kept),
+                (SELECT greatest(reltuples, 0)::bigint FROM pg_class
+                 WHERE oid = 'catalog_product'::regclass)""",
+            {**params, "bound": bound},
+        )
+        kept, catalog = cursor.fetchone()
+    if kept <= bound:
+        return VectorScan(exact=True, max_scan_tuples=default)
+    tuples = 2 * image_window * max(catalog, kept) // kept
+    return VectorScan(exact=False, max_scan_tuples=max(default, tuples))
+
+
+def nearest_rows(
+    sql: str,
+    params: dict,
+    *,
+    ef_search: int,
+    filtered: bool = False,
+    max_scan_tuples: int | None = None,
+) -> list:
     """Run a nearest-neighbour query with the HNSW settings it needs, in one round trip."""
     ef_search = max(40, min(ef_search, MAX_EF_SEARCH))
+    max_scan_tuples = max_scan_tuples or settings.SEARCH_MAX_SCAN_TUPLES
     with transaction.atomic(), connection.cursor() as cursor:
         # HNSW yields at most ef_search rows: make it at least the window asked for. With
         # filters, scan on past ef_search until the LIMIT is met (bounded by max_scan_tuples).
@@ -392,7 +476,7 @@ def nearest_rows(sql: str, params: dict, *, ef_search: int, filtered: bool = Fal
             [
                 str(ef_search),
                 "relaxed_order" if filtered else "off",
-                str(settings.SEARCH_MAX_SCAN_TUPLES),
+                str(max_scan_tuples),
             ],
         )
         cursor.execute(sql, params)
