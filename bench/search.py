@@ -279,6 +279,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--products", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument(
+        "--filter-queries", type=int, help="queries per filtered way and API path (--queries)"
+    )
     parser.add_argument("--fresh", action="store_true", help="rebuild the database")
     parser.add_argument("--load-only", action="store_true", help="load and index, then stop")
     parser.add_argument(
@@ -372,7 +375,7 @@ def main() -> None:
         filters, kept = share_filter(share)
         shares[share] = filters
         print(f"{share:.0%} filter: {filters} keeps {kept:,} products ({kept / args.products:.2%})")
-        filtered_ways(space, filters, queries, hnsw)
+        filtered_ways(space, filters, queries[: args.filter_queries], hnsw)
 
     # 4. GET /api/search/, warm: the model loaded and the query vectors cached.
     client = Client()
@@ -382,7 +385,7 @@ def main() -> None:
     labelled += [(filter_params(f), f"{share:.0%} filter") for share, f in shares.items()]
     for extra, label in labelled:
         times = []
-        for i in range(args.queries):
+        for i in range(args.filter_queries or args.queries):
             params = {"q": TEXT_QUERIES[i % len(TEXT_QUERIES)], **extra}
             response, ms = timed(lambda params=params: client.get("/api/search/", params))
             assert response.status_code == 200, response.content

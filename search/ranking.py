@@ -36,6 +36,7 @@ than that, however large the catalog; `count` is the number of relevant products
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -423,33 +424,36 @@ class VectorScan:
 
 
 def vector_scan(filters: SearchFilters, *, image_window: int) -> VectorScan:
-    """How to find the nearest images a filter keeps.
+    """How to find the nearest images a filter keeps, from the planner's estimate of how
+    many products it keeps (EXPLAIN: no row is read; counting them would cost as much as
+    ranking them, bench/search.py).
 
-    Few products kept (at most SEARCH_EXACT_FILTER_PRODUCTS, counted with that bound):
-    rank them exactly, which costs in proportion to them. More: pgvector's iterative scan.
-    To find `image_window` filtered images it reads about image_window / selectivity
-    tuples when the filter is independent of the query; the widest selectivity it can
-    meet here is bound / catalog, so it may read twice that many (and at least
-    SEARCH_MAX_SCAN_TUPLES). bench/search.py measured both at a million products.
+    Few (at most SEARCH_EXACT_FILTER_PRODUCTS): rank them exactly, at a cost in proportion
+    to them. More: pgvector's iterative scan, which finds `image_window` filtered images
+    in about image_window / share tuples when the filter is independent of the query, so
+    it may read twice that (at least SEARCH_MAX_SCAN_TUPLES). A filter that follows the
+    vectors (a category the query is far from) needs far more: hybrid_search then falls
+    back to the exact ranking.
     """
     default = settings.SEARCH_MAX_SCAN_TUPLES
     if not filters:
         return VectorScan(exact=False, max_scan_tuples=default)
-    bound = settings.SEARCH_EXACT_FILTER_PRODUCTS
     where, params = filters.sql("p")
     with connection.cursor() as cursor:
-        # The bounded count reads at most bound + 1 rows; reltuples is the planner's
-        # estimate of the catalog's size (kept by ANALYZE and autovacuum), read for free.
         cursor.execute(
-            f"""SELECT (SELECT count(*) FROM (
-                    SELECT 1 FROM catalog_product p WHERE true{where} LIMIT %(bound)s + 1
-                ) kept),
-                (SELECT greatest(reltuples, 0)::bigint FROM pg_class
-                 WHERE oid = 'catalog_product'::regclass)""",
-            {**params, "bound": bound},
+            f"EXPLAIN (FORMAT JSON) SELECT 1 FROM catalog_product p WHERE true{where}", params
         )
-        kept, catalog = cursor.fetchone()
-    if kept <= bound:
+        (plan,) = cursor.fetchone()
+        # reltuples: the planner's count of the catalog (ANALYZE, autovacuum), read for free.
+        cursor.execute(
+            "SELECT greatest(reltuples, 0)::bigint FROM pg_class "
+            "WHERE oid = 'catalog_product'::regclass"
+        )
+        (catalog,) = cursor.fetchone()
+    if isinstance(plan, str):
+        plan = json.loads(plan)
+    kept = max(1, int(plan[0]["Plan"]["Plan Rows"]))
+    if kept <= settings.SEARCH_EXACT_FILTER_PRODUCTS:
         return VectorScan(exact=True, max_scan_tuples=default)
     tuples = 2 * image_window * max(catalog, kept) // kept
     return VectorScan(exact=False, max_scan_tuples=max(default, tuples))
