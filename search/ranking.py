@@ -425,15 +425,16 @@ class VectorScan:
 
 def vector_scan(filters: SearchFilters, *, image_window: int) -> VectorScan:
     """How to find the nearest images a filter keeps, from the planner's estimate of how
-    many products it keeps (EXPLAIN: no row is read; counting them would cost as much as
-    ranking them, bench/search.py).
+    many products it keeps (EXPLAIN: no row is read; counting them cost as much as ranking
+    them at 530k products, bench/search.py).
 
     Few (at most SEARCH_EXACT_FILTER_PRODUCTS): rank them exactly, at a cost in proportion
     to them. More: pgvector's iterative scan, which finds `image_window` filtered images
-    in about image_window / share tuples when the filter is independent of the query, so
-    it may read twice that (at least SEARCH_MAX_SCAN_TUPLES). A filter that follows the
-    vectors (a category the query is far from) needs far more: hybrid_search then falls
-    back to the exact ranking.
+    in about image_window / share tuples when the filter is independent of the query; it
+    may read twice that, at most SEARCH_MAX_SCAN_TUPLES. A filter that follows the vectors
+    (a category the query is far from) would need many more: the scan stops short of the
+    window and hybrid_search ranks the filtered rows exactly instead, so a failed scan
+    costs no more than twice what a successful one would.
     """
     default = settings.SEARCH_MAX_SCAN_TUPLES
     if not filters:
@@ -456,7 +457,7 @@ def vector_scan(filters: SearchFilters, *, image_window: int) -> VectorScan:
     if kept <= settings.SEARCH_EXACT_FILTER_PRODUCTS:
         return VectorScan(exact=True, max_scan_tuples=default)
     tuples = 2 * image_window * max(catalog, kept) // kept
-    return VectorScan(exact=False, max_scan_tuples=max(default, tuples))
+    return VectorScan(exact=False, max_scan_tuples=min(default, tuples))
 
 
 def nearest_rows(

@@ -283,9 +283,9 @@ API_SUGGEST_ANON_RATE = env.str("API_SUGGEST_ANON_RATE", default="600/min")
 SEARCH_TEXT_CANDIDATES = env.int("SEARCH_TEXT_CANDIDATES", default=1000)
 # Filtered vector search (search.ranking.vector_scan): a filter keeping at most this many
 # products is ranked exactly over its rows (cost in proportion to them, bench/search.py);
-# a wider one through HNSW's iterative scan, reading at least SEARCH_MAX_SCAN_TUPLES index
-# tuples (more on a large catalog) while looking for filtered hits.
-SEARCH_EXACT_FILTER_PRODUCTS = env.int("SEARCH_EXACT_FILTER_PRODUCTS", default=20000)
+# a wider one through HNSW's iterative scan, reading at most SEARCH_MAX_SCAN_TUPLES index
+# tuples (fewer for a wide filter) while looking for filtered hits, then exactly if short.
+SEARCH_EXACT_FILTER_PRODUCTS = env.int("SEARCH_EXACT_FILTER_PRODUCTS", default=50000)
 SEARCH_MAX_SCAN_TUPLES = env.int("SEARCH_MAX_SCAN_TUPLES", default=20000)
 # The search log (search.searchlog): products kept per logged search, and days kept.
 SEARCH_LOG_TOP = env.int("SEARCH_LOG_TOP", default=50)
