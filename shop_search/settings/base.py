@@ -346,6 +346,7 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {
     "embeddings.tasks.embed_images": {"queue": "embed"},
     "embeddings.tasks.embed_captions": {"queue": "embed"},
+    "embeddings.tasks.reindex_chunk": {"queue": "embed"},
     "catalog.importing.tasks.import_products": {"queue": "default"},
     "embeddings.tasks.finetune_catalog": {"queue": "train"},
     "embeddings.tasks.activate_space": {"queue": "train"},
@@ -372,6 +373,12 @@ CELERY_TASK_PUBLISH_RETRY_POLICY = {
 # so a message lost with the broker heals by itself. At most this many per sweep.
 EMBED_SWEEP_INTERVAL = env.float("EMBED_SWEEP_INTERVAL", default=300.0)
 EMBED_SWEEP_MAX_ITEMS = env.int("EMBED_SWEEP_MAX_ITEMS", default=20000)
+# Fanned-out fills (embeddings.reindex): ids per chunk (one task each on the `embed` queue);
+# a claim older than REINDEX_STALE_SECONDS is a dead worker's, and its chunk is queued again
+# (it must exceed the time one chunk takes); how often a waiting fill reads its progress.
+REINDEX_CHUNK_SIZE = env.int("REINDEX_CHUNK_SIZE", default=2048)
+REINDEX_STALE_SECONDS = env.float("REINDEX_STALE_SECONDS", default=600.0)
+REINDEX_POLL_SECONDS = env.float("REINDEX_POLL_SECONDS", default=2.0)
 CELERY_BEAT_SCHEDULE = {
     "sweep-missing-embeddings": {
         "task": "embeddings.tasks.sweep_missing_embeddings",
