@@ -142,7 +142,7 @@ def _stale_claim() -> Q:
 def reindex_chunks_requeue(
     *, space: EmbeddingSpace, queue_empty: bool, pending_after: float | None = None
 ) -> list[int]:
-    """Send again the chunks a dead worker held and, when the queue is empty, lost ones.
+    """Send again the chunks a dead worker held, those never sent, and lost ones.
 
     A claim older than REINDEX_STALE_SECONDS belongs to a worker that died (or hangs):
     its chunk goes back to pending and is queued again. A pending chunk queued more than
@@ -154,12 +154,12 @@ def reindex_chunks_requeue(
     if chunk_ids:
         stale.filter(pk__in=chunk_ids).update(status=Status.PENDING)
         logger.warning("space %s: chunks %s were claimed too long ago: re-queued", space, chunk_ids)
+    unsent = Q(queued_at__isnull=True)
     if queue_empty:
         after = settings.REINDEX_STALE_SECONDS if pending_after is None else pending_after
-        lost = ReindexChunk.objects.filter(space=space, status=Status.PENDING).filter(
-            Q(queued_at__isnull=True) | Q(queued_at__lte=_db_now_minus(after))
-        )
-        chunk_ids += [pk for pk in lost.values_list("pk", flat=True) if pk not in chunk_ids]
+        unsent |= Q(queued_at__lte=_db_now_minus(after))
+    lost = ReindexChunk.objects.filter(space=space, status=Status.PENDING).filter(unsent)
+    chunk_ids += [pk for pk in lost.values_list("pk", flat=True) if pk not in chunk_ids]
     reindex_chunks_send(chunk_ids=sorted(chunk_ids))
     return chunk_ids
 
