@@ -193,7 +193,7 @@ def reindex_chunk_run(*, chunk_id: int, token: str, worker: str = "") -> dict:
     try:
         space_encoder(chunk.space)
     except Exception as exc:
-        _chunk_failed(chunk.pk, exc)
+        _chunk_failed(chunk.pk, exc, count_attempt=True)
         raise
     claimed = (
         ReindexChunk.objects.filter(pk=chunk_id)
@@ -237,11 +237,15 @@ def _chunk_compute(chunk: ReindexChunk) -> EmbedReport:
     return report
 
 
-def _chunk_failed(chunk_id: int, exc: Exception) -> None:
-    """Back to pending with the reason: a retry, a re-queue or the next command takes it."""
+def _chunk_failed(chunk_id: int, exc: Exception, count_attempt: bool = False) -> None:
+    """Back to pending with the reason: a retry, a re-queue or the next command takes it.
+
+    `count_attempt`: it failed before its claim (which counts the attempts otherwise)."""
     try:
         ReindexChunk.objects.filter(pk=chunk_id).exclude(status=Status.DONE).update(
-            status=Status.PENDING, report={"error": f"{type(exc).__name__}: {exc}"[:2000]}
+            status=Status.PENDING,
+            report={"error": f"{type(exc).__name__}: {exc}"[:2000]},
+            attempts=F("attempts") + int(count_attempt),
         )
     except Exception:  # the database itself is down: the stale claim heals it later
         logger.exception("could not record the failure of reindex chunk %s", chunk_id)

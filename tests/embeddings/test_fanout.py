@@ -8,12 +8,13 @@ from datetime import timedelta
 
 import pytest
 from celery.contrib.testing.worker import start_worker
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.utils import timezone
 
-from embeddings.encoder import ModelSpec
+from embeddings.encoder import CheckpointError, ModelSpec
 from embeddings.models import CaptionEmbedding, EmbeddingSpace, ImageEmbedding, ReindexChunk
 from embeddings.reindex import (
+    REINDEX_CHUNK_MAX_ERRORS,
     reindex_chunk_run,
     reindex_chunks_requeue,
     reindex_plan,
@@ -148,11 +149,37 @@ def test_an_interrupted_reindex_resumes_from_the_database(broker, capsys, make_p
     # The report covers the whole reindex: 8 images and 4 products' captions.
     assert "tiny-seed3: 12 vectors computed, 0 up to date, 0 images failed" in out
     after = image_rows(space)
-    assert len(after) == 8 and all(has_vector for has_vector, _, _ in after.values())
+    assert len(after) == 8
+    assert all(has_vector for has_vector, _, _ in after.values())
     assert {image: after[image] for image in before} == before  # done chunks were not redone
     assert CaptionEmbedding.objects.filter(space=space).count() == 4
     assert [c.attempts for c in chunks_of(space)] == [1] * 5
     assert {c.status for c in chunks_of(space)} == {Status.DONE}
+
+
+@pytest.mark.django_db
+def test_a_chunk_that_keeps_failing_stops_the_command_with_its_error(catalog, broker, capsys):
+    broken = EmbeddingSpace.objects.create(
+        name="broken",
+        architecture="shop-tiny",
+        source=EmbeddingSpace.Source.CHECKPOINT,
+        checkpoint="/nonexistent/model.safetensors",
+        checkpoint_sha256="0" * 64,
+        embed_dim=128,
+    )
+    reindex_plan(space=broken, missing_only=False, chunk_size=100)
+    chunk = chunks_of(broken, "images").get()
+    for _ in range(REINDEX_CHUNK_MAX_ERRORS):
+        with pytest.raises(CheckpointError):
+            reindex_chunk.apply(args=[chunk.pk]).get()
+    chunk.refresh_from_db()
+    assert (chunk.status, chunk.attempts) == (Status.PENDING, REINDEX_CHUNK_MAX_ERRORS)
+    assert "CheckpointError" in chunk.report["error"]
+    with pytest.raises(CommandError, match="keep failing"):
+        call_command("reindex_embeddings", space="broken")
+    out = capsys.readouterr().out
+    assert f"chunk {chunk.pk} failed (it is tried again): CheckpointError" in out
+    assert not ImageEmbedding.objects.filter(space=broken).exists()
 
 
 @pytest.mark.django_db
@@ -172,9 +199,9 @@ def test_activation_fills_in_chunks_then_switches(catalog, new_space, broker):
     assert {name for _, _, name in seen} == {previous.name}
     assert sum(count for kind, count, _ in seen if kind == "images") == 6
     chunks = list(chunks_of(new_space))
-    assert chunks and {c.status for c in chunks} == {Status.DONE}
+    assert len(chunks) == 2  # images, captions
+    assert {c.status for c in chunks} == {Status.DONE}
     assert all(c.missing_only and "filling tiny-seed3" in c.claimed_by for c in chunks)
     # The chunks went to the embed queue too; with no worker, this process did them all.
     assert queued_messages("embed") == len(chunks)
     assert len(image_rows(new_space)) == 6
-

@@ -32,16 +32,17 @@ def chunk_rows(topology) -> list[tuple]:
 def test_two_workers_share_a_reindex_and_a_killed_one_loses_nothing(topology):
     seeded = topology.seed(products("FAN", 12))
     ids, space = image_ids(seeded), seeded["space"]
-    # Chunks of 4 ids in batches of 2; a claim older than 15 s is a dead worker's.
-    env = {"EMBED_BATCH_SIZE": 2, "REINDEX_STALE_SECONDS": 15, "REINDEX_POLL_SECONDS": 0.3}
+    # Chunks of 4 ids in batches of 2; a claim older than 12 s is a dead worker's.
+    env = {"EMBED_BATCH_SIZE": 2, "REINDEX_STALE_SECONDS": 12, "REINDEX_POLL_SECONDS": 0.3}
     chunk, held = ids[4:8], ids[6]  # the second chunk; its second batch waits on the row
     with closing(hold_row(topology, image=held, space=space)) as holder:
-        workers = topology.start_workers(["first", "second"], queues="embed", **env)
+        # The command plans and queues while the workers start.
         command = topology._start(
             "reindex",
             [sys.executable, "manage.py", "reindex_embeddings", "--chunk-size", "4"],
             **env,
         )
+        workers = topology.start_workers(["first", "second"], queues="embed", **env)
 
         def blocked_worker():
             claims = [
@@ -83,5 +84,6 @@ def test_two_workers_share_a_reindex_and_a_killed_one_loses_nothing(topology):
     assert {status for _, _, _, status, _, _ in chunks} == {"done"}
     survivor = next(w for w in workers if w is not victim)
     (taken_over,) = [row for row in chunks if row[0] == "images" and row[1] <= held <= row[2]]
-    assert taken_over[4] == 2 and taken_over[5].startswith(f"{survivor.name}@"), taken_over
+    assert taken_over[4] == 2, taken_over  # attempts: the killed worker's, the survivor's
+    assert taken_over[5].startswith(f"{survivor.name}@"), taken_over
     assert survivor.alive()
