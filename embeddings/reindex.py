@@ -23,11 +23,21 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, DateTimeField, ExpressionWrapper, F, Q, QuerySet, Sum
+from django.db.models import (
+    Count,
+    DateTimeField,
+    Exists,
+    ExpressionWrapper,
+    F,
+    OuterRef,
+    Q,
+    QuerySet,
+    Sum,
+)
 from django.db.models.functions import Now
 
 from catalog.models import Product, ProductImage
-from embeddings.models import EmbeddingSpace, ReindexChunk
+from embeddings.models import CaptionEmbedding, EmbeddingSpace, ImageEmbedding, ReindexChunk
 from embeddings.spaces import space_encoder
 from embeddings.vectors import (
     EmbedReport,
@@ -54,12 +64,19 @@ def fanout_available() -> bool:
     return not app.conf.task_always_eager
 
 
-def _passes() -> list[tuple[str, QuerySet, str]]:
-    # (kind, every object of that kind, the reverse name of its vectors)
-    return [
-        (Kind.IMAGES, ProductImage.objects.all(), "embeddings"),
-        (Kind.CAPTIONS, Product.objects.all(), "captions"),
-    ]
+def _passes(space: EmbeddingSpace, missing_only: bool) -> list[tuple[str, QuerySet]]:
+    """(kind, the ids to plan) for images, then captions."""
+    images, products = ProductImage.objects.all(), Product.objects.all()
+    if missing_only:
+        # NOT EXISTS, probed per row through the unique (object, space) index: a page of ids
+        # costs its own rows, not a pass over every vector of the space.
+        images = images.filter(
+            ~Exists(ImageEmbedding.objects.filter(space=space, image=OuterRef("pk")))
+        )
+        products = products.filter(
+            ~Exists(CaptionEmbedding.objects.filter(space=space, product=OuterRef("pk")))
+        )
+    return [(Kind.IMAGES, images), (Kind.CAPTIONS, products)]
 
 
 def _id_pages(queryset: QuerySet, size: int) -> Iterator[list[int]]:
@@ -101,9 +118,7 @@ def reindex_plan(
             )
         chunks.delete()
         planned = 0
-        for kind, queryset, related in _passes():
-            if missing_only:
-                queryset = queryset.exclude(**{f"{related}__space": space})
+        for kind, queryset in _passes(space, missing_only):
             rows = [
                 ReindexChunk(
                     space=space,

@@ -11,6 +11,7 @@ from celery.contrib.testing.worker import start_worker
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
+from catalog.models import ProductImage
 from embeddings.encoder import CheckpointError, ModelSpec
 from embeddings.models import CaptionEmbedding, EmbeddingSpace, ImageEmbedding, ReindexChunk
 from embeddings.reindex import (
@@ -22,6 +23,7 @@ from embeddings.reindex import (
 )
 from embeddings.spaces import space_active, space_create
 from embeddings.tasks import reindex_chunk
+from embeddings.vectors import image_embeddings_compute
 from shop_search.celery import app, queued_messages
 from tests.builders import corrupt_jpeg_bytes, jpeg_bytes
 
@@ -101,6 +103,20 @@ def test_a_chunk_that_runs_twice_writes_each_vector_once(catalog, new_space):
         "claimed by another worker"
     )
     assert reindex_chunk_run(chunk_id=10**9, token="this-task")["skipped"] == "gone"
+
+
+@pytest.mark.django_db
+def test_missing_only_plans_the_ids_without_vectors(catalog, new_space):
+    first = catalog[0].images.get()
+    image_embeddings_compute(space=new_space, image_ids=[first.pk])
+    reindex_plan(space=new_space, missing_only=True, chunk_size=100)
+    images, captions = chunks_of(new_space, "images").get(), chunks_of(new_space, "captions").get()
+    all_images = sorted(ProductImage.objects.values_list("pk", flat=True))
+    assert images.ids == [pk for pk in all_images if pk != first.pk]
+    assert captions.ids == [product.pk for product in catalog]
+    # Without a broker there are no workers to leave the work to.
+    with pytest.raises(CommandError, match="needs a broker"):
+        call_command("reindex_embeddings", space="tiny-seed3", no_wait=True)
 
 
 @pytest.mark.django_db

@@ -85,7 +85,8 @@ class Command(BaseCommand):
         else:
             if no_wait:
                 raise CommandError(
-                    "--no-wait needs a broker (CELERY_BROKER_URL): without one the work runs here"
+                    "--no-wait queues the work for the workers: it needs a broker "
+                    "(CELERY_BROKER_URL) and no --in-process"
                 )
             report = self._in_process(target, missing_only, batch_size, restart, quiet)
         self.stdout.write(
