@@ -387,6 +387,12 @@ EMBED_SWEEP_MAX_ITEMS = env.int("EMBED_SWEEP_MAX_ITEMS", default=20000)
 REINDEX_CHUNK_SIZE = env.int("REINDEX_CHUNK_SIZE", default=2048)
 REINDEX_STALE_SECONDS = env.float("REINDEX_STALE_SECONDS", default=600.0)
 REINDEX_POLL_SECONDS = env.float("REINDEX_POLL_SECONDS", default=2.0)
+if REINDEX_CHUNK_SIZE < 1 or REINDEX_STALE_SECONDS <= 0 or REINDEX_POLL_SECONDS <= 0:
+    raise ValueError(
+        "REINDEX_CHUNK_SIZE must be 1 or more and REINDEX_STALE_SECONDS and "
+        f"REINDEX_POLL_SECONDS above 0: got {REINDEX_CHUNK_SIZE!r}, {REINDEX_STALE_SECONDS!r}, "
+        f"{REINDEX_POLL_SECONDS!r}"
+    )
 CELERY_BEAT_SCHEDULE = {
     "sweep-missing-embeddings": {
         "task": "embeddings.tasks.sweep_missing_embeddings",
