@@ -325,12 +325,14 @@ def reindex_report(*, space: EmbeddingSpace) -> EmbedReport:
 
 
 def _claim_next(*, space: EmbeddingSpace, token: str, worker: str) -> ReindexChunk | None:
+    # From the end of the plan: the queue hands chunks out from its start, so the waiting
+    # process and the workers rarely reach for the same one.
     with transaction.atomic():
         chunk = (
             ReindexChunk.objects.select_for_update(skip_locked=True)
             .filter(space=space)
             .filter(_claimable(token))
-            .order_by("pk")
+            .order_by("-pk")
             .first()
         )
         if chunk is None:

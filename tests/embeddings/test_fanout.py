@@ -221,3 +221,30 @@ def test_activation_fills_in_chunks_then_switches(catalog, new_space, broker):
     # The chunks went to the embed queue too; with no worker, this process did them all.
     assert queued_messages("embed") == len(chunks)
     assert len(image_rows(new_space)) == 6
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_and_the_activation_share_the_fill(broker, settings, make_product):
+    settings.REINDEX_CHUNK_SIZE = 2
+    app.conf.task_always_eager = True  # the uploads are embedded here, not by the worker
+    for i in range(5):
+        make_product(title=f"Item {i}", images=[jpeg_bytes(seed=i), jpeg_bytes(seed=30 + i)])
+    app.conf.task_always_eager = False
+    previous = space_active()
+    candidate = space_create(name="candidate", spec=ModelSpec("shop-tiny", seed=5))
+    with start_worker(
+        app, pool="solo", queues=["embed"], perform_ping_check=False, shutdown_timeout=30
+    ):
+        space_activate_fanout(space=candidate)
+    assert space_active() == candidate
+    previous.refresh_from_db()
+    assert previous.status == EmbeddingSpace.Status.RETIRED
+    chunks = list(chunks_of(candidate))
+    assert len(chunks) == 5 + 3  # 10 images and 5 products, two a chunk
+    assert {c.status for c in chunks} == {Status.DONE}
+    # Whoever took a chunk, each was done once and each vector written once.
+    assert [c.attempts for c in chunks] == [1] * 8
+    rows = image_rows(candidate)
+    assert len(rows) == 10
+    assert all(has_vector for has_vector, _, _ in rows.values())
+    assert CaptionEmbedding.objects.filter(space=candidate).count() == 5
