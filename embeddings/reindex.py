@@ -118,21 +118,25 @@ def reindex_plan(
             )
         chunks.delete()
         planned = 0
+        rows: list[ReindexChunk] = []
         for kind, queryset in _passes(space, missing_only):
-            rows = [
-                ReindexChunk(
-                    space=space,
-                    kind=kind,
-                    first_id=ids[0],
-                    last_id=ids[-1],
-                    ids=ids if missing_only else [],
-                    missing_only=missing_only,
-                    size=len(ids),
+            for ids in _id_pages(queryset, chunk_size):
+                rows.append(
+                    ReindexChunk(
+                        space=space,
+                        kind=kind,
+                        first_id=ids[0],
+                        last_id=ids[-1],
+                        ids=ids if missing_only else [],
+                        missing_only=missing_only,
+                        size=len(ids),
+                    )
                 )
-                for ids in _id_pages(queryset, chunk_size)
-            ]
-            ReindexChunk.objects.bulk_create(rows, batch_size=1000)
-            planned += len(rows)
+                if len(rows) == 200:  # written as it goes: millions of ids never sit in memory
+                    ReindexChunk.objects.bulk_create(rows)
+                    planned, rows = planned + len(rows), []
+        ReindexChunk.objects.bulk_create(rows)
+        planned += len(rows)
     return ReindexPlan(chunks=planned, resumed=False, missing_only=missing_only)
 
 
