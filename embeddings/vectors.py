@@ -254,13 +254,16 @@ def space_activate(
     space: EmbeddingSpace,
     batch_size: int = 256,
     progress: Callable[[str, int], None] | None = None,
+    fill: Callable[[], object] | None = None,
 ) -> EmbeddingSpace:
     """Make `space` the one search answers from, without search ever going empty or mixed.
 
     The space is filled first (only missing vectors, so this also serves rollback to an
-    older space), its indexes are built, and only then do the two spaces swap status in
-    one transaction. Until that commit every query reads the old space; after it, every
-    query reads the new one. Uploads that landed during the switch are caught up after.
+    older space; `fill` replaces the fill in process, e.g. by one shared with every worker:
+    `reindex.space_activate_fanout`), its indexes are built, and only then do the two spaces
+    swap status in one transaction. Until that commit every query reads the old space;
+    after it, every query reads the new one. Uploads that landed during the switch are
+    caught up after.
     """
     space.refresh_from_db(fields=["status"])
     if space.status == EmbeddingSpace.Status.ACTIVE:
@@ -268,7 +271,10 @@ def space_activate(
     # Load (and checksum) the model before touching anything: a bad checkpoint fails here.
     space_encoder(space)
     EmbeddingSpace.objects.filter(pk=space.pk).update(status=EmbeddingSpace.Status.FILLING)
-    space_fill(space=space, missing_only=True, batch_size=batch_size, progress=progress)
+    if fill is None:
+        space_fill(space=space, missing_only=True, batch_size=batch_size, progress=progress)
+    else:
+        fill()
     space_build_indexes(space)
     with transaction.atomic():
         spaces = EmbeddingSpace.objects.select_for_update()

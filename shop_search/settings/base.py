@@ -358,6 +358,7 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {
     "embeddings.tasks.embed_images": {"queue": "embed"},
     "embeddings.tasks.embed_captions": {"queue": "embed"},
+    "embeddings.tasks.reindex_chunk": {"queue": "embed"},
     "catalog.importing.tasks.import_products": {"queue": "default"},
     "embeddings.tasks.finetune_catalog": {"queue": "train"},
     "embeddings.tasks.activate_space": {"queue": "train"},
@@ -384,6 +385,18 @@ CELERY_TASK_PUBLISH_RETRY_POLICY = {
 # so a message lost with the broker heals by itself. At most this many per sweep.
 EMBED_SWEEP_INTERVAL = env.float("EMBED_SWEEP_INTERVAL", default=300.0)
 EMBED_SWEEP_MAX_ITEMS = env.int("EMBED_SWEEP_MAX_ITEMS", default=20000)
+# Fanned-out fills (embeddings.reindex): ids per chunk (one task each on the `embed` queue);
+# a claim older than REINDEX_STALE_SECONDS is a dead worker's, and its chunk is queued again
+# (it must exceed the time one chunk takes); how often a waiting fill reads its progress.
+REINDEX_CHUNK_SIZE = env.int("REINDEX_CHUNK_SIZE", default=2048)
+REINDEX_STALE_SECONDS = env.float("REINDEX_STALE_SECONDS", default=600.0)
+REINDEX_POLL_SECONDS = env.float("REINDEX_POLL_SECONDS", default=2.0)
+if REINDEX_CHUNK_SIZE < 1 or REINDEX_STALE_SECONDS <= 0 or REINDEX_POLL_SECONDS <= 0:
+    raise ValueError(
+        "REINDEX_CHUNK_SIZE must be 1 or more and REINDEX_STALE_SECONDS and "
+        f"REINDEX_POLL_SECONDS above 0: got {REINDEX_CHUNK_SIZE!r}, {REINDEX_STALE_SECONDS!r}, "
+        f"{REINDEX_POLL_SECONDS!r}"
+    )
 CELERY_BEAT_SCHEDULE = {
     "sweep-missing-embeddings": {
         "task": "embeddings.tasks.sweep_missing_embeddings",
