@@ -189,7 +189,12 @@ class ClipEncoder:
             model = quantize_int8(model.eval())
         self.model = model.to(self.device).eval()
         self.preprocess = preprocess
-        self.pil_transform, self.normalize = _split_preprocess(preprocess)
+        self.pil_transform, normalize = _split_preprocess(preprocess)
+        if normalize is not None:
+            self._mean_std = tuple(
+                torch.tensor(values, dtype=torch.float32, device=self.device).view(-1, 1, 1)
+                for values in (normalize.mean, normalize.std)
+            )
         self.tokenizer = open_clip.get_tokenizer(spec.architecture)
         self.image_size = _image_size(self.model)
         self.embed_dim = int(self.model.text_projection.shape[1])
@@ -216,7 +221,10 @@ class ClipEncoder:
         copied without blocking."""
         pixels = pixels.to(self.device, non_blocking=True)
         if pixels.dtype == torch.uint8:
-            pixels = self.normalize(pixels.to(torch.float32).div(255))
+            # F.normalize's own sub_ and div_, without its check of std on the device
+            # (which would make the CPU wait for the copy) or a copy of mean and std.
+            mean, std = self._mean_std
+            pixels = pixels.to(torch.float32).div(255).sub_(mean).div_(std)
         return self._encode(pixels)
 
     def _encode(self, pixels: torch.Tensor) -> np.ndarray:
