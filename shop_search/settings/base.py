@@ -1,5 +1,6 @@
 """Settings shared by every environment; all of it can be overridden from the environment."""
 
+import os
 import re
 from datetime import timedelta
 from pathlib import Path
@@ -235,6 +236,25 @@ CLIP_CHECKPOINT = env.str("CLIP_CHECKPOINT", default="")
 CLIP_SEED = env.int("CLIP_SEED", default=0)
 CLIP_DEVICE = env.str("CLIP_DEVICE", default="")  # empty: CUDA when available, else CPU
 EMBED_BATCH_SIZE = env.int("EMBED_BATCH_SIZE", default=64)
+# Images per encoder batch on a GPU (embed tasks still carry EMBED_BATCH_SIZE ids each).
+EMBED_BATCH_SIZE_CUDA = env.int("EMBED_BATCH_SIZE_CUDA", default=256)
+# Threads that read and decode the next batches while one encodes (0: none, in turn).
+EMBED_DECODE_THREADS = env.int("EMBED_DECODE_THREADS", default=min(32, os.cpu_count() or 1))
+# What a CPU encoder computes in: fp32 (exact), bf16 (CPUs with native bf16; others fall
+# back to fp32), int8 (dynamic quantization of the MLP layers). CUDA is always fp16.
+CLIP_CPU_PRECISION = env.str("CLIP_CPU_PRECISION", default="fp32").strip().lower()
+if CLIP_CPU_PRECISION not in {"fp32", "bf16", "int8"}:
+    raise ImproperlyConfigured(
+        f"CLIP_CPU_PRECISION must be fp32, bf16 or int8, got {CLIP_CPU_PRECISION!r}"
+    )
+if EMBED_BATCH_SIZE_CUDA < 1:
+    raise ImproperlyConfigured(
+        f"EMBED_BATCH_SIZE_CUDA must be at least 1, got {EMBED_BATCH_SIZE_CUDA}"
+    )
+if EMBED_DECODE_THREADS < 0:
+    raise ImproperlyConfigured(
+        f"EMBED_DECODE_THREADS must be 0 or more, got {EMBED_DECODE_THREADS}"
+    )
 
 # Fine-tuning: checkpoints of trained spaces, the validation split, the promotion rule.
 MODEL_DIR = env.path("SHOP_MODEL_DIR", default=BASE_DIR / "var" / "models")
