@@ -21,6 +21,7 @@ from catalog.models import Product, ProductImage
 from embeddings.encoder import ClipEncoder, ModelSpec
 from embeddings.models import EmbeddingSpace, FinetuneRun
 from embeddings.pairfiles import BadLine, PairFileExamples, pair_file_examples
+from embeddings.reindex import space_activate_fanout, space_prepare_fanout
 from embeddings.signals import candidate_held
 from embeddings.spaces import space_active, space_create, space_encoder, space_spec
 from embeddings.training import (
@@ -33,7 +34,7 @@ from embeddings.training import (
     save_checkpoint,
     similarity_floors_calibrate,
 )
-from embeddings.vectors import product_captions, space_activate, space_prepare
+from embeddings.vectors import product_captions
 
 logger = logging.getLogger(__name__)
 
@@ -458,7 +459,7 @@ def _execute(run: FinetuneRun, on_progress: Callable[[dict], None] | None) -> No
         )
     elif promote:
         _set_phase(run, "filling and activating")
-        space_activate(space=space)
+        space_activate_fanout(space=space)
         decision = (
             f"promoted: validation mean recall {gain:+.3f} over {active.name}, margin {margin:.3f}"
         )
@@ -497,7 +498,7 @@ def candidate_hold(*, run: FinetuneRun, space: EmbeddingSpace) -> str:
     """Fill and index a candidate without activating it, and ask the search app to test it
     on shoppers (embeddings.signals.candidate_held); what happened, for the decision."""
     _set_phase(run, "filling for an interleaving test")
-    space_prepare(space=space)
+    space_prepare_fanout(space=space)
     responses = candidate_held.send(sender=EmbeddingSpace, space=space)
     if any(response is True for _, response in responses):
         return "filled and left a candidate: the interleaving test started"

@@ -12,7 +12,7 @@ logger = logging.getLogger(__name__)
 def interleaving_test_prepare(test_id: int) -> str:
     """Fill and index an interleaving test's candidate, then start merging searches; on the
     `train` queue, like activating a space."""
-    from embeddings.vectors import space_prepare
+    from embeddings.reindex import space_prepare_fanout
     from search.interleaving import interleaving_test_run, interleaving_test_stop
     from search.models import InterleavingTest
 
@@ -21,7 +21,7 @@ def interleaving_test_prepare(test_id: int) -> str:
         logger.warning("interleaving test %s is gone or not preparing; nothing to do", test_id)
         return ""
     try:
-        space_prepare(space=test.candidate)
+        space_prepare_fanout(space=test.candidate)
     except Exception as exc:
         interleaving_test_stop(test=test, decision=f"stopped: the candidate was not filled: {exc}")
         raise
