@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import uuid
 from collections import Counter
 from dataclasses import dataclass, field, replace
 
@@ -88,6 +89,7 @@ class SearchPage:
     synonyms: dict[str, list[str]] = field(default_factory=dict)  # span -> its synonyms
     suggestions: NoResultsHelp | None = None  # when nothing is relevant
     corrected_query: str | None = None  # text search: the corrected words it also matched
+    search_id: uuid.UUID | None = None  # its row in the search log (search.searchlog)
 
 
 @dataclass(frozen=True)
