@@ -14,7 +14,10 @@ recall@10 at product level against exact search (the same SQL without the index)
 - a filter that keeps about 1% of the catalog, three ways: pgvector's iterative index
   scan (what the code does), over-fetching the unfiltered HNSW window (ef_search 1000,
   then filter), and exact search over the filtered rows;
-- GET /api/search/ through Django's test client (query vectors cached, as when warm).
+- GET /api/search/ through Django's test client (query vectors cached, as when warm);
+- the overhead of the search log: GET /api/search/ and the shop page with logging on and
+  off (SEARCH_LOG_ENABLED), alternating query by query in the same run, and the log's
+  INSERT alone (`--only recording` runs just this part).
 """
 
 from __future__ import annotations
@@ -260,6 +263,9 @@ def main() -> None:
     parser.add_argument("--products", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--fresh", action="store_true", help="rebuild the database")
+    parser.add_argument(
+        "--only", choices=["recording"], help="measure only the search log's overhead"
+    )
     args = parser.parse_args()
     setup_django()
     from django.conf import settings
@@ -288,6 +294,9 @@ def main() -> None:
         f"result window {settings.SEARCH_MAX_RESULTS} products "
         f"(ef_search {image_window(settings.SEARCH_MAX_RESULTS)})"
     )
+    if args.only == "recording":
+        measure_recording(space, args.queries)
+        return
     rng = np.random.default_rng(7)
     clusters = Clusters()
     queries = [clusters.query(rng) for _ in range(args.queries)]
@@ -363,6 +372,59 @@ def main() -> None:
             assert response.status_code == 200, response.content
             times.append(ms)
         print(f"GET /api/search/ ({label}):{' ' * (12 - len(label))}{percentiles(times)}")
+
+    # 5. What recording every search costs.
+    measure_recording(space, args.queries)
+
+
+def measure_recording(space, queries: int) -> None:
+    """p50 of the same searches with the search log on and off, alternating query by query
+    (which goes first alternates too), so that load on the machine hits both alike; then
+    the log's INSERT alone."""
+    from django.conf import settings
+    from django.test import Client
+
+    from search.models import SearchLog
+    from search.searchlog import search_log_record
+    from search.selectors import text_vector
+
+    client = Client()
+    for text in TEXT_QUERIES:
+        text_vector(space, text)
+    paths = {"GET /api/search/": "/api/search/", "GET / (shop page)": "/"}
+    for label, path in paths.items():
+        times: dict[bool, list[float]] = {True: [], False: []}
+        for i in range(queries):
+            params = {"q": TEXT_QUERIES[i % len(TEXT_QUERIES)]}
+            for enabled in (True, False) if i % 2 else (False, True):
+                settings.SEARCH_LOG_ENABLED = enabled
+                response, ms = timed(lambda p=path, params=params: client.get(p, params))
+                assert response.status_code == 200, response.content
+                times[enabled].append(ms)
+        settings.SEARCH_LOG_ENABLED = True
+        on, off = statistics.median(times[True]), statistics.median(times[False])
+        print(
+            f"{label:20} logging off: {percentiles(times[False])}   "
+            f"on: {percentiles(times[True])}   p50 {on - off:+.2f} ms ({on / off:.3f}x)"
+        )
+    shown = list(SearchLog.objects.values_list("product_ids", flat=True)[:1]) or [[]]
+    inserts = [
+        timed(
+            lambda: search_log_record(
+                kind="text",
+                channel="api",
+                space=space,
+                product_ids=shown[0],
+                result_count=len(shown[0]),
+                query="red dress",
+                filters={"brand": "Acme"},
+                sort="relevance",
+                session="bench-session",
+            )
+        )[1]
+        for _ in range(queries)
+    ]
+    print(f"search_log_record alone ({len(shown[0])} products): {percentiles(inserts)}")
 
 
 def hybrid_sql(space):
