@@ -382,6 +382,17 @@ def test_the_no_javascript_link_only_ever_leads_to_its_product(client, logged):
     assert client.post(reverse("shop-click", args=[search_id, shown[0].pk])).status_code == 405
 
 
+def test_over_the_event_rate_the_link_still_leads_to_the_product_unrecorded(
+    client, logged, settings
+):
+    settings.API_EVENTS_ANON_RATE = "1/min"
+    search_id, shown, _ = logged
+    for product in shown[:2]:
+        response = client.get(reverse("shop-click", args=[search_id, product.pk]))
+        assert response["Location"] == reverse("product-detail", args=[product.pk])
+    assert list(SearchEvent.objects.values_list("product_id", flat=True)) == [shown[0].pk]
+
+
 # --- retention -----------------------------------------------------------------------------
 
 
