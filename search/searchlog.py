@@ -18,6 +18,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import DatabaseError, IntegrityError, connection, transaction
+from django.db.models.sql import InsertQuery
 from django.utils import timezone
 
 from catalog.models import Product
@@ -111,17 +112,39 @@ def search_log_record(
         teams=list(teams)[: settings.SEARCH_LOG_TOP],
     )
     try:
-        # One INSERT in autocommit (a view's usual state); inside a transaction a savepoint,
-        # so that a failed write cannot spoil the caller's transaction.
         if connection.in_atomic_block:
+            # The caller's transaction decides when it commits; a savepoint keeps a failed
+            # write from spoiling it.
             with transaction.atomic():
                 row.save(force_insert=True)
         else:
-            row.save(force_insert=True)
+            _insert_without_waiting_for_flush(row)
     except DatabaseError:
         logger.warning("search log row not written", exc_info=True)
         return None
     return row.id
+
+
+# Waiting for the commit's WAL flush (an fsync) was most of a logged search's overhead
+# (bench/README.md). For a log row, not waiting is right: a database crash can lose the
+# last moment's rows (at most 3 x wal_writer_delay), never a result or any other write.
+_ASYNC_COMMIT = "SET LOCAL synchronous_commit TO OFF"
+
+
+def _insert_without_waiting_for_flush(row: SearchLog) -> None:
+    """The row's INSERT in a transaction of its own that commits without waiting for the
+    disk: one round trip, as Postgres runs the statements of one simple query as one
+    transaction (with client-side binding, Django's default for psycopg 3 and psycopg 2)."""
+    query = InsertQuery(SearchLog)
+    query.insert_values([f for f in SearchLog._meta.local_concrete_fields], [row])
+    ((sql, params),) = query.get_compiler(connection=connection).as_sql()
+    if connection.settings_dict.get("OPTIONS", {}).get("server_side_binding"):
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(_ASYNC_COMMIT)
+            cursor.execute(sql, params)
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(f"{_ASYNC_COMMIT}; {sql}", params)
 
 
 def search_logged(

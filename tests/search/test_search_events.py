@@ -18,6 +18,7 @@ from django.utils import timezone
 from search.models import SearchEvent, SearchLog
 from search.searchlog import search_log_prune, search_log_record, session_key
 from search.tasks import search_log_prune as search_log_prune_task
+from shop_search.celery import app
 from tests.search.test_api_search import own_photo, response_schema, schema  # noqa: F401
 
 pytestmark = pytest.mark.django_db
@@ -226,6 +227,34 @@ def test_the_product_pages_similar_products_are_a_logged_search(client, catalog_
     assert f"/click/{log.pk}/" in similar
 
 
+@pytest.mark.django_db(transaction=True)
+def test_outside_a_transaction_the_row_commits_alone_and_later_writes_stay_durable(
+    make_product, default_space
+):
+    product = make_product(sku="AC-1", title="one")
+    search_id = search_log_record(
+        kind="text",
+        channel="page",
+        space=default_space,
+        product_ids=[product.pk],
+        result_count=1,
+        query="One",
+        filters={"brand": "Acme", "in_stock": True},
+        session="s-1",
+    )
+    log = SearchLog.objects.get(pk=search_id)
+    assert (log.query, log.filters, log.product_ids, log.session) == (
+        "one",
+        {"brand": "Acme", "in_stock": True},
+        [product.pk],
+        session_key("s-1"),
+    )
+    assert log.space == default_space
+    with connection.cursor() as cursor:  # not waiting for the flush was that row's alone
+        cursor.execute("SHOW synchronous_commit")
+        assert cursor.fetchone() == ("on",)
+
+
 # --- events --------------------------------------------------------------------------------
 
 
@@ -424,6 +453,7 @@ def test_beat_runs_the_retention_task_daily_on_the_default_queue(logged, setting
     entry = next(
         e for e in settings.CELERY_BEAT_SCHEDULE.values() if e["task"] == search_log_prune_task.name
     )
+    assert entry["task"] in app.tasks  # a name beat can send, of a task workers know
     assert entry["schedule"].hour == {4}
     assert settings.CELERY_TASK_ROUTES[search_log_prune_task.name] == {"queue": "default"}
     SearchLog.objects.filter(pk=search_id).update(created=timezone.now() - timedelta(days=100))
