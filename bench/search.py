@@ -382,6 +382,7 @@ def measure_recording(space, queries: int) -> None:
     (which goes first alternates too), so that load on the machine hits both alike; then
     the log's INSERT alone."""
     from django.conf import settings
+    from django.db import connection
     from django.test import Client
 
     from search.models import SearchLog
@@ -394,11 +395,16 @@ def measure_recording(space, queries: int) -> None:
     paths = {"GET /api/search/": "/api/search/", "GET / (shop page)": "/"}
     for label, path in paths.items():
         times: dict[bool, list[float]] = {True: [], False: []}
+        # This process's CPU time too (Django's share; Postgres' is not in it): far less
+        # sensitive than wall time to a loaded machine.
+        cpu: dict[bool, list[float]] = {True: [], False: []}
         for i in range(queries):
             params = {"q": TEXT_QUERIES[i % len(TEXT_QUERIES)]}
             for enabled in (True, False) if i % 2 else (False, True):
                 settings.SEARCH_LOG_ENABLED = enabled
+                started = time.process_time()
                 response, ms = timed(lambda p=path, params=params: client.get(p, params))
+                cpu[enabled].append((time.process_time() - started) * 1000)
                 assert response.status_code == 200, response.content
                 times[enabled].append(ms)
         settings.SEARCH_LOG_ENABLED = True
@@ -408,9 +414,11 @@ def measure_recording(space, queries: int) -> None:
         print(
             f"{label:20} logging off: {percentiles(times[False])}   "
             f"on: {percentiles(times[True])}   p50 {on - off:+.2f} ms ({on / off:.3f}x), "
-            f"median paired difference {paired:+.2f} ms"
+            f"median paired difference {paired:+.2f} ms; this process's CPU p50 "
+            f"{statistics.median(cpu[False]):.2f} -> {statistics.median(cpu[True]):.2f} ms"
         )
     shown = list(SearchLog.objects.values_list("product_ids", flat=True)[:1]) or [[]]
+    started = time.process_time()
     inserts = [
         timed(
             lambda: search_log_record(
@@ -427,7 +435,16 @@ def measure_recording(space, queries: int) -> None:
         )[1]
         for _ in range(queries)
     ]
-    print(f"search_log_record alone ({len(shown[0])} products): {percentiles(inserts)}")
+    cpu_each = (time.process_time() - started) * 1000 / queries
+    print(
+        f"search_log_record alone ({len(shown[0])} products): {percentiles(inserts)}   "
+        f"this process's CPU {cpu_each:.2f} ms each"
+    )
+    with connection.cursor() as cursor:
+        started = time.perf_counter()
+        for _ in range(queries):
+            cursor.execute("SELECT 1")
+        print(f"a round trip (SELECT 1): {(time.perf_counter() - started) * 1000 / queries:.2f} ms")
 
 
 def hybrid_sql(space):

@@ -176,6 +176,7 @@ def shop_search(request):
             sorts=Sort.choices,
             matches=matches,
             related=[hit for hit in page.results if hit.related],
+            click_prefix=click_url_prefix(page.search_id),
             # Positions as logged: related products follow the matches of the first page.
             first_position=offset + 1,
             related_first_position=offset + len(matches) + 1,
@@ -241,8 +242,21 @@ def product_detail(request, pk: int):
     return render(
         request,
         "search/product_detail.html",
-        {"product": product, "similar": similar.results, "search_id": similar.search_id},
+        {
+            "product": product,
+            "similar": similar.results,
+            "search_id": similar.search_id,
+            "click_prefix": click_url_prefix(similar.search_id),
+        },
     )
+
+
+def click_url_prefix(search_id) -> str:
+    """`/click/<search_id>/`, which a result link ends with its product id: reversed once per
+    page rather than once per link. Empty for a search that was not logged."""
+    if search_id is None:
+        return ""
+    return reverse("shop-click", args=[search_id, 0]).removesuffix("0/")
 
 
 @require_GET

@@ -174,17 +174,16 @@ def test_the_shop_page_logs_its_search_and_links_carry_the_search_id(catalog_sho
     )
     assert log.session == session_key(cookie.value)
     links = re.findall(
-        r'href="/click/([0-9a-f-]+)/(\d+)/".*?data-search-id="([0-9a-f-]+)" '
+        r'href="/click/([0-9a-f-]+)/(\d+)/" rel="nofollow" data-href="/products/(\d+)/" '
         r'data-product-id="(\d+)" data-position="(\d+)"',
         page,
-        re.S,
     )
     assert [(sid, int(pid), int(position)) for sid, pid, _, _, position in links] == [
         (str(log.pk), product_id, position)
         for position, product_id in enumerate(log.product_ids, start=1)
     ]
-    assert all(sid == beacon_sid for sid, _, beacon_sid, _, _ in links)
-    assert f'data-events-url="{reverse("api-events")}"' in page
+    assert all(pid == direct == beacon for _, pid, direct, beacon, _ in links)
+    assert f'data-events-url="{reverse("api-events")}" data-search-id="{log.pk}"' in page
 
     # The cookie is set once; later searches of this browser share its session.
     again = browser.get(reverse("shop-search"), {"q": "dress"})

@@ -36,7 +36,7 @@ async function firstCard(page) {
   return page.$eval(".results .card a", (a) => ({
     sku: a.closest(".card").dataset.sku,
     href: a.getAttribute("href"),
-    searchId: a.dataset.searchId,
+    searchId: a.closest(".grid").dataset.searchId,
     productId: a.dataset.productId,
     position: a.dataset.position,
   }));

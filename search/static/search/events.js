@@ -7,12 +7,12 @@
 (() => {
   if (!navigator.sendBeacon) return;
   document.addEventListener("click", (event) => {
-    const link = event.target.closest("a[data-search-id]");
+    const link = event.target.closest("a[data-product-id]");
     const grid = link && link.closest("[data-events-url]");
     if (!grid || event.defaultPrevented || event.button !== 0) return;
     // A form body, not JSON: a beacon of a CORS-safelisted type needs no preflight.
     const body = new URLSearchParams({
-      search_id: link.dataset.searchId,
+      search_id: grid.dataset.searchId,
       type: "click",
       product_id: link.dataset.productId,
       position: link.dataset.position,
