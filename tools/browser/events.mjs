@@ -15,22 +15,36 @@ const browser = await chromium.launch({
 });
 const report = { violations: [] };
 
-// Every request the page makes to the events API or the click redirect, and its answer.
-function watch(page) {
+// Every request to the events API or the click redirect, and its answer. Watched on the
+// browser context: a beacon outlives the page that sent it.
+function watch(context) {
   const seen = [];
-  page.on("request", (request) => {
+  const entry = (request) => seen.find((s) => s.request === request);
+  context.on("request", (request) => {
     const path = new URL(request.url()).pathname;
     if (path.startsWith("/api/events/") || path.startsWith("/click/")) {
-      seen.push({ path, method: request.method(), type: request.resourceType(), body: request.postData() });
+      seen.push({ request, path, method: request.method(), body: request.postData() });
     }
   });
-  page.on("response", (response) => {
-    const path = new URL(response.url()).pathname;
-    const entry = seen.find((s) => s.path === path && s.status === undefined);
-    if (entry) entry.status = response.status();
+  context.on("response", (response) => {
+    const found = entry(response.request());
+    if (found) found.status = response.status();
+  });
+  context.on("requestfailed", (request) => {
+    const found = entry(request);
+    if (found) found.failure = request.failure()?.errorText;
   });
   return seen;
 }
+
+const settled = (seen) => seen.length > 0 && seen.every((s) => s.status || s.failure);
+
+async function until(condition, timeoutMs = 20_000) {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+}
+
+const plainly = (seen) => seen.map(({ request, ...rest }) => rest);
 
 async function firstCard(page) {
   return page.$eval(".results .card a", (a) => ({
@@ -52,17 +66,15 @@ try {
       window.reportViolation({ page: location.pathname, directive: e.effectiveDirective }),
     ),
   );
-  const requests = watch(page);
+  const requests = watch(context);
   await page.goto(`${baseUrl}/?q=${encodeURIComponent(query)}`);
   report.withScript = { card: await firstCard(page) };
   await shot(page, "events-1-results");
-  const beacon = page.waitForResponse((r) => new URL(r.url()).pathname === "/api/events/");
   await Promise.all([page.waitForURL(/\/products\/\d+\/$/), page.click(".results .card a")]);
-  const answer = await beacon;
-  report.withScript.beaconStatus = answer.status();
   report.withScript.landedOn = new URL(page.url()).pathname;
   report.withScript.title = (await page.textContent("h1")).trim();
-  report.withScript.requests = requests;
+  await until(() => settled(requests));
+  report.withScript.requests = plainly(requests);
   report.withScript.cookies = (await context.cookies()).map((c) => ({
     name: c.name,
     sameSite: c.sameSite,
@@ -73,12 +85,13 @@ try {
   // The same shop without JavaScript: the link itself records the click.
   const plain = await browser.newContext({ javaScriptEnabled: false });
   const noScript = await plain.newPage();
-  const plainRequests = watch(noScript);
+  const plainRequests = watch(plain);
   await noScript.goto(`${baseUrl}/?q=${encodeURIComponent(query)}`);
   report.withoutScript = { card: await firstCard(noScript) };
   await Promise.all([noScript.waitForURL(/\/products\/\d+\/$/), noScript.click(".results .card a")]);
   report.withoutScript.landedOn = new URL(noScript.url()).pathname;
-  report.withoutScript.requests = plainRequests;
+  await until(() => settled(plainRequests));
+  report.withoutScript.requests = plainly(plainRequests);
 } catch (error) {
   report.error = String(error.stack || error);
 } finally {
