@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import uuid
 from collections import Counter
 from dataclasses import dataclass, field, replace
 
@@ -93,6 +94,7 @@ class SearchPage:
     # and per result who contributed it (0: `space`, 1: the candidate, -1: neither).
     interleaved_with: EmbeddingSpace | None = None
     teams: tuple[int, ...] = ()
+    search_id: uuid.UUID | None = None  # its row in the search log (search.searchlog)
 
 
 @dataclass(frozen=True)

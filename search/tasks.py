@@ -1,11 +1,27 @@
 """Thin Celery tasks of the search app: take ids, call a service (imported in the body, so
-the services that queue these tasks can import this module)."""
+the services that queue these tasks can import this module). Housekeeping scheduled by beat
+(settings.CELERY_BEAT_SCHEDULE) lives here too."""
 
 import logging
 
 from celery import shared_task
+from django.db import InterfaceError, OperationalError
 
 logger = logging.getLogger(__name__)
+
+
+@shared_task(
+    acks_late=False,
+    # A lost connection heals; batches already deleted stay deleted, the rest go on retry.
+    autoretry_for=(OperationalError, InterfaceError),
+    retry_backoff=30,
+    max_retries=5,
+)
+def search_log_prune() -> int:
+    """Daily: delete searches older than SEARCH_LOG_DAYS and their events, in batches."""
+    from search.searchlog import search_log_prune as prune
+
+    return prune()
 
 
 @shared_task(acks_late=False, time_limit=6 * 3600, soft_time_limit=6 * 3600 - 60)

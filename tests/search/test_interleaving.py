@@ -5,6 +5,7 @@ import random
 
 import pytest
 from django.db import IntegrityError, transaction
+from django.urls import reverse
 
 from catalog.models import Product
 from embeddings.encoder import ModelSpec
@@ -353,3 +354,29 @@ def test_admin_actions_stop_a_test_or_promote_its_candidate(
     test.refresh_from_db()
     assert test.status == InterleavingTest.Status.STOPPED
     assert test.decision == "stopped by admin"
+
+
+def test_an_interleaved_search_id_round_trips_through_the_api_and_the_shop_page(test_run, client):
+    body = client.get(reverse("api-search"), {"q": QUERY, "limit": 4, "session": "api"}).json()
+    row = SearchLog.objects.get(pk=body["search_id"])
+    assert row.interleaved_with == test_run.candidate
+    assert row.product_ids == [hit["id"] for hit in body["results"]]
+    assert len(row.teams) == 4
+    assert set(row.teams) <= {TEAM_CONTROL, TEAM_CANDIDATE}
+    # The shopper clicks the candidate's first product: the click names the search_id.
+    position = list(row.teams).index(TEAM_CANDIDATE) + 1
+    event = {
+        "search_id": body["search_id"],
+        "type": "click",
+        "product_id": row.product_ids[position - 1],
+        "position": position,
+    }
+    response = client.post(reverse("api-events"), event, content_type="application/json")
+    assert response.status_code == 201, response.content
+    assert interleaving_tally(test=test_run).candidate_wins == 1
+    # The shop page (its own session cookie) is interleaved and logged the same way.
+    page = client.get(reverse("shop-search"), {"q": QUERY})
+    assert page.status_code == 200
+    logged = SearchLog.objects.filter(channel="page").get()
+    assert logged.interleaved_with == test_run.candidate
+    assert len(logged.teams) == len(logged.product_ids) == 12
