@@ -28,6 +28,8 @@ from embeddings.extensions import (
 )
 from embeddings.models import EmbeddingSpace, FinetuneRun
 from embeddings.pairfiles import BadLine, PairFileExamples, pair_file_examples
+from embeddings.reindex import space_activate_fanout, space_prepare_fanout
+from embeddings.signals import candidate_held
 from embeddings.spaces import space_active, space_create, space_encoder, space_spec
 from embeddings.training import (
     Example,
@@ -39,7 +41,7 @@ from embeddings.training import (
     save_checkpoint,
     similarity_floors_calibrate,
 )
-from embeddings.vectors import product_captions, space_activate
+from embeddings.vectors import product_captions
 
 logger = logging.getLogger(__name__)
 
@@ -479,10 +481,20 @@ def _execute(run: FinetuneRun, on_progress: Callable[[dict], None] | None) -> No
     blocked = gate_blocking(verdicts)
     promote = gate_on_catalog and gain >= margin and not blocked and not options.no_promote
     decided_by = "catalog recall"
-    if promote:
+    # Interleaving first (SEARCH_INTERLEAVE_FRACTION > 0): a candidate that passed the offline
+    # gates is filled and left for the online test (search.interleaving), which promotes it.
+    held = promote and settings.SEARCH_INTERLEAVE_FRACTION > 0
+    if held:
+        promote = False
+        decided_by = "every gate passed; held for an interleaving test"
+        decision = (
+            f"passed the offline gates (validation mean recall {gain:+.3f} over "
+            f"{active.name}, margin {margin:.3f}); {candidate_hold(run=run, space=space)}"
+        )
+    elif promote:
         decided_by = "every gate passed"
         _set_phase(run, "filling and activating")
-        space_activate(space=space)
+        space_activate_fanout(space=space)
         decision = (
             f"promoted: validation mean recall {gain:+.3f} over {active.name}, margin {margin:.3f}"
         )
@@ -511,6 +523,7 @@ def _execute(run: FinetuneRun, on_progress: Callable[[dict], None] | None) -> No
     run.result = {
         "space": space.name,
         "promoted": promote,
+        "held_for_interleaving": held,
         "decision": decision,
         "gain": gain,
         "margin": margin,
@@ -524,6 +537,20 @@ def _execute(run: FinetuneRun, on_progress: Callable[[dict], None] | None) -> No
         run.result["bad_lines"] = sum(r["bad_line_count"] for r in files.summary.values())
     run.progress = {**run.progress, "phase": "done"}
     logger.info("fine-tune run %s: %s", run.pk, decision)
+
+
+def candidate_hold(*, run: FinetuneRun, space: EmbeddingSpace) -> str:
+    """Fill and index a candidate without activating it, and ask the search app to test it
+    on shoppers (embeddings.signals.candidate_held); what happened, for the decision."""
+    _set_phase(run, "filling for an interleaving test")
+    space_prepare_fanout(space=space)
+    responses = candidate_held.send(sender=EmbeddingSpace, space=space)
+    if any(response is True for _, response in responses):
+        return "filled and left a candidate: the interleaving test started"
+    return (
+        "filled and left a candidate; no interleaving test started (another one is running): "
+        "start it from the admin's interleaving tests when that one ends"
+    )
 
 
 def space_evaluate(*, space: EmbeddingSpace) -> dict:

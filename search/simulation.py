@@ -25,7 +25,7 @@ from pathlib import Path
 from catalog.demo_catalog import CATEGORIES
 from catalog.models import Product
 from search.models import SearchLog
-from search.searchlog import search_event_record, search_log_record
+from search.searchlog import search_event_record, search_logged
 from search.selectors import product_search_by_text
 
 SHOPPER_WORDS = Path(__file__).parent / "data" / "shopper_words.json"
@@ -82,18 +82,12 @@ class ShopperPath:
 
 
 def _search_direct(query: str, session: str, limit: int) -> Shown:
-    page = product_search_by_text(query=query, limit=limit)
-    ids = [hit.product.pk for hit in page.results]
-    search_id = search_log_record(
-        kind=SearchLog.Kind.TEXT,
-        channel=SearchLog.Channel.API,
-        space=page.space,
-        product_ids=ids,
-        result_count=page.count,
-        query=query,
-        session=session,
+    # What GET /api/search/ does: the search (interleaved when a test runs), then its log row.
+    page = product_search_by_text(query=query, limit=limit, session=session)
+    page = search_logged(
+        page, kind=SearchLog.Kind.TEXT, channel=SearchLog.Channel.API, query=query, session=session
     )
-    return Shown(search_id, ids)
+    return Shown(page.search_id, [hit.product.pk for hit in page.results])
 
 
 def _event_direct(search_id, type: str, product_id: int, position: int) -> None:

@@ -1,5 +1,6 @@
 """Settings shared by every environment; all of it can be overridden from the environment."""
 
+import os
 import re
 from datetime import timedelta
 from pathlib import Path
@@ -109,6 +110,8 @@ CONTENT_SECURITY_POLICY = {
         "script-src": ["'self'", NONCE],
         "style-src": ["'self'", "'unsafe-inline'"],
         "img-src": ["'self'", "data:"],
+        # Fetches and beacons (suggestions, click events) go to the site itself only.
+        "connect-src": ["'self'"],
         "object-src": ["'none'"],
         "base-uri": ["'none'"],
         "form-action": ["'self'"],
@@ -235,6 +238,25 @@ CLIP_CHECKPOINT = env.str("CLIP_CHECKPOINT", default="")
 CLIP_SEED = env.int("CLIP_SEED", default=0)
 CLIP_DEVICE = env.str("CLIP_DEVICE", default="")  # empty: CUDA when available, else CPU
 EMBED_BATCH_SIZE = env.int("EMBED_BATCH_SIZE", default=64)
+# Images per encoder batch on a GPU (embed tasks still carry EMBED_BATCH_SIZE ids each).
+EMBED_BATCH_SIZE_CUDA = env.int("EMBED_BATCH_SIZE_CUDA", default=256)
+# Threads that read and decode the next batches while one encodes (0: none, in turn).
+EMBED_DECODE_THREADS = env.int("EMBED_DECODE_THREADS", default=min(32, os.cpu_count() or 1))
+# What a CPU encoder computes in: fp32 (exact), bf16 (CPUs with native bf16; others fall
+# back to fp32), int8 (dynamic quantization of the MLP layers). CUDA is always fp16.
+CLIP_CPU_PRECISION = env.str("CLIP_CPU_PRECISION", default="fp32").strip().lower()
+if CLIP_CPU_PRECISION not in {"fp32", "bf16", "int8"}:
+    raise ImproperlyConfigured(
+        f"CLIP_CPU_PRECISION must be fp32, bf16 or int8, got {CLIP_CPU_PRECISION!r}"
+    )
+if EMBED_BATCH_SIZE_CUDA < 1:
+    raise ImproperlyConfigured(
+        f"EMBED_BATCH_SIZE_CUDA must be at least 1, got {EMBED_BATCH_SIZE_CUDA}"
+    )
+if EMBED_DECODE_THREADS < 0:
+    raise ImproperlyConfigured(
+        f"EMBED_DECODE_THREADS must be 0 or more, got {EMBED_DECODE_THREADS}"
+    )
 
 # Fine-tuning: checkpoints of trained spaces, the validation split, the promotion rule.
 MODEL_DIR = env.path("SHOP_MODEL_DIR", default=BASE_DIR / "var" / "models")
@@ -281,7 +303,11 @@ SEARCH_SUGGEST_CATALOG_QUERIES = env.bool("SEARCH_SUGGEST_CATALOG_QUERIES", defa
 API_SUGGEST_ANON_RATE = env.str("API_SUGGEST_ANON_RATE", default="600/min")
 # Text matches ranked per query beyond those in the vector window (bounds broad queries).
 SEARCH_TEXT_CANDIDATES = env.int("SEARCH_TEXT_CANDIDATES", default=1000)
-# Filtered vector search: HNSW index tuples read at most while looking for filtered hits.
+# Filtered vector search (search.ranking.vector_scan): a filter keeping at most this many
+# products is ranked exactly over its rows (cost in proportion to them, bench/search.py);
+# a wider one through HNSW's iterative scan, reading at most SEARCH_MAX_SCAN_TUPLES index
+# tuples (fewer for a wide filter) while looking for filtered hits, then exactly if short.
+SEARCH_EXACT_FILTER_PRODUCTS = env.int("SEARCH_EXACT_FILTER_PRODUCTS", default=50000)
 SEARCH_MAX_SCAN_TUPLES = env.int("SEARCH_MAX_SCAN_TUPLES", default=20000)
 # The search log (search.searchlog): products kept per logged search, and days kept.
 SEARCH_LOG_TOP = env.int("SEARCH_LOG_TOP", default=50)
@@ -298,6 +324,29 @@ SEARCH_JUDGMENT_STRONG = env.float("SEARCH_JUDGMENT_STRONG", default=0.5)
 SEARCH_JUDGMENT_MAX_POSITION = env.int("SEARCH_JUDGMENT_MAX_POSITION", default=100)
 # The query-nDCG promotion gate: how much held-out nDCG@10 a candidate may lose (0: none).
 SEARCH_JUDGMENT_NDCG_TOLERANCE = env.float("SEARCH_JUDGMENT_NDCG_TOLERANCE", default=0.0)
+if SEARCH_LOG_DAYS < 1:
+    raise ImproperlyConfigured(f"SEARCH_LOG_DAYS must be 1 or more, got {SEARCH_LOG_DAYS}")
+# Off: searches are not logged and answer "search_id": null (events then have nothing to name).
+SEARCH_LOG_ENABLED = env.bool("SEARCH_LOG_ENABLED", default=True)
+# Searches deleted per committed batch by the daily retention task.
+SEARCH_LOG_PRUNE_BATCH = env.int("SEARCH_LOG_PRUNE_BATCH", default=5000)
+# The shop page's own session cookie for the search log: a random id, until the browser closes.
+SEARCH_SESSION_COOKIE = "shop_search_session"
+# Anonymous shopper events (POST /api/events/) per IP: a rate of their own, beside searches.
+API_EVENTS_ANON_RATE = env.str("API_EVENTS_ANON_RATE", default="300/min")
+# Interleaving (search.interleaving): this share of text searches merges the active space's
+# ranking with a held candidate's (team draft); 0 turns testing off, and fine-tuning then
+# promotes a candidate that passes the offline gates at once. With AUTO_PROMOTE, a candidate
+# that wins the sign test at p < 0.05 after MIN_SEARCHES searches with clicks goes live
+# (checked by beat every CHECK_INTERVAL seconds).
+SEARCH_INTERLEAVE_FRACTION = env.float("SEARCH_INTERLEAVE_FRACTION", default=0.0)
+if not 0.0 <= SEARCH_INTERLEAVE_FRACTION <= 1.0:
+    raise ImproperlyConfigured(
+        f"SEARCH_INTERLEAVE_FRACTION must be between 0 and 1, got {SEARCH_INTERLEAVE_FRACTION}"
+    )
+SEARCH_INTERLEAVE_AUTO_PROMOTE = env.bool("SEARCH_INTERLEAVE_AUTO_PROMOTE", default=False)
+SEARCH_INTERLEAVE_MIN_SEARCHES = env.int("SEARCH_INTERLEAVE_MIN_SEARCHES", default=200)
+SEARCH_INTERLEAVE_CHECK_INTERVAL = env.float("SEARCH_INTERLEAVE_CHECK_INTERVAL", default=600.0)
 # Query vectors (and photo searches' vectors) are kept this long in the cache; bounded, so
 # that a flood of distinct queries expires instead of accumulating.
 SEARCH_QUERY_CACHE_MAX_SECONDS = 86400
@@ -366,12 +415,17 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {
     "embeddings.tasks.embed_images": {"queue": "embed"},
     "embeddings.tasks.embed_captions": {"queue": "embed"},
+    "embeddings.tasks.reindex_chunk": {"queue": "embed"},
     "catalog.importing.tasks.import_products": {"queue": "default"},
     "embeddings.tasks.finetune_catalog": {"queue": "train"},
     "embeddings.tasks.activate_space": {"queue": "train"},
     "embeddings.tasks.sweep_missing_embeddings": {"queue": "default"},
     "catalog.importing.tasks.sweep_import_files": {"queue": "default"},
     "shop_search.tasks.sessions_clear_expired": {"queue": "default"},
+    "search.tasks.search_log_prune": {"queue": "default"},
+    "search.tasks.interleaving_check": {"queue": "default"},
+    # Fills the candidate with its model, like activating a space.
+    "search.tasks.interleaving_test_prepare": {"queue": "train"},
 }
 # Redis redelivers a message that was never acknowledged (its worker died) after this long;
 # it must exceed the longest late-acknowledged task (CELERY_TASK_TIME_LIMIT).
@@ -392,6 +446,18 @@ CELERY_TASK_PUBLISH_RETRY_POLICY = {
 # so a message lost with the broker heals by itself. At most this many per sweep.
 EMBED_SWEEP_INTERVAL = env.float("EMBED_SWEEP_INTERVAL", default=300.0)
 EMBED_SWEEP_MAX_ITEMS = env.int("EMBED_SWEEP_MAX_ITEMS", default=20000)
+# Fanned-out fills (embeddings.reindex): ids per chunk (one task each on the `embed` queue);
+# a claim older than REINDEX_STALE_SECONDS is a dead worker's, and its chunk is queued again
+# (it must exceed the time one chunk takes); how often a waiting fill reads its progress.
+REINDEX_CHUNK_SIZE = env.int("REINDEX_CHUNK_SIZE", default=2048)
+REINDEX_STALE_SECONDS = env.float("REINDEX_STALE_SECONDS", default=600.0)
+REINDEX_POLL_SECONDS = env.float("REINDEX_POLL_SECONDS", default=2.0)
+if REINDEX_CHUNK_SIZE < 1 or REINDEX_STALE_SECONDS <= 0 or REINDEX_POLL_SECONDS <= 0:
+    raise ValueError(
+        "REINDEX_CHUNK_SIZE must be 1 or more and REINDEX_STALE_SECONDS and "
+        f"REINDEX_POLL_SECONDS above 0: got {REINDEX_CHUNK_SIZE!r}, {REINDEX_STALE_SECONDS!r}, "
+        f"{REINDEX_POLL_SECONDS!r}"
+    )
 CELERY_BEAT_SCHEDULE = {
     "sweep-missing-embeddings": {
         "task": "embeddings.tasks.sweep_missing_embeddings",
@@ -404,10 +470,22 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": IMPORT_FILES_SWEEP_INTERVAL,
         "options": {"expires": IMPORT_FILES_SWEEP_INTERVAL},
     },
+    # The running interleaving test's tally: promotes (or stops) it when it is decided.
+    "interleaving-check": {
+        "task": "search.tasks.interleaving_check",
+        "schedule": SEARCH_INTERLEAVE_CHECK_INTERVAL,
+        "options": {"expires": SEARCH_INTERLEAVE_CHECK_INTERVAL},
+    },
     # Expired sessions (admin sign-ins) are deleted once a day; nothing else removes them.
     "clear-expired-sessions": {
         "task": "shop_search.tasks.sessions_clear_expired",
         "schedule": crontab(hour=3, minute=30),
+        "options": {"expires": 3600},
+    },
+    # Searches older than SEARCH_LOG_DAYS go, with their events, in batches, once a day.
+    "prune-search-log": {
+        "task": "search.tasks.search_log_prune",
+        "schedule": crontab(hour=4, minute=0),
         "options": {"expires": 3600},
     },
 }
