@@ -1,0 +1,133 @@
+"""Fine-tuning on two processes (torchrun, DDP over gloo on the CPU), as real processes.
+
+`finetune_clip --nproc 2` against the ops database: the same run as one process (same
+batches, same steps), so the same recall, and a checkpoint the encoder loads after its
+sha256 check; a rank SIGKILLed in the middle of training fails the run, names the rank, and
+leaves the active space and the one-run rule as they were.
+"""
+
+import io
+import signal
+import sys
+
+import psutil
+import pytest
+from PIL import Image
+
+from embeddings.admin import training_report
+from embeddings.encoder import ClipEncoder, ModelSpec
+from tests.builders import jpeg_bytes
+from tests.ops.topology import Process, wait_until
+
+# A small shop, a quarter of it for validation; shop-micro (a 32-d ViT) trains in seconds.
+SHOP = {"FINETUNE_VAL_FRACTION": "0.25"}
+TRAIN = ["--scratch", "--architecture", "shop-micro", "--batch-size", "16", "--lr", "3e-3"]
+
+
+@pytest.fixture
+def demo_shop(topology):
+    topology.manage("load_demo_catalog", "--products", "48", "--no-embed", "--verbosity", "0")
+    return topology
+
+
+def space_row(topology, name: str) -> dict:
+    row = topology.postgres.query(
+        "SELECT architecture, checkpoint, checkpoint_sha256, status, metrics "
+        "FROM embeddings_embeddingspace WHERE name = %s",
+        [name],
+    )[0]
+    columns = ["architecture", "checkpoint", "sha256", "status", "metrics"]
+    return dict(zip(columns, row, strict=True))
+
+
+def active_space(topology) -> tuple:
+    return topology.postgres.query(
+        "SELECT id, name FROM embeddings_embeddingspace WHERE status = 'active'"
+    )[0]
+
+
+def test_two_processes_train_the_run_of_one(demo_shop):
+    before = active_space(demo_shop)
+    common = [*TRAIN, "--epochs", "4", "--no-promote"]
+    demo_shop.manage("finetune_clip", *common, "--name", "one", **SHOP)
+    out = demo_shop.manage("finetune_clip", *common, "--nproc", "2", "--name", "two", **SHOP)
+    assert "training on world size 2" in out  # rank 0's own progress lines
+    assert "world size 2" in out.splitlines()[-2]  # the command's summary
+
+    one, two = space_row(demo_shop, "one"), space_row(demo_shop, "two")
+    assert one["metrics"]["training"]["world_size"] == 1
+    assert two["metrics"]["training"]["world_size"] == 2
+    # Same batches, seeds and schedule: the same steps, and the same model up to rounding.
+    assert two["metrics"]["training"]["steps"] == one["metrics"]["training"]["steps"]
+    after = one["metrics"]["after"]["mean_recall"], two["metrics"]["after"]["mean_recall"]
+    assert after[1] == pytest.approx(after[0], abs=0.05)
+    assert two["metrics"]["after"]["mean_recall"] > two["metrics"]["before"]["mean_recall"]
+    losses = one["metrics"]["losses"], two["metrics"]["losses"]
+    assert losses[1][0] == pytest.approx(losses[0][0], rel=1e-3)  # the first batch...
+    assert losses[1][-1] == pytest.approx(losses[0][-1], rel=0.05)  # ...and the last one
+
+    # Saved by rank 0 as safetensors; the encoder's load path checks its sha256.
+    encoder = ClipEncoder(
+        ModelSpec(
+            two["architecture"], checkpoint=two["checkpoint"], checkpoint_sha256=two["sha256"]
+        ),
+        device="cpu",
+    )
+    image = Image.open(io.BytesIO(jpeg_bytes((220, 20, 20))))
+    assert encoder.encode_images([image]).shape == (1, 32)
+    assert two["status"] == "candidate"
+    assert active_space(demo_shop) == before
+    assert "world size 2" in training_report(two["metrics"])  # the run's page in the admin
+
+
+def test_a_killed_rank_fails_the_run_and_changes_nothing(demo_shop):
+    before = active_space(demo_shop)
+    args = [*TRAIN, "--epochs", "1000", "--margin", "-1", "--nproc", "2", "--name", "doomed"]
+    command = Process(
+        "finetune",
+        [sys.executable, "manage.py", "finetune_clip", *args],
+        env=demo_shop.env(**SHOP),
+        log=demo_shop.workdir / "finetune.log",
+    )
+
+    def training_step():
+        rows = demo_shop.postgres.query(
+            "SELECT id, progress FROM embeddings_finetunerun WHERE status = 'running'"
+        )
+        return rows and (rows[0][1] or {}).get("step") and rows[0][0]
+
+    run_id = wait_until(training_step, timeout=180, what="the run to be training")
+
+    def rank(number: int):
+        for child in psutil.Process(command.popen.pid).children(recursive=True):
+            try:
+                if child.environ().get("RANK") == str(number):
+                    return child
+            except psutil.NoSuchProcess:
+                continue
+        return None
+
+    ranks = wait_until(
+        lambda: (rank(0), rank(1)) if rank(0) and rank(1) else None, timeout=10, what="the ranks"
+    )
+    ranks[1].send_signal(signal.SIGKILL)
+    command.popen.wait(timeout=120)
+    assert command.popen.returncode != 0
+    output = command.output()
+    assert "rank 1 of world size 2 was killed by SIGKILL" in output
+
+    status, error = demo_shop.postgres.query(
+        "SELECT status, error FROM embeddings_finetunerun WHERE id = %s", [run_id]
+    )[0]
+    assert status == "failed"
+    assert "rank 1 of world size 2 was killed by SIGKILL" in error
+    assert f"the active space is still {before[1]}" in error
+    assert active_space(demo_shop) == before
+    assert not demo_shop.postgres.query(
+        "SELECT 1 FROM embeddings_embeddingspace WHERE name = 'doomed'"
+    )
+    # No rank outlives the run, and the next run may start.
+    assert not ranks[0].is_running() or ranks[0].status() == psutil.STATUS_ZOMBIE
+    assert not demo_shop.postgres.query(
+        "SELECT id FROM embeddings_finetunerun WHERE status IN ('queued', 'running')"
+    )
