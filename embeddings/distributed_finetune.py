@@ -100,8 +100,12 @@ def finetune_run_train(
     """Execute `run` in this process, or on `launch`'s processes (default: the run's
     `nproc` option, else FINETUNE_NPROC, on this machine)."""
     if launch is None:
-        nproc = FinetuneOptions.from_dict(run.options).nproc or settings.FINETUNE_NPROC
-        launch = Launch(nproc=nproc)
+        nproc = FinetuneOptions.from_dict(run.options).nproc
+        try:
+            launch = Launch(nproc=settings.FINETUNE_NPROC if nproc is None else nproc)
+        except FinetuneError as exc:
+            _run_failed(run, str(exc))
+            raise
     if not launch.distributed:
         return finetune_run_execute(run=run, on_progress=on_progress)
     return finetune_run_execute_distributed(run=run, launch=launch)

@@ -2,8 +2,8 @@
 
 `finetune_clip --nproc 2` against the ops database: the same run as one process (same
 batches, same steps), so the same recall, and a checkpoint the encoder loads after its
-sha256 check; a rank SIGKILLed in the middle of training fails the run, names the rank, and
-leaves the active space and the one-run rule as they were.
+sha256 check; a rank SIGKILLed in the middle of training, or one that raises, fails the
+run, names the rank, and leaves the active space and the one-run rule as they were.
 """
 
 import io
@@ -49,8 +49,10 @@ def active_space(topology) -> tuple:
 def test_two_processes_train_the_run_of_one(demo_shop):
     before = active_space(demo_shop)
     common = [*TRAIN, "--epochs", "4", "--no-promote"]
-    demo_shop.manage("finetune_clip", *common, "--name", "one", **SHOP)
-    out = demo_shop.manage("finetune_clip", *common, "--nproc", "2", "--name", "two", **SHOP)
+    demo_shop.manage("finetune_clip", *common, "--name", "one", timeout=600, **SHOP)
+    out = demo_shop.manage(
+        "finetune_clip", *common, "--nproc", "2", "--name", "two", timeout=600, **SHOP
+    )
     assert "training on world size 2" in out  # rank 0's own progress lines
     assert "world size 2" in out.splitlines()[-2]  # the command's summary
 
@@ -131,3 +133,18 @@ def test_a_killed_rank_fails_the_run_and_changes_nothing(demo_shop):
     assert not demo_shop.postgres.query(
         "SELECT id FROM embeddings_finetunerun WHERE status IN ('queued', 'running')"
     )
+
+
+def test_a_rank_that_raises_fails_the_run_with_its_error(topology):
+    # An empty shop: rank 0 finds too few pairs and raises before anything is trained.
+    before = active_space(topology)
+    with pytest.raises(RuntimeError) as failed:
+        topology.manage("finetune_clip", *TRAIN, "--nproc", "2", timeout=600)
+    message = "rank 0 of world size 2 raised FinetuneError: too few pairs to train on"
+    assert message in str(failed.value)
+    (status, error), *_ = topology.postgres.query(
+        "SELECT status, error FROM embeddings_finetunerun ORDER BY id DESC LIMIT 1"
+    )
+    assert status == "failed"
+    assert message in error
+    assert active_space(topology) == before

@@ -185,7 +185,7 @@ class Command(BaseCommand):
         here (machine 0 records the run)."""
         try:
             launch = Launch(
-                nproc=options["nproc"] or settings.FINETUNE_NPROC,
+                nproc=settings.FINETUNE_NPROC if options["nproc"] is None else options["nproc"],
                 nnodes=options["nnodes"],
                 node_rank=options["node_rank"],
                 rdzv_endpoint=options["rdzv_endpoint"],
