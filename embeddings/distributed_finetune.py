@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from django.conf import settings
+from django.db import close_old_connections
 
 from embeddings.finetuning import FinetuneError, FinetuneOptions, finetune_run_execute
 from embeddings.models import FinetuneRun
@@ -137,6 +138,7 @@ def finetune_run_execute_distributed(
             torchrun(args)
     except ChildFailedError as exc:
         message = _failure_message(exc, launch.world_size)
+        close_old_connections()
         if run:
             message += _active_space_note(active)
             _run_failed(run, message)
@@ -147,6 +149,7 @@ def finetune_run_execute_distributed(
         raise
     if run is None:
         return None
+    close_old_connections()  # this process's connection sat idle for the whole training
     run.refresh_from_db()
     if run.status != FinetuneRun.Status.SUCCEEDED:  # rank 0 exited early without an error
         _run_failed(run, f"rank 0 of {launch.world_size} ended without finishing the run")
