@@ -47,6 +47,15 @@ def worker(args) -> None:
     device = world.device if world else torch.device(args.device)
     encoder = ClipEncoder(ModelSpec("shop-tiny", seed=0), device=device)
     config = TrainConfig(epochs=args.epochs, seed=0, device=str(device))
+    # CPU seconds of this rank between the start of training and its end (steps and one
+    # validation on rank 0): on a machine shared with other work, pairs per CPU-second
+    # tell how much DDP costs even when the wall clock cannot.
+    cpu = {}
+
+    def on_event(event):
+        if event["event"] in ("start", "end"):
+            cpu[event["event"]] = time.process_time()
+
     started = time.perf_counter()
     result = finetune(
         encoder.model,
@@ -55,8 +64,14 @@ def worker(args) -> None:
         train,
         val if main else (),
         config,
+        on_event,
         world=world,
     )
+    cpu_seconds = torch.tensor([cpu["end"] - cpu["start"]], dtype=torch.float64)
+    if world:  # all ranks' CPU seconds together
+        summed = cpu_seconds.to(world.device)
+        torch.distributed.all_reduce(summed)
+        cpu_seconds = summed.cpu()
     if main:
         report = {
             "world_size": result.world_size,
@@ -68,6 +83,7 @@ def worker(args) -> None:
             "batch_size": result.batch_size,
             "train_pairs": len(train),
             "pairs_per_second": result.pairs_per_second,
+            "pairs_per_cpu_second": result.pairs_seen / float(cpu_seconds[0]),
             "train_seconds": result.train_seconds,
             "wall_seconds": time.perf_counter() - started,
             "before": result.metrics_before,
@@ -128,11 +144,18 @@ def main() -> None:
             f"  {nproc} process{'es' if nproc > 1 else ''}: {run['pairs_per_second']:.1f} pairs/s "
             f"({run['steps']} steps in {run['train_seconds']:.0f} s), validation mean recall "
             f"{run['before']['mean_recall']:.3f} -> {run['after']['mean_recall']:.3f}, "
-            f"last loss {run['last_loss']:.3f}"
+            f"last loss {run['last_loss']:.3f}, "
+            f"{run['pairs_per_cpu_second']:.1f} pairs per CPU-second"
         )
     ratio = many["pairs_per_second"] / one["pairs_per_second"]
     gap = many["after"]["mean_recall"] - one["after"]["mean_recall"]
     print(f"  ratio {args.nproc} vs 1 process: {ratio:.2f}x pairs/s; recall difference {gap:+.3f}")
+    if args.device == "cpu":
+        efficiency = many["pairs_per_cpu_second"] / one["pairs_per_cpu_second"]
+        print(
+            f"  pairs per CPU-second {args.nproc} vs 1: {efficiency:.2f}x, so on {args.nproc} "
+            f"free cores about {args.nproc * efficiency:.2f}x pairs/s"
+        )
     if args.out:
         Path(args.out).write_text(json.dumps({"ratio": ratio, "runs": runs}, indent=2))
 

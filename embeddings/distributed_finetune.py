@@ -186,6 +186,15 @@ _PEER_LOST = re.compile(
 )
 
 
+def _failure_text(failure) -> str:
+    """What a failed process said: its exception ("FinetuneError: too few pairs..."), from
+    the error file `record` wrote, or torchrun's note for a process that wrote none."""
+    message = failure.message
+    if isinstance(message, dict):
+        message = message.get("message", "")
+    return str(message or "")
+
+
 def _failure_message(exc, world_size: int) -> str:
     """Which rank failed first and how, from torchrun's report of the failed processes."""
     failures = exc.failures
@@ -193,18 +202,17 @@ def _failure_message(exc, world_size: int) -> str:
     def cause_rank(rank: int) -> tuple[int, int, int]:
         failure = failures[rank]
         killed = failure.exitcode < 0 and failure.signal_name() != "SIGTERM"
-        consequence = bool(_PEER_LOST.search(failure.message or ""))
+        consequence = bool(_PEER_LOST.search(_failure_text(failure)))
         return (0 if killed else 1 if not consequence else 2, failure.timestamp, rank)
 
     rank = min(failures, key=cause_rank)
     failure = failures[rank]
     if failure.exitcode < 0:
         how = f"was killed by {failure.signal_name()} (pid {failure.pid})"
+    elif failure.error_file_data.get("message"):
+        how = f"raised {_failure_text(failure)}"
     else:
-        how = f"exited with code {failure.exitcode}: {failure.message}"
-        error = failure.error_file_data.get("message", {})
-        if isinstance(error, dict) and error.get("message"):
-            how = f"raised {error['message']}"
+        how = f"exited with code {failure.exitcode}"
     others = sorted(set(failures) - {rank})
     also = f" (then rank {', '.join(map(str, others))} stopped too)" if others else ""
     return f"fine-tuning failed: rank {rank} of world size {world_size} {how}{also}"
