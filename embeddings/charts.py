@@ -4,13 +4,24 @@ from django.utils.html import format_html, format_html_join
 
 
 def line_chart_svg(
-    values: list[float], *, title: str, width: int = 360, height: int = 120, colour: str = "#417690"
+    values: list[float],
+    *,
+    title: str,
+    width: int = 360,
+    height: int = 120,
+    colour: str = "#417690",
+    y_range: tuple[float, float] | None = None,
+    x_labels: tuple[str, str] | None = None,
 ) -> str:
-    """A polyline of `values` (index on x) with its title and min/max labels."""
+    """A polyline of `values` (index on x) with its title and min/max labels.
+
+    `y_range` fixes the axis (a rate from 0 to 1 should not look steep for a small change);
+    `x_labels` names the first and last point (dates), under the line.
+    """
     points = [v for v in values if v is not None]
     if len(points) < 2:
         return format_html("<p>{}: not enough points yet</p>", title)
-    low, high = min(points), max(points)
+    low, high = y_range if y_range else (min(points), max(points))
     span = (high - low) or 1.0
     pad = 18
     step = (width - 2 * pad) / (len(points) - 1)
@@ -24,7 +35,7 @@ def line_chart_svg(
         '<text x="{p}" y="12" font-size="11">{t}</text>'
         '<text x="{w2}" y="12" font-size="10" text-anchor="end">max {hi}</text>'
         '<text x="{w2}" y="{h2}" font-size="10" text-anchor="end">min {lo}</text>'
-        '<polyline fill="none" stroke="{c}" stroke-width="1.5" points="{pts}"/></svg>',
+        '<polyline fill="none" stroke="{c}" stroke-width="1.5" points="{pts}"/>{x}</svg>',
         w=width,
         h=height,
         t=title,
@@ -35,6 +46,11 @@ def line_chart_svg(
         lo=f"{low:.3g}",
         c=colour,
         pts=coords,
+        x=format_html(
+            '<text x="{}" y="{}" font-size="10">{} – {}</text>', pad, height - 4, *x_labels
+        )
+        if x_labels
+        else "",
     )
 
 

@@ -142,6 +142,33 @@ def text_vector(space: EmbeddingSpace, text: str) -> np.ndarray:
     return vector
 
 
+def text_vectors(space: EmbeddingSpace, texts: list[str]) -> np.ndarray:
+    """Many queries' vectors (rows in the order given): those cached by text_vector are
+    read in one round trip, the rest encoded in batches and cached for it."""
+    texts = [normalise_query(text) for text in texts]
+    keys = [query_vector_cache_key(space, text) for text in texts]
+    try:
+        cached = cache.get_many(keys)
+    except Exception:  # as in text_vector: a cache that is down costs only the encoding
+        logger.warning("query vector cache unreachable", exc_info=True)
+        cached = {}
+    missing = sorted({text for text, key in zip(texts, keys, strict=True) if key not in cached})
+    if missing:
+        encoded = space_encoder(space).encode_texts(missing)
+        fresh = {
+            query_vector_cache_key(space, text): np.asarray(vector, dtype=np.float32).tobytes()
+            for text, vector in zip(missing, encoded, strict=True)
+        }
+        try:
+            cache.set_many(fresh, timeout=settings.SEARCH_QUERY_CACHE_SECONDS)
+        except Exception:
+            logger.warning("query vector cache unreachable", exc_info=True)
+        cached = {**cached, **fresh}
+    if not texts:
+        return np.zeros((0, space.embed_dim), dtype=np.float32)
+    return np.stack([np.frombuffer(cached[key], dtype=np.float32) for key in keys])
+
+
 def image_vector(space: EmbeddingSpace, image: Image.Image) -> np.ndarray:
     return space_encoder(space).encode_images([image])[0]
 

@@ -5,6 +5,7 @@ Fixtures live in the conftest.py files; these are functions and constants a test
 
 import base64
 import csv
+import datetime as dt
 import io
 import json
 import struct
@@ -12,9 +13,12 @@ import zipfile
 import zlib
 
 import numpy as np
+from django.utils import timezone
 from PIL import Image, ImageDraw
 
 from embeddings.models import ImageEmbedding
+from search.models import SearchEvent, SearchLog
+from search.searchlog import search_event_record, search_log_record
 
 COLOURS = [
     (220, 20, 20),
@@ -115,3 +119,24 @@ def brute_force_ranking(space, query_vector):
         score = float(vector @ query / (np.linalg.norm(vector) * np.linalg.norm(query)))
         best[product_id] = max(score, best.get(product_id, -2.0))
     return sorted(best.items(), key=lambda item: (-item[1], item[0]))
+
+
+def search_logged(*, day, query, shown, space, clicks=(), result_count=None, hour=10, kind="text"):
+    """A logged search on `day` (at `hour`) that showed the products `shown`, with clicks
+    on those at `clicks` (1-based positions), each a minute after the one before."""
+    at = dt.datetime.combine(day, dt.time(hour), tzinfo=timezone.get_current_timezone())
+    search_id = search_log_record(
+        kind=kind,
+        channel=SearchLog.Channel.API,
+        space=space,
+        query=query,
+        product_ids=[p.pk for p in shown],
+        result_count=len(shown) if result_count is None else result_count,
+    )
+    SearchLog.objects.filter(pk=search_id).update(created=at)  # recording stamps "now"
+    for minute, position in enumerate(clicks, start=1):
+        event, _ = search_event_record(
+            search_id=search_id, type="click", product_id=shown[position - 1].pk
+        )
+        SearchEvent.objects.filter(pk=event.pk).update(created=at + dt.timedelta(minutes=minute))
+    return search_id
