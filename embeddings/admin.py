@@ -208,7 +208,7 @@ class FinetuneRunAdmin(admin.ModelAdmin):
             else ""
         )
         line = format_html(
-            "{}<strong>{}</strong> · step {} of {} · epoch {} · loss {} · {} s",
+            "{}<strong>{}</strong> · step {} of {} · epoch {} · loss {} · {} s · world size {}",
             refresh,
             p.get("phase", "queued"),
             p.get("step", 0),
@@ -216,6 +216,7 @@ class FinetuneRunAdmin(admin.ModelAdmin):
             p.get("epoch", "-"),
             f"{p['loss']:.3f}" if isinstance(p.get("loss"), float) else "-",
             round(p.get("elapsed", 0)),
+            p.get("world_size", 1),
         )
         if not refresh:  # finished: the result below has the final charts
             return line

@@ -7,6 +7,7 @@ run, names the rank, and leaves the active space and the one-run rule as they we
 """
 
 import io
+import json
 import signal
 import sys
 
@@ -135,16 +136,24 @@ def test_a_killed_rank_fails_the_run_and_changes_nothing(demo_shop):
     )
 
 
-def test_a_rank_that_raises_fails_the_run_with_its_error(topology):
-    # An empty shop: rank 0 finds too few pairs and raises before anything is trained.
+def test_a_rank_that_raises_fails_the_train_task_with_its_error(topology):
+    # The admin button's path: a run with `nproc` 2 on the `train` queue, in a real worker.
+    # The shop is empty, so rank 0 finds too few pairs and raises before anything trains.
     before = active_space(topology)
-    with pytest.raises(RuntimeError) as failed:
-        topology.manage("finetune_clip", *TRAIN, "--nproc", "2", timeout=600)
-    message = "rank 0 of world size 2 raised FinetuneError: too few pairs to train on"
-    assert message in str(failed.value)
+    options = {"scratch": True, "architecture": "shop-micro", "epochs": 1, "nproc": 2}
+    (run_id,), *_ = topology.postgres.query(
+        "INSERT INTO embeddings_finetunerun (status, options, progress, result, error, created, "
+        "updated) VALUES ('queued', %s, '{}', '{}', '', now(), now()) RETURNING id",
+        [json.dumps(options)],
+    )
+    topology.start_worker(queues="train")
+    task = topology.send("embeddings.tasks.finetune_catalog", run_id, queue="train")
+    task.get(timeout=300, propagate=False)  # the task ends once every rank has
+    assert task.failed()
     (status, error), *_ = topology.postgres.query(
-        "SELECT status, error FROM embeddings_finetunerun ORDER BY id DESC LIMIT 1"
+        "SELECT status, error FROM embeddings_finetunerun WHERE id = %s", [run_id]
     )
     assert status == "failed"
-    assert message in error
+    assert "rank 0 of world size 2 raised FinetuneError: too few pairs to train on" in error
+    assert f"the active space is still {before[1]}" in error
     assert active_space(topology) == before
