@@ -1,20 +1,32 @@
 """Benchmark of search (not a test): latency of the search SQL and API, recall of HNSW.
 
     .venv/bin/python bench/search.py [--products 100000] [--queries 200] [--fresh]
+        [--filter-queries N] [--maintenance-work-mem 1GB] [--build-workers 2]
+        [--load-only] [--resume]
 
 Loads demo-catalog products (titles, brands, categories, Chinese titles; no image files)
-with 1-3 images each into a scratch database on the embedded server, and synthetic
-512-d image vectors clustered like CLIP's (category + colour + pattern + material
-directions, a product's own offset, a small per-photo offset). The database is kept
-between runs (`--fresh` rebuilds it). Then prints, per path, p50/p99 latency and
-recall@10 at product level against exact search (the same SQL without the index):
+with 1-3 images each into a scratch database on the embedded server, with COPY in
+batches of 10,000, and synthetic 512-d image vectors clustered like CLIP's (category +
+colour + pattern + material directions, a product's own offset, a small per-photo
+offset). Then builds the HNSW index (its time, and its size below). The database is kept
+between runs (`--fresh` rebuilds it; `--resume` loads on after a stopped load). Then
+prints, per path, p50/p99 latency and recall@10 at product level against exact search
+(the same SQL without the index):
 
-- the vector search SQL, unfiltered: the goal is p50 < 10 ms at recall@10 >= 0.95;
+- the vector search SQL, unfiltered, cold and warm, and exact search (the baseline);
 - the whole hybrid SQL (vector + text + SKU, fused), with text queries;
-- a filter that keeps about 1% of the catalog, three ways: pgvector's iterative index
-  scan (what the code does), over-fetching the unfiltered HNSW window (ef_search 1000,
-  then filter), and exact search over the filtered rows;
-- GET /api/search/ through Django's test client (query vectors cached, as when warm).
+- filters that keep about 1% and 10% of the catalog (a category, or a category and a
+  brand, so far from most queries), each way: exact over the filtered rows (the
+  reference), the planner's choice with 20,000 tuples (the code before vector_scan),
+  pgvector's iterative index scan forced with 20,000 and with 40,000 tuples (and a larger
+  scan memory), over-fetching the unfiltered HNSW window (ef_search 1000, then filter),
+  and the code (search.ranking.hybrid_search with vector_scan);
+- GET /api/search/ through Django's test client (query vectors cached, as when warm);
+- the Postgres server's memory: RSS and PSS of this backend and of all its processes.
+
+For a million products (1.9M vectors), give the server room to build: e.g.
+`--maintenance-work-mem 4GB` (the graph then fits in memory) and `--build-workers 1` on
+two cores; bench/README.md has what it measured.
 """
 
 from __future__ import annotations
@@ -97,23 +109,33 @@ class Clusters:
         return unit(self.centre(picked) + 0.5 * unit(rng.standard_normal(DIM)))
 
 
-def load(products: int) -> None:
+def load(
+    products: int,
+    *,
+    maintenance_work_mem: str = "1GB",
+    build_workers: int = 2,
+    resume: bool = False,
+) -> None:
+    """Load `products` (with `resume`, from those already there on), then build the HNSW."""
     from django.db import connection, transaction
     from pgvector import HalfVector
     from pgvector.psycopg import register_vector
 
     from catalog.demo_catalog import demo_products
+    from catalog.models import Product
     from catalog.services import category_get_or_create_path
     from embeddings.encoder import ModelSpec
     from embeddings.models import EmbeddingSpace
     from embeddings.spaces import space_build_indexes, space_create
 
     started = time.perf_counter()
-    EmbeddingSpace.objects.filter(status=EmbeddingSpace.Status.ACTIVE).update(
-        status=EmbeddingSpace.Status.RETIRED
-    )
-    with connection.cursor() as cursor:
-        cursor.execute("TRUNCATE catalog_product, catalog_productimage CASCADE")
+    first = Product.objects.count() if resume else 0
+    if not resume:
+        EmbeddingSpace.objects.filter(status=EmbeddingSpace.Status.ACTIVE).update(
+            status=EmbeddingSpace.Status.RETIRED
+        )
+        with connection.cursor() as cursor:
+            cursor.execute("TRUNCATE catalog_product, catalog_productimage CASCADE")
     space = EmbeddingSpace.objects.filter(name=SPACE).first() or space_create(
         name=SPACE,
         spec=ModelSpec("ViT-B-32", seed=0),
@@ -123,12 +145,12 @@ def load(products: int) -> None:
     EmbeddingSpace.objects.filter(pk=space.pk).update(status=EmbeddingSpace.Status.ACTIVE)
     categories: dict[tuple, int] = {}
     clusters = Clusters()
-    rng = np.random.default_rng(1)
+    rng = np.random.default_rng(1 + first)
     now = datetime.now(UTC)
     raw = connection.connection
     register_vector(raw)
     batch = 10_000
-    for start in range(0, products, batch):
+    for start in range(first, products, batch):
         demos = list(demo_products(min(batch, products - start), start=start))
         for demo in demos:
             if demo.category not in categories:
@@ -180,15 +202,25 @@ def load(products: int) -> None:
             del by_sku
         print(f"  loaded {start + len(demos):,} products", flush=True)
     index_started = time.perf_counter()
+    print(f"  rows loaded in {index_started - started:.0f} s; building HNSW", flush=True)
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute("SET LOCAL maintenance_work_mem = '1GB'")
-        cursor.execute("SET LOCAL max_parallel_maintenance_workers = 2")
+        # The build is fast while the graph fits in maintenance_work_mem, and much slower
+        # once pgvector has to go on inserting into the on-disk index.
+        cursor.execute(
+            "SELECT set_config('maintenance_work_mem', %s, true)", [maintenance_work_mem]
+        )
+        cursor.execute(
+            "SELECT set_config('max_parallel_maintenance_workers', %s, true)", [str(build_workers)]
+        )
         space_build_indexes(space)
+    built = time.perf_counter()
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE")
     print(
         f"loaded {products:,} products in {time.perf_counter() - started:.0f} s "
-        f"(HNSW build {time.perf_counter() - index_started:.0f} s)"
+        f"(HNSW build {built - index_started:.0f} s, maintenance_work_mem "
+        f"{maintenance_work_mem}, {build_workers} parallel workers)",
+        flush=True,
     )
 
 
@@ -259,7 +291,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--products", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument(
+        "--filter-queries", type=int, help="queries per filtered way and API path (--queries)"
+    )
     parser.add_argument("--fresh", action="store_true", help="rebuild the database")
+    parser.add_argument("--load-only", action="store_true", help="load and index, then stop")
+    parser.add_argument(
+        "--resume", action="store_true", help="load on from the products there, build the index"
+    )
+    parser.add_argument("--maintenance-work-mem", default="1GB", help="for the HNSW build")
+    parser.add_argument("--build-workers", type=int, default=2, help="parallel HNSW build")
     args = parser.parse_args()
     setup_django()
     from django.conf import settings
@@ -269,7 +310,6 @@ def main() -> None:
     from catalog.models import Product
     from embeddings.models import EmbeddingSpace
     from search.ranking import (
-        MAX_EF_SEARCH,
         SearchFilters,
         hybrid_search_params,
         hybrid_search_sql,
@@ -279,8 +319,16 @@ def main() -> None:
 
     # serialize=False: no copy of 100k products for TransactionTestCase rollbacks.
     connection.creation.create_test_db(verbosity=0, keepdb=not args.fresh, serialize=False)
-    if Product.objects.count() != args.products or args.fresh:
-        load(args.products)
+    # --resume: load the rest, then build the index if it is missing (after a stopped load).
+    if Product.objects.count() != args.products or args.fresh or args.resume:
+        load(
+            args.products,
+            maintenance_work_mem=args.maintenance_work_mem,
+            build_workers=args.build_workers,
+            resume=args.resume,
+        )
+    if args.load_only:
+        return
     space = EmbeddingSpace.objects.get(name=SPACE)
     images = space_images(space)
     print(
@@ -288,6 +336,7 @@ def main() -> None:
         f"result window {settings.SEARCH_MAX_RESULTS} products "
         f"(ef_search {image_window(settings.SEARCH_MAX_RESULTS)})"
     )
+    print_sizes(space)
     rng = np.random.default_rng(7)
     clusters = Clusters()
     queries = [clusters.query(rng) for _ in range(args.queries)]
@@ -296,14 +345,30 @@ def main() -> None:
     # 1. The vector search SQL, unfiltered.
     none = SearchFilters()
     sql = hybrid_search_sql(space, none, text=False)
-    times, recalls = [], []
+    # A first pass reads the index into shared buffers: what a freshly started server pays.
+    cold = [
+        timed(
+            lambda q=q: run_sql(
+                sql, hybrid_search_params(space=space, vector=q, filters=none), settings=hnsw
+            )
+        )[1]
+        for q in queries
+    ]
+    print(f"vector SQL, first pass (cold): {percentiles(cold)}", flush=True)
+    times, recalls, exact_times = [], [], []
     for query in queries:
         params = hybrid_search_params(space=space, vector=query, filters=none)
         rows, ms = timed(lambda params=params: run_sql(sql, params, settings=hnsw))
-        exact = run_sql(sql, params, settings=EXACT)
+        exact, exact_ms = timed(lambda params=params: run_sql(sql, params, settings=EXACT))
         times.append(ms)
+        exact_times.append(exact_ms)
         recalls.append(recall(top_products(rows), top_products(exact)))
-    print(f"vector SQL, unfiltered:        {percentiles(times)}   recall@10 {np.mean(recalls):.3f}")
+    print(
+        f"vector SQL, unfiltered:        {percentiles(times)}   recall@10 {np.mean(recalls):.3f}   "
+        f"{statistics.median(exact_times) / statistics.median(times):.0f}x faster than exact",
+        flush=True,
+    )
+    print(f"  exact (no index):            {percentiles(exact_times)}", flush=True)
 
     # 2. The hybrid SQL (vector + text + SKU), as text search runs it.
     times = []
@@ -316,53 +381,29 @@ def main() -> None:
         times.append(ms)
     print(f"hybrid SQL (text + vector):    {percentiles(times)}")
 
-    # 3. A filter that keeps about 1% of the catalog, three ways.
-    filters, kept = one_percent_filter()
-    print(f"1% filter: {filters} keeps {kept:,} products ({kept / args.products:.2%})")
-    sql = hybrid_search_sql(space, filters, text=False)
-    iterative = {
-        **hnsw,
-        "hnsw.iterative_scan": "relaxed_order",
-        "hnsw.max_scan_tuples": str(settings.SEARCH_MAX_SCAN_TUPLES),
-    }
-    overfetch = {"hnsw.ef_search": str(MAX_EF_SEARCH)}
-    ways = {
-        "planner's choice (the code)": (sql, iterative),
-        # No sort allowed: the rows must come in HNSW order, i.e. from the iterative scan.
-        "iterative index scan": (sql, {**iterative, "enable_sort": "off"}),
-        "over-fetch 1000, then filter": (overfetch_sql(space, filters), overfetch),
-        "exact over filtered rows": (sql, EXACT),
-    }
-    exact_tops = {}
-    for name, (way_sql, way_settings) in ways.items():
-        times, recalls, returned = [], [], []
-        for i, query in enumerate(queries):
-            params = hybrid_search_params(space=space, vector=query, filters=filters)
-            rows, ms = timed(lambda s=way_sql, p=params, w=way_settings: run_sql(s, p, settings=w))
-            if i not in exact_tops:
-                exact_tops[i] = top_products(run_sql(sql, params, settings=EXACT))
-            times.append(ms)
-            returned.append(min(len(rows), 20))
-            recalls.append(recall(top_products(rows), exact_tops[i]))
-        print(
-            f"  {name:29}{percentiles(times)}   recall@10 {np.mean(recalls):.3f}   "
-            f"results for limit=20: min {min(returned)}, mean {np.mean(returned):.1f}"
-        )
-    for name, (way_sql, way_settings) in ways.items():
-        print(f"  {name}: {plan_summary(way_sql, params, way_settings)}")
+    # 3. Filters that keep about 1% and 10% of the catalog, several ways each.
+    shares = {}
+    for share in (0.01, 0.10):
+        filters, kept = share_filter(share)
+        shares[share] = filters
+        print(f"{share:.0%} filter: {filters} keeps {kept:,} products ({kept / args.products:.2%})")
+        filtered_ways(space, filters, queries[: args.filter_queries], hnsw)
 
     # 4. GET /api/search/, warm: the model loaded and the query vectors cached.
     client = Client()
     for text in TEXT_QUERIES:
         text_vector(space, text)
-    for extra, label in (({}, "unfiltered"), (filter_params(filters), "1% filter")):
+    labelled = [({}, "unfiltered")]
+    labelled += [(filter_params(f), f"{share:.0%} filter") for share, f in shares.items()]
+    for extra, label in labelled:
         times = []
-        for i in range(args.queries):
+        for i in range(args.filter_queries or args.queries):
             params = {"q": TEXT_QUERIES[i % len(TEXT_QUERIES)], **extra}
             response, ms = timed(lambda params=params: client.get("/api/search/", params))
             assert response.status_code == 200, response.content
             times.append(ms)
         print(f"GET /api/search/ ({label}):{' ' * (12 - len(label))}{percentiles(times)}")
+    print_server_memory()
 
 
 def hybrid_sql(space):
@@ -377,8 +418,12 @@ def space_images(space) -> int:
     return ImageEmbedding.objects.filter(space=space).count()
 
 
-def one_percent_filter():
-    """The (category, brand) pair whose products are closest to 1% of the catalog."""
+def share_filter(share: float):
+    """The category, or (category, brand) pair, whose products are closest to `share`.
+
+    Filters on category follow the vectors' strongest direction, so most queries (a random
+    category and colour) look for products far from their own neighbourhood: the hard case.
+    """
     from django.db.models import Count
 
     from catalog.models import Category, Product
@@ -386,20 +431,150 @@ def one_percent_filter():
     from search.ranking import SearchFilters
 
     total = Product.objects.count()
-    counts = Product.objects.values("category_id", "brand").annotate(n=Count("id"))
-    best = min(counts, key=lambda row: abs(row["n"] - total / 100))
-    category = Category.objects.get(pk=best["category_id"])
-    filters = SearchFilters(
-        category_ids=tuple(category_subtree_ids(category=category)), brand=best["brand"]
+    candidates = []
+    for category in Category.objects.all():
+        ids = tuple(category_subtree_ids(category=category))
+        kept = Product.objects.filter(category_id__in=ids).count()
+        candidates.append((SearchFilters(category_ids=ids), kept))
+    pairs = Product.objects.values("category_id", "brand").annotate(n=Count("id"))
+    for row in pairs:
+        ids = tuple(category_subtree_ids(category=Category.objects.get(pk=row["category_id"])))
+        candidates.append((SearchFilters(category_ids=ids, brand=row["brand"]), row["n"]))
+    return min(candidates, key=lambda candidate: abs(candidate[1] - share * total))
+
+
+def filtered_ways(space, filters, queries, hnsw) -> None:
+    """A filter's latency and recall@10 the code's way (search.ranking.vector_scan) and the
+    others it chooses between; the exact ranking of the filtered rows is the reference."""
+    from django.conf import settings
+
+    from search.ranking import (
+        MAX_EF_SEARCH,
+        hybrid_search,
+        hybrid_search_params,
+        hybrid_search_sql,
+        image_window,
+        vector_scan,
     )
-    return filters, best["n"]
+
+    window = image_window(settings.SEARCH_MAX_RESULTS)
+    scan = vector_scan(filters, image_window=window)
+    print(
+        f"  vector_scan: {'exact' if scan.exact else 'HNSW'}, "
+        f"max_scan_tuples {scan.max_scan_tuples:,}"
+    )
+    sql = hybrid_search_sql(space, filters, text=False)
+    exact_sql = hybrid_search_sql(space, filters, text=False, exact=True)
+    iterative = {
+        **hnsw,
+        "hnsw.iterative_scan": "relaxed_order",
+        "hnsw.max_scan_tuples": str(settings.SEARCH_MAX_SCAN_TUPLES),
+    }
+    scaled = {**iterative, "hnsw.max_scan_tuples": str(max(scan.max_scan_tuples, 40_000))}
+    # No sort allowed: the rows must come in HNSW order, i.e. from the iterative scan.
+    ways = {
+        "exact over filtered rows": (exact_sql, {}),
+        "planner's choice (before)": (sql, iterative),
+        "iterative scan, 20k tuples": (sql, {**iterative, "enable_sort": "off"}),
+        f"iterative, {int(scaled['hnsw.max_scan_tuples']) // 1000}k tuples": (
+            sql,
+            {**scaled, "enable_sort": "off"},
+        ),
+        "  same, scan_mem_multiplier 8": (
+            sql,
+            {**scaled, "enable_sort": "off", "hnsw.scan_mem_multiplier": "8"},
+        ),
+        "over-fetch 1000, then filter": (
+            overfetch_sql(space, filters),
+            {"hnsw.ef_search": str(MAX_EF_SEARCH)},
+        ),
+    }
+    exact_tops: dict[int, list[int]] = {}
+    for name, (way_sql, way_settings) in ways.items():
+        times, recalls, returned = [], [], []
+        for i, query in enumerate(queries):
+            params = hybrid_search_params(space=space, vector=query, filters=filters)
+            rows, ms = timed(lambda s=way_sql, p=params, w=way_settings: run_sql(s, p, settings=w))
+            if i not in exact_tops:  # the first way is the exact one
+                exact_tops[i] = top_products(rows)
+            times.append(ms)
+            # Rows with a similarity are the vector window's (over-fetch's rows all are).
+            returned.append(sum(1 for row in rows if len(row) == 2 or row[2] is not None))
+            recalls.append(recall(top_products(rows), exact_tops[i]))
+        print(
+            f"  {name:31}{percentiles(times)}   recall@10 {np.mean(recalls):.3f}   "
+            f"vector window: min {min(returned)}, mean {np.mean(returned):.0f} of "
+            f"{settings.SEARCH_MAX_RESULTS} products",
+            flush=True,
+        )
+    # The code: vector_scan's bounded count, then its way (and its exact fallback).
+    times, recalls = [], []
+    for i, query in enumerate(queries):
+        ranked, ms = timed(lambda q=query: hybrid_search(space=space, vector=q, filters=filters))
+        times.append(ms)
+        recalls.append(recall([r.product_id for r in ranked[:10]], exact_tops[i]))
+    print(
+        f"  {'the code (vector_scan)':31}{percentiles(times)}   recall@10 {np.mean(recalls):.3f}",
+        flush=True,
+    )
+    for name, (way_sql, way_settings) in ways.items():
+        print(f"  {name.strip()}: {plan_summary(way_sql, params, way_settings)}")
+
+
+def print_sizes(space) -> None:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_size_pretty(pg_relation_size(%s)), "
+            "pg_size_pretty(pg_total_relation_size('embeddings_imageembedding')), "
+            "pg_size_pretty(pg_database_size(current_database())), "
+            "current_setting('shared_buffers'), current_setting('work_mem')",
+            [f"emb_image_hnsw_s{space.pk}"],
+        )
+        index, table, database, buffers, work_mem = cursor.fetchone()
+    print(
+        f"sizes: HNSW index {index}; image vectors with their indexes {table}; "
+        f"database {database} (shared_buffers {buffers}, work_mem {work_mem})"
+    )
+
+
+def print_server_memory() -> None:
+    """RSS and PSS of the Postgres server: this session's backend, and all its processes.
+
+    PSS divides each shared page (shared_buffers, the binary) among the processes mapping
+    it, so the processes' PSS add up to what the server holds; RSS counts them in each.
+    """
+    import psutil
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        (pid,) = cursor.fetchone()
+    backend = psutil.Process(pid)
+    server = [backend.parent(), *backend.parent().children()]
+    mine = backend.memory_full_info()
+    total_rss = total_pss = 0
+    for process in server:
+        try:
+            info = process.memory_full_info()
+        except psutil.NoSuchProcess:
+            continue
+        total_rss += info.rss
+        total_pss += info.pss
+    mib = 1024 * 1024
+    print(
+        f"Postgres memory: this backend RSS {mine.rss / mib:,.0f} MiB, PSS {mine.pss / mib:,.0f} "
+        f"MiB, USS {mine.uss / mib:,.0f} MiB; the server's {len(server)} processes: "
+        f"PSS {total_pss / mib:,.0f} MiB in all (RSS summed {total_rss / mib:,.0f} MiB)"
+    )
 
 
 def filter_params(filters) -> dict:
     from catalog.models import Category
 
     category = Category.objects.get(pk=filters.category_ids[0])
-    return {"category": category.slug, "brand": filters.brand}
+    return {"category": category.slug, **({"brand": filters.brand} if filters.brand else {})}
 
 
 def plan_summary(sql: str, params: dict, settings: dict) -> str:

@@ -8,8 +8,11 @@ Hybrid product ranking in one SQL statement: vector window, text window, fused b
 
 - Vector: products ranked by their best image's cosine similarity to the query vector,
   from the space's partial HNSW index (the query repeats its expression and `space_id`
-  predicate). With filters, pgvector's iterative index scan keeps reading the index
-  until enough filtered images are found, up to `SEARCH_MAX_SCAN_TUPLES`.
+  predicate). With filters (`vector_scan`): a filter that keeps few products
+  (`SEARCH_EXACT_FILTER_PRODUCTS`) is ranked exactly over its own rows; a wider one through
+  pgvector's iterative index scan, which keeps reading the index until enough filtered
+  images are found, up to a number of tuples that grows with the catalog, and falls back
+  to the exact ranking when even that did not fill the window (a filter far from the query).
 - Text: products whose `search_document` (catalog migration 0003) matches the query,
   ranked by `ts_rank`; at most `SEARCH_TEXT_CANDIDATES` of them plus those in the vector
   window are ranked, so a query matching half the catalog still reads a bounded number
@@ -33,6 +36,7 @@ than that, however large the catalog; `count` is the number of relevant products
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -132,8 +136,13 @@ def image_window(window: int) -> int:
     return min(window * 2, MAX_EF_SEARCH)
 
 
-def vector_ctes(space: EmbeddingSpace, filters: SearchFilters) -> tuple[list[str], dict]:
-    """`vec`: the products nearest to %(query)s by their best image, ranked."""
+def vector_ctes(
+    space: EmbeddingSpace, filters: SearchFilters, *, exact: bool = False
+) -> tuple[list[str], dict]:
+    """`vec`: the products nearest to %(query)s by their best image, ranked.
+
+    `exact`: rank every image the filter keeps (no HNSW), for a filter that keeps few.
+    """
     distance, _ = cosine_distance(space, "e.vector", "%(query)s")
     where, params = filters.sql("p")
     join = (
@@ -142,15 +151,21 @@ def vector_ctes(space: EmbeddingSpace, filters: SearchFilters) -> tuple[list[str
         if filters
         else ""
     )
+    rows = f"""SELECT e.image_id, {distance} AS distance
+            FROM embeddings_imageembedding e {join}
+            WHERE e.space_id = {int(space.pk)} AND e.vector IS NOT NULL{where}"""
+    if exact:
+        # OFFSET 0 fences the filtered rows off from the ORDER BY, so the planner cannot
+        # choose the HNSW index; it reads them through the filter's own indexes instead.
+        ranked = f"""SELECT image_id, distance FROM ({rows} OFFSET 0) filtered
+            ORDER BY distance LIMIT %(image_window)s"""
+    else:
+        ranked = f"{rows}\n            ORDER BY {distance}\n            LIMIT %(image_window)s"
     # MATERIALIZED: with relaxed_order the index returns images slightly out of order,
     # so they are collected first and ordered again below (pgvector's advice).
     return [
         f"""vec_images AS MATERIALIZED (
-            SELECT e.image_id, {distance} AS distance
-            FROM embeddings_imageembedding e {join}
-            WHERE e.space_id = {int(space.pk)} AND e.vector IS NOT NULL{where}
-            ORDER BY {distance}
-            LIMIT %(image_window)s
+            {ranked}
         )""",
         """vec AS (
             SELECT i.product_id, min(h.distance) AS distance,
@@ -253,12 +268,14 @@ def hybrid_search_sql(
     *,
     text: bool,
     synonyms: SynonymExpansion = NO_SYNONYMS,
+    exact: bool = False,
 ) -> str:
     """Products for a query vector (and, with `text`, its words), fused and ordered.
 
     Rows: RANKED_COLUMNS, the window's products under the floor too (`relevant` false).
+    `exact`: the vector window ranks the filtered rows exactly (`vector_scan`).
     """
-    ctes, _ = vector_ctes(space, filters)
+    ctes, _ = vector_ctes(space, filters, exact=exact)
     if not text:
         ctes.append(pin_cte(filters))
         return f"""
@@ -344,7 +361,6 @@ def hybrid_search(
     match accepts (default: `text` alone). Vector-only hits under `floor` are in it with
     `relevant` false.
     """
-    sql = hybrid_search_sql(space, filters, text=text is not None, synonyms=synonyms)
     params = hybrid_search_params(
         space=space,
         vector=vector,
@@ -355,7 +371,25 @@ def hybrid_search(
         synonyms=synonyms,
         pinned=pinned,
     )
-    rows = nearest_rows(sql, params, ef_search=params["image_window"], filtered=bool(filters))
+    scan = vector_scan(filters, image_window=params["image_window"])
+
+    def run(exact: bool) -> list:
+        sql = hybrid_search_sql(
+            space, filters, text=text is not None, synonyms=synonyms, exact=exact
+        )
+        return nearest_rows(
+            sql,
+            params,
+            ef_search=params["image_window"],
+            filtered=bool(filters),
+            max_scan_tuples=scan.max_scan_tuples,
+        )
+
+    rows = run(scan.exact)
+    if filters and not scan.exact and _vector_hits(rows) < params["window"]:
+        # The filter keeps more than the window (else it would be exact), so the index
+        # scan ran out of tuples before it found them: a filter far from the query.
+        rows = run(True)
     return [
         RankedProduct(
             product_id=pid,
@@ -379,9 +413,64 @@ def hybrid_search(
     ]  # fmt: skip
 
 
-def nearest_rows(sql: str, params: dict, *, ef_search: int, filtered: bool = False) -> list:
+def _vector_hits(rows: list) -> int:
+    return sum(1 for row in rows if row[2] is not None)  # a similarity: in the vector window
+
+
+@dataclass(frozen=True)
+class VectorScan:
+    exact: bool  # rank the filtered rows exactly, without HNSW
+    max_scan_tuples: int  # else: HNSW tuples the iterative scan reads at most
+
+
+def vector_scan(filters: SearchFilters, *, image_window: int) -> VectorScan:
+    """How to find the nearest images a filter keeps, from the planner's estimate of how
+    many products it keeps (EXPLAIN: no row is read; counting them cost as much as ranking
+    them at 530k products, bench/search.py).
+
+    Few (at most SEARCH_EXACT_FILTER_PRODUCTS): rank them exactly, at a cost in proportion
+    to them. More: pgvector's iterative scan, which finds `image_window` filtered images
+    in about image_window / share tuples when the filter is independent of the query; it
+    may read twice that, at most SEARCH_MAX_SCAN_TUPLES. A filter that follows the vectors
+    (a category the query is far from) would need many more: the scan stops short of the
+    window and hybrid_search ranks the filtered rows exactly instead, so a failed scan
+    costs no more than twice what a successful one would.
+    """
+    default = settings.SEARCH_MAX_SCAN_TUPLES
+    if not filters:
+        return VectorScan(exact=False, max_scan_tuples=default)
+    where, params = filters.sql("p")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"EXPLAIN (FORMAT JSON) SELECT 1 FROM catalog_product p WHERE true{where}", params
+        )
+        (plan,) = cursor.fetchone()
+        # reltuples: the planner's count of the catalog (ANALYZE, autovacuum), read for free.
+        cursor.execute(
+            "SELECT greatest(reltuples, 0)::bigint FROM pg_class "
+            "WHERE oid = 'catalog_product'::regclass"
+        )
+        (catalog,) = cursor.fetchone()
+    if isinstance(plan, str):
+        plan = json.loads(plan)
+    kept = max(1, int(plan[0]["Plan"]["Plan Rows"]))
+    if kept <= settings.SEARCH_EXACT_FILTER_PRODUCTS:
+        return VectorScan(exact=True, max_scan_tuples=default)
+    tuples = 2 * image_window * max(catalog, kept) // kept
+    return VectorScan(exact=False, max_scan_tuples=min(default, tuples))
+
+
+def nearest_rows(
+    sql: str,
+    params: dict,
+    *,
+    ef_search: int,
+    filtered: bool = False,
+    max_scan_tuples: int | None = None,
+) -> list:
     """Run a nearest-neighbour query with the HNSW settings it needs, in one round trip."""
     ef_search = max(40, min(ef_search, MAX_EF_SEARCH))
+    max_scan_tuples = max_scan_tuples or settings.SEARCH_MAX_SCAN_TUPLES
     with transaction.atomic(), connection.cursor() as cursor:
         # HNSW yields at most ef_search rows: make it at least the window asked for. With
         # filters, scan on past ef_search until the LIMIT is met (bounded by max_scan_tuples).
@@ -392,7 +481,7 @@ def nearest_rows(sql: str, params: dict, *, ef_search: int, filtered: bool = Fal
             [
                 str(ef_search),
                 "relaxed_order" if filtered else "off",
-                str(settings.SEARCH_MAX_SCAN_TUPLES),
+                str(max_scan_tuples),
             ],
         )
         cursor.execute(sql, params)

@@ -284,7 +284,11 @@ SEARCH_SUGGEST_CATALOG_QUERIES = env.bool("SEARCH_SUGGEST_CATALOG_QUERIES", defa
 API_SUGGEST_ANON_RATE = env.str("API_SUGGEST_ANON_RATE", default="600/min")
 # Text matches ranked per query beyond those in the vector window (bounds broad queries).
 SEARCH_TEXT_CANDIDATES = env.int("SEARCH_TEXT_CANDIDATES", default=1000)
-# Filtered vector search: HNSW index tuples read at most while looking for filtered hits.
+# Filtered vector search (search.ranking.vector_scan): a filter keeping at most this many
+# products is ranked exactly over its rows (cost in proportion to them, bench/search.py);
+# a wider one through HNSW's iterative scan, reading at most SEARCH_MAX_SCAN_TUPLES index
+# tuples (fewer for a wide filter) while looking for filtered hits, then exactly if short.
+SEARCH_EXACT_FILTER_PRODUCTS = env.int("SEARCH_EXACT_FILTER_PRODUCTS", default=50000)
 SEARCH_MAX_SCAN_TUPLES = env.int("SEARCH_MAX_SCAN_TUPLES", default=20000)
 # The search log (search.searchlog): products kept per logged search, and days kept.
 SEARCH_LOG_TOP = env.int("SEARCH_LOG_TOP", default=50)
