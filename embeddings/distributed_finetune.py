@@ -145,14 +145,17 @@ def finetune_run_execute_distributed(
         raise FinetuneError(message) from None
     except BaseException as exc:  # rendezvous failed, or this process was interrupted
         if run:
-            _run_failed(run, f"the training processes did not run: {exc or type(exc).__name__}")
+            reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            _run_failed(run, f"training stopped before it finished ({reason})")
         raise
     if run is None:
         return None
     close_old_connections()  # this process's connection sat idle for the whole training
     run.refresh_from_db()
     if run.status != FinetuneRun.Status.SUCCEEDED:  # rank 0 exited early without an error
-        _run_failed(run, f"rank 0 of {launch.world_size} ended without finishing the run")
+        _run_failed(
+            run, f"rank 0 of world size {launch.world_size} ended without finishing the run"
+        )
         raise FinetuneError(run.error)
     return run
 
@@ -171,8 +174,11 @@ def _launcher_process_state() -> Iterator[None]:
     try:
         yield
     finally:
-        os.environ.clear()
-        os.environ.update(environ)
+        for key in set(os.environ) - set(environ):  # key by key: other threads read it
+            del os.environ[key]
+        for key, value in environ.items():
+            if os.environ.get(key) != value:
+                os.environ[key] = value
         with contextlib.suppress(ValueError):  # not the main thread: none were set
             for sig, handler in handlers.items():
                 signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
