@@ -277,7 +277,7 @@ def _print_progress(world_size: int) -> Callable[[dict], None]:
         kind = event.get("event")
         if kind == "start":
             print(
-                f"training on world size {world_size}: {event['train_pairs']} pairs, "
+                f"training on world size {world_size}: {event['train_pairs']} pairs an epoch, "
                 f"batch {event['batch_size']} over all ranks, {event['total_steps']} steps "
                 f"on {event['device']}",
                 flush=True,

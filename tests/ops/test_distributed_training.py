@@ -18,7 +18,7 @@ from PIL import Image
 from embeddings.admin import training_report
 from embeddings.encoder import ClipEncoder, ModelSpec
 from tests.builders import jpeg_bytes
-from tests.ops.topology import Process, wait_until
+from tests.ops.topology import Process, free_port, wait_until
 
 # A small shop, a quarter of it for validation; shop-micro (a 32-d ViT) trains in seconds.
 SHOP = {"FINETUNE_VAL_FRACTION": "0.25"}
@@ -157,3 +157,23 @@ def test_a_rank_that_raises_fails_the_train_task_with_its_error(topology):
     assert "rank 0 of world size 2 raised FinetuneError: too few pairs to train on" in error
     assert f"the active space is still {before[1]}" in error
     assert active_space(topology) == before
+
+
+def test_two_machines_meet_at_the_rendezvous_endpoint(demo_shop):
+    # Two "machines" of one process each on this host, as README's multi-node example.
+    machines = ["--nproc", "1", "--nnodes", "2", "--rdzv-endpoint", f"127.0.0.1:{free_port()}"]
+    other = Process(
+        "machine-1",
+        [sys.executable, "manage.py", "finetune_clip", *machines, "--node-rank", "1"],
+        env=demo_shop.env(**SHOP),
+        log=demo_shop.workdir / "machine-1.log",
+    )
+    out = demo_shop.manage(
+        "finetune_clip", *TRAIN, "--epochs", "2", "--no-promote", "--name", "machines",
+        *machines, "--node-rank", "0", timeout=600, **SHOP,
+    )  # fmt: skip
+    other.popen.wait(timeout=120)
+    assert other.popen.returncode == 0
+    assert "machine 1: its 1 process trained in world size 2" in other.output()
+    assert "world size 2" in out.splitlines()[-2]
+    assert space_row(demo_shop, "machines")["metrics"]["training"]["world_size"] == 2

@@ -196,8 +196,9 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from exc
         if launch.node_rank > 0:
             self.stdout.write(
-                f"machine {launch.node_rank}: its {launch.nproc} processes trained in world "
-                f"size {launch.world_size}; machine 0 reports the run"
+                f"machine {launch.node_rank}: its {launch.nproc} "
+                f"process{'es' if launch.nproc > 1 else ''} trained in world size "
+                f"{launch.world_size}; machine 0 reports the run"
             )
         return launch
 
