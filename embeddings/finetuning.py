@@ -21,6 +21,7 @@ from catalog.models import Product, ProductImage
 from embeddings.encoder import ClipEncoder, ModelSpec
 from embeddings.models import EmbeddingSpace, FinetuneRun
 from embeddings.pairfiles import BadLine, PairFileExamples, pair_file_examples
+from embeddings.reindex import space_activate_fanout
 from embeddings.spaces import space_active, space_create, space_encoder, space_spec
 from embeddings.training import (
     Example,
@@ -33,7 +34,7 @@ from embeddings.training import (
     save_checkpoint,
     similarity_floors_calibrate,
 )
-from embeddings.vectors import product_captions, space_activate
+from embeddings.vectors import product_captions
 
 logger = logging.getLogger(__name__)
 
@@ -461,7 +462,7 @@ def _execute(
     promote = gate_on_catalog and gain >= margin and not options.no_promote
     if promote:
         _set_phase(run, "filling and activating")
-        space_activate(space=space)
+        space_activate_fanout(space=space)
         decision = (
             f"promoted: validation mean recall {gain:+.3f} over {active.name}, margin {margin:.3f}"
         )

@@ -141,3 +141,51 @@ class FinetuneRun(models.Model):
 
     def __str__(self):
         return f"fine-tune #{self.pk} ({self.status})"
+
+
+class ReindexChunk(models.Model):
+    """One share of a fanned-out fill of a space: a range (or a list) of image or product ids.
+
+    The chunks of a space are its current reindex: progress and resumption are read from
+    them, so any number of workers can share the work and a dead one loses nothing.
+    """
+
+    class Kind(models.TextChoices):
+        IMAGES = "images"
+        CAPTIONS = "captions"
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        RUNNING = "running"
+        DONE = "done"
+
+    space = models.ForeignKey(
+        EmbeddingSpace, on_delete=models.CASCADE, related_name="reindex_chunks"
+    )
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    # Every id in [first_id, last_id], or only those in `ids` (a fill of missing vectors).
+    first_id = models.BigIntegerField()
+    last_id = models.BigIntegerField()
+    ids = models.JSONField(default=list, blank=True)
+    missing_only = models.BooleanField(default=False)
+    size = models.PositiveIntegerField()  # ids in the chunk when it was planned (progress)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    # The Celery task id (or helper) that holds the claim: its own redelivery may take it back.
+    claim_token = models.CharField(max_length=64, blank=True)
+    claimed_by = models.CharField(max_length=200, blank=True)
+    queued_at = models.DateTimeField(null=True, blank=True)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    done_at = models.DateTimeField(null=True, blank=True)
+    report = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["space", "kind", "first_id", "last_id"], name="one_chunk_per_space_range"
+            )
+        ]
+        indexes = [models.Index(fields=["space", "status"], name="reindexchunk_space_status")]
+
+    def __str__(self):
+        return f"{self.kind} {self.first_id}-{self.last_id} of space {self.space_id}"

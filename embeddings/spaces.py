@@ -25,7 +25,11 @@ def space_spec(space: EmbeddingSpace) -> ModelSpec:
 
 def space_encoder(space: EmbeddingSpace) -> ClipEncoder:
     """The process-wide encoder of a space (loaded once, then reused)."""
-    return get_encoder(space_spec(space), device=settings.CLIP_DEVICE or None)
+    return get_encoder(
+        space_spec(space),
+        device=settings.CLIP_DEVICE or None,
+        cpu_precision=settings.CLIP_CPU_PRECISION,
+    )
 
 
 def space_default_spec() -> tuple[str, ModelSpec]:

@@ -14,14 +14,15 @@ from django.db import InterfaceError, OperationalError, transaction
 
 from embeddings.distributed_finetune import finetune_run_train
 from embeddings.models import EmbeddingSpace, FinetuneRun
+from embeddings.reindex import REINDEX_CHUNK_TASK, reindex_chunk_run, space_activate_fanout
 from embeddings.spaces import space_active
 from embeddings.vectors import (
     caption_embeddings_compute,
     chunks,
     embeddings_missing,
     image_embeddings_compute,
-    space_activate,
 )
+from shop_search.celery import queued_messages
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +54,16 @@ def embed_images(image_ids: list[int], space_id: int | None = None) -> dict:
     if space is None:
         return {}
     return image_embeddings_compute(space=space, image_ids=image_ids).as_dict()
+
+
+@shared_task(name=REINDEX_CHUNK_TASK, bind=True, **RETRY_POLICY)
+def reindex_chunk(self, chunk_id: int) -> dict:
+    """One chunk of a fanned-out fill (embeddings.reindex). Acked late and rejected when its
+    worker is lost, so a killed worker's chunk is delivered again under the same task id,
+    which may take back its own claim."""
+    return reindex_chunk_run(
+        chunk_id=chunk_id, token=self.request.id or "", worker=self.request.hostname or ""
+    )
 
 
 @shared_task(**RETRY_POLICY)
@@ -103,24 +114,12 @@ def finetune_catalog(run_id: int) -> dict:
 
 @shared_task(acks_late=False, time_limit=6 * 3600, soft_time_limit=6 * 3600 - 60)
 def activate_space(space_id: int) -> str:
-    """Fill (missing vectors only), index and switch to a space; on the `train` queue."""
+    """Fill (missing vectors only, shared with the embed workers), index and switch to a
+    space; on the `train` queue."""
     space = _space(space_id)
     if space is None:
         return ""
-    return space_activate(space=space).name
-
-
-def _queued_messages(queue: str) -> int:
-    """Messages waiting in a broker queue (not counting those a worker already holds)."""
-    from kombu.exceptions import ChannelError
-
-    from shop_search.celery import app
-
-    with app.connection_for_read() as conn:
-        try:
-            return conn.default_channel.queue_declare(queue=queue, passive=True).message_count
-        except ChannelError:  # never declared, or drained and removed: nothing waits
-            return 0
+    return space_activate_fanout(space=space).name
 
 
 @shared_task(acks_late=False)
@@ -132,7 +131,7 @@ def sweep_missing_embeddings() -> dict:
     """
     if not settings.CELERY_TASK_ALWAYS_EAGER:
         queue = settings.CELERY_TASK_ROUTES[embed_images.name]["queue"]
-        waiting = _queued_messages(queue)
+        waiting = queued_messages(queue)
         if waiting:
             logger.info("sweep skipped: %d tasks still wait in the %s queue", waiting, queue)
             return {"skipped": waiting}

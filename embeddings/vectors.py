@@ -7,6 +7,7 @@ import logging
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 
 from django.conf import settings
 from django.db import transaction
@@ -16,6 +17,7 @@ from catalog.images import ImageDecodeError
 from catalog.models import Product, ProductImage
 from embeddings.encoder import ClipEncoder
 from embeddings.models import CaptionEmbedding, EmbeddingSpace, ImageEmbedding
+from embeddings.pipeline import ImageSource, image_sources_encode
 from embeddings.spaces import space_build_indexes, space_drop_indexes, space_encoder
 
 logger = logging.getLogger(__name__)
@@ -48,9 +50,11 @@ def image_embeddings_compute(
 ) -> EmbedReport:
     """Embed these images in `space`: decode, encode in batches, upsert one statement a batch.
 
-    Idempotent: an image whose vector was computed from its current content is skipped
-    unless `force`. An image that cannot be decoded gets a row with the reason and no
-    vector, so it is reported as failed and never retried in a loop.
+    Through the pipeline (embeddings.pipeline): the next batches decode in threads while
+    one encodes and is written; images with the same sha256 are encoded once. Idempotent:
+    an image whose vector was computed from its current content is skipped unless `force`.
+    An image that cannot be decoded gets a row with the reason and no vector, so it is
+    reported as failed and never retried in a loop.
     """
     report = EmbedReport()
     images = list(ProductImage.objects.filter(pk__in=list(image_ids)).order_by("pk"))
@@ -66,51 +70,67 @@ def image_embeddings_compute(
     if not images:
         return report
     encoder = space_encoder(space)
-    for batch in chunks(images, settings.EMBED_BATCH_SIZE):
-        decoded, rows = [], []
-        for image in batch:
-            try:
-                pixels = _read_image(image, encoder)
-            except ImageDecodeError as exc:
-                report.failed[image.pk] = str(exc)
-                rows.append(
-                    ImageEmbedding(
-                        image=image,
-                        space=space,
-                        vector=None,
-                        source_sha256=image.sha256,
-                        error=str(exc),
-                    )
-                )
-                continue
-            decoded.append((image, pixels))
-        vectors = encoder.encode_images([pixels for _, pixels in decoded])
-        for (image, _), vector in zip(decoded, vectors, strict=True):
-            rows.append(
-                ImageEmbedding(
-                    image=image, space=space, vector=vector, source_sha256=image.sha256, error=""
-                )
+    by_pk = {image.pk: image for image in images}
+    sources = [
+        ImageSource(key=image.pk, read=partial(_read_image, image), content_sha256=image.sha256)
+        for image in images
+    ]
+    encoded = image_sources_encode(
+        encoder,
+        sources,
+        batch_size=embed_batch_size(encoder),
+        threads=settings.EMBED_DECODE_THREADS,
+        max_pixels=settings.MAX_IMAGE_PIXELS,
+        max_aspect_ratio=settings.MAX_IMAGE_ASPECT_RATIO,
+    )
+    # Each batch is written while the pipeline decodes the next ones.
+    for batch in encoded:
+        rows = [
+            ImageEmbedding(
+                image=by_pk[pk],
+                space=space,
+                vector=vector,
+                source_sha256=by_pk[pk].sha256,
+                error="",
             )
+            for pk, vector in zip(batch.keys, batch.vectors, strict=True)
+        ]
+        rows += [
+            ImageEmbedding(
+                image=by_pk[pk],
+                space=space,
+                vector=None,
+                source_sha256=by_pk[pk].sha256,
+                error=reason,
+            )
+            for pk, reason in batch.failed.items()
+        ]
         ImageEmbedding.objects.bulk_create(
             rows,
             update_conflicts=True,
             unique_fields=["image", "space"],
             update_fields=["vector", "source_sha256", "error", "updated"],
         )
-        report.embedded += len(decoded)
+        report.embedded += len(batch.keys)
+        report.failed.update(batch.failed)
     if report.failed:
         logger.warning("space %s: %d images failed: %s", space, len(report.failed), report.failed)
     return report
 
 
-def _read_image(image: ProductImage, encoder: ClipEncoder):
+def embed_batch_size(encoder: ClipEncoder) -> int:
+    """Distinct images per encoder batch: a GPU wants far more than a CPU."""
+    if encoder.device.type == "cuda":
+        return settings.EMBED_BATCH_SIZE_CUDA
+    return settings.EMBED_BATCH_SIZE
+
+
+def _read_image(image: ProductImage) -> bytes:
+    # Through the storage, not the FieldFile: decoding threads read at once, and a
+    # FieldFile keeps its open file on the model instance.
     try:
-        with image.file.open("rb") as f:
-            return encoder.decode_image(
-                f,
-                max_pixels=settings.MAX_IMAGE_PIXELS,
-                max_aspect_ratio=settings.MAX_IMAGE_ASPECT_RATIO,
-            )
+        with image.file.storage.open(image.file.name, "rb") as f:
+            return f.read()
     except FileNotFoundError as exc:
         raise ImageDecodeError(f"image file is missing from storage: {image.file.name}") from exc
 
@@ -254,13 +274,16 @@ def space_activate(
     space: EmbeddingSpace,
     batch_size: int = 256,
     progress: Callable[[str, int], None] | None = None,
+    fill: Callable[[], object] | None = None,
 ) -> EmbeddingSpace:
     """Make `space` the one search answers from, without search ever going empty or mixed.
 
     The space is filled first (only missing vectors, so this also serves rollback to an
-    older space), its indexes are built, and only then do the two spaces swap status in
-    one transaction. Until that commit every query reads the old space; after it, every
-    query reads the new one. Uploads that landed during the switch are caught up after.
+    older space; `fill` replaces the fill in process, e.g. by one shared with every worker:
+    `reindex.space_activate_fanout`), its indexes are built, and only then do the two spaces
+    swap status in one transaction. Until that commit every query reads the old space;
+    after it, every query reads the new one. Uploads that landed during the switch are
+    caught up after.
     """
     space.refresh_from_db(fields=["status"])
     if space.status == EmbeddingSpace.Status.ACTIVE:
@@ -268,7 +291,10 @@ def space_activate(
     # Load (and checksum) the model before touching anything: a bad checkpoint fails here.
     space_encoder(space)
     EmbeddingSpace.objects.filter(pk=space.pk).update(status=EmbeddingSpace.Status.FILLING)
-    space_fill(space=space, missing_only=True, batch_size=batch_size, progress=progress)
+    if fill is None:
+        space_fill(space=space, missing_only=True, batch_size=batch_size, progress=progress)
+    else:
+        fill()
     space_build_indexes(space)
     with transaction.atomic():
         spaces = EmbeddingSpace.objects.select_for_update()

@@ -46,3 +46,14 @@ def queue_long_task(task, *args) -> None:
             connection.close()
 
     transaction.on_commit(lambda: threading.Thread(target=run, name=task.name, daemon=True).start())
+
+
+def queued_messages(queue: str) -> int:
+    """Messages waiting in a broker queue (not counting those a worker already holds)."""
+    from kombu.exceptions import ChannelError
+
+    with app.connection_for_read() as conn:
+        try:
+            return conn.default_channel.queue_declare(queue=queue, passive=True).message_count
+        except ChannelError:  # never declared, or drained and removed: nothing waits
+            return 0

@@ -1,5 +1,6 @@
 """Settings shared by every environment; all of it can be overridden from the environment."""
 
+import os
 import re
 from datetime import timedelta
 from pathlib import Path
@@ -235,6 +236,25 @@ CLIP_CHECKPOINT = env.str("CLIP_CHECKPOINT", default="")
 CLIP_SEED = env.int("CLIP_SEED", default=0)
 CLIP_DEVICE = env.str("CLIP_DEVICE", default="")  # empty: CUDA when available, else CPU
 EMBED_BATCH_SIZE = env.int("EMBED_BATCH_SIZE", default=64)
+# Images per encoder batch on a GPU (embed tasks still carry EMBED_BATCH_SIZE ids each).
+EMBED_BATCH_SIZE_CUDA = env.int("EMBED_BATCH_SIZE_CUDA", default=256)
+# Threads that read and decode the next batches while one encodes (0: none, in turn).
+EMBED_DECODE_THREADS = env.int("EMBED_DECODE_THREADS", default=min(32, os.cpu_count() or 1))
+# What a CPU encoder computes in: fp32 (exact), bf16 (CPUs with native bf16; others fall
+# back to fp32), int8 (dynamic quantization of the MLP layers). CUDA is always fp16.
+CLIP_CPU_PRECISION = env.str("CLIP_CPU_PRECISION", default="fp32").strip().lower()
+if CLIP_CPU_PRECISION not in {"fp32", "bf16", "int8"}:
+    raise ImproperlyConfigured(
+        f"CLIP_CPU_PRECISION must be fp32, bf16 or int8, got {CLIP_CPU_PRECISION!r}"
+    )
+if EMBED_BATCH_SIZE_CUDA < 1:
+    raise ImproperlyConfigured(
+        f"EMBED_BATCH_SIZE_CUDA must be at least 1, got {EMBED_BATCH_SIZE_CUDA}"
+    )
+if EMBED_DECODE_THREADS < 0:
+    raise ImproperlyConfigured(
+        f"EMBED_DECODE_THREADS must be 0 or more, got {EMBED_DECODE_THREADS}"
+    )
 
 # Fine-tuning: checkpoints of trained spaces, the validation split, the promotion rule.
 MODEL_DIR = env.path("SHOP_MODEL_DIR", default=BASE_DIR / "var" / "models")
@@ -361,6 +381,7 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {
     "embeddings.tasks.embed_images": {"queue": "embed"},
     "embeddings.tasks.embed_captions": {"queue": "embed"},
+    "embeddings.tasks.reindex_chunk": {"queue": "embed"},
     "catalog.importing.tasks.import_products": {"queue": "default"},
     "embeddings.tasks.finetune_catalog": {"queue": "train"},
     "embeddings.tasks.activate_space": {"queue": "train"},
@@ -387,6 +408,18 @@ CELERY_TASK_PUBLISH_RETRY_POLICY = {
 # so a message lost with the broker heals by itself. At most this many per sweep.
 EMBED_SWEEP_INTERVAL = env.float("EMBED_SWEEP_INTERVAL", default=300.0)
 EMBED_SWEEP_MAX_ITEMS = env.int("EMBED_SWEEP_MAX_ITEMS", default=20000)
+# Fanned-out fills (embeddings.reindex): ids per chunk (one task each on the `embed` queue);
+# a claim older than REINDEX_STALE_SECONDS is a dead worker's, and its chunk is queued again
+# (it must exceed the time one chunk takes); how often a waiting fill reads its progress.
+REINDEX_CHUNK_SIZE = env.int("REINDEX_CHUNK_SIZE", default=2048)
+REINDEX_STALE_SECONDS = env.float("REINDEX_STALE_SECONDS", default=600.0)
+REINDEX_POLL_SECONDS = env.float("REINDEX_POLL_SECONDS", default=2.0)
+if REINDEX_CHUNK_SIZE < 1 or REINDEX_STALE_SECONDS <= 0 or REINDEX_POLL_SECONDS <= 0:
+    raise ValueError(
+        "REINDEX_CHUNK_SIZE must be 1 or more and REINDEX_STALE_SECONDS and "
+        f"REINDEX_POLL_SECONDS above 0: got {REINDEX_CHUNK_SIZE!r}, {REINDEX_STALE_SECONDS!r}, "
+        f"{REINDEX_POLL_SECONDS!r}"
+    )
 CELERY_BEAT_SCHEDULE = {
     "sweep-missing-embeddings": {
         "task": "embeddings.tasks.sweep_missing_embeddings",

@@ -3,7 +3,7 @@ from tqdm import tqdm
 
 from embeddings.encoder import CheckpointError
 from embeddings.management.commandline import space_by_name
-from embeddings.vectors import space_activate
+from embeddings.reindex import space_activate_fanout
 
 
 class Command(BaseCommand):
@@ -21,7 +21,7 @@ class Command(BaseCommand):
         space = space_by_name(name)
         with tqdm(desc="filling", unit="row", disable=options["verbosity"] == 0) as bar:
             try:
-                space_activate(
+                space_activate_fanout(
                     space=space, batch_size=batch_size, progress=lambda kind, n: bar.update(n)
                 )
             except CheckpointError as exc:
