@@ -22,6 +22,9 @@ prints, per path, p50/p99 latency and recall@10 at product level against exact s
   scan memory), over-fetching the unfiltered HNSW window (ef_search 1000, then filter),
   and the code (search.ranking.hybrid_search with vector_scan);
 - GET /api/search/ through Django's test client (query vectors cached, as when warm);
+- the overhead of the search log: GET /api/search/ and the shop page with logging on and
+  off (SEARCH_LOG_ENABLED), alternating query by query in the same run, and the log's
+  INSERT alone (`--only recording` runs just this part);
 - the Postgres server's memory: RSS and PSS of this backend and of all its processes.
 
 For a million products (1.9M vectors), give the server room to build: e.g.
@@ -301,6 +304,9 @@ def main() -> None:
     )
     parser.add_argument("--maintenance-work-mem", default="1GB", help="for the HNSW build")
     parser.add_argument("--build-workers", type=int, default=2, help="parallel HNSW build")
+    parser.add_argument(
+        "--only", choices=["recording"], help="measure only the search log's overhead"
+    )
     args = parser.parse_args()
     setup_django()
     from django.conf import settings
@@ -336,6 +342,9 @@ def main() -> None:
         f"result window {settings.SEARCH_MAX_RESULTS} products "
         f"(ef_search {image_window(settings.SEARCH_MAX_RESULTS)})"
     )
+    if args.only == "recording":
+        measure_recording(space, args.queries)
+        return
     print_sizes(space)
     rng = np.random.default_rng(7)
     clusters = Clusters()
@@ -404,6 +413,79 @@ def main() -> None:
             times.append(ms)
         print(f"GET /api/search/ ({label}):{' ' * (12 - len(label))}{percentiles(times)}")
     print_server_memory()
+
+    # 5. What recording every search costs.
+    measure_recording(space, args.queries)
+
+
+def measure_recording(space, queries: int) -> None:
+    """p50 of the same searches with the search log on and off, alternating query by query
+    (which goes first alternates too), so that load on the machine hits both alike; then
+    the log's INSERT alone."""
+    from django.conf import settings
+    from django.db import connection
+    from django.test import Client
+
+    from search.models import SearchLog
+    from search.searchlog import search_log_record
+    from search.selectors import text_vector
+
+    client = Client()
+    for text in TEXT_QUERIES:
+        text_vector(space, text)
+    paths = {"GET /api/search/": "/api/search/", "GET / (shop page)": "/"}
+    for label, path in paths.items():
+        times: dict[bool, list[float]] = {True: [], False: []}
+        # This process's CPU time too (Django's share; Postgres' is not in it): far less
+        # sensitive than wall time to a loaded machine.
+        cpu: dict[bool, list[float]] = {True: [], False: []}
+        for i in range(queries):
+            params = {"q": TEXT_QUERIES[i % len(TEXT_QUERIES)]}
+            for enabled in (True, False) if i % 2 else (False, True):
+                settings.SEARCH_LOG_ENABLED = enabled
+                started = time.process_time()
+                response, ms = timed(lambda p=path, params=params: client.get(p, params))
+                cpu[enabled].append((time.process_time() - started) * 1000)
+                assert response.status_code == 200, response.content
+                times[enabled].append(ms)
+        settings.SEARCH_LOG_ENABLED = True
+        on, off = statistics.median(times[True]), statistics.median(times[False])
+        # The same query on and off, back to back: the pair's difference is the least noisy.
+        paired = statistics.median(a - b for a, b in zip(times[True], times[False], strict=True))
+        print(
+            f"{label:20} logging off: {percentiles(times[False])}   "
+            f"on: {percentiles(times[True])}   p50 {on - off:+.2f} ms ({on / off:.3f}x), "
+            f"median paired difference {paired:+.2f} ms; this process's CPU p50 "
+            f"{statistics.median(cpu[False]):.2f} -> {statistics.median(cpu[True]):.2f} ms"
+        )
+    shown = list(SearchLog.objects.values_list("product_ids", flat=True)[:1]) or [[]]
+    started = time.process_time()
+    inserts = [
+        timed(
+            lambda: search_log_record(
+                kind="text",
+                channel="api",
+                space=space,
+                product_ids=shown[0],
+                result_count=len(shown[0]),
+                query="red dress",
+                filters={"brand": "Acme"},
+                sort="relevance",
+                session="bench-session",
+            )
+        )[1]
+        for _ in range(queries)
+    ]
+    cpu_each = (time.process_time() - started) * 1000 / queries
+    print(
+        f"search_log_record alone ({len(shown[0])} products): {percentiles(inserts)}   "
+        f"this process's CPU {cpu_each:.2f} ms each"
+    )
+    with connection.cursor() as cursor:
+        started = time.perf_counter()
+        for _ in range(queries):
+            cursor.execute("SELECT 1")
+        print(f"a round trip (SELECT 1): {(time.perf_counter() - started) * 1000 / queries:.2f} ms")
 
 
 def hybrid_sql(space):

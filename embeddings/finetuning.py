@@ -21,7 +21,8 @@ from catalog.models import Product, ProductImage
 from embeddings.encoder import ClipEncoder, ModelSpec
 from embeddings.models import EmbeddingSpace, FinetuneRun
 from embeddings.pairfiles import BadLine, PairFileExamples, pair_file_examples
-from embeddings.reindex import space_activate_fanout
+from embeddings.reindex import space_activate_fanout, space_prepare_fanout
+from embeddings.signals import candidate_held
 from embeddings.spaces import space_active, space_create, space_encoder, space_spec
 from embeddings.training import (
     Example,
@@ -460,7 +461,16 @@ def _execute(
     margin = settings.FINETUNE_PROMOTION_MARGIN if options.margin is None else options.margin
     gain = result.metrics_after.get("mean_recall", 0.0) - active_metrics.get("mean_recall", 0.0)
     promote = gate_on_catalog and gain >= margin and not options.no_promote
-    if promote:
+    # Interleaving first (SEARCH_INTERLEAVE_FRACTION > 0): a candidate that passed the offline
+    # gates is filled and left for the online test (search.interleaving), which promotes it.
+    held = promote and settings.SEARCH_INTERLEAVE_FRACTION > 0
+    if held:
+        promote = False
+        decision = (
+            f"passed the offline gates (validation mean recall {gain:+.3f} over "
+            f"{active.name}, margin {margin:.3f}); {candidate_hold(run=run, space=space)}"
+        )
+    elif promote:
         _set_phase(run, "filling and activating")
         space_activate_fanout(space=space)
         decision = (
@@ -483,6 +493,7 @@ def _execute(
     run.result = {
         "space": space.name,
         "promoted": promote,
+        "held_for_interleaving": held,
         "decision": decision,
         "gain": gain,
         "margin": margin,
@@ -494,6 +505,20 @@ def _execute(
         run.result["bad_lines"] = sum(r["bad_line_count"] for r in files.summary.values())
     run.progress = {**run.progress, "phase": "done"}
     logger.info("fine-tune run %s: %s", run.pk, decision)
+
+
+def candidate_hold(*, run: FinetuneRun, space: EmbeddingSpace) -> str:
+    """Fill and index a candidate without activating it, and ask the search app to test it
+    on shoppers (embeddings.signals.candidate_held); what happened, for the decision."""
+    _set_phase(run, "filling for an interleaving test")
+    space_prepare_fanout(space=space)
+    responses = candidate_held.send(sender=EmbeddingSpace, space=space)
+    if any(response is True for _, response in responses):
+        return "filled and left a candidate: the interleaving test started"
+    return (
+        "filled and left a candidate; no interleaving test started (another one is running): "
+        "start it from the admin's interleaving tests when that one ends"
+    )
 
 
 def space_evaluate(*, space: EmbeddingSpace) -> dict:

@@ -44,6 +44,7 @@ from embeddings.vectors import (
     caption_embeddings_compute,
     image_embeddings_compute,
     space_activate,
+    space_prepare,
 )
 from shop_search.celery import app
 
@@ -403,3 +404,15 @@ def space_activate_fanout(
             space_fill_fanout(space=space, missing_only=True, progress=progress)
 
     return space_activate(space=space, batch_size=batch_size, progress=progress, fill=fill)
+
+
+def space_prepare_fanout(*, space: EmbeddingSpace, batch_size: int = 256) -> EmbeddingSpace:
+    """`vectors.space_prepare` (a candidate filled and indexed for an interleaving test, not
+    activated), its fill shared with every embed worker when there is a broker."""
+    fill = None
+    if fanout_available():
+
+        def fill() -> None:
+            space_fill_fanout(space=space, missing_only=True)
+
+    return space_prepare(space=space, batch_size=batch_size, fill=fill)

@@ -313,6 +313,36 @@ def space_activate(
     return space
 
 
+def space_prepare(
+    *,
+    space: EmbeddingSpace,
+    batch_size: int = 256,
+    progress: Callable[[str, int], None] | None = None,
+    fill: Callable[[], object] | None = None,
+) -> EmbeddingSpace:
+    """Fill a candidate (missing vectors only) and build its indexes, leaving it a candidate:
+    an online interleaving test (search.interleaving) ranks with it beside the active space,
+    and space_activate promotes it later with little left to do. `fill` as in
+    space_activate (`reindex.space_prepare_fanout` shares it with every worker)."""
+    space.refresh_from_db(fields=["status"])
+    if space.status != EmbeddingSpace.Status.CANDIDATE:
+        raise ValueError(f"space {space.name} is {space.status}, not a candidate")
+    space_encoder(space)  # a bad checkpoint fails before anything is written
+    if fill is None:
+        space_fill(space=space, missing_only=True, batch_size=batch_size, progress=progress)
+    else:
+        fill()
+    space_build_indexes(space)
+    return space
+
+
+def space_is_filled(space: EmbeddingSpace) -> bool:
+    """Every image and product has a current vector in `space`. For starting a test, not
+    per request: with nothing missing it reads every image's and product's key once."""
+    missing = embeddings_missing(space=space, limit=1)
+    return not (missing.image_ids or missing.product_ids)
+
+
 @dataclass(frozen=True)
 class MissingVectors:
     image_ids: list[int]

@@ -5,9 +5,9 @@ The OpenAPI schema (/api/schema/) comes from these serializers via drf-spectacul
 
 from django.conf import settings
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import extend_schema, extend_schema_serializer
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_serializer
 from rest_framework import exceptions, serializers
-from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -15,7 +15,17 @@ from catalog.images import ImageDecodeError, decode_image
 from catalog.models import Category, Product
 from catalog.selectors import category_subtree_ids
 from embeddings.spaces import NoActiveSpace
+from search.models import SearchEvent, SearchLog
 from search.ranking import SearchFilters
+from search.searchlog import (
+    SESSION_HELP,
+    SESSION_MAX_LENGTH,
+    EventRefused,
+    search_event_record,
+    search_filters_logged,
+    search_logged,
+    session_is_valid,
+)
 from search.selectors import (
     SearchPage,
     captions_by_image,
@@ -112,12 +122,37 @@ class SortField(serializers.ChoiceField):
         )
 
 
+class SessionField(serializers.CharField):
+    """The front end's opaque `session` (the search log's session key); optional."""
+
+    def __init__(self, **kwargs):
+        super().__init__(
+            required=False,
+            max_length=SESSION_MAX_LENGTH,
+            help_text=SESSION_HELP,
+            error_messages={
+                "max_length": "The session is too long: at most {max_length} characters."
+            },
+            **kwargs,
+        )
+
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data)
+        # Too long is the max_length validator's to say (it runs after this).
+        if len(value) <= SESSION_MAX_LENGTH and not session_is_valid(value):
+            raise serializers.ValidationError(
+                "The session must be visible ASCII characters without spaces."
+            )
+        return value
+
+
 class PageInputSerializer(SearchFiltersSerializer):
     limit = serializers.IntegerField(
         min_value=1, max_value=settings.SEARCH_MAX_LIMIT, default=settings.SEARCH_DEFAULT_LIMIT
     )
     offset = serializers.IntegerField(min_value=0, max_value=10_000, default=0)
     sort = SortField()
+    session = SessionField()
 
 
 @extend_schema_serializer(component_name="ProductHit")
@@ -187,7 +222,14 @@ class SuggestionsSerializer(serializers.Serializer):
     categories = PopularCategorySerializer(many=True, help_text="the shop's popular categories")
 
 
+SEARCH_ID_HELP = (
+    "this search in the search log: name it in POST /api/events/ when the shopper clicks, "
+    "adds to cart or buys a product it showed (null when it could not be logged)"
+)
+
+
 class SearchPageSerializer(serializers.Serializer):
+    search_id = serializers.UUIDField(allow_null=True, help_text=SEARCH_ID_HELP)
     count = serializers.IntegerField(
         help_text="relevant products in the ranked, filtered window (related ones not counted)"
     )
@@ -253,6 +295,19 @@ def search_response(request, page: SearchPage) -> Response:
     return Response(SearchPageSerializer(page, context={"request": request}).data)
 
 
+def api_search_logged(page: SearchPage, data: dict, *, kind: str, query: str = "") -> SearchPage:
+    """A text or photo search of the API, logged with its validated input."""
+    return search_logged(
+        page,
+        kind=kind,
+        channel=SearchLog.Channel.API,
+        query=query,
+        filters=search_filters_logged(data),
+        offset=data["offset"],
+        session=data.get("session", ""),
+    )
+
+
 # --- endpoints ----------------------------------------------------------------------------
 
 
@@ -290,7 +345,9 @@ class ProductSearchApi(SearchApiView):
             offset=data["offset"],
             sort=data["sort"],
             correct=data["correct"],
+            session=data.get("session", ""),
         )
+        page = api_search_logged(page, data, kind=SearchLog.Kind.TEXT, query=data["q"])
         return search_response(request, page)
 
 
@@ -316,6 +373,7 @@ class ProductImageSearchApi(UploadApiView):
             offset=data["offset"],
             sort=data["sort"],
         )
+        page = api_search_logged(page, data, kind=SearchLog.Kind.PHOTO)
         return search_response(request, page)
 
 
@@ -324,9 +382,11 @@ class ProductSimilarApi(SearchApiView):
         limit = serializers.IntegerField(
             min_value=1, max_value=settings.SEARCH_MAX_LIMIT, default=8
         )
+        session = SessionField()
 
     @extend_schema_serializer(component_name="SimilarProducts")
     class OutputSerializer(serializers.Serializer):
+        search_id = serializers.UUIDField(allow_null=True, help_text=SEARCH_ID_HELP)
         count = serializers.IntegerField()
         space = serializers.CharField(source="space.name")
         results = ProductHitSerializer(many=True)
@@ -343,6 +403,13 @@ class ProductSimilarApi(SearchApiView):
         params.is_valid(raise_exception=True)
         product = get_object_or_404(Product, pk=product_id)
         page = products_similar(product=product, limit=params.validated_data["limit"])
+        page = search_logged(
+            page,
+            kind=SearchLog.Kind.SIMILAR,
+            channel=SearchLog.Channel.API,
+            source_product_id=product.pk,
+            session=params.validated_data.get("session", ""),
+        )
         return Response(self.OutputSerializer(page, context={"request": request}).data)
 
 
@@ -474,3 +541,108 @@ class SuggestApi(APIView):
         query = params.validated_data["q"]
         hits = suggestions_for_prefix(prefix=query, limit=params.validated_data["limit"])
         return Response(self.OutputSerializer({"query": query, "suggestions": hits}).data)
+
+
+class EventRateThrottle(AnonRateThrottle):
+    """Shopper events have a rate of their own (API_EVENTS_ANON_RATE): clicks are not
+    searches, and a shop's visitors behind one address click a lot."""
+
+    scope = "anon_events"
+
+    def get_rate(self) -> str | None:
+        return settings.API_EVENTS_ANON_RATE or None
+
+
+class SearchEventApi(APIView):
+    # Anonymous by design (nothing about the shopper is stored): no session authentication,
+    # so a signed-in shopper's beacon needs no CSRF token, and every sender is throttled by IP.
+    authentication_classes: list = []
+    permission_classes: list = []
+    throttle_classes = [EventRateThrottle]
+    # JSON, or a form (the shop page's beacon sends one: a type that needs no preflight).
+    parser_classes = [JSONParser, FormParser, MultiPartParser]
+
+    @extend_schema_serializer(component_name="SearchEventInput")
+    class InputSerializer(serializers.Serializer):
+        search_id = serializers.UUIDField(
+            help_text="the `search_id` that the search answered",
+            error_messages={
+                "invalid": "Must be the search_id (a UUID) that a search answered.",
+                "required": "Name the search: its search_id.",
+            },
+        )
+        type = serializers.ChoiceField(
+            choices=SearchEvent.Type.choices,
+            error_messages={
+                "invalid_choice": "Unknown event type “{input}”: use one of "
+                + ", ".join(SearchEvent.Type.values)
+                + "."
+            },
+        )
+        product_id = serializers.IntegerField(min_value=1, help_text="a product that search showed")
+        position = serializers.IntegerField(
+            min_value=1,
+            required=False,
+            allow_null=True,
+            help_text="where the search showed it (1-based, counting earlier pages); "
+            "when given it must agree with the log",
+        )
+
+    @extend_schema_serializer(component_name="SearchEvent")
+    class OutputSerializer(serializers.Serializer):
+        search_id = serializers.UUIDField()
+        type = serializers.ChoiceField(choices=SearchEvent.Type.choices)
+        product_id = serializers.IntegerField()
+        position = serializers.IntegerField(help_text="where the search showed the product")
+        created = serializers.DateTimeField(help_text="when it was first recorded")
+        duplicate = serializers.BooleanField(
+            help_text="true: this event was already recorded (the answer is a 200, not a 201)"
+        )
+
+    @extend_schema(
+        operation_id="record_search_event",
+        summary="Record what a shopper did with a search result",
+        description="A click, add to cart or purchase of a product that a search showed. "
+        "Anonymous, throttled per address. Each (search, type, product) is stored once: "
+        "the first time answers 201, the same event again 200 with `duplicate: true`.",
+        request={
+            "application/json": InputSerializer,
+            "application/x-www-form-urlencoded": InputSerializer,
+            "multipart/form-data": InputSerializer,
+        },
+        responses={
+            201: OpenApiResponse(OutputSerializer, description="recorded"),
+            200: OpenApiResponse(OutputSerializer, description="already recorded: stored once"),
+            400: OpenApiResponse(
+                ErrorSerializer,
+                description="unknown search_id, a product that search did not show, a "
+                "position that disagrees with it, an unknown type",
+            ),
+            429: OpenApiResponse(ErrorSerializer, description="over API_EVENTS_ANON_RATE"),
+        },
+        auth=[],
+    )
+    def post(self, request):
+        params = self.InputSerializer(data=request.data)
+        params.is_valid(raise_exception=True)
+        data = params.validated_data
+        try:
+            event, created = search_event_record(
+                search_id=data["search_id"],
+                type=data["type"],
+                product_id=data["product_id"],
+                position=data.get("position"),
+            )
+        except EventRefused as exc:
+            raise serializers.ValidationError({exc.field: [str(exc)]}) from exc
+        body = self.OutputSerializer(
+            {
+                "search_id": event.search_id,
+                "type": event.type,
+                "product_id": event.product_id,
+                "position": event.position,
+                "created": event.created,
+                "duplicate": not created,
+            }
+        ).data
+        return Response(body, status=201 if created else 200)

@@ -12,6 +12,8 @@ class SearchConfig(AppConfig):
 
         from catalog.models import Product
         from catalog.signals import catalog_changed
+        from embeddings.signals import candidate_held
+        from search.services import interleaving_on_candidate_held
         from search.vocabulary import vocabulary_on_catalog_change, vocabulary_on_product_delete
 
         # The vocabulary and suggestions follow the catalog: changed products are
@@ -20,3 +22,5 @@ class SearchConfig(AppConfig):
         post_delete.connect(
             vocabulary_on_product_delete, sender=Product, dispatch_uid="search-vocabulary"
         )
+        # A candidate that fine-tuning held for an online test is tested here.
+        candidate_held.connect(interleaving_on_candidate_held, dispatch_uid="search-interleaving")

@@ -393,7 +393,8 @@ class SearchLog(models.Model):
     result_count = models.PositiveIntegerField(default=0)
     session = models.CharField(max_length=64, blank=True)
     # An interleaved search (search.interleaving): the candidate space merged with `space`,
-    # and per shown product which one contributed it (0: `space`, 1: `interleaved_with`).
+    # and per shown product which one contributed it (0: `space`, 1: `interleaved_with`,
+    # -1: neither, a pinned or related product).
     interleaved_with = models.ForeignKey(
         EmbeddingSpace, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -440,3 +441,47 @@ class SearchEvent(models.Model):
 
     def __str__(self):
         return f"{self.type} on product {self.product_id} of search {self.search_id}"
+
+
+# --- interleaving tests -------------------------------------------------------------------
+
+
+class InterleavingTest(models.Model):
+    """An online test of a candidate space against the active one (search.interleaving).
+
+    While it runs, SEARCH_INTERLEAVE_FRACTION of text searches show a team-draft merge of
+    both spaces' rankings; the tally is read from the search log (`interleaved_with`,
+    `teams`) and its click events, never stored twice. One test at a time.
+    """
+
+    class Status(models.TextChoices):
+        PREPARING = "preparing"  # the candidate is being filled and indexed
+        RUNNING = "running"
+        PROMOTED = "promoted"
+        STOPPED = "stopped"
+
+    UNFINISHED = (Status.PREPARING, Status.RUNNING)
+
+    candidate = models.ForeignKey(EmbeddingSpace, on_delete=models.CASCADE, related_name="+")
+    # The active space when the test began; only searches answered from it are merged.
+    control = models.ForeignKey(EmbeddingSpace, on_delete=models.CASCADE, related_name="+")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PREPARING)
+    created = models.DateTimeField(default=timezone.now)
+    started = models.DateTimeField(null=True, blank=True)  # searches are merged from then on
+    ended = models.DateTimeField(null=True, blank=True)
+    decision = models.TextField(blank=True)
+    result = models.JSONField(default=dict, blank=True)  # the tally when it ended
+
+    class Meta:
+        ordering = ["-created"]
+        constraints = [
+            # One test at a time: a partial unique index on a constant.
+            models.UniqueConstraint(
+                models.Value(1),
+                condition=models.Q(status__in=["preparing", "running"]),
+                name="one_unfinished_interleaving_test",
+            )
+        ]
+
+    def __str__(self):
+        return f"{self.candidate} vs {self.control} ({self.status})"

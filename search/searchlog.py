@@ -2,27 +2,51 @@
 
 Writes only; the judgments, insights and interleaving read these tables. Recording never
 fails a search: a log row that cannot be written costs that search its `search_id`, no
-result.
+result. Every search path (the API's and the shop pages' text, photo and similar-products
+searches) logs through `search_logged`, once, after its page is built.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from datetime import timedelta
 
 from django.conf import settings
-from django.db import DatabaseError
+from django.db import DatabaseError, IntegrityError, connection, transaction
+from django.db.models.sql import InsertQuery
+from django.utils import timezone
 
+from catalog.models import Product
 from embeddings.models import EmbeddingSpace
 from search.models import SearchEvent, SearchLog
+from search.selectors import SearchPage
 
 logger = logging.getLogger(__name__)
 
+# What a front end may send as its `session` (and what the shop page's cookie holds): an
+# opaque token of visible ASCII, so nothing with spaces or markup is ever hashed or echoed.
+SESSION_MAX_LENGTH = 128
+SESSION_PATTERN = re.compile(rf"[\x21-\x7e]{{1,{SESSION_MAX_LENGTH}}}")
+SESSION_HELP = (
+    f"1 to {SESSION_MAX_LENGTH} visible ASCII characters (no spaces), e.g. a random id the "
+    "shop's front end keeps per visit; stored only as a keyed hash"
+)
+
 
 class EventRefused(ValueError):
-    """An event that names no logged search, or a product that search did not show."""
+    """An event that names no logged search, or a product that search did not show.
+
+    `field` names the input at fault (search_id, type, product_id, position), for the API's
+    errors by field."""
+
+    def __init__(self, message: str, field: str = "non_field_errors"):
+        super().__init__(message)
+        self.field = field
 
 
 def session_key(raw: str) -> str:
@@ -31,6 +55,27 @@ def session_key(raw: str) -> str:
     if not raw:
         return ""
     return hashlib.sha256(f"{settings.SECRET_KEY}:session:{raw}".encode()).hexdigest()[:32]
+
+
+def session_is_valid(raw: str) -> bool:
+    return SESSION_PATTERN.fullmatch(raw) is not None
+
+
+def search_filters_logged(data: Mapping) -> dict:
+    """The filters a search was asked with, as JSON: the category's slug, prices as strings,
+    only those given (validated input of search.apis.SearchFiltersSerializer)."""
+    logged: dict = {}
+    category = data.get("category")
+    if category is not None:
+        logged["category"] = getattr(category, "slug", category)
+    if data.get("brand"):
+        logged["brand"] = data["brand"]
+    for name in ("min_price", "max_price"):
+        if data.get(name) is not None:
+            logged[name] = str(data[name])
+    if data.get("in_stock") is not None:
+        logged["in_stock"] = data["in_stock"]
+    return logged
 
 
 def search_log_record(
@@ -67,31 +112,164 @@ def search_log_record(
         teams=list(teams)[: settings.SEARCH_LOG_TOP],
     )
     try:
-        row.save(force_insert=True)
+        if connection.in_atomic_block:
+            # The caller's transaction decides when it commits; a savepoint keeps a failed
+            # write from spoiling it.
+            with transaction.atomic():
+                row.save(force_insert=True)
+        else:
+            _insert_without_waiting_for_flush(row)
     except DatabaseError:
         logger.warning("search log row not written", exc_info=True)
         return None
     return row.id
 
 
+# Waiting for the commit's WAL flush (an fsync) was most of a logged search's overhead
+# (bench/README.md). For a log row, not waiting is right: a database crash can lose the
+# last moment's rows (at most 3 x wal_writer_delay), never a result or any other write.
+_ASYNC_COMMIT = "SET LOCAL synchronous_commit TO OFF"
+
+
+def _insert_without_waiting_for_flush(row: SearchLog) -> None:
+    """The row's INSERT in a transaction of its own that commits without waiting for the
+    disk: one round trip, as Postgres runs the statements of one simple query as one
+    transaction (with client-side binding, Django's default for psycopg 3 and psycopg 2)."""
+    query = InsertQuery(SearchLog)
+    query.insert_values([f for f in SearchLog._meta.local_concrete_fields], [row])
+    ((sql, params),) = query.get_compiler(connection=connection).as_sql()
+    if connection.settings_dict.get("OPTIONS", {}).get("server_side_binding"):
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(_ASYNC_COMMIT)
+            cursor.execute(sql, params)
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(f"{_ASYNC_COMMIT}; {sql}", params)
+
+
+def search_logged(
+    page: SearchPage,
+    *,
+    kind: str,
+    channel: str,
+    query: str = "",
+    source_product_id: int | None = None,
+    filters: dict | None = None,
+    offset: int = 0,
+    session: str = "",
+) -> SearchPage:
+    """The page with its `search_id`: logs the products it shows, in order, once the page is
+    built (never on the ranking path), and for an interleaved search which space contributed
+    each (search.interleaving). With SEARCH_LOG_ENABLED off, the page as it is."""
+    if not settings.SEARCH_LOG_ENABLED:
+        return page
+    search_id = search_log_record(
+        kind=kind,
+        channel=channel,
+        space=page.space,
+        product_ids=[hit.product.pk for hit in page.results],
+        result_count=page.count,
+        query=query,
+        source_product_id=source_product_id,
+        filters=filters,
+        sort="" if kind == SearchLog.Kind.SIMILAR else page.sort,
+        offset=offset,
+        session=session,
+        interleaved_with=page.interleaved_with,
+        teams=page.teams,
+    )
+    return replace(page, search_id=search_id)
+
+
+_INSERT_EVENT = """
+    INSERT INTO {event} (search_id, type, product_id, position, created)
+    SELECT %s, %s, p.id, %s, %s FROM {product} p WHERE p.id = %s
+    ON CONFLICT (search_id, type, product_id) DO NOTHING
+    RETURNING id
+"""
+
+
 def search_event_record(
     *, search_id: uuid.UUID, type: str, product_id: int, position: int | None = None
 ) -> tuple[SearchEvent, bool]:
     """Store what a shopper did with a product of a logged search, once: the same event
-    sent again (a double click, a retried beacon) returns the stored one and False."""
-    search = SearchLog.objects.filter(pk=search_id).first()
+    sent again (a double click, a retried beacon, the no-JS link after the beacon) returns
+    the stored one and False."""
+    if type not in SearchEvent.Type.values:
+        raise EventRefused(
+            f"Unknown event type {type!r}: use one of {', '.join(SearchEvent.Type.values)}.",
+            "type",
+        )
+    search = SearchLog.objects.filter(pk=search_id).only("offset", "product_ids").first()
     if search is None:
-        raise EventRefused(f"Unknown search_id {search_id}: no logged search has it.")
+        raise EventRefused(
+            f"Unknown search_id {search_id}: no logged search has it (searches are kept "
+            f"{settings.SEARCH_LOG_DAYS} days).",
+            "search_id",
+        )
     shown_at = search.position_of(product_id)
     if shown_at is None:
-        raise EventRefused(f"Product {product_id} was not among the results of search {search_id}.")
+        raise EventRefused(
+            f"Product {product_id} was not among the results of search {search_id}.",
+            "product_id",
+        )
     if position is not None and position != shown_at:
         raise EventRefused(
             f"Product {product_id} was shown at position {shown_at} in search {search_id}, "
-            f"not {position}."
+            f"not {position}.",
+            "position",
         )
-    # The unique constraint decides between concurrent posts; get_or_create re-reads on its
-    # IntegrityError, so each sender gets the one stored row.
-    return SearchEvent.objects.get_or_create(
-        search=search, type=type, product_id=product_id, defaults={"position": shown_at}
+    # One statement: the unique constraint decides between concurrent posts (the loser's
+    # insert does nothing), and a product deleted since the search inserts nothing either.
+    created = timezone.now()
+    sql = _INSERT_EVENT.format(
+        event=connection.ops.quote_name(SearchEvent._meta.db_table),
+        product=connection.ops.quote_name(Product._meta.db_table),
     )
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(sql, [search.pk, type, shown_at, created, product_id])
+            inserted = cursor.fetchone()
+    except IntegrityError:  # the product was deleted between the check and the commit
+        inserted = None
+    if inserted is not None:
+        event = SearchEvent(
+            id=inserted[0],
+            search_id=search.pk,
+            type=type,
+            product_id=product_id,
+            position=shown_at,
+            created=created,
+        )
+        return event, True
+    event = SearchEvent.objects.filter(
+        search_id=search.pk, type=type, product_id=product_id
+    ).first()
+    if event is None:
+        raise EventRefused(f"Product {product_id} no longer exists.", "product_id")
+    return event, False
+
+
+def search_log_prune(*, days: int | None = None, batch_size: int | None = None) -> int:
+    """Delete the searches older than `days` (SEARCH_LOG_DAYS), their events with them, in
+    committed batches of `batch_size` (SEARCH_LOG_PRUNE_BATCH) searches: no long lock, no
+    unbounded statement. Returns how many searches were deleted."""
+    days = settings.SEARCH_LOG_DAYS if days is None else days
+    batch_size = batch_size or settings.SEARCH_LOG_PRUNE_BATCH
+    cutoff = timezone.now() - timedelta(days=days)
+    deleted = 0
+    while True:
+        with transaction.atomic():
+            ids = list(
+                SearchLog.objects.filter(created__lt=cutoff)
+                .order_by("created")
+                .values_list("pk", flat=True)[:batch_size]
+            )
+            if not ids:
+                return deleted
+            # Events explicitly first, in one statement; the cascade would select them first.
+            SearchEvent.objects.filter(search_id__in=ids).delete()
+            SearchLog.objects.filter(pk__in=ids).delete()
+        deleted += len(ids)
+        if len(ids) < batch_size:
+            return deleted

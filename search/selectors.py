@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import uuid
 from collections import Counter
 from dataclasses import dataclass, field, replace
 
@@ -22,6 +23,7 @@ from catalog.models import Product
 from catalog.selectors import category_ancestor_ids, category_nodes
 from embeddings.models import EmbeddingSpace
 from embeddings.spaces import space_active, space_encoder
+from search.interleaving import interleaved_ranking
 from search.models import MerchandisingRule
 from search.query import QueryAnalysis, query_analyse, rest_corrected
 from search.ranking import (
@@ -88,6 +90,11 @@ class SearchPage:
     synonyms: dict[str, list[str]] = field(default_factory=dict)  # span -> its synonyms
     suggestions: NoResultsHelp | None = None  # when nothing is relevant
     corrected_query: str | None = None  # text search: the corrected words it also matched
+    # An interleaved search (search.interleaving): the candidate space merged with `space`,
+    # and per result who contributed it (0: `space`, 1: the candidate, -1: neither).
+    interleaved_with: EmbeddingSpace | None = None
+    teams: tuple[int, ...] = ()
+    search_id: uuid.UUID | None = None  # its row in the search log (search.searchlog)
 
 
 @dataclass(frozen=True)
@@ -202,11 +209,16 @@ def product_search_by_text(
     sort: str = Sort.RELEVANCE,
     rules: RuleEffects | None = None,
     correct: bool = True,
+    session: str = "",
+    interleave: bool = True,
 ) -> SearchPage:
     """Hybrid search: words (and their synonyms), SKU and the query's meaning, fused;
     merchandising rules applied (`rules`: these instead of the active ones); a thin page
     filled with related products; nonsense finds nothing. With `correct`, misspelt words
-    also match as corrected (search.query); the text tower sees the query as typed."""
+    also match as corrected (search.query); the text tower sees the query as typed.
+    While an interleaving test runs, some searches (by `session`, the front end's opaque
+    key, and the query) merge the active and the candidate space's rankings, unless not
+    `interleave` (previews show the active space alone)."""
     space = space_active()
     analysis = query_analyse(query=query, correct=correct)
     synonyms = synonyms_expand(query=query)
@@ -215,26 +227,47 @@ def product_search_by_text(
         synonyms = replace(synonyms, rest=rest_corrected(synonyms.rest, analysis))
     if rules is None:
         rules = rules_for_search(query=query, filters=filters)
-    ranked = hybrid_search(
+
+    def rank(in_space: EmbeddingSpace) -> list[RankedProduct]:
+        return hybrid_search(
+            space=in_space,
+            vector=text_vector(in_space, query),
+            filters=filters,
+            text=query,
+            match_texts=analysis.match_texts,
+            floor=query_similarity_floor(in_space, analysis),
+            synonyms=synonyms,
+            pinned=rules.pinned_ids,
+        )
+
+    ranked = rank(space)
+    interleaved = interleave and interleaved_ranking(
         space=space,
-        vector=text_vector(space, query),
+        ranked=ranked,
+        rank=rank,
+        rules=rules,
+        session=session,
+        query=query,
         filters=filters,
-        text=query,
-        match_texts=analysis.match_texts,
-        floor=query_similarity_floor(space, analysis),
-        synonyms=synonyms,
-        pinned=rules.pinned_ids,
+        sort=sort,
     )
     page = search_page(
         space=space,
-        ranked=ranked,
+        ranked=interleaved.ranked if interleaved else ranked,
         limit=limit,
         offset=offset,
-        rules=rules,
+        # The merged window has the rules applied already.
+        rules=NO_RULES if interleaved else rules,
         sort=sort,
         filters=filters,
         related=True,
     )
+    if interleaved:
+        page = replace(
+            page,
+            interleaved_with=interleaved.candidate,
+            teams=interleaved.teams_of([hit.product.pk for hit in page.results]),
+        )
     return replace(page, synonyms=synonyms.applied, corrected_query=analysis.corrected_query)
 
 
@@ -452,9 +485,11 @@ def rule_preview(
     (rule,) = rules_with_entries(MerchandisingRule.objects.filter(pk=rule.pk))
     with_rule = rule_effects(sorted([*others, rule], key=rule_specificity) if applies else others)
     without_rule = rule_effects(others)
-    page_with = product_search_by_text(query=query, filters=filters, limit=limit, rules=with_rule)
+    page_with = product_search_by_text(
+        query=query, filters=filters, limit=limit, rules=with_rule, interleave=False
+    )
     page_without = product_search_by_text(
-        query=query, filters=filters, limit=limit, rules=without_rule
+        query=query, filters=filters, limit=limit, rules=without_rule, interleave=False
     )
     hidden_ids = with_rule.hidden - without_rule.hidden
     return RulePreview(

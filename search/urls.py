@@ -6,6 +6,8 @@ urlpatterns = [
     path("", views.shop_search, name="shop-search"),
     path("search/photo/", views.shop_photo_search, name="shop-photo-search"),
     path("products/<int:pk>/", views.product_detail, name="product-detail"),
+    # A result link without JavaScript: records the click, then the product page.
+    path("click/<uuid:search_id>/<int:product_id>/", views.shop_result_click, name="shop-click"),
     path("api/search/", apis.ProductSearchApi.as_view(), name="api-search"),
     path("api/suggest/", apis.SuggestApi.as_view(), name="api-suggest"),
     path("api/search/image/", apis.ProductImageSearchApi.as_view(), name="api-search-image"),
@@ -16,4 +18,5 @@ urlpatterns = [
     ),
     path("api/match/", apis.ImageTextMatchApi.as_view(), name="api-match"),
     path("api/captions/", apis.ImageCaptionsApi.as_view(), name="api-captions"),
+    path("api/events/", apis.SearchEventApi.as_view(), name="api-events"),
 ]

@@ -10,12 +10,27 @@ from django.core.cache import cache
 from django.core.paginator import Paginator
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
-from django.views.decorators.http import require_POST
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET, require_POST
 from rest_framework import serializers
 
 from catalog.models import Product
 from embeddings.spaces import NoActiveSpace, space_active
-from search.apis import SearchFiltersSerializer, SortField, UploadedImageField, non_blank
+from search.apis import (
+    EventRateThrottle,
+    SearchFiltersSerializer,
+    SortField,
+    UploadedImageField,
+    non_blank,
+)
+from search.models import SearchEvent, SearchLog
+from search.searchlog import (
+    EventRefused,
+    search_event_record,
+    search_filters_logged,
+    search_logged,
+    session_is_valid,
+)
 from search.selectors import (
     image_vector,
     product_search_by_text,
@@ -43,6 +58,31 @@ class SearchPageInput(SearchFiltersSerializer):
 
 class PhotoInput(serializers.Serializer):
     image = UploadedImageField()
+
+
+def with_shop_session(view):
+    """The shop page's own session for the search log: a random id in a cookie (SameSite=Lax,
+    HttpOnly, until the browser closes), read as `request.shop_session`, set only when absent
+    (or not one of ours)."""
+
+    @functools.wraps(view)
+    def wrapped(request, *args, **kwargs):
+        name = settings.SEARCH_SESSION_COOKIE
+        current = request.COOKIES.get(name, "")
+        fresh = not session_is_valid(current)
+        request.shop_session = secrets.token_urlsafe(18) if fresh else current
+        response = view(request, *args, **kwargs)
+        if fresh:
+            response.set_cookie(
+                name,
+                request.shop_session,
+                samesite="Lax",
+                httponly=True,  # the page's script never reads it: beacons name the search
+                secure=settings.SESSION_COOKIE_SECURE,
+            )
+        return response
+
+    return wrapped
 
 
 def throttled(view):
@@ -76,6 +116,7 @@ def needs_active_space(view):
 
 
 @throttled
+@with_shop_session
 @needs_active_space
 def shop_search(request):
     params = SearchPageInput(data=non_blank(request.GET))
@@ -114,8 +155,19 @@ def shop_search(request):
             offset=offset,
             sort=data["sort"],
             correct=data["correct"],
+            session=request.shop_session,
         )
     if page is not None:
+        page = search_logged(
+            page,
+            kind=SearchLog.Kind.PHOTO if data["photo"] else SearchLog.Kind.TEXT,
+            channel=SearchLog.Channel.PAGE,
+            query="" if data["photo"] else data["q"],
+            filters=search_filters_logged(data),
+            offset=offset,
+            session=request.shop_session,
+        )
+        matches = [hit for hit in page.results if not hit.related]
         context.update(
             page=page,
             page_number=page_number,
@@ -123,8 +175,12 @@ def shop_search(request):
             has_previous=page_number > 1,
             filtered=bool(data["filters"]),
             sorts=Sort.choices,
-            matches=[hit for hit in page.results if not hit.related],
+            matches=matches,
             related=[hit for hit in page.results if hit.related],
+            click_prefix=click_url_prefix(page.search_id),
+            # Positions as logged: related products follow the matches of the first page.
+            first_position=offset + 1,
+            related_first_position=offset + len(matches) + 1,
         )
     return render(request, "search/search.html", context)
 
@@ -171,12 +227,54 @@ def _photo_vector(photo_id: str):
     return space, np.frombuffer(stored["vector"], dtype=np.float32)
 
 
+@with_shop_session
 @needs_active_space
 def product_detail(request, pk: int):
     product = get_object_or_404(
         Product.objects.select_related("category").prefetch_related("images"), pk=pk
     )
-    similar = products_similar(product=product, limit=SIMILAR_ON_PAGE)
-    return render(
-        request, "search/product_detail.html", {"product": product, "similar": similar.results}
+    similar = search_logged(
+        products_similar(product=product, limit=SIMILAR_ON_PAGE),
+        kind=SearchLog.Kind.SIMILAR,
+        channel=SearchLog.Channel.PAGE,
+        source_product_id=product.pk,
+        session=request.shop_session,
     )
+    return render(
+        request,
+        "search/product_detail.html",
+        {
+            "product": product,
+            "similar": similar.results,
+            "search_id": similar.search_id,
+            "click_prefix": click_url_prefix(similar.search_id),
+        },
+    )
+
+
+def click_url_prefix(search_id) -> str:
+    """`/click/<search_id>/`, which a result link ends with its product id: reversed once per
+    page rather than once per link. Empty for a search that was not logged."""
+    if search_id is None:
+        return ""
+    return reverse("shop-click", args=[search_id, 0]).removesuffix("0/")
+
+
+@require_GET
+@never_cache
+def shop_result_click(request, search_id, product_id: int):
+    """A result link followed without JavaScript: record the click, then show the product.
+
+    It only ever redirects to that product's own page (never to a URL from the request).
+    A click that cannot be recorded (the search expired, the product was not in it, the
+    address is over its event rate) still reaches the product; a product that no longer
+    exists is a 404."""
+    product = get_object_or_404(Product.objects.only("pk"), pk=product_id)
+    if EventRateThrottle().allow_request(request, None):
+        try:
+            search_event_record(
+                search_id=search_id, type=SearchEvent.Type.CLICK, product_id=product.pk
+            )
+        except EventRefused as exc:
+            logger.info("click not recorded: %s", exc)
+    return redirect("product-detail", pk=product.pk)

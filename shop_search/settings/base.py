@@ -110,6 +110,8 @@ CONTENT_SECURITY_POLICY = {
         "script-src": ["'self'", NONCE],
         "style-src": ["'self'", "'unsafe-inline'"],
         "img-src": ["'self'", "data:"],
+        # Fetches and beacons (suggestions, click events) go to the site itself only.
+        "connect-src": ["'self'"],
         "object-src": ["'none'"],
         "base-uri": ["'none'"],
         "form-action": ["'self'"],
@@ -313,6 +315,29 @@ SEARCH_MAX_SCAN_TUPLES = env.int("SEARCH_MAX_SCAN_TUPLES", default=20000)
 # The search log (search.searchlog): products kept per logged search, and days kept.
 SEARCH_LOG_TOP = env.int("SEARCH_LOG_TOP", default=50)
 SEARCH_LOG_DAYS = env.int("SEARCH_LOG_DAYS", default=90)
+if SEARCH_LOG_DAYS < 1:
+    raise ImproperlyConfigured(f"SEARCH_LOG_DAYS must be 1 or more, got {SEARCH_LOG_DAYS}")
+# Off: searches are not logged and answer "search_id": null (events then have nothing to name).
+SEARCH_LOG_ENABLED = env.bool("SEARCH_LOG_ENABLED", default=True)
+# Searches deleted per committed batch by the daily retention task.
+SEARCH_LOG_PRUNE_BATCH = env.int("SEARCH_LOG_PRUNE_BATCH", default=5000)
+# The shop page's own session cookie for the search log: a random id, until the browser closes.
+SEARCH_SESSION_COOKIE = "shop_search_session"
+# Anonymous shopper events (POST /api/events/) per IP: a rate of their own, beside searches.
+API_EVENTS_ANON_RATE = env.str("API_EVENTS_ANON_RATE", default="300/min")
+# Interleaving (search.interleaving): this share of text searches merges the active space's
+# ranking with a held candidate's (team draft); 0 turns testing off, and fine-tuning then
+# promotes a candidate that passes the offline gates at once. With AUTO_PROMOTE, a candidate
+# that wins the sign test at p < 0.05 after MIN_SEARCHES searches with clicks goes live
+# (checked by beat every CHECK_INTERVAL seconds).
+SEARCH_INTERLEAVE_FRACTION = env.float("SEARCH_INTERLEAVE_FRACTION", default=0.0)
+if not 0.0 <= SEARCH_INTERLEAVE_FRACTION <= 1.0:
+    raise ImproperlyConfigured(
+        f"SEARCH_INTERLEAVE_FRACTION must be between 0 and 1, got {SEARCH_INTERLEAVE_FRACTION}"
+    )
+SEARCH_INTERLEAVE_AUTO_PROMOTE = env.bool("SEARCH_INTERLEAVE_AUTO_PROMOTE", default=False)
+SEARCH_INTERLEAVE_MIN_SEARCHES = env.int("SEARCH_INTERLEAVE_MIN_SEARCHES", default=200)
+SEARCH_INTERLEAVE_CHECK_INTERVAL = env.float("SEARCH_INTERLEAVE_CHECK_INTERVAL", default=600.0)
 # Query vectors (and photo searches' vectors) are kept this long in the cache; bounded, so
 # that a flood of distinct queries expires instead of accumulating.
 SEARCH_QUERY_CACHE_MAX_SECONDS = 86400
@@ -388,6 +413,10 @@ CELERY_TASK_ROUTES = {
     "embeddings.tasks.sweep_missing_embeddings": {"queue": "default"},
     "catalog.importing.tasks.sweep_import_files": {"queue": "default"},
     "shop_search.tasks.sessions_clear_expired": {"queue": "default"},
+    "search.tasks.search_log_prune": {"queue": "default"},
+    "search.tasks.interleaving_check": {"queue": "default"},
+    # Fills the candidate with its model, like activating a space.
+    "search.tasks.interleaving_test_prepare": {"queue": "train"},
 }
 # Redis redelivers a message that was never acknowledged (its worker died) after this long;
 # it must exceed the longest late-acknowledged task (CELERY_TASK_TIME_LIMIT).
@@ -432,10 +461,22 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": IMPORT_FILES_SWEEP_INTERVAL,
         "options": {"expires": IMPORT_FILES_SWEEP_INTERVAL},
     },
+    # The running interleaving test's tally: promotes (or stops) it when it is decided.
+    "interleaving-check": {
+        "task": "search.tasks.interleaving_check",
+        "schedule": SEARCH_INTERLEAVE_CHECK_INTERVAL,
+        "options": {"expires": SEARCH_INTERLEAVE_CHECK_INTERVAL},
+    },
     # Expired sessions (admin sign-ins) are deleted once a day; nothing else removes them.
     "clear-expired-sessions": {
         "task": "shop_search.tasks.sessions_clear_expired",
         "schedule": crontab(hour=3, minute=30),
+        "options": {"expires": 3600},
+    },
+    # Searches older than SEARCH_LOG_DAYS go, with their events, in batches, once a day.
+    "prune-search-log": {
+        "task": "search.tasks.search_log_prune",
+        "schedule": crontab(hour=4, minute=0),
         "options": {"expires": 3600},
     },
 }

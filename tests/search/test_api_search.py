@@ -150,7 +150,7 @@ def test_similar_products_api(client, catalog_shop):
     response = client.get(reverse("api-product-similar", args=[product.pk]), {"limit": 3})
     assert response.status_code == 200
     body = response.json()
-    assert set(body) == {"count", "space", "results"}
+    assert set(body) == {"search_id", "count", "space", "results"}
     assert body["count"] == 3
     assert product.sku not in skus(body)
     similarities = [r["similarity"] for r in body["results"]]
@@ -254,6 +254,7 @@ def test_schema_lists_what_the_search_endpoints_accept(schema):
         "in_stock",
         "sort",
         "correct",
+        "session",
     }
     assert next(p for p in search["parameters"] if p["name"] == "q")["required"] is True
     components = schema["components"]["schemas"]
@@ -269,6 +270,7 @@ def test_schema_lists_what_the_search_endpoints_accept(schema):
         "max_price",
         "in_stock",
         "sort",
+        "session",
     }
     assert body["required"] == ["image"]
     match = schema["paths"]["/api/match/"]["post"]["requestBody"]["content"]
@@ -277,7 +279,7 @@ def test_schema_lists_what_the_search_endpoints_accept(schema):
         "text",
     ]
     similar = schema["paths"]["/api/products/{product_id}/similar/"]["get"]["parameters"]
-    assert {p["name"] for p in similar} == {"product_id", "limit"}
+    assert {p["name"] for p in similar} == {"product_id", "limit", "session"}
 
 
 def test_schema_describes_what_the_endpoints_return(client, schema, catalog_shop, make_product):
