@@ -29,9 +29,10 @@ def training_report(metrics: dict) -> str:
         rows["latest evaluation"] = metrics["evaluation"]
     recall = [e.get("val_mean_recall") for e in metrics.get("epochs", [])]
     return format_html(
-        "{}<p>{}</p>{}{}{}{}",
+        "{}<p>{}</p><p>{}</p>{}{}{}{}",
         metrics_table(rows),
         metrics.get("decision", ""),
+        training_summary(metrics.get("training", {})),
         gates_report(metrics),
         calibration_report(metrics.get("calibration")),
         line_chart_svg(metrics.get("losses", []), title="training loss by step"),
@@ -70,6 +71,18 @@ def gates_report(metrics: dict) -> str:
         format_html_join("", "<tr><th>{}</th><td>{}</td><td>{}</td></tr>", rows),
         metrics.get("decided_by", "?"),
         extra,
+    )
+
+
+def training_summary(training: dict) -> str:
+    """How it trained: pairs, epochs, speed, device and how many processes (world size)."""
+    if not training:
+        return ""
+    return (
+        f"{training.get('train_pairs', '?')} training pairs, "
+        f"{training.get('epochs_completed', '?')} epochs, "
+        f"{training.get('pairs_per_second', 0):.0f} pairs/s on {training.get('device', '?')}, "
+        f"world size {training.get('world_size', 1)}"
     )
 
 
@@ -230,7 +243,7 @@ class FinetuneRunAdmin(admin.ModelAdmin):
             else ""
         )
         line = format_html(
-            "{}<strong>{}</strong> · step {} of {} · epoch {} · loss {} · {} s",
+            "{}<strong>{}</strong> · step {} of {} · epoch {} · loss {} · {} s · world size {}",
             refresh,
             p.get("phase", "queued"),
             p.get("step", 0),
@@ -238,6 +251,7 @@ class FinetuneRunAdmin(admin.ModelAdmin):
             p.get("epoch", "-"),
             f"{p['loss']:.3f}" if isinstance(p.get("loss"), float) else "-",
             round(p.get("elapsed", 0)),
+            p.get("world_size", 1),
         )
         if not refresh:  # finished: the result below has the final charts
             return line

@@ -34,6 +34,7 @@ from embeddings.spaces import space_active, space_create, space_encoder, space_s
 from embeddings.training import (
     Example,
     TrainConfig,
+    TrainResult,
     evaluate,
     finetune,
     is_validation_key,
@@ -75,6 +76,9 @@ class FinetuneOptions:
     no_catalog: bool = False
     # Leave out the pairs other apps add (embeddings.extensions: the shoppers' queries).
     no_events: bool = False
+    # Training processes on this machine (torchrun, embeddings.distributed_finetune); None:
+    # FINETUNE_NPROC.
+    nproc: int | None = None
 
     @classmethod
     def from_dict(cls, options: dict) -> FinetuneOptions:
@@ -200,17 +204,21 @@ def _set_phase(run: FinetuneRun, phase: str, **extra) -> None:
 
 
 def finetune_run_execute(
-    *, run: FinetuneRun, on_progress: Callable[[dict], None] | None = None
+    *,
+    run: FinetuneRun,
+    on_progress: Callable[[dict], None] | None = None,
+    trainer: Callable[..., TrainResult] = finetune,
 ) -> FinetuneRun:
     """Train, evaluate, store and maybe promote: the whole of one fine-tuning run.
 
     Errors are recorded on the run (status failed, with the reason) and re-raised; the
-    active space changes only through `space_activate`, at the very end.
+    active space changes only through `space_activate`, at the very end. `trainer` is
+    `finetune` or, on rank 0 of a distributed run, its DDP version (same arguments).
     """
     FinetuneRun.objects.filter(pk=run.pk).update(status=FinetuneRun.Status.RUNNING)
     run.status = FinetuneRun.Status.RUNNING
     try:
-        _execute(run, on_progress)
+        _execute(run, on_progress, trainer)
     except BaseException as exc:
         run.status, run.error = FinetuneRun.Status.FAILED, str(exc) or type(exc).__name__
         run.save(update_fields=["status", "error", "updated"])
@@ -311,7 +319,11 @@ def file_pairs(
     )
 
 
-def _execute(run: FinetuneRun, on_progress: Callable[[dict], None] | None) -> None:
+def _execute(
+    run: FinetuneRun,
+    on_progress: Callable[[dict], None] | None,
+    trainer: Callable[..., TrainResult],
+) -> None:
     options = FinetuneOptions.from_dict(run.options)
     if options.val_pairs and not options.pairs:
         raise FinetuneError("validation pairs (--val-pairs) need training pairs (--pairs)")
@@ -374,7 +386,7 @@ def _execute(run: FinetuneRun, on_progress: Callable[[dict], None] | None) -> No
         },
         device=str(model.device),
     )
-    result = finetune(
+    result = trainer(
         model.model,
         model.preprocess,
         model.tokenizer,
@@ -442,6 +454,7 @@ def _execute(run: FinetuneRun, on_progress: Callable[[dict], None] | None) -> No
             "train_seconds": result.train_seconds,
             "batch_size": result.batch_size,
             "device": result.device,
+            "world_size": result.world_size,
             "precision": result.precision,
             "config": result.config,
         },

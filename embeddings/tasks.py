@@ -12,7 +12,7 @@ from celery import shared_task
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, transaction
 
-from embeddings.finetuning import finetune_run_execute
+from embeddings.distributed_finetune import finetune_run_train
 from embeddings.models import EmbeddingSpace, FinetuneRun
 from embeddings.reindex import REINDEX_CHUNK_TASK, reindex_chunk_run, space_activate_fanout
 from embeddings.spaces import space_active
@@ -109,7 +109,7 @@ def finetune_catalog(run_id: int) -> dict:
     if run is None:
         logger.warning("fine-tune run %s is gone; nothing to do", run_id)
         return {}
-    return finetune_run_execute(run=run).result
+    return finetune_run_train(run=run).result
 
 
 @shared_task(acks_late=False, time_limit=6 * 3600, soft_time_limit=6 * 3600 - 60)

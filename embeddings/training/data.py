@@ -256,18 +256,27 @@ def batch_tensors(
     rng: np.random.Generator,
     device: torch.device,
     segment_chinese: bool = True,
+    positions: np.ndarray | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(pixels, tokens) of a batch of text indices, on `device`."""
+    """(pixels, tokens) of a batch of text indices, on `device`.
+
+    With `positions`, only those entries of the batch (a rank's share of it); the random
+    choices are drawn for the whole batch all the same, so every rank's `rng` stays in step.
+    """
+    if word_dropout > 0:
+        texts = [
+            drop_words(data.texts[i], word_dropout, rng, segment_chinese=segment_chinese)
+            for i in batch
+        ]
+    if positions is not None:
+        batch = batch[positions]
+        texts = [texts[p] for p in positions] if word_dropout > 0 else []
     pixels = batch_pixels(data, pairs.image_choice[batch], preprocess)
     if pairs.flips is not None and pairs.flips[batch].any():
         flip = torch.as_tensor(pairs.flips[batch]).to(pixels.device)
         pixels[flip] = pixels[flip].flip(-1)
     pixels = pixels.to(device, non_blocking=True)
     if word_dropout > 0:
-        texts = [
-            drop_words(data.texts[i], word_dropout, rng, segment_chinese=segment_chinese)
-            for i in batch
-        ]
         tokens = tokenizer(texts).to(device, non_blocking=True)
     else:
         tokens = data.tokens[torch.as_tensor(batch).to(data.tokens.device)]

@@ -23,6 +23,13 @@ from .data import (
     epoch_text_batches,
     prepare_examples,
 )
+from .distributed import (
+    BatchShard,
+    World,
+    contrastive_loss,
+    ddp_wrap,
+    step_sync,
+)
 from .metrics import model_recall
 from .precision import PRECISION_NAMES, autocast, autocast_dtype, grad_scaler
 from .schedule import TimeBudget, lr_at
@@ -125,6 +132,7 @@ class TrainResult:
     device: str
     precision: str
     config: dict[str, Any]
+    world_size: int = 1  # processes that trained (torch.distributed), 1 without
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -180,8 +188,8 @@ def train_step(
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip_norm)
     scaler.step(optimizer)
     scaler.update()
-    with torch.no_grad():
-        model.logit_scale.clamp_(0, math.log(config.max_logit_scale))
+    with torch.no_grad():  # the bare model's parameter, under DDP too
+        getattr(model, "module", model).logit_scale.clamp_(0, math.log(config.max_logit_scale))
     return float(loss.detach())
 
 
@@ -203,6 +211,11 @@ class _Run:
     clock: TimeBudget
     warmup: int
     emit: ProgressCallback
+    # Under torch.distributed: the model in DDP that steps train, and this rank's share of
+    # each batch; None in one process.
+    world: World | None = None
+    ddp_model: torch.nn.Module | None = None
+    shard: BatchShard | None = None
     step: int = 0
     pairs_seen: int = 0
     lr: float = 0.0  # at the latest step
@@ -220,19 +233,25 @@ def train_one_epoch(run: _Run, epoch: int, batches: list[np.ndarray]) -> list[fl
             break
         clock.step_started()
         lr = lr_at(run.step, clock.total_steps, run.warmup, config.lr, config.min_lr)
+        positions = run.shard(batch) if run.shard else None
         pixels, tokens = batch_tensors(
             run.data, batch, pairs, run.preprocess, run.tokenizer, config.word_dropout, run.rng,
-            run.device, segment_chinese=config.word_dropout_segment_chinese,
+            run.device, segment_chinese=config.word_dropout_segment_chinese, positions=positions,
         )  # fmt: skip
         loss = train_step(
-            run.model, pixels, tokens, run.optimizer, run.scaler, run.loss_fn, run.amp_dtype, lr,
-            config,
+            run.ddp_model or run.model, pixels, tokens, run.optimizer, run.scaler, run.loss_fn,
+            run.amp_dtype, lr, config,
         )  # fmt: skip
+        elapsed = clock.step_ended()
+        trained = len(batch)
+        if run.world:  # every rank takes rank 0's horizon and deadline, and the mean loss
+            clock.refit(run.step + 1)
+            loss = step_sync(run.world, loss, clock)
+            trained = len(positions) * run.world.world_size
         if not math.isfinite(loss):
             raise FloatingPointError(f"loss is {loss} at step {run.step}; lower the lr")
         losses.append(loss)
-        run.step, run.pairs_seen, run.lr = run.step + 1, run.pairs_seen + len(batch), lr
-        elapsed = clock.step_ended()
+        run.step, run.pairs_seen, run.lr = run.step + 1, run.pairs_seen + trained, lr
         if run.step % max(1, config.log_every_steps) == 0 or run.step == clock.total_steps:
             run.emit({
                 "event": "step", "step": run.step, "total_steps": clock.total_steps,
@@ -241,7 +260,8 @@ def train_one_epoch(run: _Run, epoch: int, batches: list[np.ndarray]) -> list[fl
             })  # fmt: skip
         if clock.expired:
             break
-        clock.refit(run.step)
+        if not run.world:  # under DDP, refitted on rank 0 before the ranks agreed on it
+            clock.refit(run.step)
     run.losses += losses
     return losses
 
@@ -256,6 +276,7 @@ def finetune(
     progress: ProgressCallback | None = None,
     *,
     preprocess_val: Preprocess | None = None,
+    world: World | None = None,
 ) -> TrainResult:
     """Train an open_clip CLIP model in place with the symmetric contrastive loss.
 
@@ -271,12 +292,19 @@ def finetune(
     "step", "total_steps", "epoch", "loss", "lr", "logit_scale", "elapsed"} every
     `log_every_steps` steps, {"event": "epoch", ..., "train_loss", "val": metrics} at
     each epoch end and {"event": "end", ...} last.
+
+    With `world` (see `distributed.world_init`), this is one rank of a DDP run: every rank
+    calls `finetune` with the same model, examples and config and trains on its share of
+    each batch on `world.device`; only rank 0 validates (pass the validation examples
+    there) and its result has the metrics, the others' are empty.
     """
     config = config or TrainConfig()
     clock = TimeBudget(
         config.max_minutes, fit=config.fit_schedule_to_budget, validating=config.val_every_epoch
     )
     device = torch.device(config.device) if config.device else default_device()
+    if world:
+        device = world.device
     amp_dtype = autocast_dtype(device, config.precision)
     preprocess_val = preprocess_val or preprocess_train
     emit = progress or (lambda event: None)
@@ -291,6 +319,8 @@ def finetune(
     train, val = train.to(device), val.to(device)
 
     def validate() -> dict[str, float]:
+        if world and not world.is_main:
+            return {}
         with clock.validation():
             batch, ks = config.eval_batch_size, config.ks
             return model_recall(model, val, preprocess_val, device, amp_dtype, batch, ks)
@@ -304,16 +334,20 @@ def finetune(
     clock.plan(steps_per_epoch, config.epochs)
     groups = param_groups(model, config.weight_decay)
     optimizer = torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, eps=config.eps)
+    loss_fn = contrastive_loss(world) if world else open_clip.ClipLoss()
     run = _Run(
         model, train, preprocess_train, tokenizer, optimizer, grad_scaler(device, amp_dtype),
-        open_clip.ClipLoss(), amp_dtype, device, config, rng, clock,
+        loss_fn, amp_dtype, device, config, rng, clock,
         warmup=config.resolved_warmup_steps(clock.planned_steps), emit=emit, lr=config.lr,
+        world=world, ddp_model=ddp_wrap(model, world) if world else None,
+        shard=BatchShard(world) if world else None,
     )  # fmt: skip
     emit({
         "event": "start", "total_steps": clock.total_steps, "steps_per_epoch": steps_per_epoch,
         "batch_size": batch_size, "train_pairs": len(train.texts), "val_texts": len(val.texts),
         "device": str(device), "precision": PRECISION_NAMES[amp_dtype],
         "metrics_before": metrics_before, "elapsed": clock.elapsed(),
+        "world_size": world.world_size if world else 1,
     })  # fmt: skip
 
     history: list[EpochStats] = []
@@ -343,6 +377,7 @@ def finetune(
         pairs_per_second=run.pairs_seen / clock.train_seconds if clock.train_seconds else 0.0,
         elapsed_seconds=clock.elapsed(), losses=run.losses, batch_size=batch_size,
         device=str(device), precision=PRECISION_NAMES[amp_dtype], config=asdict(config),
+        world_size=world.world_size if world else 1,
     )  # fmt: skip
     emit({
         "event": "end", "steps": run.step, "stopped_early": stopped_early,

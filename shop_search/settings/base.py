@@ -268,6 +268,9 @@ FINETUNE_PROMOTION_MARGIN = env.float("FINETUNE_PROMOTION_MARGIN", default=0.01)
 # Without a broker, long tasks started from the admin (fine-tuning, activating a space)
 # run in a background thread of the web process instead of inside the request.
 LONG_TASKS_IN_THREAD_WHEN_EAGER = True
+# Training processes of a run on one machine (torchrun, DDP): one per GPU, or a few CPU
+# cores each; `finetune_clip --nproc` and a run's `nproc` option say otherwise.
+FINETUNE_NPROC = env.int("FINETUNE_NPROC", default=1)
 # What the admin's "Fine-tune on catalog" button runs (finetune_clip options, e.g. epochs).
 FINETUNE_ADMIN_OPTIONS: dict = {}
 # `migrate` creates the first active space (from CLIP_MODEL) when there is none.

@@ -1,10 +1,16 @@
 import os
 from dataclasses import fields
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from embeddings.finetuning import FinetuneError, FinetuneOptions, finetune_run_execute
+from embeddings.distributed_finetune import (
+    Launch,
+    finetune_run_execute_distributed,
+    finetune_run_train,
+)
+from embeddings.finetuning import FinetuneError, FinetuneOptions
 from embeddings.management.commandline import print_metrics, space_by_name
 from embeddings.models import EmbeddingSpace
 from embeddings.services import finetune_run_create
@@ -84,6 +90,28 @@ class Command(BaseCommand):
             action="store_true",
             help="train on --pairs only; the catalog's validation split still decides promotion",
         )
+        world = parser.add_argument_group(
+            "distributed training (torchrun, DDP; --batch-size is the batch of all processes)"
+        )
+        world.add_argument(
+            "--nproc",
+            type=int,
+            default=None,
+            help="training processes on this machine: one per GPU (default: FINETUNE_NPROC)",
+        )
+        world.add_argument("--nnodes", type=int, default=1, help="machines in the run")
+        world.add_argument(
+            "--node-rank",
+            type=int,
+            default=0,
+            help="this machine's number; machine 0 records, evaluates and promotes the run",
+        )
+        world.add_argument(
+            "--rdzv-endpoint",
+            default="",
+            metavar="HOST:PORT",
+            help="where machine 0 meets the others (needed with --nnodes above 1)",
+        )
 
     def handle(self, *args, **options):
         for name in ("epochs", "batch_size"):
@@ -103,15 +131,21 @@ class Command(BaseCommand):
                     raise CommandError(f"no such file: {options[name]}")
                 # The run may execute in a worker with another working directory.
                 options[name] = os.path.abspath(options[name])
+        launch = self._launch(options)
+        if launch.node_rank > 0:  # machine 0 holds the run; this one lends its processes
+            return
+        options["nproc"] = launch.nproc
         source = space_by_name(options["source"]) if options["source"] else None
         given = {f.name: options[f.name] for f in fields(FinetuneOptions) if f.name in options}
         try:
             run = finetune_run_create(source=source, options=FinetuneOptions(**given))
         except FinetuneError as exc:  # another run is queued or running
             raise CommandError(str(exc)) from exc
-        bar = tqdm(desc="training", unit="step", disable=options["verbosity"] == 0)
+        # Rank 0 of a distributed run prints its own progress lines: no bar here then.
+        quiet = options["verbosity"] == 0 or launch.distributed
+        bar = tqdm(desc="training", unit="step", disable=quiet)
         try:
-            run = finetune_run_execute(run=run, on_progress=self._progress(bar))
+            run = finetune_run_train(run=run, launch=launch, on_progress=self._progress(bar))
         except FinetuneError as exc:
             raise CommandError(str(exc)) from exc
         finally:
@@ -140,7 +174,8 @@ class Command(BaseCommand):
         training = space.metrics["training"]
         self.stdout.write(
             f"{training['train_pairs']} training pairs, {training['epochs_completed']} epochs, "
-            f"{training['pairs_per_second']:.0f} pairs/s on {training['device']}"
+            f"{training['pairs_per_second']:.0f} pairs/s on {training['device']}, "
+            f"world size {training.get('world_size', 1)}"
         )
         self._gates(space.metrics, result)
         self.stdout.write(self.style.SUCCESS(result["decision"]))
@@ -158,6 +193,28 @@ class Command(BaseCommand):
         for gate in result.get("gates", []):
             self.stdout.write(f"{gate['gate']} gate: {gate['detail']} (passed: {gate['passed']})")
         self.stdout.write(f"decided by: {result['decided_by']}")
+
+    def _launch(self, options) -> Launch:
+        """The run's processes; on a machine other than 0, they are started and waited for
+        here (machine 0 records the run)."""
+        try:
+            launch = Launch(
+                nproc=settings.FINETUNE_NPROC if options["nproc"] is None else options["nproc"],
+                nnodes=options["nnodes"],
+                node_rank=options["node_rank"],
+                rdzv_endpoint=options["rdzv_endpoint"],
+            )
+            if launch.node_rank > 0:
+                finetune_run_execute_distributed(run=None, launch=launch)
+        except FinetuneError as exc:
+            raise CommandError(str(exc)) from exc
+        if launch.node_rank > 0:
+            self.stdout.write(
+                f"machine {launch.node_rank}: its {launch.nproc} "
+                f"process{'es' if launch.nproc > 1 else ''} trained in world size "
+                f"{launch.world_size}; machine 0 reports the run"
+            )
+        return launch
 
     def _progress(self, bar):
         def on_event(event: dict) -> None:
