@@ -40,9 +40,10 @@ def test_a_click_on_a_result_stores_one_click_event_by_beacon(
     assert search.channel == "page"
     assert card["href"] == f"/click/{search.pk}/{card['productId']}/"
     # One request: the beacon, a form body, answered 201; the link went straight to the product.
-    assert [(r["path"], r["method"], r["status"]) for r in scripted["requests"]] == [
-        ("/api/events/", "POST", 201)
-    ]
+    assert [(r["path"], r["method"]) for r in scripted["requests"]] == [("/api/events/", "POST")]
+    # The browser may not report the beacon's answer before the page is gone: the stored
+    # event below is what counts.
+    assert all(r.get("status", 201) == 201 for r in scripted["requests"])
     assert f"search_id={search.pk}" in scripted["requests"][0]["body"]
     assert scripted["landedOn"] == f"/products/{card['productId']}/"
     assert scripted["title"] == catalog_shop[card["sku"]].title
