@@ -213,10 +213,12 @@ def _failure_message(exc, world_size: int) -> str:
 
     rank = min(failures, key=cause_rank)
     failure = failures[rank]
-    if failure.exitcode < 0:
-        how = f"was killed by {failure.signal_name()} (pid {failure.pid})"
-    elif failure.error_file_data.get("message"):
+    # A rank that raised can still be SIGTERMed while it exits: torchrun stops the others
+    # as soon as any rank is gone, so the error it recorded says more than the signal.
+    if isinstance(failure.error_file_data.get("message"), dict):  # what `record` wrote
         how = f"raised {_failure_text(failure)}"
+    elif failure.exitcode < 0:
+        how = f"was killed by {failure.signal_name()} (pid {failure.pid})"
     else:
         how = f"exited with code {failure.exitcode}"
     others = sorted(set(failures) - {rank})
@@ -291,25 +293,32 @@ def _print_progress(world_size: int) -> Callable[[dict], None]:
 
 
 def worker_main(argv: list[str] | None = None) -> None:
+    from torch.distributed.elastic.multiprocessing.errors import record
+
     parser = argparse.ArgumentParser(description="one rank of a distributed fine-tuning run")
     parser.add_argument("--run-id", type=int, help="the run to execute (machine 0 only)")
     args = parser.parse_args(argv)
     world = world_init(settings.CLIP_DEVICE)
     try:
-        if world.is_main:
-            if args.run_id is None:
-                raise FinetuneError("rank 0 must run on machine 0 (--node-rank 0), with the run")
-            run = FinetuneRun.objects.get(pk=args.run_id)
-            finetune_run_execute(
-                run=run,
-                trainer=main_rank_trainer(world),
-                on_progress=_print_progress(world.world_size),
-            )
-        else:
-            job: TrainingJob = broadcast_from_main(world)
-            finetune(
-                job.model, job.preprocess, job.tokenizer, job.train, (), job.config,
-                world=world, **job.kwargs,
-            )  # fmt: skip
+        # `record` writes the error file before the group closes: closing it ends the other
+        # ranks, and torchrun then stops this one, perhaps before it could say why it failed.
+        record(_rank_main)(world, args.run_id)
     finally:
         world_close()
+
+
+def _rank_main(world: World, run_id: int | None) -> None:
+    if world.is_main:
+        if run_id is None:
+            raise FinetuneError("rank 0 must run on machine 0 (--node-rank 0), with the run")
+        finetune_run_execute(
+            run=FinetuneRun.objects.get(pk=run_id),
+            trainer=main_rank_trainer(world),
+            on_progress=_print_progress(world.world_size),
+        )
+    else:
+        job: TrainingJob = broadcast_from_main(world)
+        finetune(
+            job.model, job.preprocess, job.tokenizer, job.train, (), job.config,
+            world=world, **job.kwargs,
+        )  # fmt: skip

@@ -4,7 +4,8 @@
 
 Django is set up before anything of the project is imported (the settings module comes
 from the launching process's environment); `embeddings.distributed_finetune.worker_main`
-does the rest. torchrun's `record` writes an exception to the error file the launcher reads.
+does the rest. torchrun's `record` writes an exception to the error file the launcher reads
+(here for a failed set-up; `worker_main` records a rank's own error before its group closes).
 """
 
 import sys

@@ -1,12 +1,16 @@
 """The pieces of distributed fine-tuning that need no second process: each rank's share of a
 batch, and the command's refusals of a world that cannot be (the ops tests run real ranks)."""
 
+import signal
+
 import numpy as np
 import pytest
 import torch
 from django.core.management import CommandError, call_command
 
+from embeddings.distributed_finetune import _failure_message
 from embeddings.encoder import ClipEncoder, ModelSpec
+from embeddings.finetuning import FinetuneError
 from embeddings.training.data import batch_tensors, epoch_batches, epoch_pairs, prepare_examples
 from embeddings.training.distributed import BatchShard, World
 from tests.builders import COLOURS, jpeg_bytes
@@ -52,3 +56,33 @@ def test_the_ranks_shares_make_up_the_batch_of_one_process():
 def test_finetune_command_refuses_a_world_that_cannot_be(options, message):
     with pytest.raises(CommandError, match=message):
         call_command("finetune_clip", **options)
+
+
+def test_a_rank_that_raised_and_was_then_stopped_is_reported_by_its_error(tmp_path, monkeypatch):
+    # torchrun SIGTERMs the ranks still alive once one is gone; the rank that raised first
+    # may still be exiting then (CI saw it). Its recorded error is the cause, not the signal.
+    from torch.distributed.elastic.multiprocessing.errors import (
+        ChildFailedError,
+        ErrorHandler,
+        ProcessFailure,
+    )
+
+    def failure(rank, exitcode, error=None):
+        error_file = tmp_path / f"rank{rank}-exit{exitcode}.json"
+        if error is not None:
+            monkeypatch.setenv("TORCHELASTIC_ERROR_FILE", str(error_file))
+            ErrorHandler().record_exception(error)
+        return ProcessFailure(rank, pid=1000 + rank, exitcode=exitcode, error_file=str(error_file))
+
+    failures = {
+        0: failure(0, -signal.SIGTERM, FinetuneError("too few pairs to train on")),
+        1: failure(1, 1, RuntimeError("Connection closed by peer [127.0.0.1]:17299")),
+    }
+    message = _failure_message(ChildFailedError("worker", failures), world_size=2)
+    assert message == (
+        "fine-tuning failed: rank 0 of world size 2 raised FinetuneError: too few pairs to "
+        "train on (then rank 1 stopped too)"
+    )
+    failures[0] = failure(0, -signal.SIGKILL)  # killed outright: no error file, the signal says it
+    message = _failure_message(ChildFailedError("worker", failures), world_size=2)
+    assert message.startswith("fine-tuning failed: rank 0 of world size 2 was killed by SIGKILL")
