@@ -4,39 +4,21 @@ and the shop page keep working, and the browser reports no violation on any of t
 tools/browser/pages.mjs drives headless Chromium (bin/test installs it) and reports.
 """
 
-import json
-import os
-import shutil
-import subprocess
-from pathlib import Path
-
 from django.contrib.auth.models import User
 
 from catalog.models import ImportJob
-
-SCRIPT_DIR = Path(__file__).resolve().parents[2] / "tools" / "browser"
+from tests.browser.scripts import browser_report
 
 
 def test_admin_api_docs_and_shop_work_under_the_policy(
     live_server, transactional_db, catalog_shop, settings
 ):
-    assert shutil.which("node"), "bin/test installs node's dependencies; node is missing"
     settings.SEARCH_SIMILARITY_FLOOR = 0.99  # word matches only: the tiny model's are noise
     admin = User.objects.create_superuser("boss", password="Boss-Password-2024")
     job = ImportJob.objects.create(
         format="csv", source_name="p.csv", status=ImportJob.Status.RUNNING, requested_by=admin
     )
-    run = subprocess.run(
-        ["node", str(SCRIPT_DIR / "pages.mjs"), live_server.url, "boss", "Boss-Password-2024"]
-        + [str(job.pk)],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        cwd=SCRIPT_DIR,
-        env=dict(os.environ),
-    )
-    assert run.returncode == 0, run.stderr
-    report = json.loads(run.stdout.strip().splitlines()[-1])
+    report = browser_report("pages.mjs", live_server.url, "boss", "Boss-Password-2024", str(job.pk))
     assert "error" not in report, report["error"]
     assert report["violations"] == []
     assert report["adminHome"] == "Django administration"

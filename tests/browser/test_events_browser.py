@@ -2,35 +2,18 @@
 without JavaScript, through the /click/ redirect. tools/browser/events.mjs drives headless
 Chromium (bin/test installs it) and reports."""
 
-import json
-import os
-import shutil
-import subprocess
-from pathlib import Path
-
 from django.conf import settings as django_settings
 
 from search.models import SearchEvent, SearchLog
-
-SCRIPT_DIR = Path(__file__).resolve().parents[2] / "tools" / "browser"
+from tests.browser.scripts import browser_report
 
 
 def test_a_click_on_a_result_stores_one_click_event_by_beacon(
     live_server, transactional_db, catalog_shop, settings
 ):
-    assert shutil.which("node"), "bin/test installs node's dependencies; node is missing"
     settings.SEARCH_SIMILARITY_FLOOR = 0.99  # word matches only: the tiny model's are noise
     settings.ROOT_URLCONF = "tests.browser.urls"  # with the product photos
-    run = subprocess.run(
-        ["node", str(SCRIPT_DIR / "events.mjs"), live_server.url, "striped"],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        cwd=SCRIPT_DIR,
-        env={**os.environ, "SCREENSHOTS": os.environ.get("SHOP_SCREENSHOTS", "")},
-    )
-    assert run.returncode == 0, run.stderr
-    report = json.loads(run.stdout.strip().splitlines()[-1])
+    report = browser_report("events.mjs", live_server.url, "striped")
     assert "error" not in report, report["error"]
     assert report["violations"] == []
 

@@ -5,18 +5,13 @@ zero-result queries and a CSV export."""
 import csv
 import datetime as dt
 import io
-import json
-import os
-import shutil
-import subprocess
-from pathlib import Path
 
 import pytest
 from django.contrib.auth import get_user_model
 
+from tests.browser.scripts import browser_report
 from tests.builders import search_logged
 
-SCRIPT_DIR = Path(__file__).resolve().parents[2] / "tools" / "browser"
 FIRST = dt.date(2026, 3, 1)
 
 
@@ -55,17 +50,7 @@ def logged_shop(settings, live_server, transactional_db, make_product, default_s
 
 
 def test_the_merchandiser_sees_charts_tables_themes_and_exports_csv(logged_shop):
-    assert shutil.which("node"), "bin/test installs node's dependencies; node is missing"
-    run = subprocess.run(
-        ["node", str(SCRIPT_DIR / "insights.mjs"), logged_shop, "2026-03-01", "2026-03-07"],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        cwd=SCRIPT_DIR,
-        env={**os.environ, "SCREENSHOTS": os.environ.get("SHOP_SCREENSHOTS", "")},
-    )
-    assert run.returncode == 0, run.stderr
-    report = json.loads(run.stdout.strip().splitlines()[-1])
+    report = browser_report("insights.mjs", logged_shop, "2026-03-01", "2026-03-07")
     assert "error" not in report, report["error"]
     assert report["violations"] == []
 

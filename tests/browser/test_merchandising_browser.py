@@ -1,19 +1,12 @@
 """Synonyms, a merchandising rule, sorting and related products in a real browser, for a
 shopper and for the merchandiser in the admin (tools/browser/merchandising.mjs)."""
 
-import json
-import os
-import shutil
-import subprocess
-from pathlib import Path
-
 import pytest
 from django.contrib.auth import get_user_model
 
 from search.rules import merchandising_rule_create
 from search.synonyms import synonym_set_create
-
-SCRIPT_DIR = Path(__file__).resolve().parents[2] / "tools" / "browser"
+from tests.browser.scripts import browser_report
 
 
 @pytest.fixture
@@ -35,18 +28,8 @@ def merchandised_shop(settings, live_server, transactional_db, catalog_shop):
 
 
 def test_a_shopper_and_a_merchandiser_see_synonyms_rules_sorting_related(merchandised_shop):
-    assert shutil.which("node"), "bin/test installs node's dependencies; node is missing"
     url, rule = merchandised_shop
-    run = subprocess.run(
-        ["node", str(SCRIPT_DIR / "merchandising.mjs"), url, str(rule.pk)],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        cwd=SCRIPT_DIR,
-        env={**os.environ, "SCREENSHOTS": os.environ.get("SHOP_SCREENSHOTS", "")},
-    )
-    assert run.returncode == 0, run.stderr
-    report = json.loads(run.stdout.strip().splitlines()[-1])
+    report = browser_report("merchandising.mjs", url, str(rule.pk))
     assert "error" not in report, report["error"]
 
     thin = report["thin"]

@@ -4,18 +4,10 @@
 scenario in tools/browser/shop.mjs against a live server with a small catalog and checks its report.
 """
 
-import json
-import os
-import shutil
-import subprocess
-from pathlib import Path
-
 import pytest
 
+from tests.browser.scripts import browser_report
 from tests.builders import COLOURS, jpeg_bytes
-
-# The npm project (playwright-core) lives outside tests/: tools/browser/.
-SCRIPT_DIR = Path(__file__).resolve().parents[2] / "tools" / "browser"
 
 
 @pytest.fixture
@@ -27,19 +19,9 @@ def shop_server(settings, live_server, transactional_db, catalog_shop):
 
 
 def test_a_shopper_searches_filters_searches_by_photo_and_picks_suggestions(shop_server, tmp_path):
-    assert shutil.which("node"), "bin/test installs node's dependencies; node is missing"
     photo = tmp_path / "boots.jpg"
     photo.write_bytes(jpeg_bytes(COLOURS[4], seed=4))  # the black shoes' own photo
-    run = subprocess.run(
-        ["node", str(SCRIPT_DIR / "shop.mjs"), shop_server, str(photo)],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        cwd=SCRIPT_DIR,
-        env={**os.environ, "SCREENSHOTS": os.environ.get("SHOP_SCREENSHOTS", "")},
-    )
-    assert run.returncode == 0, run.stderr
-    report = json.loads(run.stdout.strip().splitlines()[-1])
+    report = browser_report("shop.mjs", shop_server, str(photo))
     assert "error" not in report, report["error"]
 
     query = report["query"]
