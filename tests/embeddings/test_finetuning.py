@@ -5,7 +5,6 @@ from datetime import timedelta
 import numpy as np
 import pytest
 from django.core.management import CommandError, call_command
-from django.db import connection
 from django.urls import reverse
 from django.utils import timezone
 
@@ -28,6 +27,7 @@ from embeddings.spaces import space_active, space_encoder
 from embeddings.training import gibberish_queries, shopper_queries
 from search.query import query_analyse
 from search.selectors import product_search_by_text
+from tests.builders import demo_shop_pinned
 
 pytestmark = pytest.mark.django_db
 
@@ -36,11 +36,7 @@ pytestmark = pytest.mark.django_db
 def demo_shop(settings):
     # A quarter for validation, so a small shop still gives a meaningful recall.
     settings.FINETUNE_VAL_FRACTION = 0.25
-    # The split goes by product id: the same ids every run give the same split, the same
-    # trained model and the same floors (with --reuse-db the ids would keep growing).
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT setval(pg_get_serial_sequence('catalog_product', 'id'), 1000000)")
-    demo_catalog_load(count=64, seed=0, embed=False)
+    demo_shop_pinned(64, ids_after=1_000_000)
     return space_active()
 
 

@@ -12,12 +12,11 @@ from django.urls import reverse
 from PIL import Image
 
 from catalog.models import Product, ProductImage
-from catalog.services import demo_catalog_load
 from embeddings.finetuning import FinetuneOptions, catalog_pairs, file_pairs
 from embeddings.models import CaptionEmbedding, EmbeddingSpace, FinetuneRun, ImageEmbedding
 from embeddings.spaces import space_active, space_encoder
 from embeddings.training.data import collect_examples
-from tests.builders import COLOURS, jpeg_bytes, pairs_tsv, png_bomb, png_bytes
+from tests.builders import COLOURS, demo_shop_pinned, jpeg_bytes, pairs_tsv, png_bomb, png_bytes
 
 pytestmark = pytest.mark.django_db
 
@@ -260,7 +259,7 @@ def test_a_model_instead_of_a_space_and_clear_refusals(tmp_path):
 def exported_shop(settings, tmp_path):
     """The demo shop, and its pairs exported as the toolkits' train.tsv and dev.tsv."""
     settings.FINETUNE_VAL_FRACTION = 0.25
-    demo_catalog_load(count=64, seed=0, embed=False)
+    demo_shop_pinned(64, ids_after=1_000_000)
     call_command("export_pairs", str(tmp_path / "export"), verbosity=0)
     return tmp_path / "export"
 
