@@ -37,6 +37,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "shop_search.settings.test")
+from harness import setup_django  # noqa: E402 (after sys.path is set)
+
 DATABASE = "bench_shop_search_embed"
 MEDIA = ROOT / "var" / "bench-embed-media"
 WIDTH, HEIGHT = 800, 600
@@ -45,16 +47,6 @@ SKU_PREFIX = "EMBED-BENCH-"
 DUPLICATE_PREFIX = "EMBED-BENCH-DUP-"
 COPIES = 4  # the "same photo" line: each of a quarter of the photos on four products
 REFERENCE_SAMPLE = 48  # images whose fp32 CPU vectors every path is compared with
-
-
-def setup_django() -> None:
-    import django
-    from django.conf import settings
-
-    settings.DATABASES["default"]["TEST"] = {"NAME": DATABASE}
-    settings.MEDIA_ROOT = MEDIA
-    settings.CLIP_DEVICE = ""  # the test settings' "cpu": here the code chooses, CUDA if any
-    django.setup()
 
 
 # --- the catalog --------------------------------------------------------------------------
@@ -335,7 +327,8 @@ def main() -> None:
     parser.add_argument("--torch-threads", type=int, default=os.cpu_count())
     parser.add_argument("--fresh", action="store_true", help="rebuild the database")
     args = parser.parse_args()
-    setup_django()
+    # CLIP_DEVICE "": not the test settings' "cpu"; here the code chooses, CUDA if any.
+    setup_django(DATABASE, MEDIA_ROOT=MEDIA, CLIP_DEVICE="")
     import torch
     from django.conf import settings
     from django.db import connection

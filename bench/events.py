@@ -17,7 +17,6 @@ SQL statements per request.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import statistics
 import sys
@@ -27,31 +26,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "shop_search.settings.test")
+from harness import bench_module, percentiles, setup_django  # noqa: E402 (after sys.path is set)
+
 DATABASE = "bench_shop_search_events"
 QUERIES = ["red dress", "black leather shoes", "striped cotton t-shirt", "wool scarf", "blue denim"]
 TYPES = ["click", "click", "click", "add_to_cart", "purchase"]
-
-
-def search_bench_module():
-    """bench/search.py, for its catalog loader (bench/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("bench_search", ROOT / "bench" / "search.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def setup_django() -> None:
-    import django
-    from django.conf import settings
-
-    settings.DATABASES["default"]["TEST"] = {"NAME": DATABASE}
-    django.setup()
-
-
-def percentiles(milliseconds: list[float]) -> str:
-    ordered = sorted(milliseconds)
-    p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
-    return f"p50 {statistics.median(ordered):6.2f} ms   p99 {p99:6.2f} ms"
 
 
 def main() -> None:
@@ -61,7 +40,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=2000)
     parser.add_argument("--fresh", action="store_true", help="rebuild the database")
     args = parser.parse_args()
-    setup_django()
+    setup_django(DATABASE)
     from django.conf import settings
     from django.db import connection
     from django.test import Client
@@ -72,7 +51,7 @@ def main() -> None:
     from search.models import SearchEvent, SearchLog
     from search.selectors import text_vector
 
-    bench_search = search_bench_module()
+    bench_search = bench_module("search")
     connection.creation.create_test_db(verbosity=0, keepdb=not args.fresh, serialize=False)
     if Product.objects.count() != args.products or args.fresh:
         bench_search.load(args.products)
@@ -89,7 +68,10 @@ def main() -> None:
         for i in range(count):
             params = {"q": QUERIES[i % len(QUERIES)], "limit": 20}
             body = client.get("/api/search/", params).json()
-            found.append((body["search_id"], [r["id"] for r in body["results"]]))
+            if body["results"]:  # an event needs a product the search showed
+                found.append((body["search_id"], [r["id"] for r in body["results"]]))
+        if not found:
+            sys.exit(f"none of {count} searches showed a product: load more (--products)")
         return found
 
     def spread(searches, count: int, types: list[str]) -> list[dict]:
@@ -155,7 +137,7 @@ def main() -> None:
     for name, milliseconds in times.items():
         p50 = statistics.median(milliseconds)
         print(
-            f"{name:28} {1000 / p50:7.0f} req/s   {percentiles(milliseconds)}   "
+            f"{name:28} {1000 / p50:7.0f} req/s   {percentiles(milliseconds, digits=2)}   "
             f"{queries[name]} SQL   {p50 / baseline:5.2f}x the plain GET's time   "
             f"CPU p50 {statistics.median(cpu_times[name]):5.2f} ms"
         )

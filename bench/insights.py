@@ -27,15 +27,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "shop_search.settings.test")
+from harness import setup_django  # noqa: E402 (after sys.path is set)
+
 DATABASE = "bench_shop_search_insights"
-
-
-def setup_django() -> None:
-    import django
-    from django.conf import settings
-
-    settings.DATABASES["default"]["TEST"] = {"NAME": DATABASE}
-    django.setup()
 
 
 def fill(searches: int, days: int) -> None:
@@ -125,7 +119,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--fresh", action="store_true", help="rebuild the scratch database")
     args = parser.parse_args()
-    setup_django()
+    setup_django(DATABASE)
     from django.db import connection
 
     from search import insights

@@ -17,7 +17,6 @@ and the SQL statements per search (each a round trip to Postgres).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import statistics
 import sys
@@ -27,6 +26,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "shop_search.settings.test")
+from harness import bench_module, percentile, setup_django  # noqa: E402 (after sys.path is set)
+
 DATABASE = "bench_shop_search_merchandising"
 QUERIES = [
     "blue bag",
@@ -51,22 +52,6 @@ SYNONYMS = [
 ]
 RULE_WORDS = ["bag", "dress", "shoes", "t-shirt", "scarf", "mug", "coat", "连衣裙"]
 FILLERS = 2000
-
-
-def search_bench_module():
-    """bench/search.py, for its catalog loader (bench/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("bench_search", ROOT / "bench" / "search.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def setup_django() -> None:
-    import django
-    from django.conf import settings
-
-    settings.DATABASES["default"]["TEST"] = {"NAME": DATABASE}
-    django.setup()
 
 
 def add_synonyms_and_rules() -> None:
@@ -121,18 +106,13 @@ def set_enabled(*, synonyms: bool, rules: bool) -> None:
     MerchandisingRule.objects.update(enabled=rules)
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--products", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--fresh", action="store_true", help="rebuild the database")
     args = parser.parse_args()
-    setup_django()
+    setup_django(DATABASE)
     from django.db import connection
     from django.test import Client
     from django.test.utils import CaptureQueriesContext
@@ -150,7 +130,7 @@ def main() -> None:
     from search.sorting import Sort
     from search.synonyms import synonyms_expand
 
-    bench = search_bench_module()
+    bench = bench_module("search")
     connection.creation.create_test_db(
         verbosity=0, autoclobber=True, keepdb=not args.fresh, serialize=False
     )

@@ -47,6 +47,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "shop_search.settings.test")
+from harness import percentiles, setup_django  # noqa: E402 (after sys.path is set)
+
 DATABASE = "bench_shop_search_search"
 DIM = 512
 SPACE = "bench-ViT-B-32@random-seed0"
@@ -62,14 +64,6 @@ TEXT_QUERIES = [
     "DEMO-001234",
     "asdfgh",
 ]
-
-
-def setup_django() -> None:
-    import django
-    from django.conf import settings
-
-    settings.DATABASES["default"]["TEST"] = {"NAME": DATABASE}
-    django.setup()
 
 
 # --- loading ------------------------------------------------------------------------------
@@ -243,12 +237,6 @@ def timed(function, repeat: int = 1):
     return result, (time.perf_counter() - started) * 1000 / repeat
 
 
-def percentiles(milliseconds: list[float]) -> str:
-    ordered = sorted(milliseconds)
-    p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
-    return f"p50 {statistics.median(ordered):6.1f} ms   p99 {p99:6.1f} ms"
-
-
 def run_sql(sql: str, params: dict, *, settings: dict[str, str]) -> list:
     from django.db import connection, transaction
 
@@ -308,7 +296,7 @@ def main() -> None:
         "--only", choices=["recording"], help="measure only the search log's overhead"
     )
     args = parser.parse_args()
-    setup_django()
+    setup_django(DATABASE)
     from django.conf import settings
     from django.db import connection
     from django.test import Client

@@ -35,16 +35,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "shop_search.settings.test")
+from harness import p50_p99, setup_django  # noqa: E402 (after sys.path is set)
+
 DATABASE = "bench_shop_search_suggest"
 SYLLABLES = ["ka", "lo", "mi", "ra", "ve", "tor", "sen", "li", "na", "quo", "bel", "dra", "fi"]
-
-
-def setup_django() -> None:
-    import django
-    from django.conf import settings
-
-    settings.DATABASES["default"]["TEST"] = {"NAME": DATABASE}
-    django.setup()
 
 
 def style_name(index: int) -> str:
@@ -94,11 +88,6 @@ def load(products: int) -> None:
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE catalog_product")
     print(f"loaded {products:,} products in {time.perf_counter() - started:.0f} s")
-
-
-def percentiles(milliseconds: list[float]) -> tuple[float, float]:
-    ordered = sorted(milliseconds)
-    return statistics.median(ordered), ordered[min(len(ordered) - 1, round(0.99 * len(ordered)))]
 
 
 def timed_ms(function) -> tuple[object, float]:
@@ -159,7 +148,7 @@ def main() -> None:
     parser.add_argument("--fresh", action="store_true", help="reload the products")
     parser.add_argument("--skip-rewrite", action="store_true", help="no migration timing")
     args = parser.parse_args()
-    setup_django()
+    setup_django(DATABASE)
     from django.conf import settings
     from django.db import connection
     from django.test import Client
@@ -230,7 +219,7 @@ def main() -> None:
         rows, ms = timed_ms(lambda p=prefix: naive_suggestions(p, 8))
         naive.append(ms)
         agree += [(h.text, h.kind, h.count) for h in hits] == [tuple(r) for r in rows]
-    (p50, p99), (n50, n99) = percentiles(fast), percentiles(naive)
+    (p50, p99), (n50, n99) = p50_p99(fast), p50_p99(naive)
     print(f"suggestions_for_prefix ({len(prefixes)} prefixes): p50 {p50:.2f} ms  p99 {p99:.2f} ms")
     print(f"naive baseline (all suggestions):       p50 {n50:.2f} ms  p99 {n99:.2f} ms")
     print(f"ratio naive / indexed: p50 {n50 / p50:.1f}x, p99 {n99 / p99:.1f}x")
@@ -247,7 +236,7 @@ def main() -> None:
         response, ms = timed_ms(lambda p=prefix: client.get("/api/suggest/", {"q": p}))
         assert response.status_code == 200, response.content
         times.append(ms)
-    p50, p99 = percentiles(times)
+    p50, p99 = p50_p99(times)
     print(f"GET /api/suggest/: p50 {p50:.2f} ms  p99 {p99:.2f} ms")
 
 

@@ -16,34 +16,20 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import random
-import statistics
 import sys
 import time
 from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "shop_search.settings.test")
+from harness import bench_module, p50_p99  # noqa: E402 (after sys.path is set)
+
 DATABASE = "bench_shop_search_typos"
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
-
-
-def bench_module(name: str):
-    """Another bench script as a module (bench/search.py would shadow the search app)."""
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def percentiles(values: list[float]) -> tuple[float, float]:
-    ordered = sorted(values)
-    return statistics.median(ordered), ordered[min(len(ordered) - 1, round(0.99 * len(ordered)))]
 
 
 def misspell(word: str, rng: random.Random) -> str:
@@ -118,7 +104,7 @@ def speller_bench(products: int, typos: int) -> None:
         sym.append((time.perf_counter() - t) * 1000)
         same += a == b
         corrected += a is not None
-    (r50, r99), (s50, s99) = percentiles(rapid), percentiles(sym)
+    (r50, r99), (s50, s99) = p50_p99(rapid), p50_p99(sym)
     print(f"{len(queries):,} misspelt or unknown words, {corrected / len(queries):.0%} corrected")
     for name, build, p50, p99 in (
         ("rapidfuzz (search.typos)", rapid_build, r50, r99),
@@ -187,12 +173,12 @@ def search_bench(products: int, rounds: int) -> None:
             analysis.append((time.perf_counter() - t) * 1000)
     print(f"product_search_by_text on {products:,} products, {rounds} x {len(SEARCHES)} queries:")
     for kind in ("typed right", "misspelt"):
-        off, on = percentiles(timings[(kind, False)]), percentiles(timings[(kind, True)])
+        off, on = p50_p99(timings[(kind, False)]), p50_p99(timings[(kind, True)])
         print(
             f"  {kind:11}: correction off p50 {off[0]:6.1f} ms p99 {off[1]:6.1f} ms | "
             f"on p50 {on[0]:6.1f} ms p99 {on[1]:6.1f} ms | ratio on/off p50 {on[0] / off[0]:.2f}x"
         )
-    a50, a99 = percentiles(analysis)
+    a50, a99 = p50_p99(analysis)
     print(
         f"  query analysis alone (known-word probes + speller): p50 {a50:.2f} ms  p99 {a99:.2f} ms"
     )
