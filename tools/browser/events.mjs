@@ -2,17 +2,11 @@
 // /api/events/ (and the link then goes straight to the product), without JavaScript by
 // the /click/ redirect. Prints one JSON report for test_events_browser.py.
 // Usage: node events.mjs BASE_URL QUERY
-import { chromium } from "playwright-core";
+import { launch, screenshotter, watchViolations } from "./browser.mjs";
 
 const [baseUrl, query] = process.argv.slice(2);
-const shot = async (page, name) =>
-  process.env.SCREENSHOTS &&
-  page.screenshot({ path: `${process.env.SCREENSHOTS}/${name}.png`, fullPage: true });
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  headless: true,
-  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-});
+const shot = screenshotter("");
+const browser = await launch();
 const report = { violations: [] };
 
 // Every request to the events API or the click redirect, and its answer. Watched on the
@@ -60,12 +54,7 @@ try {
   const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
   const page = await context.newPage();
   page.setDefaultTimeout(30_000);
-  await page.exposeFunction("reportViolation", (v) => report.violations.push(v));
-  await page.addInitScript(() =>
-    document.addEventListener("securitypolicyviolation", (e) =>
-      window.reportViolation({ page: location.pathname, directive: e.effectiveDirective }),
-    ),
-  );
+  await watchViolations(page, report.violations);
   const requests = watch(context);
   await page.goto(`${baseUrl}/?q=${encodeURIComponent(query)}`);
   report.withScript = { card: await firstCard(page) };

@@ -2,18 +2,11 @@
 // the two charts, the tables, the themes of zero-result queries and a CSV export.
 // Usage: node insights.mjs BASE_URL START END (admin user "admin", password "admin-pass").
 // Prints one JSON report for test_insights_browser.py to check.
-import { chromium } from "playwright-core";
+import { launch, screenshotter, watchViolations } from "./browser.mjs";
 
 const [baseUrl, start, end] = process.argv.slice(2);
-// SCREENSHOTS=folder keeps a picture of the page, to look at by eye.
-const shot = async (page, name) =>
-  process.env.SCREENSHOTS &&
-  page.screenshot({ path: `${process.env.SCREENSHOTS}/insights-${name}.png`, fullPage: true });
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  headless: true,
-  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-});
+const shot = screenshotter("insights-");
+const browser = await launch();
 const report = { violations: [] };
 const text = async (page, selector) => (await page.textContent(selector))?.replace(/\s+/g, " ").trim();
 const column = (page, selector) =>
@@ -21,13 +14,8 @@ const column = (page, selector) =>
 try {
   const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
   page.setDefaultTimeout(30_000);
-  // Content-Security-Policy violations on any page (the charts are inline SVG, styles inline).
-  await page.exposeFunction("reportViolation", (v) => report.violations.push(v));
-  await page.addInitScript(() =>
-    document.addEventListener("securitypolicyviolation", (e) =>
-      window.reportViolation({ page: location.pathname, directive: e.effectiveDirective, blocked: e.blockedURI }),
-    ),
-  );
+  // The charts are inline SVG with inline styles: the policy must allow them, and it does.
+  await watchViolations(page, report.violations);
   await page.goto(`${baseUrl}/admin/login/?next=/admin/`);
   await page.fill("#id_username", "admin");
   await page.fill("#id_password", "admin-pass");

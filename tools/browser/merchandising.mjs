@@ -1,18 +1,11 @@
 // What shoppers and merchandisers see of synonyms, rules, sorting and related products.
 // Usage: node merchandising.mjs BASE_URL RULE_ID (admin user "admin", password "admin-pass").
 // Prints one JSON report for test_merchandising_browser.py to check.
-import { chromium } from "playwright-core";
+import { launch, screenshotter } from "./browser.mjs";
 
 const [baseUrl, ruleId] = process.argv.slice(2);
-// SCREENSHOTS=folder keeps a picture of each step, to look at by eye.
-const shot = async (page, name) =>
-  process.env.SCREENSHOTS &&
-  page.screenshot({ path: `${process.env.SCREENSHOTS}/merch-${name}.png`, fullPage: true });
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  headless: true,
-  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-});
+const shot = screenshotter("merch-");
+const browser = await launch();
 const report = {};
 const cards = (page, selector) =>
   page.$$eval(`${selector} .card`, (found) =>

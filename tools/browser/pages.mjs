@@ -2,30 +2,15 @@
 // Signs in to the admin, opens its pages, the API docs and a search, and records every
 // policy violation the browser reports. Prints one JSON report for test_csp_browser.py.
 // Usage: node pages.mjs BASE_URL USERNAME PASSWORD IMPORT_JOB_ID
-import { chromium } from "playwright-core";
+import { launch, watchViolations } from "./browser.mjs";
 
 const [baseUrl, username, password, importJobId] = process.argv.slice(2);
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  headless: true,
-  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-});
+const browser = await launch();
 const report = { violations: [] };
 try {
   const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
   page.setDefaultTimeout(30_000);
-  // Every violation on every page: the event fires in the page, before any of its scripts.
-  await page.exposeFunction("reportViolation", (v) => report.violations.push(v));
-  await page.addInitScript(() =>
-    document.addEventListener("securitypolicyviolation", (e) =>
-      window.reportViolation({
-        page: location.pathname,
-        directive: e.effectiveDirective,
-        blocked: e.blockedURI,
-        sample: e.sample,
-      }),
-    ),
-  );
+  await watchViolations(page, report.violations);
   const visit = async (path) => {
     const response = await page.goto(baseUrl + path);
     await page.waitForLoadState("load");

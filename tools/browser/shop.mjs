@@ -1,18 +1,11 @@
 // What a shopper sees: type a query, apply filters, search by photo, open a product, on a
 // desktop and a phone screen. Prints one JSON report for test_shop_browser.py to check.
 // Usage: node shop.mjs BASE_URL PHOTO_PATH
-import { chromium } from "playwright-core";
+import { launch, screenshotter } from "./browser.mjs";
 
 const [baseUrl, photoPath] = process.argv.slice(2);
-// SCREENSHOTS=folder keeps a picture of each step, to look at by eye.
-const shot = async (page, name) =>
-  process.env.SCREENSHOTS &&
-  page.screenshot({ path: `${process.env.SCREENSHOTS}/${name}.png`, fullPage: true });
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  headless: true,
-  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-});
+const shot = screenshotter("");
+const browser = await launch();
 const report = {};
 try {
   const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
