@@ -1,0 +1,47 @@
+"""What the bench scripts share: Django on a bench's own scratch database, another bench
+script loaded as a module, and latency percentiles. Imported as `harness` (a script's own
+folder leads sys.path; bench/ is not a package)."""
+
+from __future__ import annotations
+
+import importlib.util
+import statistics
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+
+
+def setup_django(database: str, **overrides) -> None:
+    """Django with `database` as the test database's name (the scripts build it with the
+    test runner's machinery, away from the shop's own) and `overrides` set on settings."""
+    import django
+    from django.conf import settings
+
+    settings.DATABASES["default"]["TEST"] = {"NAME": database}
+    for name, value in overrides.items():
+        setattr(settings, name, value)
+    django.setup()
+
+
+def bench_module(name: str):
+    """Another bench script as a module, under a name of its own (imported as `search`,
+    bench/search.py would shadow the search app)."""
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def p50_p99(milliseconds: list[float]) -> tuple[float, float]:
+    return statistics.median(milliseconds), percentile(milliseconds, 0.99)
+
+
+def percentiles(milliseconds: list[float], digits: int = 1) -> str:
+    """ "p50 12.3 ms   p99 45.6 ms" """
+    p50, p99 = p50_p99(milliseconds)
+    return f"p50 {p50:6.{digits}f} ms   p99 {p99:6.{digits}f} ms"
