@@ -8,14 +8,17 @@ Connected to embeddings in `SearchConfig.ready()` through `embeddings.extensions
   out for validation (`query_is_held_out`), and pairs of the catalog's validation products
   are left out, so neither gate measures what was trained on.
 * `query_ndcg_gate`, a promotion gate: nDCG@10 of the held-out queries, the active space
-  against the candidate, both ranking the catalog's photos as encoded now; the candidate
+  against the candidate, both ranking the training catalog's photos (the active space by
+  its stored vectors when it has them all, the candidate encoding them now); the candidate
   must not fall below (by more than SEARCH_JUDGMENT_NDCG_TOLERANCE).
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Hashable
 
+import numpy as np
 from django.conf import settings
 from PIL import Image
 
@@ -29,6 +32,7 @@ from search.evaluation import (
     queries_own_words,
     query_scores,
     scores_summary,
+    space_image_vectors,
 )
 from search.judgments import QueryJudgments, judged_queries, judgments_compute, query_is_held_out
 
@@ -86,8 +90,10 @@ def query_ndcg_gate(
     judged = {q: j.grades() for q, j in held_out.items()}
     own = queries_own_words(list(judged))
     summaries = []
-    for encoder in (active_encoder, candidate):
-        vectors, owners = encoder_image_vectors(encoder, catalog_images)
+    for encoder, vectors, owners in (
+        (active_encoder, *_active_catalog_vectors(active, active_encoder, catalog_images)),
+        (candidate, *encoder_image_vectors(candidate, catalog_images)),  # it has none stored
+    ):
         scores = query_scores(
             encoder=encoder, image_vecs=vectors, image_product=owners, judged=judged, own_words=own
         )
@@ -101,3 +107,17 @@ def query_ndcg_gate(
         f"{now:.3f} (candidate)" + ("" if passed else f", a fall beyond {tolerance:.3f}")
     )
     return GateVerdict(GATE, passed, detail, before=before, after=after)
+
+
+def _active_catalog_vectors(
+    active: EmbeddingSpace, encoder: ClipEncoder, catalog_images: dict[Hashable, list]
+) -> tuple[np.ndarray, np.ndarray]:
+    """The active space's stored vectors of the training catalog's photos: no encoding pass
+    when the space holds a vector for every one of them (as after its fill). Else, as for
+    the candidate, the photos encoded now, so that both rank the same photos."""
+    vectors, owners = space_image_vectors(active)
+    wanted = np.isin(owners, np.fromiter(catalog_images, np.int64, len(catalog_images)))
+    stored = Counter(owners[wanted].tolist())
+    if stored == {pk: len(images) for pk, images in catalog_images.items() if images}:
+        return vectors[wanted], owners[wanted]
+    return encoder_image_vectors(encoder, catalog_images)

@@ -10,6 +10,8 @@ from embeddings.admin import training_report
 from embeddings.finetuning import catalog_is_validation
 from embeddings.models import EmbeddingSpace, FinetuneRun
 from embeddings.spaces import space_active
+from embeddings.vectors import space_fill
+from search.evaluation import space_search_evaluate
 from search.judgments import query_is_held_out
 from search.searchlog import search_event_record, search_log_record
 
@@ -97,3 +99,15 @@ def test_the_report_says_which_gate_decided(judged_shop, settings, capsys):
     assert "decided by: catalog recall" in out
     assert "below the margin of 1.000" in short.metrics["decision"]
     assert "query nDCG gate" in short.metrics["decision"]
+
+
+def test_the_gate_ranks_the_filled_active_space_by_its_stored_vectors(judged_shop):
+    # Filled, the active space is not encoded again: the gate's "before" is exactly what
+    # evaluate_search replays against its stored vectors (encoding the decoded training
+    # photos again would give other vectors, and other figures).
+    active = space_active()
+    space_fill(space=active)
+    replayed, _ = space_search_evaluate(space=active, held_out_only=True)
+    learned = finetune("learned", margin=1.0)
+    (gate,) = learned.metrics["gates"]
+    assert gate["before"] == replayed
