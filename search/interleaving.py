@@ -200,19 +200,12 @@ def interleaved_ranking(
 
 def sign_test(wins: int, losses: int) -> float:
     """Two-sided exact sign test (binomial, p = 1/2) of wins against losses; ties left out.
+    scipy is here anyway, as scikit-learn's dependency (the insights' clustering)."""
+    from scipy.stats import binomtest
 
-    Exact integer arithmetic (math.comb's recurrence): scipy.stats.binomtest gives the same
-    numbers, but scipy is tens of megabytes for one sum of binomial coefficients.
-    """
-    n = wins + losses
-    k = min(wins, losses)
-    if n == 0:
+    if wins + losses == 0:
         return 1.0
-    coefficient, tail = 1, 1
-    for i in range(1, k + 1):
-        coefficient = coefficient * (n - i + 1) // i
-        tail += coefficient
-    return min(1.0, 2 * tail / 2**n)
+    return float(binomtest(wins, wins + losses, 0.5).pvalue)
 
 
 @dataclass(frozen=True)
