@@ -25,6 +25,7 @@ from django.db import connection
 from django.utils import timezone
 from sklearn.cluster import AgglomerativeClustering
 
+from catalog.importing.selectors import spreadsheet_safe
 from embeddings.models import EmbeddingSpace
 from search.models import SearchEvent, SearchLog
 from search.selectors import text_vectors
@@ -279,15 +280,14 @@ EXPORT_TABLES = ("top", "zero", "no_clicks", "days", "clusters")
 
 def _csv_cell(value) -> str:
     """A cell a spreadsheet shows as typed: shoppers' queries are untrusted, and one that
-    starts like a formula ("=HYPERLINK(...)") would run as one (OWASP's CSV injection)."""
+    starts like a formula ("=HYPERLINK(...)") would run as one."""
     if value is None:
         return ""
     if isinstance(value, float):
         return f"{value:.4f}"
     if isinstance(value, dt.datetime):
         return timezone.localtime(value).isoformat(timespec="seconds")
-    text = str(value)
-    return f"'{text}" if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+    return spreadsheet_safe(str(value))
 
 
 def insights_export_rows(

@@ -11,7 +11,8 @@ from catalog.models import ImportJob, ImportRowError
 
 REPORT_COLUMNS = ["line", "sku", "field", "error"]
 # A cell starting with one of these is a formula to a spreadsheet (=HYPERLINK(...), +cmd|...):
-# the report quotes back what the uploaded file said, so such cells are escaped.
+# the import report quotes back what the uploaded file said, and the search insights what
+# shoppers typed, so such cells are escaped.
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -42,18 +43,17 @@ class _Line:
         return value
 
 
-def import_report_row(line: int, sku: str, field: str, message: str) -> list:
-    """One line of the report, each text cell safe to open in a spreadsheet.
+def spreadsheet_safe(text: str) -> str:
+    """`text` as a CSV cell a spreadsheet shows as typed, never runs as a formula.
 
     The OWASP advice for CSV injection: a leading single quote makes the cell plain text.
     """
-    return [
-        line,
-        *(
-            f"'{text}" if text.startswith(FORMULA_STARTS) else text
-            for text in (sku, field, message)
-        ),
-    ]
+    return f"'{text}" if text.startswith(FORMULA_STARTS) else text
+
+
+def import_report_row(line: int, sku: str, field: str, message: str) -> list:
+    """One line of the report, each text cell safe to open in a spreadsheet."""
+    return [line, *(spreadsheet_safe(text) for text in (sku, field, message))]
 
 
 def import_report_csv(*, job: ImportJob) -> Iterator[str]:
