@@ -119,14 +119,10 @@ def main() -> None:
 
     from catalog.models import Product
     from embeddings.models import EmbeddingSpace
-    from search.ranking import SearchFilters, hybrid_search
+    from search.pipeline import product_search_by_text, rank, text_query_prepare
+    from search.retrieval import SearchFilters
     from search.rules import NO_RULES
-    from search.selectors import (
-        product_search_by_text,
-        search_page,
-        space_similarity_floor,
-        text_vector,
-    )
+    from search.selectors import search_page, text_vector
     from search.sorting import Sort
     from search.synonyms import synonyms_expand
 
@@ -144,10 +140,8 @@ def main() -> None:
 
     def ranking_only(query):
         """The search without the synonym and rule lookups: what it cost before them."""
-        ranked = hybrid_search(
-            space=space, vector=text_vector(space, query), filters=SearchFilters(), text=query,
-            floor=space_similarity_floor(space),
-        )  # fmt: skip
+        prepared = text_query_prepare(query=query, filters=SearchFilters())
+        ranked = rank(prepared, space)
         return search_page(space=space, ranked=ranked, limit=24, offset=0, rules=NO_RULES)
 
     def api(query, **extra):

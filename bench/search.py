@@ -20,7 +20,7 @@ prints, per path, p50/p99 latency and recall@10 at product level against exact s
   reference), the planner's choice with 20,000 tuples (the code before vector_scan),
   pgvector's iterative index scan forced with 20,000 and with 40,000 tuples (and a larger
   scan memory), over-fetching the unfiltered HNSW window (ef_search 1000, then filter),
-  and the code (search.ranking.hybrid_search with vector_scan);
+  and the code (search.retrieval.hybrid_search with vector_scan);
 - GET /api/search/ through Django's test client (query vectors cached, as when warm);
 - the overhead of the search log: GET /api/search/ and the shop page with logging on and
   off (SEARCH_LOG_ENABLED), alternating query by query in the same run, and the log's
@@ -151,7 +151,9 @@ def load(
         demos = list(demo_products(min(batch, products - start), start=start))
         for demo in demos:
             if demo.category not in categories:
-                categories[demo.category] = category_get_or_create_path(demo.category).pk
+                categories[demo.category] = category_get_or_create_path(
+                    demo.category, names=[{"zh": zh} for zh in demo.attributes["category_path_zh"]]
+                ).pk
         with transaction.atomic(), raw.cursor() as cursor:
             with cursor.copy(
                 "COPY catalog_product (sku, title, description, brand, category_id, price, "
@@ -303,12 +305,8 @@ def main() -> None:
 
     from catalog.models import Product
     from embeddings.models import EmbeddingSpace
-    from search.ranking import (
-        SearchFilters,
-        hybrid_search_params,
-        hybrid_search_sql,
-        image_window,
-    )
+    from search.ranking import image_window
+    from search.retrieval import SearchFilters, hybrid_search_params, hybrid_search_sql
     from search.selectors import text_vector
 
     # serialize=False: no copy of 100k products for TransactionTestCase rollbacks.
@@ -341,7 +339,7 @@ def main() -> None:
 
     # 1. The vector search SQL, unfiltered.
     none = SearchFilters()
-    sql = hybrid_search_sql(space, none, text=False)
+    sql = hybrid_search_sql(space, none, match=None)
     # A first pass reads the index into shared buffers: what a freshly started server pays.
     cold = [
         timed(
@@ -371,10 +369,10 @@ def main() -> None:
     times = []
     for i, query in enumerate(queries):
         text = TEXT_QUERIES[i % len(TEXT_QUERIES)]
-        params = hybrid_search_params(
-            space=space, vector=query, filters=none, text=text, floor=-2.0
-        )
-        _, ms = timed(lambda params=params: run_sql(hybrid_sql(space), params, settings=hnsw))
+        match = text_match(text)
+        params = hybrid_search_params(space=space, vector=query, filters=none, match=match)
+        sql = hybrid_search_sql(space, none, match=match)
+        _, ms = timed(lambda params=params, sql=sql: run_sql(sql, params, settings=hnsw))
         times.append(ms)
     print(f"hybrid SQL (text + vector):    {percentiles(times)}")
 
@@ -476,10 +474,12 @@ def measure_recording(space, queries: int) -> None:
         print(f"a round trip (SELECT 1): {(time.perf_counter() - started) * 1000 / queries:.2f} ms")
 
 
-def hybrid_sql(space):
-    from search.ranking import SearchFilters, hybrid_search_sql
+def text_match(text: str):
+    """What the words of `text` must match, as a text search decides (search.matching)."""
+    from search.pipeline import text_query_prepare
+    from search.retrieval import SearchFilters
 
-    return hybrid_search_sql(space, SearchFilters(), text=True)
+    return text_query_prepare(query=text, filters=SearchFilters()).plan.match
 
 
 def space_images(space) -> int:
@@ -498,7 +498,7 @@ def share_filter(share: float):
 
     from catalog.models import Category, Product
     from catalog.selectors import category_subtree_ids
-    from search.ranking import SearchFilters
+    from search.retrieval import SearchFilters
 
     total = Product.objects.count()
     candidates = []
@@ -514,16 +514,15 @@ def share_filter(share: float):
 
 
 def filtered_ways(space, filters, queries, hnsw) -> None:
-    """A filter's latency and recall@10 the code's way (search.ranking.vector_scan) and the
+    """A filter's latency and recall@10 the code's way (search.retrieval.vector_scan) and the
     others it chooses between; the exact ranking of the filtered rows is the reference."""
     from django.conf import settings
 
-    from search.ranking import (
-        MAX_EF_SEARCH,
+    from search.ranking import MAX_EF_SEARCH, image_window
+    from search.retrieval import (
         hybrid_search,
         hybrid_search_params,
         hybrid_search_sql,
-        image_window,
         vector_scan,
     )
 
@@ -533,8 +532,8 @@ def filtered_ways(space, filters, queries, hnsw) -> None:
         f"  vector_scan: {'exact' if scan.exact else 'HNSW'}, "
         f"max_scan_tuples {scan.max_scan_tuples:,}"
     )
-    sql = hybrid_search_sql(space, filters, text=False)
-    exact_sql = hybrid_search_sql(space, filters, text=False, exact=True)
+    sql = hybrid_search_sql(space, filters, match=None)
+    exact_sql = hybrid_search_sql(space, filters, match=None, exact=True)
     iterative = {
         **hnsw,
         "hnsw.iterative_scan": "relaxed_order",

@@ -140,8 +140,9 @@ def search_bench(products: int, rounds: int) -> None:
     from catalog.models import Product
     from embeddings.models import EmbeddingSpace
     from search.models import ProductTerms
+    from search.pipeline import product_search_by_text
     from search.query import query_analyse
-    from search.selectors import product_search_by_text, text_vector
+    from search.selectors import text_vector
     from search.vocabulary import vocabulary_rebuild
 
     search_bench_module = bench_module("search")

@@ -13,6 +13,10 @@ class Category(models.Model):
     parent = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.PROTECT, related_name="children"
     )
+    # The name in other languages, {"zh": "连衣裙"}: shoppers search by these too.
+    names = models.JSONField(
+        "translated names", default=dict, blank=True, help_text='e.g. {"zh": "连衣裙"}'
+    )
 
     class Meta:
         verbose_name_plural = "categories"

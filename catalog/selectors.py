@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from catalog.models import Category
@@ -27,15 +28,20 @@ def category_nodes() -> dict[int, CategoryNode]:
 
 def category_subtree_ids(*, category: Category) -> list[int]:
     """The category and all its descendants (sub-categories at any depth)."""
-    nodes = category_nodes()
+    return category_subtree_ids_of(category_nodes(), [category.pk])
+
+
+def category_subtree_ids_of(nodes: dict[int, CategoryNode], roots: Iterable[int]) -> list[int]:
+    """The categories `roots` and all their descendants, sorted."""
     children: dict[int | None, list[int]] = {}
     for node in nodes.values():
         children.setdefault(node.parent_id, []).append(node.id)
-    ids, todo = [], [category.pk]
+    ids: set[int] = set()
+    todo = list(roots)
     while todo:
         pk = todo.pop()
         if pk not in ids:  # a cycle made by hand in the admin must not loop forever
-            ids.append(pk)
+            ids.add(pk)
             todo.extend(children.get(pk, ()))
     return sorted(ids)
 

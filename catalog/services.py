@@ -166,14 +166,24 @@ def category_path_slug(path: Sequence[str]) -> str:
     return slugify(" ".join(path), allow_unicode=True)[:200]
 
 
-def category_get_or_create_path(path: Sequence[str]) -> Category:
-    """The category at `path` (e.g. ["Women", "Dresses"]), creating missing levels."""
+def category_get_or_create_path(
+    path: Sequence[str], *, names: Sequence[dict[str, str]] = ()
+) -> Category:
+    """The category at `path` (e.g. ["Women", "Dresses"]), creating missing levels.
+
+    `names`: per level, its name in other languages ({"zh": "女装"}), set on the levels
+    this creates and added to those that have none yet.
+    """
     parent = None
     for depth in range(1, len(path) + 1):
         slug = category_path_slug(path[:depth])
-        parent, _ = Category.objects.get_or_create(
-            slug=slug, defaults={"name": path[depth - 1], "parent": parent}
+        translated = dict(names[depth - 1]) if depth <= len(names) else {}
+        parent, created = Category.objects.get_or_create(
+            slug=slug, defaults={"name": path[depth - 1], "parent": parent, "names": translated}
         )
+        if not created and translated and not parent.names:
+            parent.names = translated
+            parent.save(update_fields=["names"])
     if parent is None:
         raise ValueError("a category path needs at least one name")
     return parent
@@ -207,7 +217,10 @@ def demo_catalog_load(
         with transaction.atomic():
             for demo in todo:
                 if demo.category not in categories:
-                    categories[demo.category] = category_get_or_create_path(demo.category)
+                    categories[demo.category] = category_get_or_create_path(
+                        demo.category,
+                        names=[{"zh": zh} for zh in demo.attributes["category_path_zh"]],
+                    )
             products = Product.objects.bulk_create(
                 Product(
                     sku=demo.sku,

@@ -67,6 +67,11 @@ def chinese_words(text: str) -> list[str]:
     return [w for w in _jieba().lcut(text) if w.strip()]
 
 
+def chinese_word_spans(text: str) -> list[tuple[str, int, int]]:
+    """jieba's words of `text` with where each lies in it: (word, start, end)."""
+    return [(w, start, end) for w, start, end in _jieba().tokenize(text) if w.strip()]
+
+
 def word_chunks(text: str) -> list[tuple[str, int]]:
     """The words of `text` and the whitespace-separated chunk each came from.
 

@@ -41,7 +41,9 @@ from search.models import (
     SearchLog,
     SynonymSet,
 )
-from search.ranking import SearchFilters, product_image_title_agree
+from search.pipeline import rule_preview
+from search.ranking import product_image_title_agree
+from search.retrieval import SearchFilters
 from search.rules import (
     boost_factor,
     merchandising_rule_save,
@@ -53,7 +55,6 @@ from search.rules import (
     rule_state,
     rules_with_entries,
 )
-from search.selectors import rule_preview
 from search.services import interleaving_test_start
 from search.synonyms import synonym_set_save, synonym_sets_set_enabled
 from search.terms import term_key

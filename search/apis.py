@@ -16,7 +16,8 @@ from catalog.models import Category, Product
 from catalog.selectors import category_subtree_ids
 from embeddings.spaces import NoActiveSpace
 from search.models import SearchEvent, SearchLog
-from search.ranking import SearchFilters
+from search.pipeline import product_search_by_text
+from search.retrieval import SearchFilters
 from search.searchlog import (
     SESSION_HELP,
     SESSION_MAX_LENGTH,
@@ -31,7 +32,6 @@ from search.selectors import (
     captions_by_image,
     image_text_match,
     product_search_by_image,
-    product_search_by_text,
     products_similar,
 )
 from search.sorting import Sort
@@ -219,13 +219,33 @@ class PopularCategorySerializer(serializers.Serializer):
 
 class SuggestionsSerializer(serializers.Serializer):
     remove_filters = FilterRemovalSerializer(many=True, help_text="filters that could be removed")
-    categories = PopularCategorySerializer(many=True, help_text="the shop's popular categories")
+    categories = PopularCategorySerializer(
+        many=True,
+        help_text="the categories nearest the query (`nearest`), else the shop's popular ones",
+    )
+    nearest = serializers.BooleanField(
+        help_text="true: `categories` hold the products most like the query (their `count`: "
+        "how many of those); false: the popular categories"
+    )
 
 
 SEARCH_ID_HELP = (
     "this search in the search log: name it in POST /api/events/ when the shopper clicks, "
     "adds to cart or buys a product it showed (null when it could not be logged)"
 )
+
+
+class UnderstoodSerializer(serializers.Serializer):
+    kind = serializers.ChoiceField(
+        choices=["price", "cheap", "brand", "category"],
+        help_text="price: a price filter; cheap: lower prices first; brand, category: a filter",
+    )
+    words = serializers.CharField(help_text="the words of the query it came from")
+    label = serializers.CharField(help_text='what the shop shows, e.g. "Under 50"')
+    params = serializers.DictField(
+        child=serializers.CharField(),
+        help_text='the filter as request parameters, e.g. {"max_price": "50"}',
+    )
 
 
 class SearchPageSerializer(serializers.Serializer):
@@ -248,6 +268,16 @@ class SearchPageSerializer(serializers.Serializer):
         allow_null=True,
         help_text="text search: the query with its misspelt words corrected to catalog words, "
         "when the text match also used it (null: no correction)",
+    )
+    understood = UnderstoodSerializer(
+        many=True,
+        help_text="text search: what the query was understood to mean (price phrases, brands, "
+        "category names), each applied as a filter; `understand=false` turns it off",
+    )
+    ignored_words = serializers.ListField(
+        child=serializers.CharField(),
+        help_text="text search: words no match has (no product has every word: unknown "
+        "words, then the least selective ones, were left out); stop words are not listed",
     )
 
 
@@ -321,16 +351,24 @@ class ProductSearchApi(SearchApiView):
             default=True,
             help_text="false: match the words as typed, without typo correction",
         )
+        understand = serializers.BooleanField(
+            default=True,
+            help_text="false: take price phrases, brand and category names as plain words",
+        )
 
     @extend_schema(
         operation_id="search_products",
         summary="Search products by text",
-        description="Words (widened by synonym sets), SKU and meaning fused by rank; an "
-        "exact SKU match comes first; merchandising rules pin, hide, boost and bury. "
-        "Misspelt words also match as the catalog words they are near (`corrected_query`). "
-        "Image-only hits under the similarity floor are not matches, so nonsense finds "
-        "nothing; a first page with fewer matches than `limit` is filled with the next most "
-        "similar products, marked `related`. `sort` orders the matches only.",
+        description="Words (in their word forms, category names and synonyms), SKU and "
+        "meaning fused by rank; an exact SKU match alone is a match and comes first; "
+        "merchandising rules pin, hide, boost and bury. Price phrases, brand and category "
+        "names become filters (`understood`). When no product has every word, the unknown "
+        "and then the least selective words are left out (`ignored_words`). Misspelt words "
+        "also match as the catalog words they are near (`corrected_query`). Photo-only hits "
+        "count only when as similar as the word matches, so nonsense finds nothing and "
+        "`count` and the facets count matches; a first page with fewer matches than `limit` "
+        "is filled with the next most similar products, marked `related`. `sort` orders "
+        "the matches only.",
         parameters=[InputSerializer],
         responses={200: SearchPageSerializer, 400: ErrorSerializer},
     )
@@ -345,6 +383,7 @@ class ProductSearchApi(SearchApiView):
             offset=data["offset"],
             sort=data["sort"],
             correct=data["correct"],
+            understand=data["understand"],
             session=data.get("session", ""),
         )
         page = api_search_logged(page, data, kind=SearchLog.Kind.TEXT, query=data["q"])

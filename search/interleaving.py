@@ -32,7 +32,7 @@ from embeddings.models import EmbeddingSpace
 from embeddings.services import space_activate_start
 from embeddings.spaces import space_drop_indexes
 from search.models import InterleavingTest, SearchEvent, SearchLog
-from search.ranking import RankedProduct, SearchFilters
+from search.retrieval import RankedProduct, SearchFilters
 from search.rules import RuleEffects, rules_apply
 from search.sorting import Sort
 

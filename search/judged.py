@@ -41,7 +41,7 @@ from django.db.models.lookups import IExact
 
 from catalog.models import Category, Product
 from catalog.selectors import category_subtree_ids
-from search.selectors import product_search_by_text
+from search.pipeline import product_search_by_text
 
 K = 10
 MAX_GRADE = 3
@@ -310,9 +310,10 @@ def product_grades(judged: JudgedQuery, product_ids: Sequence[int]) -> dict[int,
     return dict(rows.values_list("pk", "grade"))
 
 
-def judged_query_score(judged: JudgedQuery) -> QueryScore:
-    """Search the query as a shopper does and score the matches shown against its grades."""
-    page = product_search_by_text(query=judged.query, limit=K)
+def judged_query_score(judged: JudgedQuery, *, understand: bool = True) -> QueryScore:
+    """Search the query as a shopper does and score the matches shown against its grades
+    (`understand`: as search's own parameter, for a comparison without it)."""
+    page = product_search_by_text(query=judged.query, limit=K, understand=understand)
     shown = [hit.product.pk for hit in page.results if not hit.related][:K]
     if judged.expects_nothing:
         return QueryScore(judged.query, judged.group, page.count, (), 0, None, None, False, True)
@@ -357,10 +358,12 @@ def judged_summary(scores: Sequence[QueryScore]) -> JudgedSummary:
     )
 
 
-def judged_set_evaluate(queries: Sequence[JudgedQuery]) -> JudgedEvaluation:
+def judged_set_evaluate(
+    queries: Sequence[JudgedQuery], *, understand: bool = True
+) -> JudgedEvaluation:
     """Score every judged query against the shop search (the active space), overall and by
     group."""
-    scores = [judged_query_score(judged) for judged in queries]
+    scores = [judged_query_score(judged, understand=understand) for judged in queries]
     names = list(dict.fromkeys(s.group for s in scores if s.group != DEFAULT_GROUP))
     return JudgedEvaluation(
         overall=judged_summary(scores),

@@ -5,13 +5,15 @@ next best products by similarity to fill its first page, under a "Related produc
 divider: the ranking query already returns them (its window's products under the floor),
 so nothing more is read. A query with no relevant product at all (nonsense, or nothing
 in the shop) shows nothing related: instead it suggests removing a filter and the
-shop's popular categories ("did you mean" comes with typo correction).
+categories nearest the query (those of the most similar products), and the shop's popular
+categories only when there is nothing else ("did you mean" comes with typo correction).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection
+from collections import Counter
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
 from django.core.cache import cache
@@ -19,7 +21,7 @@ from django.db.models import Count
 
 from catalog.models import Product
 from catalog.selectors import category_nodes
-from search.ranking import RankedProduct, SearchFilters
+from search.retrieval import RankedProduct, SearchFilters
 from search.rules import filter_category_id
 
 logger = logging.getLogger(__name__)
@@ -28,6 +30,9 @@ logger = logging.getLogger(__name__)
 POPULAR_CATEGORIES_SECONDS = 600
 POPULAR_CATEGORIES_KEY = "search:popular-categories"
 POPULAR_CATEGORIES = 6
+# An empty page offers the categories of the window's most similar products.
+NEAREST_PRODUCTS = 20
+NEAREST_CATEGORIES = 3
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,7 @@ class PopularCategory:
 class NoResultsHelp:
     remove_filters: list[FilterRemoval] = field(default_factory=list)
     categories: list[PopularCategory] = field(default_factory=list)
+    nearest: bool = False  # `categories` are those nearest the query, not the popular ones
 
 
 def related_rows(
@@ -65,9 +71,35 @@ def related_rows(
     return candidates[:limit]
 
 
-def no_results_help(*, filters: SearchFilters) -> NoResultsHelp:
-    """What an empty page offers: each filter to remove, and the popular categories."""
-    return NoResultsHelp(remove_filters=filter_removals(filters), categories=categories_popular())
+def no_results_help(
+    *, filters: SearchFilters, nearest: Sequence[RankedProduct] = ()
+) -> NoResultsHelp:
+    """What an empty page offers: each filter to remove, the categories of the products
+    most like the query (from `nearest`, the ranked window), and only when there is
+    neither, the shop's popular categories."""
+    removals = filter_removals(filters)
+    near = categories_nearest(nearest)
+    if near or removals:
+        return NoResultsHelp(remove_filters=removals, categories=near, nearest=bool(near))
+    return NoResultsHelp(categories=categories_popular())
+
+
+def categories_nearest(ranked: Sequence[RankedProduct]) -> list[PopularCategory]:
+    """The categories of the NEAREST_PRODUCTS most similar products of a ranked window,
+    the most frequent first (their count is how many of those products they hold)."""
+    similar = sorted(
+        (row for row in ranked if row.similarity is not None and row.category_id),
+        key=lambda row: (-row.similarity, row.product_id),
+    )[:NEAREST_PRODUCTS]
+    counts = Counter(row.category_id for row in similar)
+    if not counts:
+        return []
+    nodes = category_nodes()
+    return [
+        PopularCategory(nodes[pk].slug, nodes[pk].name, count)
+        for pk, count in counts.most_common(NEAREST_CATEGORIES)
+        if pk in nodes
+    ]
 
 
 def filter_removals(filters: SearchFilters) -> list[FilterRemoval]:

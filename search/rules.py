@@ -34,7 +34,7 @@ from django.utils import timezone
 from catalog.models import Category, Product
 from catalog.selectors import CategoryNode, category_ancestor_ids, category_nodes
 from search.models import MerchandisingRule, RuleBoost, RuleProduct
-from search.ranking import RankedProduct, SearchFilters
+from search.retrieval import RankedProduct, SearchFilters
 from search.terms import term_key, term_spans, words
 
 

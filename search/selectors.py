@@ -1,9 +1,10 @@
-"""Reads: product search (text, photo, similar products), captions and image-text match.
+"""Reads: photo search, similar products, captions and image-text match; the query
+vectors; and the result page every product search ends in (`search_page`: rules,
+sorting, related products and facets over the whole ranked window). The text search's
+stages are search.pipeline.
 
-Each is one bounded SQL query over the active space's HNSW indexes (search.ranking),
-then one query for the page's products and one for the facets. A text search first looks
-up its synonyms and merchandising rules (one small indexed query each); rules, sorting
-and related products then work on the whole ranked window (`search_page`).
+Each is one bounded SQL query over the active space's HNSW indexes (search.ranking,
+search.retrieval), then one query for the page's products.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import hashlib
 import logging
 import uuid
 from collections import Counter
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 from django.conf import settings
@@ -23,32 +24,17 @@ from catalog.models import Product
 from catalog.selectors import category_ancestor_ids, category_nodes
 from embeddings.models import EmbeddingSpace
 from embeddings.spaces import space_active, space_encoder
-from search.interleaving import interleaved_ranking
-from search.models import MerchandisingRule
-from search.query import QueryAnalysis, query_analyse, rest_corrected
+from search.query import QueryAnalysis
 from search.ranking import (
     MAX_EF_SEARCH,
-    RankedProduct,
-    SearchFilters,
-    hybrid_search,
     image_text_match_row,
     nearest_captions_rows,
     similar_products_rows,
 )
 from search.related import NoResultsHelp, no_results_help, related_rows
-from search.rules import (
-    NO_RULES,
-    RuleEffects,
-    filter_category_id,
-    rule_effects,
-    rule_specificity,
-    rules_apply,
-    rules_for_search,
-    rules_matching,
-    rules_with_entries,
-)
+from search.retrieval import RankedProduct, SearchFilters, hybrid_search
+from search.rules import NO_RULES, RuleEffects, rules_apply, rules_for_search
 from search.sorting import Sort, ranked_sort
-from search.synonyms import synonyms_expand
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +81,11 @@ class SearchPage:
     interleaved_with: EmbeddingSpace | None = None
     teams: tuple[int, ...] = ()
     search_id: uuid.UUID | None = None  # its row in the search log (search.searchlog)
+    # A text search (search.pipeline): what it understood (search.understanding), the
+    # words its matches leave out and those every word match has (search.matching).
+    understood: tuple = ()
+    ignored_words: tuple[str, ...] = ()
+    matched_words: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -200,77 +191,6 @@ def query_similarity_floor(space: EmbeddingSpace, analysis: QueryAnalysis) -> fl
 # --- product search -----------------------------------------------------------------------
 
 
-def product_search_by_text(
-    *,
-    query: str,
-    filters: SearchFilters = NO_FILTERS,
-    limit: int,
-    offset: int = 0,
-    sort: str = Sort.RELEVANCE,
-    rules: RuleEffects | None = None,
-    correct: bool = True,
-    session: str = "",
-    interleave: bool = True,
-) -> SearchPage:
-    """Hybrid search: words (and their synonyms), SKU and the query's meaning, fused;
-    merchandising rules applied (`rules`: these instead of the active ones); a thin page
-    filled with related products; nonsense finds nothing. With `correct`, misspelt words
-    also match as corrected (search.query); the text tower sees the query as typed.
-    While an interleaving test runs, some searches (by `session`, the front end's opaque
-    key, and the query) merge the active and the candidate space's rankings, unless not
-    `interleave` (previews show the active space alone)."""
-    space = space_active()
-    analysis = query_analyse(query=query, correct=correct)
-    synonyms = synonyms_expand(query=query)
-    if synonyms and analysis.corrections:
-        # Typed, an unknown word matches nothing: the words outside the spans as corrected.
-        synonyms = replace(synonyms, rest=rest_corrected(synonyms.rest, analysis))
-    if rules is None:
-        rules = rules_for_search(query=query, filters=filters)
-
-    def rank(in_space: EmbeddingSpace) -> list[RankedProduct]:
-        return hybrid_search(
-            space=in_space,
-            vector=text_vector(in_space, query),
-            filters=filters,
-            text=query,
-            match_texts=analysis.match_texts,
-            floor=query_similarity_floor(in_space, analysis),
-            synonyms=synonyms,
-            pinned=rules.pinned_ids,
-        )
-
-    ranked = rank(space)
-    interleaved = interleave and interleaved_ranking(
-        space=space,
-        ranked=ranked,
-        rank=rank,
-        rules=rules,
-        session=session,
-        query=query,
-        filters=filters,
-        sort=sort,
-    )
-    page = search_page(
-        space=space,
-        ranked=interleaved.ranked if interleaved else ranked,
-        limit=limit,
-        offset=offset,
-        # The merged window has the rules applied already.
-        rules=NO_RULES if interleaved else rules,
-        sort=sort,
-        filters=filters,
-        related=True,
-    )
-    if interleaved:
-        page = replace(
-            page,
-            interleaved_with=interleaved.candidate,
-            teams=interleaved.teams_of([hit.product.pk for hit in page.results]),
-        )
-    return replace(page, synonyms=synonyms.applied, corrected_query=analysis.corrected_query)
-
-
 def product_search_by_image(
     *,
     image: Image.Image,
@@ -326,13 +246,15 @@ def search_page(
     sort: str = Sort.RELEVANCE,
     filters: SearchFilters | None = None,
     related: bool = False,
+    nearest_categories: bool = False,
 ) -> SearchPage:
     """One page of a ranked window, with its products loaded and facets over the window.
 
     The relevant set (rows over the floor, and pinned ones) gets the rules and the sort
     order as a whole before it is cut into pages. With `related`, a first page thinner
     than `limit` is filled with the window's products under the floor, unless nothing
-    was relevant but pins; with `filters`, an empty result says what to try instead.
+    was relevant but pins; with `filters`, an empty result says what to try instead (with
+    `nearest_categories`, also the categories of the window's most similar products).
     """
     relevant = rules_apply(
         [r for r in ranked if r.relevant or r.pinned], rules, place_pins=sort == Sort.RELEVANCE
@@ -355,7 +277,11 @@ def search_page(
         if r.product_id in products  # deleted since the vectors were read
     ]
     facets = search_facets(ranked=relevant) if with_facets else Facets()
-    suggestions = no_results_help(filters=filters) if filters is not None and not relevant else None
+    suggestions = (
+        no_results_help(filters=filters, nearest=ranked if nearest_categories else ())
+        if filters is not None and not relevant
+        else None
+    )
     return SearchPage(
         space=space,
         count=len(relevant),
@@ -450,57 +376,4 @@ def image_text_match(*, image: Image.Image, text: str, top: int = 5) -> ImageTex
         rank=rank,
         compared=compared,
         top_captions=[CaptionHit(pid, fld, txt, float(s)) for pid, fld, txt, s in nearest],
-    )
-
-
-# --- merchandising rule preview (the admin) -----------------------------------------------
-
-
-@dataclass(frozen=True)
-class RulePreview:
-    query: str
-    applies: bool  # the rule's query and category match this search
-    with_rule: SearchPage
-    without_rule: SearchPage
-    positions_without: dict[int, int]  # product id -> its position without the rule
-    hidden: list[Product]  # what the rule hides from this query
-
-
-def rule_preview(
-    *, rule: MerchandisingRule, query: str, filters: SearchFilters = NO_FILTERS, limit: int = 24
-) -> RulePreview:
-    """The first page for `query` with the rule, if its query and category match (even if
-    it is disabled or outside its time window), and the other active rules that apply,
-    beside the page without the rule."""
-    nodes = category_nodes() if filters.category_ids else None
-    category_id = filter_category_id(filters, nodes) if nodes else None
-    matching = rules_matching(query=query, category_id=category_id, nodes=nodes)
-    others = [other for other in matching if other.pk != rule.pk]
-    applies = any(
-        candidate.pk == rule.pk
-        for candidate in rules_matching(
-            query=query, category_id=category_id, nodes=nodes, active_only=False
-        )
-    )
-    (rule,) = rules_with_entries(MerchandisingRule.objects.filter(pk=rule.pk))
-    with_rule = rule_effects(sorted([*others, rule], key=rule_specificity) if applies else others)
-    without_rule = rule_effects(others)
-    page_with = product_search_by_text(
-        query=query, filters=filters, limit=limit, rules=with_rule, interleave=False
-    )
-    page_without = product_search_by_text(
-        query=query, filters=filters, limit=limit, rules=without_rule, interleave=False
-    )
-    hidden_ids = with_rule.hidden - without_rule.hidden
-    return RulePreview(
-        query=query,
-        applies=applies,
-        with_rule=page_with,
-        without_rule=page_without,
-        positions_without={
-            hit.product.pk: position
-            for position, hit in enumerate(page_without.results, start=1)
-            if not hit.related
-        },
-        hidden=list(Product.objects.filter(pk__in=hidden_ids).order_by("sku")),
     )

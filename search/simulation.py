@@ -25,8 +25,8 @@ from pathlib import Path
 from catalog.demo_catalog import CATEGORIES
 from catalog.models import Product
 from search.models import SearchLog
+from search.pipeline import product_search_by_text
 from search.searchlog import search_event_record, search_logged
-from search.selectors import product_search_by_text
 
 SHOPPER_WORDS = Path(__file__).parent / "data" / "shopper_words.json"
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from django.db import models
 
-from search.ranking import RankedProduct
+from search.retrieval import RankedProduct
 
 
 class Sort(models.TextChoices):

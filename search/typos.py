@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.db import connection
@@ -44,16 +44,30 @@ def max_edits(word: str) -> int:
 
 @dataclass(frozen=True)
 class Speller:
-    words: list[str]  # Latin words of titles, brands and categories
+    words: list[str]  # Latin words of titles, brands and categories, and their stems
     frequency: dict[str, int]
+    # A stem stands for the most frequent word it is the stem of: "sneaker" -> "sneakers".
+    spelled: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def from_counts(cls, counts: dict[str, int]) -> Speller:
-        words = sorted(w for w in counts if is_latin_word(w))
-        return cls(words, {w: counts[w] for w in words})
+    def from_counts(cls, counts: dict[str, int], stems: dict[str, str] | None = None) -> Speller:
+        """`counts`: products per word; `stems`: each word's English stem."""
+        frequency = {w: n for w, n in counts.items() if is_latin_word(w)}
+        spelled: dict[str, str] = {}
+        for word, stem in (stems or {}).items():
+            if word not in frequency or not stem or stem in frequency:
+                continue
+            if stem not in spelled or frequency[word] > frequency[spelled[stem]]:
+                spelled[stem] = word
+        for stem, word in spelled.items():
+            frequency[stem] = frequency[word]
+        return cls(sorted(frequency), frequency, spelled)
 
     def correct(self, word: str) -> str | None:
-        """The vocabulary word `word` most likely stands for, or None (none near, or known)."""
+        """The vocabulary word `word` most likely stands for, or None (none near, or known).
+
+        Stems are candidates too, so "sneeker" is one edit from "sneakers" (via "sneaker").
+        """
         edits = max_edits(word)
         if not edits or word in self.frequency:
             return None
@@ -63,7 +77,7 @@ class Speller:
         if not matches:
             return None
         best = min(matches, key=lambda m: (m[1], -self.frequency[m[0]], m[0]))
-        return best[0]
+        return self.spelled.get(best[0], best[0])
 
 
 _lock = threading.Lock()
@@ -88,11 +102,18 @@ def speller_current() -> Speller:
     with _lock:
         if key != _cache["key"]:
             counts: dict[str, int] = {}
-            rows = VocabularyWord.objects.filter(kind__in=CORRECTION_KINDS).values_list(
-                "word", "frequency"
-            )
-            for word, frequency in rows:
-                counts[word] = max(frequency, counts.get(word, 0))
-            _cache.update(key=key, speller=Speller.from_counts(counts))
+            stems: dict[str, str] = {}
+            with connection.cursor() as cursor:
+                # The stems by the same Snowball stemmer as the products' documents.
+                cursor.execute(
+                    "SELECT word, frequency, (ts_lexize('english_stem', word))[1] "
+                    "FROM search_vocabularyword WHERE kind = ANY(%s)",
+                    [list(CORRECTION_KINDS)],
+                )
+                for word, frequency, stem in cursor.fetchall():
+                    counts[word] = max(frequency, counts.get(word, 0))
+                    if stem:
+                        stems[word] = stem
+            _cache.update(key=key, speller=Speller.from_counts(counts, stems))
         _cache["checked"] = now
         return _cache["speller"]

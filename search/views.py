@@ -24,6 +24,7 @@ from search.apis import (
     non_blank,
 )
 from search.models import SearchEvent, SearchLog
+from search.pipeline import product_search_by_text
 from search.searchlog import (
     EventRefused,
     search_event_record,
@@ -33,7 +34,6 @@ from search.searchlog import (
 )
 from search.selectors import (
     image_vector,
-    product_search_by_text,
     products_nearest,
     products_similar,
 )
@@ -52,6 +52,7 @@ SIMILAR_ON_PAGE = 8
 class SearchPageInput(SearchFiltersSerializer):
     q = serializers.CharField(required=False, max_length=500, default="")
     correct = serializers.BooleanField(required=False, default=True)
+    understand = serializers.BooleanField(required=False, default=True)
     photo = serializers.CharField(required=False, max_length=64, default="")
     sort = SortField()
 
@@ -155,6 +156,7 @@ def shop_search(request):
             offset=offset,
             sort=data["sort"],
             correct=data["correct"],
+            understand=data["understand"],
             session=request.shop_session,
         )
     if page is not None:
@@ -177,12 +179,29 @@ def shop_search(request):
             sorts=Sort.choices,
             matches=matches,
             related=[hit for hit in page.results if hit.related],
+            understood_chips=understood_chips(request, page),
             click_prefix=click_url_prefix(page.search_id),
             # Positions as logged: related products follow the matches of the first page.
             first_position=offset + 1,
             related_first_position=offset + len(matches) + 1,
         )
     return render(request, "search/search.html", context)
+
+
+def understood_chips(request, page) -> list[tuple[str, str]]:
+    """(label, link) per thing the search understood: the link searches again without it
+    (`understand=false`), keeping the others as the shopper's own filters."""
+    chips = []
+    for item in page.understood:
+        params = request.GET.copy()
+        params.pop("page", None)
+        params["understand"] = "false"
+        for other in page.understood:
+            if other is not item:
+                for name, value in other.params.items():
+                    params.setdefault(name, value)
+        chips.append((item.label, f"?{params.urlencode()}"))
+    return chips
 
 
 def _photo_cache_key(photo_id: str) -> str:

@@ -293,6 +293,18 @@ SEARCH_UNKNOWN_WORDS_FLOOR = (
     if env.str("SEARCH_UNKNOWN_WORDS_FLOOR", default="")
     else None
 )
+# The cut-off (search.pipeline.cut_off): a hit only its photos found is a match when it is
+# as similar to the query as this quantile of the query's word matches (0.5: the median);
+# a query with no word match keeps the photo hits in the upper SEARCH_VECTOR_GAP share of
+# the way from the window's median similarity to its best.
+SEARCH_VECTOR_MATCH_QUANTILE = env.float("SEARCH_VECTOR_MATCH_QUANTILE", default=0.5)
+SEARCH_VECTOR_GAP = env.float("SEARCH_VECTOR_GAP", default=0.5)
+for _name, _value in (
+    ("SEARCH_VECTOR_MATCH_QUANTILE", SEARCH_VECTOR_MATCH_QUANTILE),
+    ("SEARCH_VECTOR_GAP", SEARCH_VECTOR_GAP),
+):
+    if not 0.0 < _value <= 1.0:
+        raise ImproperlyConfigured(f"{_name} must be above 0 and at most 1, got {_value}")
 # Typo correction (search.typos): each process reloads the catalog's words when they
 # changed, checking at most this often.
 SEARCH_TYPO_REFRESH_SECONDS = env.float("SEARCH_TYPO_REFRESH_SECONDS", default=5.0)

@@ -7,7 +7,7 @@ from embeddings.encoder import CheckpointError, ModelSpec
 from embeddings.models import EmbeddingSpace, ImageEmbedding
 from embeddings.spaces import space_active, space_create
 from embeddings.vectors import space_activate
-from search.selectors import product_search_by_text
+from search.pipeline import product_search_by_text
 from tests.builders import jpeg_bytes
 
 pytestmark = pytest.mark.django_db

@@ -25,8 +25,8 @@ from embeddings.services import (
 )
 from embeddings.spaces import space_active, space_encoder
 from embeddings.training import gibberish_queries, shopper_queries
+from search.pipeline import product_search_by_text
 from search.query import query_analyse
-from search.selectors import product_search_by_text
 from tests.builders import demo_shop_pinned
 
 pytestmark = pytest.mark.django_db

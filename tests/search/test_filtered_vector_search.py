@@ -1,5 +1,5 @@
 """Filtered vector search finds the nearest products the filter keeps, even when the
-query's own neighbourhood is full of products the filter drops (search.ranking.vector_scan).
+query's own neighbourhood is full of products the filter drops (search.retrieval.vector_scan).
 
 The catalog is small, so the settings scale down with it: a window of 20 products (40
 images) and an index scan budget of 100 tuples stand for the 200/400 and 20,000 of a
@@ -14,7 +14,7 @@ from catalog.models import Product, ProductImage
 from catalog.services import category_get_or_create_path
 from embeddings.models import ImageEmbedding
 from embeddings.spaces import space_active
-from search.ranking import (
+from search.retrieval import (
     SearchFilters,
     hybrid_search,
     hybrid_search_params,
@@ -88,11 +88,11 @@ def test_the_exact_ranking_does_not_use_the_hnsw_index(shop):
     space, filters = shop["space"], shop["filters"]
     params = hybrid_search_params(space=space, vector=shop["query"], filters=filters)
     with connection.cursor() as cursor:
-        exact_sql = hybrid_search_sql(space, filters, text=False, exact=True)
+        exact_sql = hybrid_search_sql(space, filters, match=None, exact=True)
         cursor.execute("EXPLAIN " + exact_sql, params)
         exact = "\n".join(row[0] for row in cursor.fetchall())
         cursor.execute("SET LOCAL enable_sort = off")  # the index plan, for contrast
-        cursor.execute("EXPLAIN " + hybrid_search_sql(space, filters, text=False), params)
+        cursor.execute("EXPLAIN " + hybrid_search_sql(space, filters, match=None), params)
         indexed = "\n".join(row[0] for row in cursor.fetchall())
     assert f"emb_image_hnsw_s{space.pk}" not in exact, exact
     assert f"emb_image_hnsw_s{space.pk}" in indexed, indexed

@@ -28,16 +28,10 @@ from search.interleaving import (
     team_draft,
 )
 from search.models import InterleavingTest, MerchandisingRule, RuleProduct, SearchLog
-from search.query import query_analyse
-from search.ranking import NO_SYNONYMS, SearchFilters, hybrid_search
+from search.pipeline import product_search_by_text, rank, rule_preview, text_query_prepare
+from search.retrieval import SearchFilters
 from search.rules import merchandising_rule_save, rule_products_save
 from search.searchlog import search_event_record, search_log_record
-from search.selectors import (
-    product_search_by_text,
-    query_similarity_floor,
-    rule_preview,
-    text_vector,
-)
 from search.services import interleaving_test_start
 from tests.builders import jpeg_bytes
 
@@ -68,17 +62,8 @@ def test_run(shop):
 
 def ranking(space: EmbeddingSpace, query: str = QUERY) -> list[int]:
     """The relevant products of `space` for the query, best first, as search ranks them."""
-    analysis = query_analyse(query=query, correct=True)
-    rows = hybrid_search(
-        space=space,
-        vector=text_vector(space, query),
-        filters=SearchFilters(),
-        text=query,
-        match_texts=analysis.match_texts,
-        floor=query_similarity_floor(space, analysis),
-        synonyms=NO_SYNONYMS,
-    )
-    return [row.product_id for row in rows if row.relevant]
+    prepared = text_query_prepare(query=query, filters=SearchFilters())
+    return [row.product_id for row in rank(prepared, space) if row.relevant]
 
 
 def shown(page) -> list[int]:

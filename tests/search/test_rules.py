@@ -13,9 +13,9 @@ from catalog.models import Category, Product
 from catalog.selectors import category_subtree_ids
 from catalog.services import category_get_or_create_path
 from search.models import MerchandisingRule, RuleBoost, RuleProduct
-from search.ranking import SearchFilters
+from search.pipeline import product_search_by_text
+from search.retrieval import SearchFilters
 from search.rules import merchandising_rule_create, rule_problems
-from search.selectors import product_search_by_text
 
 pytestmark = pytest.mark.django_db
 

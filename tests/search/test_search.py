@@ -11,16 +11,16 @@ from catalog.models import Product, ProductImage
 from embeddings.encoder import ModelSpec
 from embeddings.models import ImageEmbedding
 from embeddings.spaces import space_active, space_create
-from search.ranking import SearchFilters, hybrid_search_params, hybrid_search_sql
-from search.selectors import (
-    captions_by_image,
-    product_search_by_text,
-    products_nearest,
-    text_vector,
-)
+from search.pipeline import product_search_by_text
+from search.query import QueryTerm
+from search.retrieval import SearchFilters, TextMatch, hybrid_search_params, hybrid_search_sql
+from search.selectors import captions_by_image, products_nearest, text_vector
 from tests.builders import COLOURS, brute_force_ranking, jpeg_bytes
 
 pytestmark = pytest.mark.django_db
+
+# The words "shirt" must match (search.matching decides this for a real query).
+SHIRT = TextMatch(terms=(QueryTerm("shirt", (0,), ("shirt",)),), required=(0,), counted=(0,))
 
 
 @pytest.fixture(autouse=True)
@@ -103,9 +103,9 @@ def test_search_query_uses_the_spaces_hnsw_index(db, settings):
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE embeddings_imageembedding")
         params = hybrid_search_params(
-            space=space, vector=vectors[0], filters=SearchFilters(), text="shirt"
+            space=space, vector=vectors[0], filters=SearchFilters(), match=SHIRT
         )
-        cursor.execute("EXPLAIN " + hybrid_search_sql(space, SearchFilters(), text=True), params)
+        cursor.execute("EXPLAIN " + hybrid_search_sql(space, SearchFilters(), match=SHIRT), params)
         plan = "\n".join(row[0] for row in cursor.fetchall())
     assert f"Index Scan using emb_image_hnsw_s{space.pk} " in plan, plan
     assert f"emb_image_hnsw_s{other.pk}" not in plan
@@ -120,9 +120,9 @@ def test_text_condition_can_use_the_gin_index(db):
             space=space,
             vector=np.ones(space.embed_dim, np.float32),
             filters=SearchFilters(),
-            text="shirt",
+            match=SHIRT,
         )
-        cursor.execute("EXPLAIN " + hybrid_search_sql(space, SearchFilters(), text=True), params)
+        cursor.execute("EXPLAIN " + hybrid_search_sql(space, SearchFilters(), match=SHIRT), params)
         plan = "\n".join(row[0] for row in cursor.fetchall())
         cursor.execute("RESET enable_seqscan")
     assert "catalog_product_search_gin" in plan, plan

@@ -5,7 +5,7 @@ from django.core.exceptions import ValidationError
 from django.urls import reverse
 
 from search.models import SynonymSet
-from search.selectors import product_search_by_text
+from search.pipeline import product_search_by_text
 from search.synonyms import synonym_expansion, synonym_set_create, synonyms_expand
 
 pytestmark = pytest.mark.django_db

@@ -5,8 +5,9 @@ from django.core.cache import cache
 
 from embeddings.spaces import space_active
 from search.models import VocabularyWord
+from search.pipeline import product_search_by_text
 from search.query import query_analyse
-from search.selectors import normalise_query, product_search_by_text, query_vector_cache_key
+from search.selectors import normalise_query, query_vector_cache_key
 from search.typos import Speller
 
 pytestmark = pytest.mark.django_db

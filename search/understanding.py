@@ -1,0 +1,170 @@
+"""Understanding, the second stage of a text search: what the query means beyond its words.
+
+- Price phrases, English and Chinese ("under 50", "between 100 and 200", "低于50"): a price
+  filter (search.prices finds them; a bare number, a SKU or a size is never a price).
+- "cheap", "便宜": lower prices first among the matches (a soft preference, not a filter).
+- A brand's name ("Northwind dress", "under armour shorts"): a brand filter. Brands are
+  found before prices, so "Under Armour" stays a brand.
+- A word that is a category's head noun ("dresses", "mugs", "连衣裙", but not "leather" of
+  "Leather Shoes"): that category, with its sub-categories, as a filter. When several
+  words name categories, the last one does (the head of "dress shoes" is "shoes").
+
+What was understood comes back (`Understood`: each filter with the words it came from), so
+the page can show it as a chip the shopper removes (which searches again with
+`understand=false` and the other chips as plain filters). The shopper's own filters always
+win: an understood filter only fills one the shopper did not set. Its words are taken out
+of the text match (price and brand words) or stay in it (a category's name matches its
+products anyway).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from decimal import Decimal
+
+from django.db import connection
+
+from catalog.selectors import category_nodes, category_subtree_ids_of
+from catalog.text import LATIN_WORD_RE, text_fold
+from search.prices import cheap_spans, price_phrases
+from search.query import QueryAnalysis, QueryToken
+from search.retrieval import SearchFilters
+
+MAX_BRAND_WORDS = 4  # brand names of up to this many words are looked for
+
+
+@dataclass(frozen=True)
+class Understood:
+    kind: str  # "price", "cheap", "brand", "category"
+    words: str  # the words of the query it came from, as typed
+    label: str  # what the shopper sees: "Under 50", "Brand: Acme", "Category: Dresses"
+    params: dict[str, str] = field(default_factory=dict)  # as request filters
+
+
+@dataclass(frozen=True)
+class Understanding:
+    items: tuple[Understood, ...] = ()
+    taken: frozenset[int] = frozenset()  # tokens the text match leaves out
+    unspoken: frozenset[int] = frozenset()  # price and "cheap" tokens: the text tower's too
+    cheap: bool = False
+
+    def with_category(self, analysis: QueryAnalysis, filters: SearchFilters) -> tuple:
+        """(this with the category its words name, the filters with it), see the module."""
+        if filters.category_ids:
+            return self, filters
+        named = [t for t in analysis.terms if t.head_category_ids and not t.stop]
+        if not named:
+            return self, filters
+        term = named[-1]
+        nodes = category_nodes()
+        roots = [pk for pk in term.head_category_ids if pk in nodes]
+        if not roots:
+            return self, filters
+        # The most general category it names: "shoes" names Shoes and Leather Shoes.
+        top = min(roots, key=lambda pk: (_depth(nodes, pk), pk))
+        item = Understood(
+            kind="category",
+            words=term.word,
+            label=f"Category: {nodes[top].name}",
+            params={"category": nodes[top].slug},
+        )
+        ids = tuple(category_subtree_ids_of(nodes, roots))
+        return (
+            replace(self, items=(*self.items, item)),
+            replace(filters, category_ids=ids),
+        )
+
+
+NOTHING_UNDERSTOOD = Understanding()
+
+
+def _depth(nodes, pk) -> int:
+    depth = 0
+    while nodes[pk].parent_id in nodes and depth < 32:
+        pk, depth = nodes[pk].parent_id, depth + 1
+    return depth
+
+
+def query_understand(
+    *, query: str, tokens: tuple[QueryToken, ...], filters: SearchFilters
+) -> tuple[Understanding, SearchFilters]:
+    """Brands, prices and "cheap" in `query`, and `filters` with what they add."""
+    items: list[Understood] = []
+    spans: list[tuple[int, int]] = []
+    brand = None if filters.brand else brand_named(query, tokens)
+    if brand is not None:
+        name, start, end = brand
+        spans.append((start, end))
+        items.append(Understood("brand", query[start:end], f"Brand: {name}", {"brand": name}))
+        filters = replace(filters, brand=name)
+    for phrase in price_phrases(query, protected=spans):
+        spans.append((phrase.start, phrase.end))
+        if filters.min_price is not None or filters.max_price is not None:
+            continue  # the shopper's own price filter wins
+        low, high = phrase.min_price, phrase.max_price
+        filters = replace(
+            filters,
+            min_price=low if low is not None else filters.min_price,
+            max_price=high if high is not None else filters.max_price,
+        )
+        params = {
+            name: str(value)
+            for name, value in (("min_price", low), ("max_price", high))
+            if value is not None
+        }
+        items.append(Understood("price", phrase.text, price_label(low, high), params))
+    cheap = cheap_spans(query, protected=spans)
+    if cheap:
+        spans += cheap
+        words = " ".join(query[start:end] for start, end in cheap)
+        items.append(Understood("cheap", words, "Lower prices first"))
+    understanding = Understanding(
+        items=tuple(items),
+        taken=_tokens_within(tokens, spans),
+        unspoken=_tokens_within(tokens, spans[1:] if brand is not None else spans),
+        cheap=bool(cheap),
+    )
+    return understanding, filters
+
+
+def _tokens_within(tokens: tuple[QueryToken, ...], spans: list[tuple[int, int]]) -> frozenset:
+    return frozenset(
+        i
+        for i, token in enumerate(tokens)
+        if any(start < token.end and token.start < end for start, end in spans)
+    )
+
+
+def price_label(low: Decimal | None, high: Decimal | None) -> str:
+    if low is not None and high is not None:
+        return f"{low:,} to {high:,}" if low != high else f"{low:,}"
+    if high is not None:
+        return f"Under {high:,}"
+    return f"Over {low:,}"
+
+
+def brand_named(query: str, tokens: tuple[QueryToken, ...]) -> tuple[str, int, int] | None:
+    """(brand, start, end) of the longest run of the query's words that is a brand's whole
+    name, compared by words ("maple & moss" and "Maple Moss" are "Maple & Moss")."""
+    runs: dict[str, tuple[int, int]] = {}
+    for i in range(len(tokens)):
+        for j in range(i, min(i + MAX_BRAND_WORDS, len(tokens))):
+            key = " ".join(LATIN_WORD_RE.findall(text_fold(query[tokens[i].start : tokens[j].end])))
+            if key:
+                runs.setdefault(key, (tokens[i].start, tokens[j].end))
+    if not runs:
+        return None
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """SELECT DISTINCT ON (shop_search_brand_key(brand)) shop_search_brand_key(brand), brand
+               FROM catalog_product
+               WHERE shop_search_brand_key(brand) = ANY(%s) AND brand <> ''
+               ORDER BY shop_search_brand_key(brand), brand""",
+            [list(runs)],
+        )
+        found = cursor.fetchall()
+    if not found:
+        return None
+    key, brand = max(found, key=lambda row: (len(row[0]), -runs[row[0]][0]))
+    start, end = runs[key]
+    return brand, start, end
