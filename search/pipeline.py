@@ -115,8 +115,8 @@ def rank(
 def cut_off(rows: list[RankedProduct], *, floor: float) -> list[RankedProduct]:
     """Which rows are matches (`relevant`); the others are the related products.
 
-    - A query that is a product's SKU matches that product (and pins) only.
-    - Word matches and pins are matches.
+    - A query that is a product's SKU matches that product only.
+    - Word matches are matches (pins are placed by the rules whatever they are).
     - A hit only its photos found must be about as similar to the query as the query's
       own word matches are: at least the SEARCH_VECTOR_MATCH_QUANTILE (median) of their
       similarities. Word matches all outside the vector window: none counts.
@@ -125,14 +125,12 @@ def cut_off(rows: list[RankedProduct], *, floor: float) -> list[RankedProduct]:
     - Never under `floor`, the space's calibrated similarity floor for this query.
     """
     if any(row.sku_match for row in rows):
-        return [replace(row, relevant=row.sku_match or row.pinned) for row in rows]
+        return [replace(row, relevant=row.sku_match) for row in rows]
     bar = vector_match_bar(rows, floor=floor)
     return [
         replace(
             row,
-            relevant=row.text_match
-            or row.pinned
-            or (row.similarity is not None and row.similarity >= bar),
+            relevant=row.text_match or (row.similarity is not None and row.similarity >= bar),
         )
         for row in rows
     ]

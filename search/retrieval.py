@@ -170,9 +170,10 @@ def text_ctes(filters: SearchFilters, match: TextMatch) -> list[str]:
         + ["coalesce(product_search_query(%(sku)s, true), ''::tsquery)"]
     )
     score = f"ts_rank(p.search_document, {ranking}, 1)"
-    # Matched through the shopper's own words, not only through a synonym.
+    # Matched through the shopper's own words as whole words ("bag", not the tail of
+    # "handbag"), not only through a synonym.
     own = " AND ".join(
-        f"coalesce(p.search_document @@ product_search_term(%(t{i}_own)s), false)"
+        f"coalesce(p.search_document @@ product_search_query_whole(%(t{i}_own)s), false)"
         for i in match.synonym_terms
     )
     own = own or "true"

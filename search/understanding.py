@@ -52,7 +52,8 @@ class Understanding:
         """(this with the category its words name, the filters with it), see the module."""
         if filters.category_ids:
             return self, filters
-        named = [t for t in analysis.terms if t.head_category_ids and not t.stop]
+        # A word with synonyms was widened on purpose: it narrows to no category.
+        named = [t for t in analysis.terms if t.head_category_ids and not t.stop and not t.synonyms]
         if not named:
             return self, filters
         term = named[-1]

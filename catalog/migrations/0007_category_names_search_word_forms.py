@@ -3,7 +3,9 @@
 - Category.names: a category's name in other languages ({"zh": "连衣裙"}).
 - English word forms: product documents also store the Snowball English stems (shipped
   with Postgres) of the words of titles (weight A) and descriptions (D), so "dresses",
-  "dress" and "puppies"/"puppy" meet. Brands and SKUs are never stemmed.
+  "dress" and "puppies"/"puppy" meet. Stems are marked ("~dress") so that they meet only
+  stems, never a word or a prefix ("stripped" stems to "strip", a prefix of "striped").
+  Brands and SKUs are never stemmed.
 - Categories get two generated documents: `search_names` (every word of the name and its
   translations, with stems) and `search_heads` (the head nouns only: the last word of each
   part of "Coats & Jackets", and whole translated names). A query word matches the
@@ -27,11 +29,15 @@ CJK = previous.CJK
 
 def functions_sql(schema: str) -> str:
     return rf"""
--- English stems of the Latin words of `t` (CJK runs left out: the parser keeps them whole).
-CREATE OR REPLACE FUNCTION {schema}.shop_search_stems(t text)
+-- The English stems of the Latin words of `t` (CJK runs left out), marked "~" so that a
+-- stem meets only stems, never a word or a prefix of the same letters, at weight `w`.
+CREATE OR REPLACE FUNCTION {schema}.shop_search_stems(t text, w "char")
 RETURNS tsvector LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $fn$
-  SELECT to_tsvector('pg_catalog.english'::regconfig,
-                     regexp_replace({schema}.shop_search_fold(t), '[{CJK}]+', ' ', 'g'))
+  SELECT coalesce(string_agg(
+           quote_literal('~' || replace(lexeme, chr(92), '')) || ':1' || w::text, ' '
+         ), '')::tsvector
+  FROM unnest(tsvector_to_array(to_tsvector('pg_catalog.english'::regconfig,
+         regexp_replace({schema}.shop_search_fold(t), '[{CJK}]+', ' ', 'g')))) lexeme
 $fn$;
 
 CREATE OR REPLACE FUNCTION {schema}.product_search_document(
@@ -46,16 +52,16 @@ CREATE OR REPLACE FUNCTION {schema}.product_search_document(
              coalesce(title, '') || ' ' || coalesce(brand, ''))), 'C')
       || setweight(to_tsvector('pg_catalog.simple'::regconfig,
                                {schema}.shop_search_tokens(description, false)), 'D')
-      || setweight({schema}.shop_search_stems(coalesce(title, '') || ' '
-             || jsonb_path_query_array(attributes, 'lax $.titles.*')::text), 'A')
-      || setweight({schema}.shop_search_stems(description), 'D')
+      || {schema}.shop_search_stems(coalesce(title, '') || ' '
+             || jsonb_path_query_array(attributes, 'lax $.titles.*')::text, 'A')
+      || {schema}.shop_search_stems(description, 'D')
 $fn$;
 
 -- A text as a category document: its words (CJK by characters and pairs) and stems.
 CREATE OR REPLACE FUNCTION {schema}.shop_search_name_document(t text)
 RETURNS tsvector LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $fn$
   SELECT to_tsvector('pg_catalog.simple'::regconfig, {schema}.shop_search_tokens(t, false))
-      || {schema}.shop_search_stems(t)
+      || {schema}.shop_search_stems(t, 'A')
 $fn$;
 
 -- The head nouns of a category name: the last word of each part of a list
@@ -69,14 +75,16 @@ RETURNS text LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $fn$
 $fn$;
 
 -- What one query word matches: each of its forms as product_search_query matches it
--- (prefixes, CJK pairs), or the English stems of a Latin form. NULL: nothing to match.
+-- (prefixes, CJK pairs), or all the marked English stems of a Latin form ("t-shirts":
+-- ~t-shirt and ~shirt). NULL: nothing to match.
 CREATE OR REPLACE FUNCTION {schema}.product_search_term(forms text[])
 RETURNS tsquery LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $fn$
   SELECT string_agg('(' || x::text || ')', ' | ')::tsquery
   FROM (
     SELECT {schema}.product_search_query(f, false) AS x FROM unnest(forms) f
     UNION ALL
-    SELECT plainto_tsquery('pg_catalog.english'::regconfig, {schema}.shop_search_fold(f))
+    SELECT (SELECT string_agg(quote_literal(lexeme), ' & ')
+            FROM unnest(tsvector_to_array({schema}.shop_search_stems(f, 'A'))) lexeme)::tsquery
     FROM unnest(forms) f
     WHERE f !~ '[{CJK}]'
   ) q
@@ -139,7 +147,7 @@ def backward(apps, schema_editor):
             "product_search_term(text[])",
             "shop_search_heads(text)",
             "shop_search_name_document(text)",
-            "shop_search_stems(text)",
+            'shop_search_stems(text, "char")',
         ):
             cursor.execute(f"DROP FUNCTION {schema}.{function}")
 

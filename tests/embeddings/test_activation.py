@@ -64,7 +64,9 @@ def test_rollback_reactivates_the_old_space_with_its_vectors(
     assert space_active() == shop
     assert ImageEmbedding.objects.filter(space=shop, image__product=late).exists()
     assert f"emb_image_hnsw_s{shop.pk}" in index_names()
-    assert product_search_by_text(query="late", limit=20).count == 7
+    page = product_search_by_text(query="late", limit=20)
+    assert len(page.results) == 7  # every embedded product: matches, then related
+    assert late in [hit.product for hit in page.results if not hit.related]
 
 
 def test_bad_checkpoint_leaves_the_active_space_untouched(shop, tmp_path):

@@ -43,8 +43,12 @@ def test_search_api_returns_ranked_products(client, shop):
     assert response.status_code == 200
     body = response.json()
     assert body["space"] == "shop-tiny@random-seed0"
-    assert body["count"] == 2  # products without an embedded photo are not ranked
-    assert {r["sku"] for r in body["results"]} == {p.sku for p in shop}
+    # The t-shirt matches; the jeans (a photo only) are related; no photo, no ranking.
+    assert body["count"] == 1
+    assert [(r["sku"], r["related"]) for r in body["results"]] == [
+        (shop[0].sku, False),
+        (shop[1].sku, True),
+    ]
     first = body["results"][0]
     assert set(first) == {
         "id",
@@ -154,7 +158,8 @@ def test_shop_page_shows_the_search_box_and_results(client, shop):
     assert 'name="q"' in page
     assert "Type what you are looking for" in page
     page = client.get(reverse("shop-search"), {"q": "red t-shirt"}).content.decode()
-    assert "2 products for" in page
+    assert "1 product for" in page
+    assert "Related products" in page
     for product in shop:
         assert product.title in page
         assert f"{product.price} USD" in page

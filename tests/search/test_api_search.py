@@ -41,17 +41,21 @@ def test_search_api_filters_and_facets(client, catalog_shop):
     assert response.status_code == 200
     body = response.json()
     # Clothing includes its sub-categories; one dress is out of stock, the other too dear.
+    # The plain t-shirt passes the filters, but it is not striped: related, not counted.
     assert skus(body) == {"TEE-100", "TEE-101"}
-    assert body["count"] == 2
-    assert body["results"][0]["sku"] == "TEE-100"
-    assert body["results"][0]["matched"] == ["text", "image"]
-    facets = body["facets"]
-    assert facets["in_stock"] == 2
-    assert [(c["slug"], c["count"], c["depth"]) for c in facets["categories"]] == [
-        ("clothing", 2, 0),
-        ("clothing-t-shirts", 2, 1),
+    assert body["count"] == 1
+    assert [(r["sku"], r["related"]) for r in body["results"]] == [
+        ("TEE-100", False),
+        ("TEE-101", True),
     ]
-    assert [(b["brand"], b["count"]) for b in facets["brands"]] == [("Acme", 1), ("Basics", 1)]
+    assert body["results"][0]["matched"] == ["text", "image"]
+    facets = body["facets"]  # of the matches only
+    assert facets["in_stock"] == 1
+    assert [(c["slug"], c["count"], c["depth"]) for c in facets["categories"]] == [
+        ("clothing", 1, 0),
+        ("clothing-t-shirts", 1, 1),
+    ]
+    assert [(b["brand"], b["count"]) for b in facets["brands"]] == [("Acme", 1)]
 
 
 def test_search_api_brand_filter_and_blank_parameters(client, catalog_shop):
@@ -254,6 +258,7 @@ def test_schema_lists_what_the_search_endpoints_accept(schema):
         "in_stock",
         "sort",
         "correct",
+        "understand",
         "session",
     }
     assert next(p for p in search["parameters"] if p["name"] == "q")["required"] is True

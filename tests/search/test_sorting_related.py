@@ -151,6 +151,12 @@ def test_nonsense_shows_nothing_related_but_suggests_what_to_try(catalog_shop):
         ("brand", "Brand: Acme"),
         ("in_stock", "In stock only"),
     ]
+    # Dropping a filter may help: the popular categories come only when nothing else does.
+    assert page.suggestions.categories == []
+    page = product_search_by_text(query="asdfgh", limit=20)
+    assert page.count == 0
+    assert page.suggestions.remove_filters == []
+    assert not page.suggestions.nearest  # nonsense is near nothing
     popular = [(c.slug, c.count) for c in page.suggestions.categories]
     assert popular == [("clothing-dresses", 2), ("shoes", 2), ("clothing-t-shirts", 2)]  # by name
     # A query that matches has no suggestions.
@@ -196,5 +202,7 @@ def test_the_shop_page_suggests_removing_filters_and_popular_categories(client, 
     assert "No products match “asdfgh” with these filters." in html
     assert 'href="?q=asdfgh&amp;max_price=20" data-remove="brand">Brand: Acme ✕</a>' in html
     assert 'data-remove="max_price">Price up to 20.00 ✕</a>' in html
-    assert 'href="/?q=Shoes" data-category="shoes">Shoes</a>' in html
+    assert "Popular categories" not in html  # dropping a filter comes first
     assert "Related products" not in html
+    html = client.get(reverse("shop-search"), {"q": "asdfgh"}).content.decode()
+    assert 'href="/?q=Shoes" data-category="shoes">Shoes</a>' in html

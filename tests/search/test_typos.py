@@ -35,7 +35,8 @@ def skus(page) -> set[str]:
         ("linnen dres", "linen dres", {"DRS-201"}),  # "dres" is a prefix: it matches as typed
         ("BROWN SEUDE", "BROWN suede", {"SHO-301"}),  # the other words as typed
         ("steppwel", "stepwell", {"SHO-300", "SHO-301"}),  # 8 letters: two edits away
-        ("lethr shoes", None, set()),  # two edits from "leather", but under 8 letters
+        # two edits from "leather", but under 8 letters: left out, the shoes match
+        ("lethr shoes", None, {"SHO-300", "SHO-301"}),
     ],
 )
 def test_misspelt_catalog_words_find_their_products(
@@ -74,7 +75,8 @@ def test_correction_can_be_turned_off_and_the_text_tower_sees_what_was_typed(
 ):
     space = space_active()
     cache.clear()
-    assert product_search_by_text(query="stripped shirt", limit=20, correct=False).count == 0
+    as_typed = product_search_by_text(query="stripped shirt", limit=20, correct=False)
+    assert (as_typed.ignored_words, skus(as_typed)) == (("stripped",), {"TEE-100", "TEE-101"})
     page = product_search_by_text(query="stripped shirt", limit=20)
     assert skus(page) == {"TEE-100"}
     assert cache.get(query_vector_cache_key(space, normalise_query("stripped shirt"))) is not None
@@ -114,19 +116,25 @@ def test_queries_without_a_catalog_word_need_the_higher_floor(catalog_shop):
     for nonsense in ("qwerty zxcv", "asdf ghjk lmno", "car engine oil"):
         assert not query_analyse(query=nonsense).in_vocabulary
         assert product_search_by_text(query=nonsense, limit=20).count == 0
-    # One catalog word (or a correction to one) is enough for the ordinary floor.
-    assert product_search_by_text(query="red qwerty", limit=20).count == len(catalog_shop)
-    assert product_search_by_text(query="leathr qwerty", limit=20).count == len(catalog_shop)
-    assert product_search_by_text(query="红色", limit=20).count == len(catalog_shop)
+    # One catalog word (or a correction to one) is enough for the ordinary floor: its word
+    # matches, and photo hits as similar as they are.
+    for query, words in (
+        ("red qwerty", {"TEE-100", "DRS-200"}),
+        ("leathr qwerty", {"SHO-300"}),
+        ("红色", {"TEE-100", "DRS-200"}),
+    ):
+        page = product_search_by_text(query=query, limit=20)
+        assert words <= skus(page), query
+        assert page.count == len(skus(page))
 
 
 def test_without_calibration_unknown_words_get_the_setting_or_the_floor(catalog_shop, settings):
     settings.SEARCH_SIMILARITY_FLOOR = -1.0
     assert space_active().unknown_words_floor is None
-    assert product_search_by_text(query="qwerty zxcv", limit=20).count == len(catalog_shop)
+    assert product_search_by_text(query="qwerty zxcv", limit=20).count >= 1  # the nearest
     settings.SEARCH_UNKNOWN_WORDS_FLOOR = 0.99
     assert product_search_by_text(query="qwerty zxcv", limit=20).count == 0
-    assert product_search_by_text(query="striped", limit=20).count == len(catalog_shop)
+    assert product_search_by_text(query="striped", limit=20).count >= 2  # the word matches
 
 
 def test_the_api_and_the_page_say_which_words_were_searched(client, catalog_shop, words_only):
@@ -135,10 +143,11 @@ def test_the_api_and_the_page_say_which_words_were_searched(client, catalog_shop
     assert [r["sku"] for r in body["results"] if not r["related"]] == ["TEE-100"]
     assert client.get("/api/search/", {"q": "striped shirt"}).json()["corrected_query"] is None
     as_typed = client.get("/api/search/", {"q": "stripped shirt", "correct": "false"}).json()
-    assert (as_typed["count"], as_typed["corrected_query"]) == (0, None)
+    assert (as_typed["count"], as_typed["corrected_query"]) == (2, None)
+    assert as_typed["ignored_words"] == ["stripped"]
     page = client.get("/", {"q": "stripped shirt"}).content.decode()
     assert "Showing results for <em>striped shirt</em>" in page
     assert 'href="?q=stripped+shirt&amp;correct=false"' in page
     original = client.get("/", {"q": "stripped shirt", "correct": "false"}).content.decode()
     assert "Showing results for" not in original
-    assert "No products match “stripped shirt”" in original
+    assert "No results for <em>stripped</em>; showing <em>shirt</em>" in original
