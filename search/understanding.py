@@ -137,11 +137,16 @@ def _tokens_within(tokens: tuple[QueryToken, ...], spans: list[tuple[int, int]])
 
 
 def price_label(low: Decimal | None, high: Decimal | None) -> str:
+    """"Under 40", "Over 99.50", "100 to 200": whole amounts without cents."""
     if low is not None and high is not None:
-        return f"{low:,} to {high:,}" if low != high else f"{low:,}"
+        return f"{_amount(low)} to {_amount(high)}" if low != high else _amount(low)
     if high is not None:
-        return f"Under {high:,}"
-    return f"Over {low:,}"
+        return f"Under {_amount(high)}"
+    return f"Over {_amount(low)}"
+
+
+def _amount(value: Decimal) -> str:
+    return f"{value:,.0f}" if value == value.to_integral_value() else f"{value:,.2f}"
 
 
 def brand_named(query: str, tokens: tuple[QueryToken, ...]) -> tuple[str, int, int] | None:

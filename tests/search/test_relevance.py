@@ -165,6 +165,7 @@ def test_understand_false_takes_every_word_as_a_word(catalog_shop, words_only, c
         ("price", "under 40"),
         ("category", "dresses"),
     ]
+    assert [u["label"] for u in answer["understood"]] == ["Under 40", "Category: Dresses"]
     assert {r["sku"] for r in answer["results"] if not r["related"]} == {"DRS-200"}
 
 
