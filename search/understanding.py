@@ -137,7 +137,7 @@ def _tokens_within(tokens: tuple[QueryToken, ...], spans: list[tuple[int, int]])
 
 
 def price_label(low: Decimal | None, high: Decimal | None) -> str:
-    """"Under 40", "Over 99.50", "100 to 200": whole amounts without cents."""
+    """ "Under 40", "Over 99.50", "100 to 200": whole amounts without cents."""
     if low is not None and high is not None:
         return f"{_amount(low)} to {_amount(high)}" if low != high else _amount(low)
     if high is not None:
