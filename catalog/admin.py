@@ -37,7 +37,7 @@ class ProductImageInline(admin.TabularInline):
 
 @admin.register(Product)
 class ProductAdmin(admin.ModelAdmin):
-    """Products; the search app adds its "image vs title" column (search/admin.py)."""
+    """Products; the search app adds its "image vs title" column (search/admin/products.py)."""
 
     list_display = [
         "preview",

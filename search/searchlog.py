@@ -63,7 +63,7 @@ def session_is_valid(raw: str) -> bool:
 
 def search_filters_logged(data: Mapping) -> dict:
     """The filters a search was asked with, as JSON: the category's slug, prices as strings,
-    only those given (validated input of search.apis.SearchFiltersSerializer)."""
+    only those given (validated input of search.api_common.SearchFiltersSerializer)."""
     logged: dict = {}
     category = data.get("category")
     if category is not None:

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from search import apis, views
+from search import api_events, api_photos, api_search, api_suggest, views
 
 urlpatterns = [
     path("", views.shop_search, name="shop-search"),
@@ -8,15 +8,15 @@ urlpatterns = [
     path("products/<int:pk>/", views.product_detail, name="product-detail"),
     # A result link without JavaScript: records the click, then the product page.
     path("click/<uuid:search_id>/<int:product_id>/", views.shop_result_click, name="shop-click"),
-    path("api/search/", apis.ProductSearchApi.as_view(), name="api-search"),
-    path("api/suggest/", apis.SuggestApi.as_view(), name="api-suggest"),
-    path("api/search/image/", apis.ProductImageSearchApi.as_view(), name="api-search-image"),
+    path("api/search/", api_search.ProductSearchApi.as_view(), name="api-search"),
+    path("api/suggest/", api_suggest.SuggestApi.as_view(), name="api-suggest"),
+    path("api/search/image/", api_search.ProductImageSearchApi.as_view(), name="api-search-image"),
     path(
         "api/products/<int:product_id>/similar/",
-        apis.ProductSimilarApi.as_view(),
+        api_search.ProductSimilarApi.as_view(),
         name="api-product-similar",
     ),
-    path("api/match/", apis.ImageTextMatchApi.as_view(), name="api-match"),
-    path("api/captions/", apis.ImageCaptionsApi.as_view(), name="api-captions"),
-    path("api/events/", apis.SearchEventApi.as_view(), name="api-events"),
+    path("api/match/", api_photos.ImageTextMatchApi.as_view(), name="api-match"),
+    path("api/captions/", api_photos.ImageCaptionsApi.as_view(), name="api-captions"),
+    path("api/events/", api_events.SearchEventApi.as_view(), name="api-events"),
 ]

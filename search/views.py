@@ -16,13 +16,13 @@ from rest_framework import serializers
 
 from catalog.models import Product
 from embeddings.spaces import NoActiveSpace, space_active
-from search.apis import (
-    EventRateThrottle,
+from search.api_common import (
     SearchFiltersSerializer,
     SortField,
     UploadedImageField,
     non_blank,
 )
+from search.api_events import EventRateThrottle
 from search.models import SearchEvent, SearchLog
 from search.pipeline import product_search_by_text
 from search.searchlog import (

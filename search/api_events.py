@@ -1,0 +1,119 @@
+"""The shopper events API: a click, add to cart or purchase of a product a search showed,
+anonymous and throttled at a rate of its own."""
+
+from django.conf import settings
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_serializer
+from rest_framework import serializers
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from search.models import SearchEvent
+from search.searchlog import EventRefused, search_event_record
+from shop_search.api import ErrorSerializer
+from shop_search.throttling import AnonRateThrottle
+
+
+class EventRateThrottle(AnonRateThrottle):
+    """Shopper events have a rate of their own (API_EVENTS_ANON_RATE): clicks are not
+    searches, and a shop's visitors behind one address click a lot."""
+
+    scope = "anon_events"
+
+    def get_rate(self) -> str | None:
+        return settings.API_EVENTS_ANON_RATE or None
+
+
+class SearchEventApi(APIView):
+    # Anonymous by design (nothing about the shopper is stored): no session authentication,
+    # so a signed-in shopper's beacon needs no CSRF token, and every sender is throttled by IP.
+    authentication_classes: list = []
+    permission_classes: list = []
+    throttle_classes = [EventRateThrottle]
+    # JSON, or a form (the shop page's beacon sends one: a type that needs no preflight).
+    parser_classes = [JSONParser, FormParser, MultiPartParser]
+
+    @extend_schema_serializer(component_name="SearchEventInput")
+    class InputSerializer(serializers.Serializer):
+        search_id = serializers.UUIDField(
+            help_text="the `search_id` that the search answered",
+            error_messages={
+                "invalid": "Must be the search_id (a UUID) that a search answered.",
+                "required": "Name the search: its search_id.",
+            },
+        )
+        type = serializers.ChoiceField(
+            choices=SearchEvent.Type.choices,
+            error_messages={
+                "invalid_choice": "Unknown event type “{input}”: use one of "
+                + ", ".join(SearchEvent.Type.values)
+                + "."
+            },
+        )
+        product_id = serializers.IntegerField(min_value=1, help_text="a product that search showed")
+        position = serializers.IntegerField(
+            min_value=1,
+            required=False,
+            allow_null=True,
+            help_text="where the search showed it (1-based, counting earlier pages); "
+            "when given it must agree with the log",
+        )
+
+    @extend_schema_serializer(component_name="SearchEvent")
+    class OutputSerializer(serializers.Serializer):
+        search_id = serializers.UUIDField()
+        type = serializers.ChoiceField(choices=SearchEvent.Type.choices)
+        product_id = serializers.IntegerField()
+        position = serializers.IntegerField(help_text="where the search showed the product")
+        created = serializers.DateTimeField(help_text="when it was first recorded")
+        duplicate = serializers.BooleanField(
+            help_text="true: this event was already recorded (the answer is a 200, not a 201)"
+        )
+
+    @extend_schema(
+        operation_id="record_search_event",
+        summary="Record what a shopper did with a search result",
+        description="A click, add to cart or purchase of a product that a search showed. "
+        "Anonymous, throttled per address. Each (search, type, product) is stored once: "
+        "the first time answers 201, the same event again 200 with `duplicate: true`.",
+        request={
+            "application/json": InputSerializer,
+            "application/x-www-form-urlencoded": InputSerializer,
+            "multipart/form-data": InputSerializer,
+        },
+        responses={
+            201: OpenApiResponse(OutputSerializer, description="recorded"),
+            200: OpenApiResponse(OutputSerializer, description="already recorded: stored once"),
+            400: OpenApiResponse(
+                ErrorSerializer,
+                description="unknown search_id, a product that search did not show, a "
+                "position that disagrees with it, an unknown type",
+            ),
+            429: OpenApiResponse(ErrorSerializer, description="over API_EVENTS_ANON_RATE"),
+        },
+        auth=[],
+    )
+    def post(self, request):
+        params = self.InputSerializer(data=request.data)
+        params.is_valid(raise_exception=True)
+        data = params.validated_data
+        try:
+            event, created = search_event_record(
+                search_id=data["search_id"],
+                type=data["type"],
+                product_id=data["product_id"],
+                position=data.get("position"),
+            )
+        except EventRefused as exc:
+            raise serializers.ValidationError({exc.field: [str(exc)]}) from exc
+        body = self.OutputSerializer(
+            {
+                "search_id": event.search_id,
+                "type": event.type,
+                "product_id": event.product_id,
+                "position": event.position,
+                "created": event.created,
+                "duplicate": not created,
+            }
+        ).data
+        return Response(body, status=201 if created else 200)
