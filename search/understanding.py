@@ -161,11 +161,16 @@ def brand_named(query: str, tokens: tuple[QueryToken, ...]) -> tuple[str, int, i
     if not runs:
         return None
     with connection.cursor() as cursor:
+        # One probe of the brand-key index per run of words (LATERAL ... LIMIT 1; no ORDER
+        # BY, which would walk the brand index instead): with many runs the planner would
+        # otherwise read every product's brand.
         cursor.execute(
-            """SELECT DISTINCT ON (shop_search_brand_key(brand)) shop_search_brand_key(brand), brand
-               FROM catalog_product
-               WHERE shop_search_brand_key(brand) = ANY(%s) AND brand <> ''
-               ORDER BY shop_search_brand_key(brand), brand""",
+            """SELECT run, brand FROM unnest(%s::text[]) run
+               CROSS JOIN LATERAL (
+                   SELECT brand FROM catalog_product
+                   WHERE shop_search_brand_key(brand) = run AND brand <> ''
+                   LIMIT 1
+               ) named""",
             [list(runs)],
         )
         found = cursor.fetchall()
