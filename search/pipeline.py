@@ -64,6 +64,7 @@ class TextQuery:
     analysis: QueryAnalysis
     understanding: Understanding
     filters: SearchFilters  # the shopper's filters and the understood ones
+    scanned: SearchFilters  # the shopper's own: those the vector index scan applies
     plan: MatchPlan
     meaning: str  # what the text tower sees: the query without its price phrases
 
@@ -72,6 +73,7 @@ def text_query_prepare(
     *, query: str, filters: SearchFilters, correct: bool = True, understand: bool = True
 ) -> TextQuery:
     """Stages 1-3: analyse, understand, match. A SKU is taken as it is."""
+    scanned = filters
     understanding = NOTHING_UNDERSTOOD
     understand = understand and not query_is_sku(query)
     if understand:
@@ -92,6 +94,7 @@ def text_query_prepare(
         analysis=analysis,
         understanding=understanding,
         filters=filters,
+        scanned=scanned,
         plan=match_plan(analysis, filters, understood=bool(understanding.taken)),
         meaning=meaning or query,
     )
@@ -107,6 +110,9 @@ def rank(
         filters=prepared.filters,
         match=prepared.plan.match,
         pinned=pinned,
+        # Understood filters narrow the vector window after the index scan: the scan stays
+        # as fast as without them, and the word matches carry their recall.
+        scanned=prepared.scanned,
     )
     rows = cut_off(fuse(rows), floor=query_similarity_floor(space, prepared.analysis))
     return rerank(rows, prepared)

@@ -52,14 +52,18 @@ class SearchFilters:
             value is not None for value in (self.min_price, self.max_price, self.in_stock)
         )
 
-    def sql(self, alias: str) -> tuple[str, dict]:
-        """` AND ...` conditions on the catalog_product row `alias`, and their parameters."""
+    def sql(self, alias: str, prefix: str = "f") -> tuple[str, dict]:
+        """` AND ...` conditions on the catalog_product row `alias`, and their parameters
+        (named `<prefix>_...`, so two sets of filters can share a statement)."""
         conditions = {
-            "f_category_ids": (f"{alias}.category_id = ANY(%(f_category_ids)s)", self.category_ids),
-            "f_brand": (f"{alias}.brand = %(f_brand)s", self.brand),
-            "f_min_price": (f"{alias}.price >= %(f_min_price)s", self.min_price),
-            "f_max_price": (f"{alias}.price <= %(f_max_price)s", self.max_price),
-            "f_in_stock": (f"{alias}.in_stock = %(f_in_stock)s", self.in_stock),
+            f"{prefix}_category_ids": (
+                f"{alias}.category_id = ANY(%({prefix}_category_ids)s)",
+                self.category_ids,
+            ),
+            f"{prefix}_brand": (f"{alias}.brand = %({prefix}_brand)s", self.brand),
+            f"{prefix}_min_price": (f"{alias}.price >= %({prefix}_min_price)s", self.min_price),
+            f"{prefix}_max_price": (f"{alias}.price <= %({prefix}_max_price)s", self.max_price),
+            f"{prefix}_in_stock": (f"{alias}.in_stock = %({prefix}_in_stock)s", self.in_stock),
         }
         sql, params = "", {}
         for name, (condition, value) in conditions.items():
@@ -116,14 +120,21 @@ NO_TEXT = TextMatch()
 
 
 def vector_ctes(
-    space: EmbeddingSpace, filters: SearchFilters, *, exact: bool = False
+    space: EmbeddingSpace,
+    filters: SearchFilters,
+    *,
+    exact: bool = False,
+    window: SearchFilters | None = None,
 ) -> tuple[list[str], dict]:
     """`vec`: the products nearest to %(query)s by their best image, ranked.
 
-    `exact`: rank every image the filter keeps (no HNSW), for a filter that keeps few.
+    `filters` apply inside the index scan; `exact`: rank every image they keep (no HNSW),
+    for filters that keep few. `window`: filters applied to the nearest products after
+    the scan (a text search's understood filters: its word matches carry their recall,
+    and the scan stays as fast as without them).
     """
     distance, _ = cosine_distance(space, "e.vector", "%(query)s")
-    where, params = filters.sql("p")
+    where, params = filters.sql("p", prefix="s")
     join = (
         "JOIN catalog_productimage fi ON fi.id = e.image_id "
         "JOIN catalog_product p ON p.id = fi.product_id"
@@ -140,16 +151,23 @@ def vector_ctes(
             ORDER BY distance LIMIT %(image_window)s"""
     else:
         ranked = f"{rows}\n            ORDER BY {distance}\n            LIMIT %(image_window)s"
+    window_join = ""
+    if window is not None:
+        window_where, window_params = window.sql("w", prefix="w")
+        window_join = (
+            f"\n            JOIN catalog_product w ON w.id = i.product_id WHERE true{window_where}"
+        )
+        params = {**params, **window_params}
     # MATERIALIZED: with relaxed_order the index returns images slightly out of order,
     # so they are collected first and ordered again below (pgvector's advice).
     return [
         f"""vec_images AS MATERIALIZED (
             {ranked}
         )""",
-        """vec AS (
+        f"""vec AS (
             SELECT i.product_id, min(h.distance) AS distance,
                    row_number() OVER (ORDER BY min(h.distance), i.product_id) AS rank
-            FROM vec_images h JOIN catalog_productimage i ON i.id = h.image_id
+            FROM vec_images h JOIN catalog_productimage i ON i.id = h.image_id{window_join}
             GROUP BY i.product_id
             ORDER BY rank
             LIMIT %(window)s
@@ -231,13 +249,18 @@ def hybrid_search_sql(
     *,
     match: TextMatch | None,
     exact: bool = False,
+    scanned: SearchFilters | None = None,
 ) -> str:
     """The products of the vector window, the word matches (with `match`), the SKU match
     and the pins, each with its ranks (RETRIEVED_COLUMNS), in no particular order.
 
-    `exact`: the vector window ranks the filtered rows exactly (`vector_scan`).
+    `filters` apply to every list; `scanned` (default: all of them) inside the vector
+    index scan, the others to its window afterwards. `exact`: the vector window ranks the
+    scanned rows exactly (`vector_scan`).
     """
-    ctes, _ = vector_ctes(space, filters, exact=exact)
+    scanned = filters if scanned is None else scanned
+    window = filters if scanned != filters else None
+    ctes, _ = vector_ctes(space, scanned, exact=exact, window=window)
     if match is None:
         ctes.append(pin_cte(filters))
         lists = """
@@ -271,8 +294,10 @@ def hybrid_search_params(
     filters: SearchFilters,
     match: TextMatch | None = None,
     pinned: Sequence[int] = (),
+    scanned: SearchFilters | None = None,
 ) -> dict:
     window = settings.SEARCH_MAX_RESULTS
+    scanned = filters if scanned is None else scanned
     _, query = cosine_distance(space, "e.vector", vector)
     params = {
         **query,
@@ -280,6 +305,8 @@ def hybrid_search_params(
         "image_window": image_window(window),
         "pinned": list(pinned),
         **filters.sql("p")[1],
+        **scanned.sql("p", prefix="s")[1],
+        **(filters.sql("w", prefix="w")[1] if scanned != filters else {}),
     }
     if match is not None:
         params.update(sku=match.sku.strip(), text_candidates=settings.SEARCH_TEXT_CANDIDATES)
@@ -296,27 +323,33 @@ def retrieve(
     filters: SearchFilters,
     match: TextMatch | None = None,
     pinned: Sequence[int] = (),
+    scanned: SearchFilters | None = None,
 ) -> list[RankedProduct]:
     """The vector window (at most SEARCH_MAX_RESULTS products), with `match` the word
-    matches (as many more) and the SKU match, and the pins: unfused (score 0), unordered."""
+    matches (as many more) and the SKU match, and the pins: unfused (score 0), unordered.
+    `scanned`: the filters the vector index scan applies (default: `filters`); the others
+    filter its window afterwards."""
+    scanned = filters if scanned is None else scanned
     params = hybrid_search_params(
-        space=space, vector=vector, filters=filters, match=match, pinned=pinned
+        space=space, vector=vector, filters=filters, match=match, pinned=pinned, scanned=scanned
     )
-    scan = vector_scan(filters, image_window=params["image_window"])
+    scan = vector_scan(scanned, image_window=params["image_window"])
 
     def run(exact: bool) -> list:
         return nearest_rows(
-            hybrid_search_sql(space, filters, match=match, exact=exact),
+            hybrid_search_sql(space, filters, match=match, exact=exact, scanned=scanned),
             params,
             ef_search=params["image_window"],
-            filtered=bool(filters),
+            filtered=bool(scanned),
             max_scan_tuples=scan.max_scan_tuples,
         )
 
     rows = run(scan.exact)
-    if filters and not scan.exact and _vector_hits(rows) < params["window"]:
+    short = _vector_hits(rows) < params["window"]
+    if scanned and not scan.exact and short and scanned == filters:
         # The filter keeps more than the window (else it would be exact), so the index
-        # scan ran out of tuples before it found them: a filter far from the query.
+        # scan ran out of tuples before it found them: a filter far from the query. (With
+        # a window filtered after the scan, short is expected: the word list holds the rest.)
         rows = run(True)
     return [
         RankedProduct(

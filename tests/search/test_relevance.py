@@ -281,3 +281,17 @@ def test_a_photo_per_product_and_words_still_find_it(make_product, embed_on_comm
         lamp = make_product(sku="LMP-1", title="Brass desk lamp", images=[jpeg_bytes(seed=3)])
     assert skus(search("lamp for my desk")) == {lamp.sku}
     assert skus(search("lamps")) == {lamp.sku}
+
+
+def test_understood_filters_narrow_the_window_after_the_index_scan(catalog_shop, settings):
+    """The vector scan runs as without them (fast); its window and every list keep only
+    what they allow, related products too."""
+    settings.SEARCH_SIMILARITY_FLOOR = -1.0
+    prepared = text_query_prepare(query="dresses under 50", filters=SearchFilters())
+    assert prepared.scanned == SearchFilters()
+    assert prepared.filters.max_price == Decimal("50.00")
+    assert prepared.filters.category_ids
+    page = search("dresses under 50")
+    assert [hit.product.sku for hit in page.results] == ["DRS-200"]
+    shopper = SearchFilters(in_stock=True)
+    assert text_query_prepare(query="dresses under 50", filters=shopper).scanned == shopper
