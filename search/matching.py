@@ -47,7 +47,12 @@ def match_plan(
     if not known and all(term.stop for term in terms):
         known = [i for i, term in enumerate(terms) if term.known]  # "it", "the one"
     required = list(known)
-    while required and not terms_match_any(terms, required, filters):
+    # One known word without filters matches products by definition: no probe needed.
+    while (
+        required
+        and (filters or len(required) > 1)
+        and not terms_match_any(terms, required, filters)
+    ):
         required.remove(max(required, key=lambda i: _drop_order(terms[i], i)))
     ignored = [term.word for i, term in enumerate(terms) if i not in required and not term.stop]
     return MatchPlan(

@@ -81,7 +81,6 @@ class QueryAnalysis:
     query: str  # as typed
     tokens: tuple[QueryToken, ...]
     terms: tuple[QueryTerm, ...]
-    sku: bool = False  # the whole query is a product's SKU
 
     @property
     def corrections(self) -> tuple[tuple[str, str], ...]:
@@ -100,10 +99,6 @@ class QueryAnalysis:
                 text += self.query[last : token.start] + term.correction
                 last = token.end
         return " ".join((text + self.query[last:]).split())
-
-    @property
-    def known_words(self) -> tuple[str, ...]:
-        return tuple(t.word for t in self.terms if t.known and not t.correction)
 
     @property
     def in_vocabulary(self) -> bool:
@@ -143,11 +138,13 @@ def query_analyse(
     terms = terms_measure(terms)
     if correct:
         fixed = _terms_corrected(terms)
-        if fixed != terms:
-            terms = terms_measure(fixed)
-    return QueryAnalysis(
-        query=query, tokens=tuple(tokens), terms=tuple(terms), sku=query_is_sku(query)
-    )
+        changed = [i for i, (old, new) in enumerate(zip(terms, fixed, strict=True)) if old != new]
+        if changed:  # only the corrected words are measured again
+            remeasured = terms_measure([fixed[i] for i in changed])
+            terms = list(terms)
+            for i, term in zip(changed, remeasured, strict=True):
+                terms[i] = term
+    return QueryAnalysis(query=query, tokens=tuple(tokens), terms=tuple(terms))
 
 
 def _terms_with_synonyms(tokens: list[QueryToken], kept: list[int]) -> list[QueryTerm]:
