@@ -98,22 +98,23 @@ def query_understand(
         spans.append((start, end))
         items.append(Understood("brand", query[start:end], f"Brand: {name}", {"brand": name}))
         filters = replace(filters, brand=name)
+    own_price = filters.min_price is not None or filters.max_price is not None
     for phrase in price_phrases(query, protected=spans):
         spans.append((phrase.start, phrase.end))
-        if filters.min_price is not None or filters.max_price is not None:
+        if own_price:
             continue  # the shopper's own price filter wins
-        low, high = phrase.min_price, phrase.max_price
-        filters = replace(
-            filters,
-            min_price=low if low is not None else filters.min_price,
-            max_price=high if high is not None else filters.max_price,
-        )
+        low = phrase.min_price if phrase.min_price is not None else filters.min_price
+        high = phrase.max_price if phrase.max_price is not None else filters.max_price
+        if low is not None and high is not None and low > high:
+            continue  # contradicts an earlier phrase ("over 50 under 20"): the first holds
+        filters = replace(filters, min_price=low, max_price=high)
         params = {
             name: str(value)
-            for name, value in (("min_price", low), ("max_price", high))
+            for name, value in (("min_price", phrase.min_price), ("max_price", phrase.max_price))
             if value is not None
         }
-        items.append(Understood("price", phrase.text, price_label(low, high), params))
+        label = price_label(phrase.min_price, phrase.max_price)
+        items.append(Understood("price", phrase.text, label, params))
     cheap = cheap_spans(query, protected=spans)
     if cheap:
         spans += cheap

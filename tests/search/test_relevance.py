@@ -295,3 +295,15 @@ def test_understood_filters_narrow_the_window_after_the_index_scan(catalog_shop,
     assert [hit.product.sku for hit in page.results] == ["DRS-200"]
     shopper = SearchFilters(in_stock=True)
     assert text_query_prepare(query="dresses under 50", filters=shopper).scanned == shopper
+
+
+def test_two_price_phrases_combine_and_a_contradiction_keeps_the_first(catalog_shop, words_only):
+    page = search("shoes over 50 under 100")
+    assert [item.label for item in page.understood if item.kind == "price"] == [
+        "Over 50",
+        "Under 100",
+    ]
+    assert skus(page) == {"SHO-300"}  # 89.00; the boots are 120.00
+    page = search("shoes over 100 under 50")
+    assert [item.label for item in page.understood if item.kind == "price"] == ["Over 100"]
+    assert skus(page) == {"SHO-301"}
