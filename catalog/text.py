@@ -7,7 +7,8 @@
   Chinese CLIP toolkits use: "红色条纹连衣裙" -> 红色, 条纹, 连衣裙.
 
 Used by the search app (vocabulary, typo correction, suggestions, query analysis) and by
-training's word dropout (embeddings.training.data), so both see the same words.
+training's word dropout (embeddings.training.data), so both see the same words; and
+`text_printable`, a shopper's text as staff read it (admin pages, CSV exports).
 """
 
 from __future__ import annotations
@@ -46,6 +47,27 @@ _jieba_lock = threading.Lock()
 def text_fold(text: str) -> str:
     """NFKC, lower case, Latin accents folded: "Café" -> "cafe", "ｓｔｒｉ" -> "stri"."""
     return unicodedata.normalize("NFKC", text).translate(_FOLD).lower().translate(_FOLD)
+
+
+# Control characters (C0, DEL, C1) and the bidi embeddings, overrides, isolates and marks:
+# in a shopper's text they only ever reorder or colour what staff read (U+202E reverses
+# the rest of a line, ESC starts a terminal colour). Whitespace controls become a space.
+_BIDI_CONTROLS = "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+_UNPRINTABLE = str.maketrans(
+    {
+        **{
+            code: " " if chr(code).isspace() else None
+            for code in (*range(0x20), *range(0x7F, 0xA0))
+        },
+        **dict.fromkeys(map(ord, _BIDI_CONTROLS)),
+    }
+)
+
+
+def text_printable(text: str) -> str:
+    """`text` without control characters or bidi controls (whitespace ones as a space):
+    "a\u202edcba" -> "adcba", "\x1b[31mred" -> "[31mred"."""
+    return text.translate(_UNPRINTABLE)
 
 
 def has_cjk(text: str) -> bool:

@@ -9,7 +9,6 @@ from drf_spectacular.utils import extend_schema, extend_schema_serializer
 from rest_framework import serializers
 from rest_framework.response import Response
 
-from catalog.models import Product
 from search.api_common import (
     SEARCH_ID_HELP,
     PageInputSerializer,
@@ -24,7 +23,12 @@ from search.api_common import (
 from search.models import SearchLog
 from search.pipeline import product_search_by_text
 from search.searchlog import search_filters_logged, search_logged
-from search.selectors import SearchPage, product_search_by_image, products_similar
+from search.selectors import (
+    SearchPage,
+    product_search_by_image,
+    products_shown_to,
+    products_similar,
+)
 from shop_search.api import ErrorSerializer
 
 
@@ -144,7 +148,7 @@ class ProductSimilarApi(SearchApiView):
     def get(self, request, product_id: int):
         params = self.InputSerializer(data=non_blank(request.query_params))
         params.is_valid(raise_exception=True)
-        product = get_object_or_404(Product, pk=product_id)
+        product = get_object_or_404(products_shown_to(user=request.user), pk=product_id)
         page = products_similar(product=product, limit=params.validated_data["limit"])
         page = search_logged(
             page,

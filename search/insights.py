@@ -26,6 +26,7 @@ from django.utils import timezone
 from sklearn.cluster import AgglomerativeClustering
 
 from catalog.importing.selectors import spreadsheet_safe
+from catalog.text import text_printable
 from embeddings.models import EmbeddingSpace
 from search.models import SearchEvent, SearchLog
 from search.selectors import text_vectors
@@ -280,14 +281,15 @@ EXPORT_TABLES = ("top", "zero", "no_clicks", "days", "clusters")
 
 def _csv_cell(value) -> str:
     """A cell a spreadsheet shows as typed: shoppers' queries are untrusted, and one that
-    starts like a formula ("=HYPERLINK(...)") would run as one."""
+    starts like a formula ("=HYPERLINK(...)") would run as one; control and bidi characters
+    (ESC, BEL, U+202E) would colour a terminal or reorder the cell."""
     if value is None:
         return ""
     if isinstance(value, float):
         return f"{value:.4f}"
     if isinstance(value, dt.datetime):
         return timezone.localtime(value).isoformat(timespec="seconds")
-    return spreadsheet_safe(str(value))
+    return spreadsheet_safe(text_printable(str(value)))
 
 
 def insights_export_rows(

@@ -9,6 +9,8 @@ planner uses that space's partial HNSW index; `cosine_distance` writes that expr
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import numpy as np
 from django.conf import settings
 from django.db import connection, transaction
@@ -77,9 +79,14 @@ def nearest_rows(
         return cursor.fetchall()
 
 
-def similar_products_rows(*, space: EmbeddingSpace, product_id: int, limit: int) -> list:
-    """(product id, distance) of the products whose photos are nearest this product's."""
-    window = min(3 * (limit + 1), MAX_EF_SEARCH)  # our own photos are among the nearest
+def similar_products_rows(
+    *, space: EmbeddingSpace, product_id: int, limit: int, exclude: Collection[int] = ()
+) -> list:
+    """(product id, distance) of the products whose photos are nearest this product's,
+    but those in `exclude`."""
+    exclude = [product_id, *exclude]
+    # Our own photos and the excluded products' are among the nearest: a wider window.
+    window = min(3 * (limit + len(exclude)), MAX_EF_SEARCH)
     distance, _ = cosine_distance(space, "e.vector", "own.vector")
     # One nearest-neighbour scan per photo of the product (LATERAL), best image per product.
     sql = f"""
@@ -99,12 +106,12 @@ def similar_products_rows(*, space: EmbeddingSpace, product_id: int, limit: int)
         )
         SELECT i.product_id, min(h.distance) AS distance
         FROM hits h JOIN catalog_productimage i ON i.id = h.image_id
-        WHERE i.product_id <> %(product)s
+        WHERE i.product_id <> ALL(%(exclude)s)
         GROUP BY i.product_id
         ORDER BY min(h.distance), i.product_id
         LIMIT %(limit)s
     """
-    params = {"product": product_id, "window": window, "limit": limit}
+    params = {"product": product_id, "exclude": exclude, "window": window, "limit": limit}
     return nearest_rows(sql, params, ef_search=window)
 
 

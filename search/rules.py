@@ -16,6 +16,8 @@ position (exact query, then more words, then a category, then the older rule) an
 other product takes the next free one. Pins hold in the relevance order only: a shopper
 who sorts by price gets price order, pinned products included (search.sorting).
 A pin or hide whose product was deleted is skipped here and shown as broken in the admin.
+A product hidden by a rule that applies to every search is hidden from similar products
+and its own page too (`products_hidden_everywhere`).
 """
 
 from __future__ import annotations
@@ -257,6 +259,13 @@ def rules_for_search(
     nodes = category_nodes() if filters.category_ids else None
     category_id = filter_category_id(filters, nodes) if nodes else None
     return rule_effects(rules_matching(query=query, category_id=category_id, nodes=nodes, at=at))
+
+
+def products_hidden_everywhere(*, at: datetime | None = None) -> frozenset[int]:
+    """The products hidden by the rules without a query or a category: those apply to every
+    search (any query, photo searches, any filter), so shoppers see these products nowhere,
+    not among similar products nor on their own page (search.selectors)."""
+    return rules_for_search(query=None, filters=SearchFilters(), at=at).hidden
 
 
 def rules_apply(

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from django.conf import settings
 from django.core.cache import cache
+from django.db.models import QuerySet
 from PIL import Image
 
 from catalog.models import Product
@@ -33,7 +34,13 @@ from search.ranking import (
 )
 from search.related import NoResultsHelp, no_results_help, related_rows
 from search.retrieval import RankedProduct, SearchFilters, hybrid_search
-from search.rules import NO_RULES, RuleEffects, rules_apply, rules_for_search
+from search.rules import (
+    NO_RULES,
+    RuleEffects,
+    products_hidden_everywhere,
+    rules_apply,
+    rules_for_search,
+)
 from search.sorting import Sort, ranked_sort
 
 logger = logging.getLogger(__name__)
@@ -330,10 +337,21 @@ def search_facets(*, ranked: list[RankedProduct]) -> Facets:
     )
 
 
+def products_shown_to(*, user) -> QuerySet[Product]:
+    """The products whose own page (and similar products) `user` may open: for shoppers,
+    not those a rule hides from every search; staff see them all."""
+    if user.is_staff:
+        return Product.objects.all()
+    return Product.objects.exclude(pk__in=list(products_hidden_everywhere()))
+
+
 def products_similar(*, product: Product, limit: int) -> SearchPage:
-    """Products whose photos look like this product's, from the stored image vectors."""
+    """Products whose photos look like this product's, from the stored image vectors; not
+    those a rule hides from every search."""
     space = space_active()
-    rows = similar_products_rows(space=space, product_id=product.pk, limit=limit)
+    rows = similar_products_rows(
+        space=space, product_id=product.pk, limit=limit, exclude=products_hidden_everywhere()
+    )
     ranked = [
         RankedProduct(pid, 1.0 / (settings.SEARCH_RRF_K + rank), 1 - float(distance), False, False)
         for rank, (pid, distance) in enumerate(rows, start=1)

@@ -25,6 +25,7 @@ from search.api_common import (
 from search.api_events import EventRateThrottle
 from search.models import SearchEvent, SearchLog
 from search.pipeline import product_search_by_text
+from search.rules import products_hidden_everywhere
 from search.searchlog import (
     EventRefused,
     search_event_record,
@@ -35,6 +36,7 @@ from search.searchlog import (
 from search.selectors import (
     image_vector,
     products_nearest,
+    products_shown_to,
     products_similar,
 )
 from search.sorting import Sort
@@ -250,7 +252,8 @@ def _photo_vector(photo_id: str):
 @needs_active_space
 def product_detail(request, pk: int):
     product = get_object_or_404(
-        Product.objects.select_related("category").prefetch_related("images"), pk=pk
+        products_shown_to(user=request.user).select_related("category").prefetch_related("images"),
+        pk=pk,
     )
     similar = search_logged(
         products_similar(product=product, limit=SIMILAR_ON_PAGE),
@@ -264,6 +267,9 @@ def product_detail(request, pk: int):
         "search/product_detail.html",
         {
             "product": product,
+            # Only staff reach a hidden product's page: tell them shoppers cannot.
+            "hidden_from_shoppers": request.user.is_staff
+            and product.pk in products_hidden_everywhere(),
             "similar": similar.results,
             "search_id": similar.search_id,
             "click_prefix": click_url_prefix(similar.search_id),

@@ -25,6 +25,7 @@ from search.insights import (
     insights_zero_result_queries,
 )
 from search.models import SearchLog
+from search.templatetags.shopper_text import shopper_text
 
 
 class InsightsFilterForm(forms.Form):
@@ -57,11 +58,24 @@ class SearchLogAdmin(admin.ModelAdmin):
     """The search log, read only (recording writes it, retention deletes it); its Search
     insights page sums it up for merchandisers."""
 
-    list_display = ["created", "kind", "channel", "query", "result_count", "space"]
+    list_display = ["created", "kind", "channel", "shopper_query", "result_count", "space"]
     list_filter = ["kind", "channel", "space"]
     search_fields = ["query"]
+    readonly_fields = ["shopper_query"]
     show_full_result_count = False  # the log is large: no second count(*) per page
     change_list_template = "admin/search/searchlog/change_list.html"
+
+    class Media:
+        css = {"all": ["search/shopper-text.css"]}
+
+    @admin.display(description="query", ordering="query")
+    def shopper_query(self, log: SearchLog):
+        return shopper_text(log.query)
+
+    def get_fields(self, request, obj=None):
+        """The query where it stands, shown as `shopper_query` (isolated, wrapped)."""
+        fields = [f for f in super().get_fields(request, obj) if f != "shopper_query"]
+        return ["shopper_query" if f == "query" else f for f in fields]
 
     def has_add_permission(self, request):
         return False
@@ -150,5 +164,6 @@ def insights_csv_response(*, table: str, window: InsightsRange, rows: list[list[
     response = HttpResponse(content_type="text/csv; charset=utf-8")
     name = f"search-insights-{table}-{window.start}-{window.end}.csv"
     response["Content-Disposition"] = f'attachment; filename="{name}"'
+    response.write("\ufeff")  # BOM: Excel then reads UTF-8 (Chinese queries), not ANSI
     csv.writer(response).writerows(rows)
     return response

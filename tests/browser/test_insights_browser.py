@@ -1,6 +1,6 @@
 """The Search insights page in a real browser (tools/browser/insights.mjs): reached from the
 admin's index, filtered by date, with both charts drawn, the tables, the themes of the
-zero-result queries and a CSV export."""
+zero-result queries and a CSV export; a 500-character query wraps instead of widening it."""
 
 import csv
 import datetime as dt
@@ -71,8 +71,30 @@ def test_the_merchandiser_sees_charts_tables_themes_and_exports_csv(logged_shop)
         "gift for mum": "gift for mum (4), gifts for mum (3)",
         "kitchen knife": "kitchen knife (4), kitchen knives (3)",
     }
+    assert report["width"] <= report["viewportWidth"]
     assert report["csv"]["status"] == 200
     assert report["csv"]["type"].startswith("text/csv")
-    rows = list(csv.reader(io.StringIO(report["csv"]["body"])))
+    assert report["csv"]["body"].startswith("\ufeff")  # the BOM, for Excel
+    rows = list(csv.reader(io.StringIO(report["csv"]["body"].removeprefix("\ufeff"))))
     assert rows[0] == ["query", "searches", "clicked_searches", "clicks", "ctr"]
     assert rows[1] == ["red dress", "28", "16", "16", "0.5714"]
+
+
+@pytest.fixture
+def long_queries(settings, live_server, transactional_db, make_product, default_space):
+    """Unbroken 500-character queries, one that found nothing and one not clicked, and one
+    with a right-to-left override."""
+    settings.ROOT_URLCONF = "tests.browser.urls"
+    get_user_model().objects.create_superuser("admin", "admin@example.com", "admin-pass")
+    shown = [make_product(sku="BRW-1", title="product 1")]
+    for query, found in (("x" * 500, []), ("y" * 500, shown), ("\u202eevil dress", shown)):
+        search_logged(day=FIRST, query=query, shown=found, space=default_space)
+    return live_server.url
+
+
+def test_a_500_character_query_does_not_widen_the_page(long_queries):
+    report = browser_report("insights.mjs", long_queries, "2026-03-01", "2026-03-01")
+    assert "error" not in report, report["error"]
+    assert "x" * 500 in report["zero"]
+    assert report["width"] <= report["viewportWidth"]
+    assert {"y" * 500, "evil dress"} <= set(report["top"])  # the override dropped

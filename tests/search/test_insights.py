@@ -21,6 +21,7 @@ from search.insights import (
     insights_zero_result_clusters,
     insights_zero_result_queries,
 )
+from search.models import SearchLog
 from search.selectors import text_vector, text_vectors
 from tests.builders import search_logged as logged
 
@@ -170,6 +171,39 @@ def test_a_query_that_looks_like_a_formula_is_exported_as_text(products, default
     assert rows[1][0].startswith("'=hyperlink(")
 
 
+# What a shopper can type that reorders or colours what staff read: ESC's terminal colour,
+# BEL, and U+202E (RIGHT-TO-LEFT OVERRIDE), which reverses the rest of its line.
+HOSTILE_QUERY = "\x1b[31mred\x07 dress \u202eevil"
+HOSTILE_SHOWN = "[31mred dress evil"
+
+
+def test_csv_exports_strip_control_and_bidi_characters(products, default_space):
+    logged(day=DAY1, query=HOSTILE_QUERY, shown=[], space=default_space)
+    logged(day=DAY1, query="\x07=1+1", shown=[], space=default_space, hour=11)
+    window = InsightsRange(start=DAY1, end=DAY1)
+    for table in ("top", "zero", "clusters"):
+        cells = [cell for row in insights_export_rows(
+            table=table, window=window, limit=10, space=default_space
+        ) for cell in row]  # fmt: skip
+        assert HOSTILE_SHOWN in cells, table
+        assert "'=1+1" in cells, table  # stripped first, so the formula is still escaped
+        assert not any(ch in cell for cell in cells for ch in "\x1b\x07\u202e"), table
+
+
+def test_the_csv_starts_with_a_bom_and_keeps_chinese(staff_client, products, default_space):
+    logged(day=DAY1, query="红色条纹连衣裙", shown=[], space=default_space)
+    logged(day=DAY1, query=HOSTILE_QUERY, shown=[], space=default_space, hour=11)
+    export = staff_client.get(
+        reverse("admin:search_searchlog_insights"),
+        {"start": DAY1.isoformat(), "end": DAY1.isoformat(), "export": "zero"},
+    )
+    assert export["Content-Type"] == "text/csv; charset=utf-8"
+    assert export.content.startswith("\ufeff".encode())  # Excel reads it as UTF-8
+    rows = list(csv.reader(io.StringIO(export.content.decode("utf-8-sig"))))
+    assert rows[0][0] == "query"
+    assert sorted(row[0] for row in rows[1:]) == sorted([HOSTILE_SHOWN, "红色条纹连衣裙"])
+
+
 def test_zero_result_queries_are_grouped_by_meaning(products, default_space):
     counts = {
         "gift for mum": 5,
@@ -240,13 +274,38 @@ def test_the_page_shows_tables_charts_and_clusters_and_exports_csv(staff_client,
     )
     assert export["Content-Type"].startswith("text/csv")
     assert "search-insights-zero-2026-03-01-2026-03-04.csv" in export["Content-Disposition"]
-    rows = list(csv.reader(io.StringIO(export.content.decode())))
+    rows = list(csv.reader(io.StringIO(export.content.decode("utf-8-sig"))))
     assert [row[:2] for row in rows] == [["query", "searches"], ["rucksack", "1"]]
 
     log = staff_client.get(reverse("admin:search_searchlog_changelist"), {"q": "rucksack"})
     assert log.status_code == 200
     assert log.context["cl"].result_count == 3
     assert url in log.content.decode()  # its link to the insights
+
+
+def test_staff_read_shoppers_queries_isolated_and_wrapped(staff_client, products, default_space):
+    """A query's control and bidi characters are dropped and each query sits in its own
+    <bdi> (isolated, wrapped anywhere by shopper-text.css): no query reorders its row, and
+    a 500-character one cannot widen the page (tests/browser/test_insights_browser.py)."""
+    long_query = "x" * 500
+    logged(day=DAY1, query=HOSTILE_QUERY, shown=products[:1], space=default_space)
+    logged(day=DAY1, query=long_query, shown=[], space=default_space, hour=11)
+    page = staff_client.get(
+        reverse("admin:search_searchlog_insights"),
+        {"start": DAY1.isoformat(), "end": DAY1.isoformat()},
+    ).content.decode()
+    log_list = staff_client.get(reverse("admin:search_searchlog_changelist")).content.decode()
+    log_id = SearchLog.objects.get(query=HOSTILE_QUERY).pk
+    log_page = staff_client.get(
+        reverse("admin:search_searchlog_change", args=[log_id])
+    ).content.decode()
+    for html in (page, log_list, log_page):
+        assert "search/shopper-text.css" in html
+        assert f'<bdi class="shopper-text">{HOSTILE_SHOWN}</bdi>' in html
+        assert not any(ch in html for ch in "\x1b\x07\u202e")
+    # top queries, no-click queries; zero-result queries, their theme and its query list
+    assert page.count(f'<bdi class="shopper-text">{HOSTILE_SHOWN}</bdi>') == 2
+    assert page.count(f'<bdi class="shopper-text">{long_query}</bdi>') == 4
 
 
 def test_bad_filters_are_a_400_with_a_message(staff_client):

@@ -1,5 +1,6 @@
 """Merchandising rules: pins and hides on every page, boosts and buries, when rules apply,
-deleted products, bad rules refused, the admin and its preview."""
+deleted products, a product hidden from every search hidden from similar products and its
+own page, bad rules refused, the admin and its preview."""
 
 from datetime import timedelta
 from decimal import Decimal
@@ -175,6 +176,64 @@ def test_photo_searches_get_the_rules_without_a_query(catalog_shop):
     page = products_nearest(space=space, vector=vector, limit=10)
     assert {hit.product.sku for hit in page.results} == set(catalog_shop) - {"SHO-300"}
     assert page.count == 5
+
+
+# --- hidden from every search: hidden everywhere a shopper looks ---------------------------
+
+
+def similar_skus(client, product, limit=8):
+    response = client.get(reverse("api-product-similar", args=[product.pk]), {"limit": limit})
+    assert response.status_code == 200
+    return [result["sku"] for result in response.json()["results"]]
+
+
+def test_a_product_hidden_from_every_search_is_not_among_similar_products(client, catalog_shop):
+    dress = catalog_shop["DRS-201"]
+    nearest = similar_skus(client, dress, limit=3)
+    merchandising_rule_create(name="Everywhere", hides=[catalog_shop[sku] for sku in nearest[:2]])
+    # Rules for a query or a category hide only there: such products still look alike.
+    merchandising_rule_create(name="Query", query="boots", hides=[catalog_shop["SHO-301"]])
+    shoes = Category.objects.get(slug="shoes")
+    merchandising_rule_create(name="Shoes", category=shoes, hides=[catalog_shop["SHO-300"]])
+
+    shown = similar_skus(client, dress, limit=3)
+    assert len(shown) == 3  # the hidden are left out before the limit, not after it
+    assert not set(shown) & set(nearest[:2])
+    assert set(similar_skus(client, dress)) == set(catalog_shop) - {"DRS-201", *nearest[:2]}
+    page = client.get(reverse("product-detail", args=[dress.pk])).content.decode()
+    row = page[page.index("Similar products") :]
+    assert row.count('class="card"') == 3
+    assert not any(f'data-sku="{sku}"' in row for sku in nearest[:2])
+
+
+def test_the_page_of_a_product_hidden_from_every_search_is_a_404_but_to_staff(
+    client, admin_client, catalog_shop
+):
+    hidden, boots = catalog_shop["SHO-300"], catalog_shop["SHO-301"]
+    merchandising_rule_create(name="Everywhere", hides=[hidden])
+    merchandising_rule_create(name="Query", query="boots", hides=[boots])
+    merchandising_rule_create(
+        name="Ended", hides=[boots], ends_at=timezone.now() - timedelta(hours=1)
+    )
+    page, api = (
+        reverse("product-detail", args=[hidden.pk]),
+        reverse("api-product-similar", args=[hidden.pk]),
+    )
+    assert client.get(page).status_code == 404
+    missing = client.get(reverse("api-product-similar", args=[999999])).json()
+    assert client.get(api).status_code == 404
+    assert client.get(api).json() == missing  # says no more than for a deleted product
+    staff_page = admin_client.get(page)
+    assert staff_page.status_code == 200
+    assert 'id="hidden-from-shoppers"' in staff_page.content.decode()
+    assert admin_client.get(api).status_code == 200
+    # Hidden only for a query, or by a rule that has ended: the page stays.
+    boots_page = client.get(reverse("product-detail", args=[boots.pk]))
+    assert boots_page.status_code == 200
+    assert (
+        'id="hidden-from-shoppers"'
+        not in admin_client.get(reverse("product-detail", args=[boots.pk])).content.decode()
+    )
 
 
 def test_time_windows_and_disabled_rules(lamps):

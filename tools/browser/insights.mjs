@@ -48,6 +48,9 @@ try {
       queries: row.querySelector(".cluster-queries").textContent.trim(),
     })),
   );
+  // Nothing a shopper typed may widen the page (a 500-character query wraps in its cell).
+  report.width = await page.evaluate(() => document.documentElement.scrollWidth);
+  report.viewportWidth = page.viewportSize().width;
   await shot(page, "1-page");
 
   const csvHref = await page.getAttribute("#top-queries a.csv", "href");
