@@ -104,7 +104,11 @@ def main() -> None:
         return client.post("/api/events/", event, content_type="application/json")
 
     def click(event):
-        return client.get(f"/click/{event['search_id']}/{event['product_id']}/")
+        # Followed from the shop's own page, as a browser says: the click is recorded.
+        return client.get(
+            f"/click/{event['search_id']}/{event['product_id']}/",
+            headers={"Sec-Fetch-Site": "same-origin"},
+        )
 
     # Each scenario runs one request per round, round after round: load hits all alike.
     scenarios = {

@@ -18,6 +18,12 @@ max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "5000"))
 max_requests_jitter = max_requests // 10
 accesslog = "-"
 errorlog = "-"
+# Access log lines with the `session` parameter's value redacted (it is never stored raw).
+logger_class = "shop_search.logs.AccessLogger"
+# The longest request line read, in bytes (gunicorn's most; its default is 4094): a GET of
+# a 500-character query in any script (up to 12 bytes a character, percent-encoded) with
+# its filters. nginx's large_client_header_buffers (docker/nginx.conf) lets as much through.
+limit_request_line = 8190
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
 
 if os.environ.get("LOG_FORMAT", "json") == "json":

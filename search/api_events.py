@@ -3,7 +3,7 @@ anonymous and throttled at a rate of its own."""
 
 from django.conf import settings
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_serializer
-from rest_framework import serializers
+from rest_framework import exceptions, permissions, serializers
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -11,6 +11,7 @@ from rest_framework.views import APIView
 from search.models import SearchEvent
 from search.searchlog import EventRefused, search_event_record
 from shop_search.api import ErrorSerializer
+from shop_search.origins import own_origin, request_same_origin
 from shop_search.throttling import AnonRateThrottle
 
 
@@ -24,11 +25,36 @@ class EventRateThrottle(AnonRateThrottle):
         return settings.API_EVENTS_ANON_RATE or None
 
 
+# Bodies a page of any site can post without a preflight (an HTML form, a beacon).
+FORM_TYPES = {"application/x-www-form-urlencoded", "multipart/form-data", "text/plain"}
+
+
+class FromThisSiteOrNotABrowser(permissions.BasePermission):
+    """Events from this site's pages, or from clients that are not browsers (JSON, no
+    `Origin`): another site's page must not post events in its visitors' names."""
+
+    def has_permission(self, request, view) -> bool:
+        same_origin = request_same_origin(request)
+        if same_origin is False:
+            sender = request.headers.get("Origin") or request.headers.get("Referer") or ""
+            raise exceptions.PermissionDenied(
+                f"Cross-origin request refused: events come from the pages of "
+                f"{own_origin(request)}, not from {sender[:200] or 'another site'}."
+            )
+        content_type = request.content_type.partition(";")[0].strip().lower()
+        if same_origin is None and content_type in FORM_TYPES:
+            raise exceptions.PermissionDenied(
+                "A form body without this site's Origin is refused (a page of another site "
+                "can send one): send JSON."
+            )
+        return True
+
+
 class SearchEventApi(APIView):
     # Anonymous by design (nothing about the shopper is stored): no session authentication,
     # so a signed-in shopper's beacon needs no CSRF token, and every sender is throttled by IP.
     authentication_classes: list = []
-    permission_classes: list = []
+    permission_classes = [FromThisSiteOrNotABrowser]
     throttle_classes = [EventRateThrottle]
     # JSON, or a form (the shop page's beacon sends one: a type that needs no preflight).
     parser_classes = [JSONParser, FormParser, MultiPartParser]
@@ -74,7 +100,8 @@ class SearchEventApi(APIView):
         operation_id="record_search_event",
         summary="Record what a shopper did with a search result",
         description="A click, add to cart or purchase of a product that a search showed. "
-        "Anonymous, throttled per address. Each (search, type, product) is stored once: "
+        "Anonymous, throttled per address; from this site's pages or from clients that are "
+        "not browsers (JSON without an Origin). Each (search, type, product) is stored once: "
         "the first time answers 201, the same event again 200 with `duplicate: true`.",
         request={
             "application/json": InputSerializer,
@@ -88,6 +115,11 @@ class SearchEventApi(APIView):
                 ErrorSerializer,
                 description="unknown search_id, a product that search did not show, a "
                 "position that disagrees with it, an unknown type",
+            ),
+            403: OpenApiResponse(
+                ErrorSerializer,
+                description="from another site's page (its Origin), or a form body "
+                "without this site's Origin",
             ),
             429: OpenApiResponse(ErrorSerializer, description="over API_EVENTS_ANON_RATE"),
         },

@@ -190,23 +190,31 @@ _INSERT_EVENT = """
 
 
 def search_event_record(
-    *, search_id: uuid.UUID, type: str, product_id: int, position: int | None = None
+    *,
+    search_id: uuid.UUID,
+    type: str,
+    product_id: int,
+    position: int | None = None,
+    session: str | None = None,
 ) -> tuple[SearchEvent, bool]:
     """Store what a shopper did with a product of a logged search, once: the same event
     sent again (a double click, a retried beacon, the no-JS link after the beacon) returns
-    the stored one and False."""
+    the stored one and False. With `session` (the shop page's cookie, as sent), the search
+    must have been made in that session."""
     if type not in SearchEvent.Type.values:
         raise EventRefused(
             f"Unknown event type {type!r}: use one of {', '.join(SearchEvent.Type.values)}.",
             "type",
         )
-    search = SearchLog.objects.filter(pk=search_id).only("offset", "product_ids").first()
+    search = SearchLog.objects.filter(pk=search_id).only("offset", "product_ids", "session").first()
     if search is None:
         raise EventRefused(
             f"Unknown search_id {search_id}: no logged search has it (searches are kept "
             f"{settings.SEARCH_LOG_DAYS} days).",
             "search_id",
         )
+    if session is not None and not (session and search.session == session_key(session)):
+        raise EventRefused(f"Search {search_id} was not made in this session.", "search_id")
     shown_at = search.position_of(product_id)
     if shown_at is None:
         raise EventRefused(

@@ -43,6 +43,7 @@ from search.sorting import Sort
 
 # The API's one-line error message, so the page and the API say the same thing.
 from shop_search.api import _first_message
+from shop_search.origins import request_same_origin
 from shop_search.throttling import anonymous_throttle_wait
 
 logger = logging.getLogger(__name__)
@@ -290,15 +291,24 @@ def click_url_prefix(search_id) -> str:
 def shop_result_click(request, search_id, product_id: int):
     """A result link followed without JavaScript: record the click, then show the product.
 
+    Recorded only when the link was followed from a page of this site, or with the shop's
+    session cookie of that search: an `<img>` or link on another site records nothing.
     It only ever redirects to that product's own page (never to a URL from the request).
     A click that cannot be recorded (the search expired, the product was not in it, the
     address is over its event rate) still reaches the product; a product that no longer
     exists is a 404."""
     product = get_object_or_404(Product.objects.only("pk"), pk=product_id)
     if EventRateThrottle().allow_request(request, None):
+        # From another site (or from nowhere, a bookmark): only in the search's own session.
+        session = None
+        if not request_same_origin(request):
+            session = request.COOKIES.get(settings.SEARCH_SESSION_COOKIE, "")
         try:
             search_event_record(
-                search_id=search_id, type=SearchEvent.Type.CLICK, product_id=product.pk
+                search_id=search_id,
+                type=SearchEvent.Type.CLICK,
+                product_id=product.pk,
+                session=session,
             )
         except EventRefused as exc:
             logger.info("click not recorded: %s", exc)

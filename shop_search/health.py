@@ -1,6 +1,8 @@
 """/healthz: can this process serve? Database, broker and an active space (a read: no model
-is loaded, so a probe stays cheap; the first search loads it)."""
+is loaded, so a probe stays cheap; the first search loads it). Anyone gets the verdict;
+only staff and internal addresses (probes, the proxy's network) get each check's detail."""
 
+import ipaddress
 import logging
 import time
 
@@ -9,6 +11,8 @@ from django.db import connection
 from django.http import JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
+
+from shop_search.throttling import client_ip
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +50,36 @@ CHECKS = {
 }
 
 
+# Loopback and the private ranges: container health checks, load balancers, the operators'.
+INTERNAL_NETWORKS = [
+    ipaddress.ip_network(network)
+    for network in (
+        "127.0.0.0/8",
+        "::1/128",
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "fc00::/7",
+    )
+]
+
+
+def client_is_internal(request) -> bool:
+    """Is the client (as throttling sees it: behind API_NUM_PROXIES proxies, the address the
+    outermost saw) on loopback or a private network?"""
+    try:
+        address = ipaddress.ip_address(client_ip(request))
+    except ValueError:
+        return False
+    address = getattr(address, "ipv4_mapped", None) or address
+    return any(address in network for network in INTERNAL_NETWORKS)
+
+
+def _shows_detail(request) -> bool:
+    user = getattr(request, "user", None)
+    return bool(user and user.is_active and user.is_staff) or client_is_internal(request)
+
+
 @never_cache
 @require_GET
 def healthz(request):
@@ -59,6 +93,6 @@ def healthz(request):
             results[name] = {"status": "error", "detail": type(exc).__name__}
             status = "error" if essential else ("degraded" if status == "ok" else status)
         results[name]["ms"] = round((time.monotonic() - started) * 1000, 1)
-    return JsonResponse(
-        {"status": status, "checks": results}, status=503 if status == "error" else 200
-    )
+    # Which space is live and whether the broker answers tell an outsider what to aim at.
+    body = {"status": status, "checks": results} if _shows_detail(request) else {"status": status}
+    return JsonResponse(body, status=503 if status == "error" else 200)

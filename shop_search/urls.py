@@ -28,3 +28,6 @@ urlpatterns = [
     # Under DEBUG only, and only product photos: never import files or anything else.
     *media_urlpatterns(),
 ]
+
+# Django's own 400s (before DRF reads a request) in the API's JSON shape on /api/ paths.
+handler400 = "shop_search.api.bad_request"

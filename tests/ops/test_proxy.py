@@ -1,13 +1,18 @@
 """docker/nginx.conf in front of the production web process, both real: whose forwarded
-headers are believed, what a client's connections and large uploads are allowed."""
+headers are believed, what a client's connections and large uploads are allowed, how long
+a query a GET can carry, what the access logs keep."""
 
 import http.client
+import json
+import re
+import runpy
 import socket
 import time
+from urllib.parse import urlencode
 
 import pytest
 
-from tests.ops.topology import NginxProxy
+from tests.ops.topology import ROOT, NginxProxy, wait_until
 
 TLS_PROXY = "127.0.0.2"  # the TLS-terminating proxy in front, as nginx is told (loopback)
 CLIENT = "127.0.0.1"  # anyone else
@@ -38,6 +43,7 @@ def proxy(topology, ops_workdir, request):
         )
         nginx.start()
         request.addfinalizer(nginx.stop)
+        nginx.web = web
         return nginx
 
     return start
@@ -128,3 +134,86 @@ def test_uploads_through_the_proxy(proxy):
     finally:
         for sock in held:
             sock.close()
+
+
+# --- how long a query a GET can carry ------------------------------------------------------
+
+
+def longest_search(character: str, **params) -> str:
+    """GET /api/search/ with a query of 500 `character`s, every filter at its longest (a
+    Chinese brand of 120 characters, a 200-character category slug) and a session of 128
+    characters that all need percent-encoding."""
+    params = {
+        "q": character * 500,
+        "category": "c" * 200,
+        "brand": "品" * 120,
+        "min_price": "0.01",
+        "max_price": "99999999.99",
+        "in_stock": "true",
+        "sort": "price_asc",
+        "limit": "100",
+        "offset": "10000",
+        "correct": "false",
+        "understand": "false",
+        "session": "%" * 128,
+        **params,
+    }
+    return "/api/search/?" + urlencode({k: v for k, v in params.items() if v is not None})
+
+
+@pytest.mark.parametrize("character", ["红", "𠀀"])  # 3 and 4 bytes in UTF-8
+def test_the_request_line_of_a_500_character_query_fits_the_configured_limits(character):
+    line = f"GET {longest_search(character)} HTTP/1.1"
+    assert len(line.encode()) > 4094  # gunicorn's default would answer 414
+    # gunicorn reads a request line of up to limit_request_line bytes (at most 8190)...
+    limit = runpy.run_path(str(ROOT / "docker" / "gunicorn.conf.py"))["limit_request_line"]
+    assert 0 < limit <= 8190
+    assert len(line.encode()) <= limit
+    # ...and nginx one that fits a buffer of large_client_header_buffers, with its CRLF.
+    site = (ROOT / "docker" / "nginx.conf").read_text()
+    size = int(re.search(r"large_client_header_buffers \d+ (\d+)k;", site).group(1))
+    assert len(line.encode()) + 2 <= size * 1024
+
+
+def test_a_500_character_chinese_query_goes_through_the_proxy(proxy):
+    nginx = proxy()
+    url = longest_search("红", category=None)  # an empty shop has no category
+    assert len(f"GET {url} HTTP/1.1") > 4094
+    status, _, body = request(nginx.port, url)
+    assert status == 200, body[:300]
+    assert json.loads(body)["count"] == 0  # an empty shop: answered, not refused
+    page = "/?" + urlencode({"q": "红" * 500, "brand": "品" * 120, "sort": "price_asc"})
+    assert request(nginx.port, page)[0] == 200
+
+
+# --- access logs ---------------------------------------------------------------------------
+
+
+def test_access_logs_keep_no_session_value(proxy):
+    nginx = proxy()
+    secret = "visit-7f3a-secret"
+    for path in (
+        f"/api/search/?q=shirt&session={secret}",
+        f"/api/search/?session={secret}&q=shirt&session={secret}2",
+    ):
+        status, _, body = request(nginx.port, path, headers={"Referer": f"/?session={secret}"})
+        assert status == 200, body[:300]
+
+    def logged() -> tuple[str, str] | None:
+        lines = nginx.access_log.read_text() if nginx.access_log.exists() else ""
+        return lines.count("/api/search/") == 2 and (lines, nginx.web.process.output(10**7))
+
+    nginx_log, gunicorn_log = wait_until(logged, timeout=10, what="both requests logged")
+    assert secret not in nginx_log, nginx_log
+    assert "/api/search/?q=shirt&session=redacted " in nginx_log
+    assert "/api/search/ " in nginx_log  # two sessions: the path alone
+    assert secret not in gunicorn_log
+    access = [
+        entry
+        for entry in map(json.loads, gunicorn_log.splitlines())
+        if entry["logger"] == "gunicorn.access" and "/api/search/" in entry["request"]
+    ]
+    assert [entry["request"] for entry in access] == [
+        "GET /api/search/?q=shirt&session=redacted HTTP/1.1",
+        "GET /api/search/?session=redacted&q=shirt&session=redacted HTTP/1.1",
+    ]

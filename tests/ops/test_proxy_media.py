@@ -56,6 +56,7 @@ def proxy_config(folder, *, port: int, upstream: int) -> str:
         ("/var/lib/shop/", f"{folder}/"),
         # What the nginx image's envsubst fills in (tests/ops/test_proxy.py tests that part).
         ("${TLS_PROXY_ADDRESS}", "127.0.0.1"),
+        ("/var/log/nginx/access.log", f"{folder}/access.log"),
     ]:
         assert old in site, old
         site = site.replace(old, new)

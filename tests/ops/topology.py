@@ -509,6 +509,7 @@ class NginxProxy:
 
     def __init__(self, workdir: Path, *, upstream_port: int, tls_proxy_address: str):
         self.workdir, self.port = workdir, free_port()
+        self.access_log = workdir / "access.log"
         workdir.mkdir(parents=True, exist_ok=True)
         site = (ROOT / "docker" / "nginx.conf").read_text()
         site = site.replace("${TLS_PROXY_ADDRESS}", tls_proxy_address)
@@ -516,6 +517,7 @@ class NginxProxy:
             ("server web:8000;", f"server 127.0.0.1:{upstream_port};"),
             ("listen 80;", f"listen 127.0.0.1:{self.port};"),
             ("/var/lib/shop/", f"{workdir}/"),
+            ("/var/log/nginx/access.log", str(self.access_log)),
         ]:
             assert original in site, f"docker/nginx.conf no longer has {original!r}"
             site = site.replace(original, local)

@@ -1,6 +1,7 @@
 """Every search is logged with its search_id; shopper events come back through the API, the
 shop page's links and the no-JavaScript redirect; old searches are deleted in batches."""
 
+import json
 import re
 import threading
 import uuid
@@ -269,6 +270,7 @@ def logged(make_product, default_space):
         product_ids=[p.pk for p in shown],
         result_count=13,
         offset=10,
+        session="visit-of-the-searcher",
     )
     return search_id, shown, make_product(sku="EV-OTHER", title="not shown")
 
@@ -295,6 +297,7 @@ def test_an_event_is_stored_once_201_then_200(client, logged, schema):  # noqa: 
         reverse("api-events"),
         urlencode({**event, "type": "add_to_cart"}),
         content_type="application/x-www-form-urlencoded",
+        headers={"Origin": "http://testserver"},  # the shop page's beacon
     )
     assert cart.status_code == 201
     stored = SearchEvent.objects.order_by("id").values_list("type", "product_id", "position")
@@ -378,13 +381,45 @@ def test_the_same_event_posted_concurrently_is_stored_once(logged):
     assert SearchEvent.objects.filter(search_id=search_id).count() == 1
 
 
+def test_event_posts_from_another_sites_page_are_refused(client, logged, schema):  # noqa: F811
+    search_id, shown, _ = logged
+    event = {"search_id": str(search_id), "type": "click", "product_id": shown[0].pk}
+    form = urlencode(event)
+    form_type = "application/x-www-form-urlencoded"
+    refused = [
+        # An HTML form or a beacon on another site: the browser names that site.
+        (form, form_type, {"Origin": "https://evil.example"}, "not from https://evil.example"),
+        (form, "multipart/form-data; boundary=x", {"Origin": "null"}, "not from null"),
+        (json.dumps(event), "application/json", {"Sec-Fetch-Site": "cross-site"}, "Cross-origin"),
+        # A form without any Origin: only a page could want to send one.
+        (form, form_type, {}, "A form body without this site's Origin is refused"),
+    ]
+    for body, content_type, headers, message in refused:
+        response = client.post(
+            reverse("api-events"), body, content_type=content_type, headers=headers
+        )
+        assert response.status_code == 403, (headers, response.content)
+        assert message in response.json()["error"], response.json()
+        jsonschema.validate(response.json(), response_schema(schema, "/api/events/", "post", 403))
+    assert not SearchEvent.objects.exists()
+    # This site's own page (its beacon, a form), and a script posting JSON: recorded.
+    own_page = {"Origin": "http://testserver", "Sec-Fetch-Site": "same-origin"}
+    response = client.post(reverse("api-events"), form, content_type=form_type, headers=own_page)
+    assert response.status_code == 201, response.content
+    assert post_event(client, **{**event, "type": "purchase"}).status_code == 201
+    assert SearchEvent.objects.count() == 2
+
+
 # --- the shop page's links without JavaScript ----------------------------------------------
+
+# A link followed on a page of this site, as the browser says.
+FROM_OWN_PAGE = {"Sec-Fetch-Site": "same-origin"}
 
 
 def test_the_no_javascript_link_records_the_click_then_shows_the_product(client, logged):
     search_id, shown, other = logged
     url = reverse("shop-click", args=[search_id, shown[2].pk])
-    response = client.get(url)
+    response = client.get(url, headers=FROM_OWN_PAGE)
     assert response.status_code == 302
     assert response["Location"] == reverse("product-detail", args=[shown[2].pk])
     assert "no-cache" in response["Cache-Control"]
@@ -393,8 +428,37 @@ def test_the_no_javascript_link_records_the_click_then_shows_the_product(client,
     # The beacon of the same click, and the link again: still one click.
     beacon = post_event(client, search_id=str(search_id), type="click", product_id=shown[2].pk)
     assert beacon.status_code == 200
-    assert client.get(url).status_code == 302
+    assert client.get(url, headers=FROM_OWN_PAGE).status_code == 302
     assert SearchEvent.objects.count() == 1
+
+
+def test_the_link_records_a_click_only_from_this_site_or_the_searchs_own_session(logged):
+    search_id, shown, _ = logged  # searched in the session "visit-of-the-searcher"
+    url = reverse("shop-click", args=[search_id, shown[0].pk])
+
+    def recorded(headers=None, session=None) -> bool:
+        browser = Client()
+        if session is not None:
+            browser.cookies[django_settings.SEARCH_SESSION_COOKIE] = session
+        response = browser.get(url, headers=headers)
+        # Recorded or not, the shopper gets the product.
+        assert response["Location"] == reverse("product-detail", args=[shown[0].pk])
+        return SearchEvent.objects.filter(search_id=search_id).delete()[0] > 0
+
+    cross_site = {"Sec-Fetch-Site": "cross-site", "Referer": "https://evil.example/"}
+    # Another site's <img> or link, a bookmark, another shopper's session: nothing recorded.
+    assert not recorded()
+    assert not recorded(cross_site)
+    assert not recorded({"Referer": "https://evil.example/?q=red"})
+    assert not recorded({"Sec-Fetch-Site": "none"})
+    assert not recorded({"Sec-Fetch-Site": "same-site"}, session="")
+    assert not recorded(session="visit-of-someone-else")
+    # This site's page, as the browser says it (or, without Sec-Fetch-Site, its Referer)...
+    assert recorded({"Sec-Fetch-Site": "same-origin"})
+    assert recorded({"Referer": "http://testserver/?q=red"})
+    # ...or the session the search was made in, whichever page the link was on.
+    assert recorded(cross_site, session="visit-of-the-searcher")
+    assert recorded(session="visit-of-the-searcher")
 
 
 def test_the_no_javascript_link_only_ever_leads_to_its_product(client, logged):
@@ -402,7 +466,8 @@ def test_the_no_javascript_link_only_ever_leads_to_its_product(client, logged):
     # Not in that search, or an expired search: no event, the shopper still gets the product.
     for sid, product in ((search_id, other), (uuid.uuid4(), shown[0])):
         response = client.get(
-            reverse("shop-click", args=[sid, product.pk]) + "?next=https://evil.example/"
+            reverse("shop-click", args=[sid, product.pk]) + "?next=https://evil.example/",
+            headers=FROM_OWN_PAGE,
         )
         assert response["Location"] == reverse("product-detail", args=[product.pk])
     assert not SearchEvent.objects.exists()
@@ -416,7 +481,9 @@ def test_over_the_event_rate_the_link_still_leads_to_the_product_unrecorded(
     settings.API_EVENTS_ANON_RATE = "1/min"
     search_id, shown, _ = logged
     for product in shown[:2]:
-        response = client.get(reverse("shop-click", args=[search_id, product.pk]))
+        response = client.get(
+            reverse("shop-click", args=[search_id, product.pk]), headers=FROM_OWN_PAGE
+        )
         assert response["Location"] == reverse("product-detail", args=[product.pk])
     assert list(SearchEvent.objects.values_list("product_id", flat=True)) == [shown[0].pk]
 
