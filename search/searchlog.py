@@ -160,9 +160,20 @@ def search_logged(
 ) -> SearchPage:
     """The page with its `search_id`: logs the products it shows, in order, once the page is
     built (never on the ranking path), and for an interleaved search which space contributed
-    each (search.interleaving). With SEARCH_LOG_ENABLED off, the page as it is."""
+    each (search.interleaving); `filters` gain `understood` (search.understanding) when the
+    query was. With SEARCH_LOG_ENABLED off, the page as it is."""
     if not settings.SEARCH_LOG_ENABLED:
         return page
+    if page.understood:
+        # Beside the shopper's own filters, what the query was understood to filter by, so
+        # that what is learned from this search knows why its products were shown.
+        filters = {
+            **(filters or {}),
+            "understood": [
+                {"kind": item.kind, "words": item.words, "params": item.params}
+                for item in page.understood
+            ],
+        }
     search_id = search_log_record(
         kind=kind,
         channel=channel,

@@ -307,3 +307,17 @@ def test_two_price_phrases_combine_and_a_contradiction_keeps_the_first(catalog_s
     page = search("shoes over 100 under 50")
     assert [item.label for item in page.understood if item.kind == "price"] == ["Over 100"]
     assert skus(page) == {"SHO-301"}
+
+
+def test_the_search_log_keeps_what_was_understood(catalog_shop, words_only, client):
+    from search.models import SearchLog
+
+    answer = client.get("/api/search/", {"q": "dresses under 40", "in_stock": "true"}).json()
+    log = SearchLog.objects.get(pk=answer["search_id"])
+    assert log.filters == {
+        "in_stock": True,
+        "understood": [
+            {"kind": "price", "words": "under 40", "params": {"max_price": "40.00"}},
+            {"kind": "category", "words": "dresses", "params": {"category": "clothing-dresses"}},
+        ],
+    }
