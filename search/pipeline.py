@@ -31,7 +31,7 @@ from search.interleaving import interleaved_ranking
 from search.matching import MatchPlan, match_plan
 from search.models import MerchandisingRule
 from search.query import QueryAnalysis, query_analyse, query_is_sku, query_tokens
-from search.retrieval import RankedProduct, SearchFilters, fuse, retrieve
+from search.retrieval import RankedProduct, SearchFilters, fuse, ranked_order, retrieve
 from search.rules import (
     NO_RULES,
     RuleEffects,
@@ -76,10 +76,10 @@ def text_query_prepare(
     scanned = filters
     understanding = NOTHING_UNDERSTOOD
     understand = understand and not query_is_sku(query)
+    tokens = tuple(query_tokens(query))
     if understand:
-        tokens = tuple(query_tokens(query))
         understanding, filters = query_understand(query=query, tokens=tokens, filters=filters)
-    analysis = query_analyse(query=query, correct=correct, skip=understanding.taken)
+    analysis = query_analyse(query=query, correct=correct, skip=understanding.taken, tokens=tokens)
     if understand:
         understanding, filters = understanding.with_category(analysis, filters)
     # The query as typed, without its price phrases and "cheap" ("的半身裙" of "低于50的半身裙").
@@ -174,8 +174,7 @@ def rerank(rows: list[RankedProduct], prepared: TextQuery) -> list[RankedProduct
         else row
         for row in rows
     ]
-    rows.sort(key=lambda row: (not row.sku_match, -row.score, row.product_id))
-    return rows
+    return ranked_order(rows)
 
 
 def product_search_by_text(

@@ -128,11 +128,16 @@ def query_tokens(query: str) -> list[QueryToken]:
 
 
 def query_analyse(
-    *, query: str, correct: bool = True, skip: frozenset[int] = frozenset()
+    *,
+    query: str,
+    correct: bool = True,
+    skip: frozenset[int] = frozenset(),
+    tokens: tuple[QueryToken, ...] | None = None,
 ) -> QueryAnalysis:
     """The terms of `query` and what each matches; tokens in `skip` (understood as a
-    price or a brand) are left out. With `correct`, unknown words get corrections."""
-    tokens = query_tokens(query)
+    price or a brand) are left out. With `correct`, unknown words get corrections.
+    `tokens`: `query_tokens(query)` when the caller has them already."""
+    tokens = list(query_tokens(query) if tokens is None else tokens)
     kept = [i for i in range(len(tokens)) if i not in skip]
     terms = _terms_with_synonyms(tokens, kept)[:MAX_TERMS]
     terms = terms_measure(terms)

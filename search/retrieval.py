@@ -387,8 +387,13 @@ def fuse(rows: list[RankedProduct], *, k: int | None = None) -> list[RankedProdu
         )
         for row in rows
     ]
-    fused.sort(key=lambda row: (not row.sku_match, -row.score, row.product_id))
-    return fused
+    return ranked_order(fused)
+
+
+def ranked_order(rows: list[RankedProduct]) -> list[RankedProduct]:
+    """Relevance order, wherever scores change: the exact SKU match first, then by score,
+    ties to the lower product id (stable pages)."""
+    return sorted(rows, key=lambda row: (not row.sku_match, -row.score, row.product_id))
 
 
 def hybrid_search(

@@ -36,7 +36,7 @@ from django.utils import timezone
 from catalog.models import Category, Product
 from catalog.selectors import CategoryNode, category_ancestor_ids, category_nodes
 from search.models import MerchandisingRule, RuleBoost, RuleProduct
-from search.retrieval import RankedProduct, SearchFilters
+from search.retrieval import RankedProduct, SearchFilters, ranked_order
 from search.terms import term_key, term_spans, words
 
 
@@ -277,8 +277,9 @@ def rules_apply(
     rows = [row for row in rows if row.product_id not in effects.hidden]
     if effects.boosts:
         nodes = category_nodes() if any(b.kind == "category" for b in effects.boosts) else {}
-        rows = [row.rescored(row.score * boost_factor(row, effects.boosts, nodes)) for row in rows]
-        rows.sort(key=lambda row: (not row.sku_match, -row.score, row.product_id))
+        rows = ranked_order(
+            [row.rescored(row.score * boost_factor(row, effects.boosts, nodes)) for row in rows]
+        )
     if not place_pins:
         return rows
     available = {row.product_id: row for row in rows if row.pinned}
