@@ -27,6 +27,16 @@ class Category(models.Model):
 
 
 class Product(models.Model):
+    """A product shoppers find. With options (Size, Colour) it has variants, and its price,
+    `price_max`, `compare_at_price`, `in_stock` and the values of `options` follow from its
+    active variants (catalog.services.products_variants_summarise); without options it is
+    its own one variant, and those fields are its own."""
+
+    class Status(models.TextChoices):
+        ACTIVE = "active", "active (searchable)"
+        DRAFT = "draft", "draft (kept, not searchable)"
+        ARCHIVED = "archived", "archived (kept, not searchable)"
+
     sku = models.CharField("SKU", max_length=64, unique=True)
     title = models.CharField(max_length=300)
     description = models.TextField(blank=True)
@@ -35,10 +45,29 @@ class Product(models.Model):
         Category, null=True, blank=True, on_delete=models.SET_NULL, related_name="products"
     )
     price = models.DecimalField(max_digits=12, decimal_places=2)
+    price_max = models.DecimalField(
+        max_digits=12,
+        decimal_places=2,
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="the highest price of its variants (none without variants)",
+    )
+    compare_at_price = models.DecimalField(
+        max_digits=12,
+        decimal_places=2,
+        null=True,
+        blank=True,
+        help_text="the price before a sale, shown struck through",
+    )
     currency = models.CharField(max_length=3, default="USD")
     in_stock = models.BooleanField(default=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.ACTIVE)
     # Anything else the shop knows: colour, material, translated titles ("title_zh")...
     attributes = models.JSONField(default=dict, blank=True)
+    # The options its variants differ by, in the shop's order, with their values in the
+    # variants' order: [{"name": "Size", "values": ["S", "M"]}]. Empty: no variants.
+    options = models.JSONField(default=list, blank=True, editable=False)
     created = models.DateTimeField(auto_now_add=True)
     updated = models.DateTimeField(auto_now=True)
 
@@ -47,6 +76,43 @@ class Product(models.Model):
 
     def __str__(self):
         return f"{self.sku} {self.title}"
+
+
+MAX_OPTIONS = 3  # as Shopify and most shop platforms
+
+
+class ProductVariant(models.Model):
+    """One buyable version of a product: its option values, SKU, price, stock and photo.
+
+    A variant gone from a re-imported file is made inactive, never deleted: the search
+    log, events and orders may name its SKU.
+    """
+
+    product = models.ForeignKey(Product, on_delete=models.CASCADE, related_name="variants")
+    sku = models.CharField("SKU", max_length=64, unique=True)
+    options = models.JSONField(default=dict, help_text='its option values: {"Size": "M"}')
+    price = models.DecimalField(max_digits=12, decimal_places=2)
+    compare_at_price = models.DecimalField(max_digits=12, decimal_places=2, null=True, blank=True)
+    stock = models.IntegerField(null=True, blank=True, help_text="empty: not tracked")
+    # Sellable: stock above zero, stock not tracked, or sold when out of stock.
+    in_stock = models.BooleanField(default=True)
+    barcode = models.CharField(max_length=64, blank=True)
+    image = models.ForeignKey(
+        "ProductImage", null=True, blank=True, on_delete=models.SET_NULL, related_name="variants"
+    )
+    position = models.PositiveSmallIntegerField(default=0)
+    active = models.BooleanField(
+        default=True, help_text="off: no longer sold (gone from the shop's file); kept for history"
+    )
+    created = models.DateTimeField(auto_now_add=True)
+    updated = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["product_id", "position", "id"]
+
+    def __str__(self):
+        values = " / ".join(str(v) for v in self.options.values())
+        return f"{self.sku} {values}".strip()
 
 
 class ProductImage(models.Model):
@@ -62,6 +128,46 @@ class ProductImage(models.Model):
 
     def __str__(self):
         return f"{self.product.sku} image {self.position}"
+
+
+class Facet(models.Model):
+    """An option or attribute shown as a facet and filtered by (`attr.<name>=<value>`).
+
+    Without any, every option of the products found is a facet, in the products' order.
+    """
+
+    name = models.CharField(
+        max_length=100, unique=True, help_text='the option or attribute, e.g. "Size", "material"'
+    )
+    label = models.CharField(max_length=100, blank=True, help_text="shown; the name if empty")
+    position = models.PositiveSmallIntegerField(default=0)
+
+    class Meta:
+        ordering = ["position", "name"]
+
+    def __str__(self):
+        return self.label or self.name
+
+
+class FacetValueAlias(models.Model):
+    """Another name for a facet value ("dark blue" is Navy): counted, filtered and
+    understood in queries as the value."""
+
+    facet = models.ForeignKey(Facet, on_delete=models.CASCADE, related_name="aliases")
+    alias = models.CharField(max_length=100)
+    value = models.CharField(max_length=100, help_text="the value it is another name for")
+
+    class Meta:
+        ordering = ["facet", "value", "alias"]
+        constraints = [
+            models.UniqueConstraint(
+                models.functions.Lower("alias"), "facet", name="catalog_facet_alias_unique"
+            )
+        ]
+        verbose_name_plural = "facet value aliases"
+
+    def __str__(self):
+        return f"{self.alias} → {self.value}"
 
 
 def import_file_name(instance, filename: str) -> str:
@@ -80,6 +186,8 @@ class ImportJob(models.Model):
         CSV = "csv", "CSV (+ ZIP of images)"
         TSV = "tsv", "TSV: text<TAB>base64 image"
         JSONL = "jsonl", "JSON Lines"
+        SHOPIFY = "shopify", "Shopify product CSV export"
+        WOOCOMMERCE = "woocommerce", "WooCommerce product CSV export"
 
     class Status(models.TextChoices):
         PENDING = "pending"
@@ -87,7 +195,7 @@ class ImportJob(models.Model):
         DONE = "done"
         FAILED = "failed"
 
-    format = models.CharField(max_length=8, choices=Format.choices)
+    format = models.CharField(max_length=16, choices=Format.choices)
     status = models.CharField(
         max_length=16, choices=Status.choices, default=Status.PENDING, db_index=True
     )

@@ -13,7 +13,7 @@ from django.db import transaction
 from django.utils.text import slugify
 from PIL import Image
 
-from catalog.models import Category, Product, ProductImage
+from catalog.models import Category, Product, ProductImage, ProductVariant
 from catalog.signals import catalog_changed_send
 
 
@@ -159,6 +159,54 @@ def product_create(
         )
     catalog_changed_send(product_ids=[product.pk])
     return product
+
+
+def products_variants_summarise(product_ids: Iterable[int]) -> list[Product]:
+    """Derive each product's options, price range, compare-at price and stock from its
+    active variants, in bulk; returns the products whose summary changed.
+
+    The options keep the product's order of names (new names go last) and list each
+    name's values in the variants' order. A product whose variants are all inactive
+    keeps its last price and is out of stock; one without variants is left as it is.
+    """
+    products = Product.objects.filter(pk__in=set(product_ids)).only(
+        "id", "options", "price", "price_max", "compare_at_price", "in_stock"
+    )
+    variants: dict[int, list[ProductVariant]] = {}
+    for variant in ProductVariant.objects.filter(product_id__in=set(product_ids)):
+        variants.setdefault(variant.product_id, []).append(variant)
+    changed = []
+    for product in products:
+        mine = variants.get(product.pk)
+        if not mine:
+            continue
+        active = [v for v in mine if v.active]
+        names = [option["name"] for option in product.options]
+        names += [n for v in mine for n in v.options if n not in names]
+        names = list(dict.fromkeys(names))
+        values: dict[str, list[str]] = {name: [] for name in names}
+        for variant in active:
+            for name, value in variant.options.items():
+                if value not in values[name]:
+                    values[name].append(value)
+        sellable = [v for v in active if v.in_stock] or active
+        summary = {
+            "options": [{"name": n, "values": values[n]} for n in names if values[n]],
+            "price": min((v.price for v in sellable), default=product.price),
+            "price_max": max((v.price for v in active), default=None),
+            "compare_at_price": max(
+                (v.compare_at_price for v in sellable if v.compare_at_price), default=None
+            ),
+            "in_stock": any(v.in_stock for v in active),
+        }
+        if any(getattr(product, name) != value for name, value in summary.items()):
+            for name, value in summary.items():
+                setattr(product, name, value)
+            changed.append(product)
+    Product.objects.bulk_update(
+        changed, ["options", "price", "price_max", "compare_at_price", "in_stock"]
+    )
+    return changed
 
 
 def category_path_slug(path: Sequence[str]) -> str:
