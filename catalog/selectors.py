@@ -1,11 +1,11 @@
-"""Reads of the catalog for the shop: categories as a tree."""
+"""Reads of the catalog for the shop: categories as a tree, facets and their values."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from catalog.models import Category
+from catalog.models import Category, Facet, FacetValueAlias
 
 
 @dataclass(frozen=True)
@@ -53,3 +53,46 @@ def category_ancestor_ids(nodes: dict[int, CategoryNode], pk: int) -> list[int]:
         chain.append(pk)
         pk = nodes[pk].parent_id
     return chain
+
+
+def facet_key(name: str, value: object = None) -> str:
+    """A facet key as the database's generated `facet_keys` hold it: "size", "size=m"."""
+    name = str(name).strip().lower()
+    return name if value is None else f"{name}={str(value).strip().lower()}"
+
+
+def facet_value_keys(name: str, values: Iterable[str]) -> tuple[str, ...]:
+    """The keys that select `values` of the option or attribute `name`: each value, and
+    every other name of it that merchandisers gave (a value's aliases, an alias's value
+    and its other aliases): `attr.colour=navy` is also "dark blue"."""
+    wanted = {str(value).strip().lower() for value in values}
+    aliases = FacetValueAlias.objects.filter(facet__name__iexact=name.strip()).values_list(
+        "alias", "value"
+    )
+    canonical = {value.lower() for alias, value in aliases if alias.lower() in wanted}
+    canonical |= wanted
+    names = canonical | {alias.lower() for alias, value in aliases if value.lower() in canonical}
+    return tuple(sorted(facet_key(name, value) for value in names))
+
+
+@dataclass(frozen=True)
+class FacetConfig:
+    names: tuple[str, ...]  # lower case, in order; empty: every option is a facet
+    labels: dict[str, str]  # by lower-case name
+    aliases: dict[str, dict[str, str]]  # lower-case name -> lower-case alias -> value
+
+
+def facet_config() -> FacetConfig:
+    """Which options and attributes are facets (the admin's Facet rows), with the value
+    aliases: one small query each."""
+    facets = list(Facet.objects.all())
+    aliases: dict[str, dict[str, str]] = {}
+    for facet_name, alias, value in FacetValueAlias.objects.values_list(
+        "facet__name", "alias", "value"
+    ):
+        aliases.setdefault(facet_key(facet_name), {})[alias.strip().lower()] = value
+    return FacetConfig(
+        names=tuple(facet_key(f.name) for f in facets),
+        labels={facet_key(f.name): f.label or f.name for f in facets},
+        aliases=aliases,
+    )

@@ -16,9 +16,9 @@ from rest_framework.views import APIView
 
 from catalog.images import ImageDecodeError, decode_image
 from catalog.models import Category
-from catalog.selectors import category_subtree_ids
+from catalog.selectors import category_subtree_ids, facet_value_keys
 from embeddings.spaces import NoActiveSpace
-from search.retrieval import SearchFilters
+from search.retrieval import AttributeFilter, SearchFilters
 from search.searchlog import SESSION_HELP, SESSION_MAX_LENGTH, session_is_valid
 from search.sorting import Sort
 
@@ -40,9 +40,53 @@ def validated_upload_image(upload):
         raise serializers.ValidationError(str(exc)) from exc
 
 
+ATTRIBUTE_PREFIX = "attr."
+MAX_ATTRIBUTE_FILTERS = 20
+MAX_ATTRIBUTE_VALUES = 50
+
+
 def non_blank(data) -> dict:
-    """Request parameters without the empty ones: an empty form field means "not given"."""
-    return {key: value for key, value in data.items() if value != ""}
+    """Request parameters without the empty ones: an empty form field means "not given".
+    The repeatable `attr.<name>` keep all their values, as a list."""
+    given = {key: value for key, value in data.items() if value != ""}
+    for key in given:
+        if key.startswith(ATTRIBUTE_PREFIX) and hasattr(data, "getlist"):
+            given[key] = [value for value in data.getlist(key) if value != ""]
+    return given
+
+
+def attribute_filters(data) -> tuple[AttributeFilter, ...]:
+    """`attr.<name>=<value>` parameters (repeatable; values of one name OR-ed; names and
+    values compared without regard to case, aliases included), or a ValidationError."""
+    asked: dict[str, list[str]] = {}
+    for key, value in data.items():
+        if not key.startswith(ATTRIBUTE_PREFIX):
+            continue
+        name = key[len(ATTRIBUTE_PREFIX) :].strip()
+        values = [value] if isinstance(value, str) else list(value)
+        if not name or len(name) > 100:
+            raise serializers.ValidationError(
+                {key[:120]: ["Name an option or attribute (at most 100 characters)."]}
+            )
+        if any(not isinstance(v, str) or not v.strip() or len(v) > 100 for v in values):
+            raise serializers.ValidationError(
+                {key[:120]: ["Each value must be text of 1 to 100 characters."]}
+            )
+        asked.setdefault(name.lower(), []).extend(v.strip() for v in values)
+    if len(asked) > MAX_ATTRIBUTE_FILTERS:
+        raise serializers.ValidationError(
+            f"At most {MAX_ATTRIBUTE_FILTERS} attr.<name> filters in one search."
+        )
+    if sum(len(values) for values in asked.values()) > MAX_ATTRIBUTE_VALUES:
+        raise serializers.ValidationError(f"At most {MAX_ATTRIBUTE_VALUES} attr. values in all.")
+    return tuple(
+        AttributeFilter(
+            name=name,
+            keys=facet_value_keys(name, values),
+            values=tuple(dict.fromkeys(values)),
+        )
+        for name, values in sorted(asked.items())
+    )
 
 
 class UploadedImageField(serializers.FileField):
@@ -80,7 +124,10 @@ class SearchFiltersSerializer(serializers.Serializer):
                 {"max_price": [f"Must be at least min_price ({low})."]}
             )
         category = data.get("category")
+        attributes = attribute_filters(self.initial_data)
+        data["attributes"] = {a.name: list(a.values) for a in attributes}
         data["filters"] = SearchFilters(
+            attributes=attributes,
             category_ids=tuple(category_subtree_ids(category=category)) if category else (),
             brand=data.get("brand", ""),
             min_price=low,
@@ -135,6 +182,20 @@ class PageInputSerializer(SearchFiltersSerializer):
     session = SessionField()
 
 
+class VariantSerializer(serializers.Serializer):
+    sku = serializers.CharField()
+    options = serializers.DictField(child=serializers.CharField(), help_text='{"Size": "M"}')
+    price = serializers.DecimalField(max_digits=12, decimal_places=2)
+    compare_at_price = serializers.DecimalField(max_digits=12, decimal_places=2, allow_null=True)
+    in_stock = serializers.BooleanField()
+    image_url = serializers.SerializerMethodField(help_text="its own photo, if it has one")
+
+    def get_image_url(self, variant) -> str | None:
+        if variant.image is None:
+            return None
+        return self.context["request"].build_absolute_uri(variant.image.file.url)
+
+
 @extend_schema_serializer(component_name="ProductHit")
 class ProductHitSerializer(serializers.Serializer):
     id = serializers.IntegerField(source="product.id")
@@ -144,7 +205,13 @@ class ProductHitSerializer(serializers.Serializer):
     price = serializers.DecimalField(source="product.price", max_digits=12, decimal_places=2)
     currency = serializers.CharField(source="product.currency")
     in_stock = serializers.BooleanField(source="product.in_stock")
-    image_url = serializers.SerializerMethodField()
+    image_url = serializers.SerializerMethodField(
+        help_text="the photo it is shown with: its variant's, else its first"
+    )
+    variant = VariantSerializer(
+        allow_null=True,
+        help_text="the variant that best fits the query and filters (null: no variants)",
+    )
     score = serializers.FloatField(help_text="fused rank score; results are ordered by it")
     similarity = serializers.FloatField(
         allow_null=True, help_text="cosine similarity of its best photo to the query"
@@ -159,10 +226,8 @@ class ProductHitSerializer(serializers.Serializer):
     )
 
     def get_image_url(self, hit) -> str | None:
-        images = list(hit.product.images.all())
-        if not images:
-            return None
-        return self.context["request"].build_absolute_uri(images[0].file.url)
+        image = hit.image
+        return self.context["request"].build_absolute_uri(image.file.url) if image else None
 
 
 class CategoryFacetSerializer(serializers.Serializer):
@@ -177,16 +242,30 @@ class BrandFacetSerializer(serializers.Serializer):
     count = serializers.IntegerField()
 
 
+class AttributeValueSerializer(serializers.Serializer):
+    value = serializers.CharField(help_text="what attr.<name>= takes")
+    count = serializers.IntegerField(help_text="products")
+
+
+class AttributeFacetSerializer(serializers.Serializer):
+    name = serializers.CharField(help_text="the attr.<name> parameter (lower case)")
+    label = serializers.CharField()
+    values = AttributeValueSerializer(many=True)
+
+
 class FacetsSerializer(serializers.Serializer):
     categories = CategoryFacetSerializer(many=True)
     brands = BrandFacetSerializer(many=True)
     in_stock = serializers.IntegerField()
+    attributes = AttributeFacetSerializer(
+        many=True, help_text="options (Size, Colour) and the attributes configured as facets"
+    )
 
 
 class FilterRemovalSerializer(serializers.Serializer):
-    param = serializers.ChoiceField(
-        choices=["category", "brand", "min_price", "max_price", "in_stock"],
-        help_text="the request parameter to drop",
+    param = serializers.CharField(
+        help_text="the request parameter to drop: category, brand, min_price, max_price, "
+        "in_stock, or attr.<name>"
     )
     label = serializers.CharField()
 
@@ -217,8 +296,10 @@ SEARCH_ID_HELP = (
 
 class UnderstoodSerializer(serializers.Serializer):
     kind = serializers.ChoiceField(
-        choices=["price", "cheap", "brand", "category"],
-        help_text="price: a price filter; cheap: lower prices first; brand, category: a filter",
+        choices=["price", "cheap", "brand", "category", "attribute"],
+        help_text="price: a price filter; cheap: lower prices first; brand, category: a "
+        "filter; attribute: an option or attribute value (products without that option or "
+        "attribute stay)",
     )
     words = serializers.CharField(help_text="the words of the query it came from")
     label = serializers.CharField(help_text='what the shop shows, e.g. "Under 50"')

@@ -51,6 +51,7 @@ from search.selectors import (
 )
 from search.sorting import Sort
 from search.understanding import NOTHING_UNDERSTOOD, Understanding, query_understand
+from search.variants import query_values
 
 # "cheap": a match's score grows by up to this share the cheaper it is among the matches.
 CHEAP_PREFERENCE = 0.5
@@ -225,6 +226,9 @@ def product_search_by_text(
         filters=filters,  # what an empty page offers to remove; understood ones are chips
         related=True,
         nearest_categories=prepared.analysis.in_vocabulary,
+        variant_filters=prepared.filters,
+        words=query_values([token.text for token in prepared.analysis.tokens])
+        + [form for term in prepared.analysis.terms for form in term.forms],
     )
     if interleaved:
         page = replace(

@@ -115,6 +115,10 @@ def filter_removals(filters: SearchFilters) -> list[FilterRemoval]:
         removals.append(FilterRemoval("min_price", f"Price from {filters.min_price}"))
     if filters.max_price is not None:
         removals.append(FilterRemoval("max_price", f"Price up to {filters.max_price}"))
+    for attribute in filters.attributes:
+        if not attribute.lenient:
+            label = f"{attribute.name.capitalize()}: {' or '.join(attribute.values)}"
+            removals.append(FilterRemoval(f"attr.{attribute.name}", label))
     if filters.in_stock is not None:
         removals.append(
             FilterRemoval("in_stock", "In stock only" if filters.in_stock else "Out of stock only")

@@ -40,37 +40,92 @@ from search.ranking import cosine_distance, image_window, nearest_rows
 
 
 @dataclass(frozen=True)
+class AttributeFilter:
+    """`attr.<name>=<value>`: an option or attribute among `keys` ("size=m", aliases
+    included; catalog.selectors.facet_value_keys). `lenient`: a product that has no such
+    option or attribute at all passes (a value the query named: products the shop never
+    described by it are not dropped for that)."""
+
+    name: str  # lower case
+    keys: tuple[str, ...]
+    values: tuple[str, ...] = ()  # as asked, for labels
+    lenient: bool = False
+
+
+@dataclass(frozen=True)
 class SearchFilters:
     category_ids: tuple[int, ...] = ()  # a category and its sub-categories
     brand: str = ""
     min_price: Decimal | None = None
     max_price: Decimal | None = None
     in_stock: bool | None = None
+    attributes: tuple[AttributeFilter, ...] = ()
 
     def __bool__(self) -> bool:
-        return bool(self.category_ids or self.brand) or any(
+        return bool(self.category_ids or self.brand or self.attributes) or any(
             value is not None for value in (self.min_price, self.max_price, self.in_stock)
         )
 
     def sql(self, alias: str, prefix: str = "f") -> tuple[str, dict]:
         """` AND ...` conditions on the catalog_product row `alias`, and their parameters
-        (named `<prefix>_...`, so two sets of filters can share a statement)."""
-        conditions = {
-            f"{prefix}_category_ids": (
-                f"{alias}.category_id = ANY(%({prefix}_category_ids)s)",
-                self.category_ids,
-            ),
-            f"{prefix}_brand": (f"{alias}.brand = %({prefix}_brand)s", self.brand),
-            f"{prefix}_min_price": (f"{alias}.price >= %({prefix}_min_price)s", self.min_price),
-            f"{prefix}_max_price": (f"{alias}.price <= %({prefix}_max_price)s", self.max_price),
-            f"{prefix}_in_stock": (f"{alias}.in_stock = %({prefix}_in_stock)s", self.in_stock),
-        }
+        (named `<prefix>_...`, so two sets of filters can share a statement).
+
+        Price, stock and option filters hold together for one variant: "size M, in stock"
+        keeps a product only when one of its active variants is both; a product without
+        variants is its own one variant.
+        """
         sql, params = "", {}
-        for name, (condition, value) in conditions.items():
-            if value is not None and value != "" and value != ():
-                sql += f" AND {condition}"
-                params[name] = list(value) if isinstance(value, tuple) else value
+        if self.category_ids:
+            sql += f" AND {alias}.category_id = ANY(%({prefix}_category_ids)s)"
+            params[f"{prefix}_category_ids"] = list(self.category_ids)
+        if self.brand:
+            sql += f" AND {alias}.brand = %({prefix}_brand)s"
+            params[f"{prefix}_brand"] = self.brand
+        for i, attribute in enumerate(self.attributes):
+            params[f"{prefix}_attr{i}"] = list(attribute.keys)
+            params[f"{prefix}_attr{i}_name"] = [attribute.name]
+            if not attribute.lenient:  # the products' own keys: a GIN index lookup
+                sql += f" AND {alias}.facet_keys && %({prefix}_attr{i})s"
+        variant_sql, product_sql = self.variant_sql(f"{prefix}_v", alias, prefix)
+        if variant_sql != "true":
+            sql += f""" AND CASE WHEN {alias}.options = '[]'::jsonb THEN {product_sql}
+                ELSE EXISTS (SELECT 1 FROM catalog_productvariant {prefix}_v
+                             WHERE {prefix}_v.product_id = {alias}.id AND {variant_sql}) END"""
+        for name in ("min_price", "max_price", "in_stock"):
+            if getattr(self, name) is not None:
+                params[f"{prefix}_{name}"] = getattr(self, name)
         return sql, params
+
+    def variant_sql(self, variant: str, alias: str, prefix: str = "f") -> tuple[str, str]:
+        """The conditions one variant (`variant`, a catalog_productvariant row of the
+        product `alias`) must meet, and what a product without variants must meet instead;
+        parameters as sql() names them. ("true", "true"): nothing to meet."""
+        on_variant, on_product = [], []
+        for name, operator in (("min_price", ">="), ("max_price", "<=")):
+            if getattr(self, name) is not None:
+                on_variant.append(f"{variant}.price {operator} %({prefix}_{name})s")
+                on_product.append(f"{alias}.price {operator} %({prefix}_{name})s")
+        if self.in_stock is not None:
+            on_variant.append(f"{variant}.in_stock = %({prefix}_in_stock)s")
+            on_product.append(f"{alias}.in_stock = %({prefix}_in_stock)s")
+        for i, attribute in enumerate(self.attributes):
+            keys, name = f"%({prefix}_attr{i})s", f"%({prefix}_attr{i}_name)s"
+            # An option of the variant, else an attribute of the product.
+            product_has = f"{alias}.facet_keys && {keys}"
+            if attribute.lenient:
+                product_has = f"(NOT {alias}.facet_keys && {name} OR {product_has})"
+            # An attribute only where the name is none of the product's options.
+            is_option = (
+                f"EXISTS (SELECT 1 FROM jsonb_array_elements({alias}.options) {variant}_o "
+                f"WHERE lower(trim({variant}_o ->> 'name')) = ANY({name}))"
+            )
+            on_variant.append(
+                f"({variant}.option_keys && {keys} OR (NOT {is_option} AND {product_has}))"
+            )
+            on_product.append(product_has)
+        if not on_variant:
+            return "true", "true"
+        return f"{variant}.active AND " + " AND ".join(on_variant), " AND ".join(on_product)
 
 
 @dataclass(frozen=True)

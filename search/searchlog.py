@@ -75,6 +75,8 @@ def search_filters_logged(data: Mapping) -> dict:
             logged[name] = str(data[name])
     if data.get("in_stock") is not None:
         logged["in_stock"] = data["in_stock"]
+    if data.get("attributes"):
+        logged["attributes"] = data["attributes"]
     return logged
 
 

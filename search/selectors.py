@@ -13,6 +13,7 @@ import hashlib
 import logging
 import uuid
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,7 +22,7 @@ from django.core.cache import cache
 from django.db.models import QuerySet
 from PIL import Image
 
-from catalog.models import Product
+from catalog.models import Product, ProductImage, ProductVariant
 from catalog.selectors import category_ancestor_ids, category_nodes
 from embeddings.models import EmbeddingSpace
 from embeddings.spaces import space_active, space_encoder
@@ -42,6 +43,7 @@ from search.rules import (
     rules_for_search,
 )
 from search.sorting import Sort, ranked_sort
+from search.variants import AttributeFacet, attribute_facets, best_variants
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +58,22 @@ class ProductHit:
     # why it is here: "sku", "text", "synonym" (its words match through one), "image", "pinned"
     matched: tuple[str, ...] = ()
     related: bool = False  # under the "Related products" divider of a thin page
+    variant: ProductVariant | None = None  # the one it is shown with (search.variants)
+
+    @property
+    def image(self) -> ProductImage | None:
+        """The photo the card shows: its variant's, else the product's first."""
+        if self.variant is not None and self.variant.image is not None:
+            return self.variant.image
+        return next(iter(self.product.images.all()), None)
+
+    @property
+    def price(self):
+        return self.variant.price if self.variant is not None else self.product.price
+
+    @property
+    def in_stock(self) -> bool:
+        return self.variant.in_stock if self.variant is not None else self.product.in_stock
 
 
 @dataclass(frozen=True)
@@ -71,6 +89,7 @@ class Facets:
     categories: list[FacetCount] = field(default_factory=list)
     brands: list[FacetCount] = field(default_factory=list)
     in_stock: int = 0
+    attributes: list[AttributeFacet] = field(default_factory=list)  # options, attributes
 
 
 @dataclass(frozen=True)
@@ -254,6 +273,8 @@ def search_page(
     filters: SearchFilters | None = None,
     related: bool = False,
     nearest_categories: bool = False,
+    words: Sequence[str] = (),
+    variant_filters: SearchFilters | None = None,
 ) -> SearchPage:
     """One page of a ranked window, with its products loaded and facets over the window.
 
@@ -262,6 +283,8 @@ def search_page(
     than `limit` is filled with the window's products under the floor, unless nothing
     was relevant but pins; with `filters`, an empty result says what to try instead (with
     `nearest_categories`, also the categories of the window's most similar products).
+    Each product is shown with its variant that best fits `variant_filters` (default:
+    `filters`) and the query's `words` (search.variants).
     """
     relevant = rules_apply(
         [r for r in ranked if r.relevant or r.pinned], rules, place_pins=sort == Sort.RELEVANCE
@@ -278,8 +301,20 @@ def search_page(
         .select_related("category")
         .prefetch_related("images")
     }
+    variants = best_variants(
+        [pk for pk, product in products.items() if product.options],
+        filters=variant_filters or filters or NO_FILTERS,
+        words=words,
+    )
     results = [
-        ProductHit(products[r.product_id], r.score, r.similarity, _matched(r), is_related)
+        ProductHit(
+            products[r.product_id],
+            r.score,
+            r.similarity,
+            _matched(r),
+            is_related,
+            variants.get(r.product_id),
+        )
         for r, is_related in window
         if r.product_id in products  # deleted since the vectors were read
     ]
@@ -329,6 +364,7 @@ def search_facets(*, ranked: list[RankedProduct]) -> Facets:
     walk(None, 0)
     brands = Counter(brand for _, brand, _ in rows if brand)
     return Facets(
+        attributes=attribute_facets([r.product_id for r in ranked]),
         categories=categories,
         brands=[
             FacetCount(b, b, n) for b, n in sorted(brands.items(), key=lambda i: (-i[1], i[0]))

@@ -5,6 +5,9 @@
 - "cheap", "便宜": lower prices first among the matches (a soft preference, not a filter).
 - A brand's name ("Northwind dress", "under armour shorts"): a brand filter. Brands are
   found before prices, so "Under Armour" stays a brand.
+- A value of a configured facet ("red" of Colour, "navy" or its alias "dark blue", "xl"):
+  that option or attribute as a lenient filter (products the shop never described by it
+  stay; search.retrieval.AttributeFilter), and the variant it names is the one shown.
 - A word that is a category's head noun ("dresses", "mugs", "连衣裙", but not "leather" of
   "Leather Shoes"): that category, with its sub-categories, as a filter. When several
   words name categories, the last one does (the head of "dress shoes" is "shoes").
@@ -14,7 +17,7 @@ the page can show it as a chip the shopper removes (which searches again with
 `understand=false` and the other chips as plain filters). The shopper's own filters always
 win: an understood filter only fills one the shopper did not set. Its words are taken out
 of the text match (price and brand words) or stay in it (a category's name matches its
-products anyway).
+products anyway, and so do option values).
 """
 
 from __future__ import annotations
@@ -24,18 +27,24 @@ from decimal import Decimal
 
 from django.db import connection
 
-from catalog.selectors import category_nodes, category_subtree_ids_of
+from catalog.selectors import (
+    category_nodes,
+    category_subtree_ids_of,
+    facet_config,
+    facet_key,
+    facet_value_keys,
+)
 from catalog.text import LATIN_WORD_RE, text_fold
 from search.prices import cheap_spans, price_phrases
 from search.query import QueryAnalysis, QueryToken
-from search.retrieval import SearchFilters
+from search.retrieval import AttributeFilter, SearchFilters
 
 MAX_BRAND_WORDS = 4  # brand names of up to this many words are looked for
 
 
 @dataclass(frozen=True)
 class Understood:
-    kind: str  # "price", "cheap", "brand", "category"
+    kind: str  # "price", "cheap", "brand", "category", "attribute"
     words: str  # the words of the query it came from, as typed
     label: str  # what the shopper sees: "Under 50", "Brand: Acme", "Category: Dresses"
     params: dict[str, str] = field(default_factory=dict)  # as request filters
@@ -120,6 +129,12 @@ def query_understand(
         spans += cheap
         words = " ".join(query[start:end] for start, end in cheap)
         items.append(Understood("cheap", words, "Lower prices first"))
+    for name, label, start, end in facet_values_named(query, tokens, spans, filters):
+        words = query[start:end]
+        items.append(Understood("attribute", words, f"{label}: {words}", {f"attr.{name}": words}))
+        keys = facet_value_keys(name, [words])
+        attribute = AttributeFilter(name, keys, (words,), lenient=True)
+        filters = replace(filters, attributes=(*filters.attributes, attribute))
     understanding = Understanding(
         items=tuple(items),
         taken=_tokens_within(tokens, spans),
@@ -180,3 +195,38 @@ def brand_named(query: str, tokens: tuple[QueryToken, ...]) -> tuple[str, int, i
     key, brand = max(found, key=lambda row: (len(row[0]), -runs[row[0]][0]))
     start, end = runs[key]
     return brand, start, end
+
+
+def facet_values_named(
+    query: str, tokens: tuple[QueryToken, ...], taken: list[tuple[int, int]], filters
+) -> list[tuple[str, str, int, int]]:
+    """(facet name, its label, start, end) of each run of one or two of the query's words
+    (outside `taken`) that is a value, or an alias of one, of a configured facet that some
+    product has; the longest run first, each word in one at most, a facet named once."""
+    config = facet_config()
+    names = [name for name in config.names if name not in {a.name for a in filters.attributes}]
+    if not names:
+        return []
+    free = [t for t in tokens if not any(s < t.end and t.start < e for s, e in taken)]
+    runs = [(t.start, t.end) for t in free]
+    runs += [(a.start, b.end) for a, b in zip(free, free[1:], strict=False)]
+    candidates: dict[str, tuple[str, int, int]] = {}
+    for start, end in runs:
+        words = " ".join(query[start:end].lower().split())
+        for name in names:
+            value = config.aliases.get(name, {}).get(words, words)
+            candidates.setdefault(facet_key(name, value), (name, start, end))
+    with connection.cursor() as cursor:
+        # One probe of the facet-key index per candidate.
+        cursor.execute(
+            """SELECT k FROM unnest(%s::text[]) k WHERE EXISTS (
+                   SELECT 1 FROM catalog_product WHERE facet_keys @> ARRAY[k])""",
+            [list(candidates)],
+        )
+        found = [candidates[key] for (key,) in cursor.fetchall()]
+    chosen: list[tuple[str, str, int, int]] = []
+    for name, start, end in sorted(found, key=lambda f: (f[1] - f[2], f[1])):
+        if name in {c[0] for c in chosen} or any(s < end and start < e for _, _, s, e in chosen):
+            continue
+        chosen.append((name, config.labels[name], start, end))
+    return sorted(chosen, key=lambda c: c[2])

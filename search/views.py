@@ -17,6 +17,7 @@ from rest_framework import serializers
 from catalog.models import Product
 from embeddings.spaces import NoActiveSpace, space_active
 from search.api_common import (
+    ATTRIBUTE_PREFIX,
     SearchFiltersSerializer,
     SortField,
     UploadedImageField,
@@ -183,6 +184,8 @@ def shop_search(request):
             matches=matches,
             related=[hit for hit in page.results if hit.related],
             understood_chips=understood_chips(request, page),
+            attribute_facets=attribute_facet_links(request, page),
+            clear_filters_link=_without_filters(request),
             click_prefix=click_url_prefix(page.search_id),
             # Positions as logged: related products follow the matches of the first page.
             first_position=offset + 1,
@@ -205,6 +208,35 @@ def understood_chips(request, page) -> list[tuple[str, str]]:
                     params.setdefault(name, value)
         chips.append((item.label, f"?{params.urlencode()}"))
     return chips
+
+
+def attribute_facet_links(request, page) -> list[tuple[str, list[tuple[str, int, str, bool]]]]:
+    """(label, [(value, count, link, selected)]) per option or attribute facet: each link
+    adds the value to `attr.<name>` (values of one name are OR-ed), or removes it."""
+    facets = []
+    for facet in page.facets.attributes:
+        key = f"attr.{facet.name}"
+        chosen = {v.lower() for v in request.GET.getlist(key)}
+        links = []
+        for item in facet.values:
+            params = request.GET.copy()
+            params.pop("page", None)
+            selected = item.value.lower() in chosen
+            values = [v for v in params.getlist(key) if v.lower() != item.value.lower()]
+            params.setlist(key, values if selected else [*values, item.value])
+            links.append((item.label, item.count, f"?{params.urlencode()}", selected))
+        facets.append((facet.label, links))
+    return facets
+
+
+def _without_filters(request) -> str:
+    params = request.GET.copy()
+    for name in [*FILTER_PARAMS, "page", *(k for k in params if k.startswith(ATTRIBUTE_PREFIX))]:
+        params.pop(name, None)
+    return f"?{params.urlencode()}"
+
+
+FILTER_PARAMS = ("category", "brand", "min_price", "max_price", "in_stock")
 
 
 def _photo_cache_key(photo_id: str) -> str:

@@ -59,11 +59,13 @@ def test_search_api_returns_ranked_products(client, shop):
         "currency",
         "in_stock",
         "image_url",
+        "variant",
         "score",
         "similarity",
         "matched",
         "related",
     }
+    assert first["variant"] is None  # a product without options
     assert first["image_url"].startswith("http://testserver/media/products/")
     assert body["results"][0]["score"] >= body["results"][1]["score"]
     # The title matches the words, so it comes first and says why.
