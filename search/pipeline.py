@@ -227,6 +227,7 @@ def product_search_by_text(
         related=True,
         nearest_categories=prepared.analysis.in_vocabulary,
         variant_filters=prepared.filters,
+        looks_like=text_vector(space, prepared.meaning),
         words=query_values([token.text for token in prepared.analysis.tokens])
         + [form for term in prepared.analysis.terms for form in term.forms],
     )

@@ -258,6 +258,7 @@ def products_nearest(
         rules=rules,
         sort=sort,
         filters=filters,
+        looks_like=vector,
     )
 
 
@@ -275,6 +276,7 @@ def search_page(
     nearest_categories: bool = False,
     words: Sequence[str] = (),
     variant_filters: SearchFilters | None = None,
+    looks_like: np.ndarray | None = None,
 ) -> SearchPage:
     """One page of a ranked window, with its products loaded and facets over the window.
 
@@ -284,7 +286,7 @@ def search_page(
     was relevant but pins; with `filters`, an empty result says what to try instead (with
     `nearest_categories`, also the categories of the window's most similar products).
     Each product is shown with its variant that best fits `variant_filters` (default:
-    `filters`) and the query's `words` (search.variants).
+    `filters`), the query's `words` and the query vector `looks_like` (search.variants).
     """
     relevant = rules_apply(
         [r for r in ranked if r.relevant or r.pinned], rules, place_pins=sort == Sort.RELEVANCE
@@ -305,6 +307,7 @@ def search_page(
         [pk for pk, product in products.items() if product.options],
         filters=variant_filters or filters or NO_FILTERS,
         words=words,
+        looks_like=(space, looks_like) if looks_like is not None else None,
     )
     results = [
         ProductHit(

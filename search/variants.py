@@ -12,34 +12,52 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 from django.db import connection
 
 from catalog.models import ProductVariant
 from catalog.selectors import FacetConfig, facet_config
+from embeddings.models import EmbeddingSpace
+from search.ranking import cosine_distance
 from search.retrieval import SearchFilters
 
 NO_FILTERS = SearchFilters()
 
 
 def best_variants(
-    product_ids: Sequence[int], *, filters: SearchFilters = NO_FILTERS, words: Sequence[str] = ()
+    product_ids: Sequence[int],
+    *,
+    filters: SearchFilters = NO_FILTERS,
+    words: Sequence[str] = (),
+    looks_like: tuple[EmbeddingSpace, np.ndarray] | None = None,
 ) -> dict[int, ProductVariant]:
     """The variant each product of `product_ids` is best shown with (products without
-    variants are left out), in one statement."""
+    variants are left out), in one statement: one that meets `filters`, then the most of
+    its option values among `words`, then (`looks_like`: a space and a query vector) its
+    photo nearest the query, then in stock, then the shop's order."""
     if not product_ids:
         return {}
     condition, _ = filters.variant_sql("v", "p")
     _, params = filters.sql("p")
     values = sorted({w.strip().lower() for w in words if w.strip()})
+    nearest, join = "0", ""
+    if looks_like is not None:
+        space, vector = looks_like
+        nearest, query = cosine_distance(space, "e.vector", vector)
+        params.update(query, space=space.pk)
+        join = (
+            "LEFT JOIN embeddings_imageembedding e "
+            "ON e.image_id = v.image_id AND e.space_id = %(space)s"
+        )
     rows = ProductVariant.objects.raw(
         f"""
         SELECT DISTINCT ON (v.product_id) v.*
-        FROM catalog_productvariant v JOIN catalog_product p ON p.id = v.product_id
+        FROM catalog_productvariant v JOIN catalog_product p ON p.id = v.product_id {join}
         WHERE v.product_id = ANY(%(ids)s) AND v.active AND {condition}
         ORDER BY v.product_id,
                  (SELECT count(*) FROM unnest(v.option_keys) k
                   WHERE split_part(k, '=', 2) = ANY(%(values)s)) DESC,
-                 v.in_stock DESC, v.position, v.id
+                 {nearest} NULLS LAST, v.in_stock DESC, v.position, v.id
         """,
         {**params, "ids": list(product_ids), "values": values},
     )

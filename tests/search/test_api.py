@@ -75,7 +75,7 @@ def test_search_api_returns_ranked_products(client, shop):
     assert first["title"] == product.title
     assert first["price"] == str(product.price)
     assert body["results"][1]["matched"] == ["image"]
-    assert set(body["facets"]) == {"categories", "brands", "in_stock"}
+    assert set(body["facets"]) == {"categories", "brands", "in_stock", "attributes"}
 
 
 def test_search_api_pages(client, shop):

@@ -4,6 +4,7 @@ together on one variant, the variant each result is shown with, facets counted b
 from decimal import Decimal
 
 import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
 from catalog.models import Facet, FacetValueAlias, ProductVariant
@@ -209,3 +210,12 @@ def test_a_configured_facet_value_in_the_query_is_understood(client, dresses, ma
     assert body["results"][found.index("DRS-2")]["variant"]["sku"] == "DRS-2-RED-M"
     plain = api(client, q="red dress")
     assert "DRS-3" in [h["sku"] for h in plain["results"] if not h["related"]]
+
+
+def test_photo_search_shows_the_variant_whose_photo_it_is(client, dresses, settings):
+    settings.SEARCH_SIMILARITY_FLOOR = -1.0
+    photo = SimpleUploadedFile("red.jpg", jpeg_bytes(RED, seed=1), content_type="image/jpeg")
+    body = client.post(reverse("api-search-image"), {"image": photo}).json()
+    two_tone = next(hit for hit in body["results"] if hit["sku"] == "DRS-1")
+    assert two_tone["variant"]["options"]["Colour"] == "Red"  # the same photo
+    assert [hit["sku"] for hit in body["results"]].count("DRS-1") == 1
