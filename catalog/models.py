@@ -77,6 +77,11 @@ class Product(models.Model):
     def __str__(self):
         return f"{self.sku} {self.title}"
 
+    def variant_rows(self) -> list[tuple["ProductVariant", list[str]]]:
+        """Its active variants, each with its values in the order of the options."""
+        names = [option["name"] for option in self.options]
+        return [(v, [v.options.get(n, "") for n in names]) for v in self.variants.all() if v.active]
+
 
 MAX_OPTIONS = 3  # as Shopify and most shop platforms
 

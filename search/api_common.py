@@ -9,7 +9,7 @@ OpenAPI schema (/api/schema/) comes from their serializers via drf-spectacular.
 """
 
 from django.conf import settings
-from drf_spectacular.utils import extend_schema_serializer
+from drf_spectacular.utils import OpenApiParameter, extend_schema_serializer
 from rest_framework import exceptions, serializers
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.views import APIView
@@ -53,6 +53,16 @@ def non_blank(data) -> dict:
         if key.startswith(ATTRIBUTE_PREFIX) and hasattr(data, "getlist"):
             given[key] = [value for value in data.getlist(key) if value != ""]
     return given
+
+
+ATTRIBUTE_PARAMETER = OpenApiParameter(
+    name="attr.<name>",
+    type=str,
+    many=True,
+    description="an option or attribute value, e.g. `attr.size=M` (repeatable: values of one "
+    "name are OR-ed; names and values compared without regard to case, aliases included). "
+    "Price, stock and option filters hold together on one variant of a product.",
+)
 
 
 def attribute_filters(data) -> tuple[AttributeFilter, ...]:

@@ -10,6 +10,7 @@ from rest_framework import serializers
 from rest_framework.response import Response
 
 from search.api_common import (
+    ATTRIBUTE_PARAMETER,
     SEARCH_ID_HELP,
     PageInputSerializer,
     ProductHitSerializer,
@@ -77,7 +78,7 @@ class ProductSearchApi(SearchApiView):
         "`count` and the facets count matches; a first page with fewer matches than `limit` "
         "is filled with the next most similar products, marked `related`. `sort` orders "
         "the matches only.",
-        parameters=[InputSerializer],
+        parameters=[InputSerializer, ATTRIBUTE_PARAMETER],
         responses={200: SearchPageSerializer, 400: ErrorSerializer},
     )
     def get(self, request):
@@ -106,6 +107,7 @@ class ProductImageSearchApi(UploadApiView):
     @extend_schema(
         operation_id="search_products_by_image",
         summary="Search products by photo",
+        description="The same filters as the text search, `attr.<name>` form fields included.",
         request={"multipart/form-data": InputSerializer},
         responses={200: SearchPageSerializer, 400: ErrorSerializer},
     )

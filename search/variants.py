@@ -40,10 +40,11 @@ def best_variants(
     condition, _ = filters.variant_sql("v", "p")
     _, params = filters.sql("p")
     values = sorted({w.strip().lower() for w in words if w.strip()})
-    nearest, join = "0", ""
+    nearest, join = "", ""
     if looks_like is not None:
         space, vector = looks_like
-        nearest, query = cosine_distance(space, "e.vector", vector)
+        distance, query = cosine_distance(space, "e.vector", vector)
+        nearest = f"{distance} NULLS LAST,"
         params.update(query, space=space.pk)
         join = (
             "LEFT JOIN embeddings_imageembedding e "
@@ -57,7 +58,7 @@ def best_variants(
         ORDER BY v.product_id,
                  (SELECT count(*) FROM unnest(v.option_keys) k
                   WHERE split_part(k, '=', 2) = ANY(%(values)s)) DESC,
-                 {nearest} NULLS LAST, v.in_stock DESC, v.position, v.id
+                 {nearest} v.in_stock DESC, v.position, v.id
         """,
         {**params, "ids": list(product_ids), "values": values},
     )

@@ -78,7 +78,7 @@ def test_search_api_says_nothing_matches_nonsense(client, catalog_shop):
     body = client.get(reverse("api-search"), {"q": "asdfgh"}).json()
     assert body["count"] == 0
     assert body["results"] == []
-    assert body["facets"] == {"categories": [], "brands": [], "in_stock": 0}
+    assert body["facets"] == {"categories": [], "brands": [], "in_stock": 0, "attributes": []}
 
 
 @pytest.mark.parametrize(

@@ -219,3 +219,10 @@ def test_photo_search_shows_the_variant_whose_photo_it_is(client, dresses, setti
     two_tone = next(hit for hit in body["results"] if hit["sku"] == "DRS-1")
     assert two_tone["variant"]["options"]["Colour"] == "Red"  # the same photo
     assert [hit["sku"] for hit in body["results"]].count("DRS-1") == 1
+
+
+def test_the_product_page_lists_its_variants(client, dresses):
+    html = client.get(reverse("product-detail", args=[dresses["red_green"].pk])).content.decode()
+    assert "40.00 – 55.00" in html
+    assert html.count("data-variant-sku=") == 6
+    assert '<tr data-variant-sku="DRS-2-RED-M">\n            <td>Red</td><td>M</td>' in html
