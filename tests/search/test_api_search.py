@@ -260,6 +260,7 @@ def test_schema_lists_what_the_search_endpoints_accept(schema):
         "correct",
         "understand",
         "session",
+        "attr.<name>",
     }
     assert next(p for p in search["parameters"] if p["name"] == "q")["required"] is True
     components = schema["components"]["schemas"]
