@@ -65,7 +65,7 @@ class Command(BaseCommand):
             source = stack.enter_context(path.open("rb"))
             archive = stack.enter_context(open(images, "rb")) if images else None
             try:
-                import_files_check(format=format, source=source, images=archive)
+                job.format = import_files_check(format=format, source=source, images=archive)
             except ImportFileError as exc:
                 raise CommandError(str(exc)) from None
             if not dry_run:
