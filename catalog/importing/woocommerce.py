@@ -256,6 +256,8 @@ class _ProductParse:
                     options=[],
                     price_max=None,
                 )
+            if barcode := fields.get("gtin, upc, ean, or isbn"):
+                row.attributes["barcode"] = barcode  # as a variant's would be
             if kind == "grouped" and offer is None:
                 row.values.setdefault("price", price_parse("0"))
             row.variants = []

@@ -18,7 +18,8 @@ ERRORS_SHOWN = 20
 class Command(BaseCommand):
     help = (
         "Import products from a CSV (with --images ZIP), a TSV of text<TAB>base64 image, or "
-        "JSON Lines. Rows are upserted by SKU in batches; bad rows are reported and skipped. "
+        "JSON Lines; a Shopify or WooCommerce product export is told by its header. Rows are "
+        "upserted by SKU in batches; bad rows are reported and skipped. "
         "Interrupted? Run it again: it completes what is missing and changes nothing else."
     )
 
