@@ -99,16 +99,10 @@ def fields_lowered(record: Record) -> dict[str, str]:
 def group_failed(group: RecordGroup, errors: list[RowError], sku: str) -> list[RowError]:
     """The group's errors, and a line for each of its other lines: none was imported."""
     failed = {error.line for error in errors}
-    first = min(failed, default=group.line)
+    message = f"not imported: its product (line {min(failed, default=group.line)}) has errors"
     for record in group.records:
-        if record.error is not None and record.line not in failed:
-            errors.append(record.error)
-        elif record.line not in failed:
-            errors.append(
-                RowError(
-                    record.line, "", f"not imported: its product (line {first}) has errors", sku
-                )
-            )
+        if record.line not in failed:
+            errors.append(record.error or RowError(record.line, "", message, sku))
         failed.add(record.line)
     for error in errors:
         error.sku = error.sku or sku

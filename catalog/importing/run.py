@@ -395,11 +395,8 @@ class _Batch:
         if product is None and row.sku in self.dry_run_skus:
             return Product(sku=row.sku)
         if product is None:
-            self.errors += [
-                RowError(v.line, "Parent", f"its parent {row.sku!r} is neither before it in "
-                         "the file nor in the catalog", row.sku)
-                for v in row.variants
-            ]  # fmt: skip
+            message = f"its parent {row.sku!r} is neither before it in the file nor in the catalog"
+            self.errors += [RowError(v.line, "Parent", message, row.sku) for v in row.variants]
             return None
         shas = {image.sha256 for image in current_images[product.pk]}
         if added := [item for item in row.checked if item.sha256 not in shas]:
