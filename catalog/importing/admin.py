@@ -30,7 +30,8 @@ ERRORS_SHOWN = 100
 class ImportUploadForm(forms.Form):
     file = forms.FileField(
         label="Products file",
-        help_text="CSV with a header, TSV of text<TAB>base64 image, or JSON Lines",
+        help_text="CSV with a header (a Shopify or WooCommerce product export too), TSV of "
+        "text<TAB>base64 image, or JSON Lines",
     )
     images = forms.FileField(
         label="Images ZIP", required=False, help_text="the images that the rows name (CSV, JSONL)"

@@ -114,9 +114,12 @@ def _too_long(limit: int) -> str:
 # --- CSV ------------------------------------------------------------------------------------
 
 
-def csv_header(stream: IO[bytes]) -> tuple[list[str], str, int]:
+def csv_header(
+    stream: IO[bytes], *, required: tuple[str, ...] = ("sku", "title")
+) -> tuple[list[str], str, int]:
     """The column names of a CSV file (UTF-8, BOM or not), its delimiter, and the offset
-    after the header. Spreadsheets in many locales separate with ';', so that is accepted."""
+    after the header. Spreadsheets in many locales separate with ';', so that is accepted.
+    `required`: lower-case names the header must have (a shop platform's export has its own)."""
     lines = LineReader(stream, max_bytes=MAX_TEXT_LINE_BYTES)
     first = next(iter(lines), None)
     if first is None:
@@ -135,11 +138,11 @@ def csv_header(stream: IO[bytes]) -> tuple[list[str], str, int]:
         return [name.strip() for name in next(csv.reader([text], delimiter=delimiter), [])]
 
     delimiter = next(
-        (d for d in CSV_DELIMITERS if {"sku", "title"} <= {n.lower() for n in names(d)}), ","
+        (d for d in CSV_DELIMITERS if set(required) <= {n.lower() for n in names(d)}), ","
     )
     columns = names(delimiter)
     lowered = [name.lower() for name in columns]
-    missing = [name for name in ("sku", "title") if name not in lowered]
+    missing = [name for name in required if name not in lowered]
     if missing:
         raise ImportFileError(
             f"the header has no {' or '.join(repr(m) for m in missing)} column "
@@ -151,9 +154,15 @@ def csv_header(stream: IO[bytes]) -> tuple[list[str], str, int]:
     return columns, delimiter, lines.offset
 
 
-def csv_records(stream: IO[bytes], *, offset: int = 0, line: int = 0) -> Iterator[Record]:
+def csv_records(
+    stream: IO[bytes],
+    *,
+    offset: int = 0,
+    line: int = 0,
+    required: tuple[str, ...] = ("sku", "title"),
+) -> Iterator[Record]:
     """Records of a CSV file with a header; from `offset`/`line` when resuming."""
-    columns, delimiter, header_end = csv_header(stream)
+    columns, delimiter, header_end = csv_header(stream, required=required)
     if offset < header_end:
         offset, line = header_end, 1
     lines = LineReader(stream, max_bytes=MAX_TEXT_LINE_BYTES, offset=offset, line=line)

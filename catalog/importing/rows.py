@@ -57,8 +57,27 @@ class ImageRef:
 
 
 @dataclass
+class VariantRow:
+    """One variant of a product row (a shop platform's export): upserted by its SKU."""
+
+    line: int
+    sku: str
+    options: dict[str, str]  # {"Size": "M"}, in the product's order of options
+    price: Decimal
+    compare_at_price: Decimal | None = None
+    stock: int | None = None  # None: not tracked
+    in_stock: bool = True  # sellable
+    barcode: str = ""
+    image: str | None = None  # the value of one of the product row's image refs
+    sku_column: str = "SKU"  # the file's name for it, in errors
+
+
+@dataclass
 class ProductRow:
-    """A valid row. Fields it does not give are left as they are on an existing product."""
+    """A valid row. Fields it does not give are left as they are on an existing product.
+
+    A shop platform's product spans several lines of its file; its row lists its variants.
+    """
 
     line: int
     sku: str
@@ -69,6 +88,17 @@ class ProductRow:
     titles: dict[str, str] = field(default_factory=dict)  # translated titles by language
     images: list[ImageRef] | None = None  # None: the row says nothing about images
     checked: list = field(default_factory=list)  # CheckedImage, or a Future of one
+    image_shas: dict[str, str] = field(default_factory=dict)  # ref value -> sha256, once checked
+    variants: list[VariantRow] | None = None  # None: says nothing about variants; []: has none
+    option_names: list[str] = field(default_factory=list)  # in the shop's order
+    # The product's variants not listed are made inactive, except those in `variants_kept`
+    # (listed further on in the file); off when a variant line failed: it is not gone.
+    variants_complete: bool = True
+    variants_kept: set[str] = field(default_factory=set)
+    # Only variants (and their photos) for a product imported before: a WooCommerce
+    # variation that is not next to its parent. The product's own fields are left alone.
+    attach: bool = False
+    line_errors: list[RowError] = field(default_factory=list)  # its lines not imported
 
 
 class _Errors(list):

@@ -1,5 +1,8 @@
 """Running a bulk import: every row validated, good rows upserted by SKU in batches that
-each commit, resumable after its last committed batch (the task calls this)."""
+each commit, resumable after its last committed batch (the task calls this).
+
+A shop platform's export (Shopify, WooCommerce) is read by its own module, one product's
+lines at a time, into rows with variants that are written here like any other row."""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from decimal import Decimal
+from functools import partial
 from typing import IO
 
 from django.conf import settings
@@ -25,6 +29,7 @@ from catalog.importing.images import (
     image_download,
 )
 from catalog.importing.locks import import_job_lock, import_job_unlock
+from catalog.importing.platforms import RecordGroup, csv_format_detect
 from catalog.importing.readers import (
     ImportFileError,
     Record,
@@ -34,14 +39,23 @@ from catalog.importing.readers import (
     tsv_records,
 )
 from catalog.importing.rows import ProductRow, product_row_parse, tsv_row_parse
+from catalog.importing.shopify import ShopifyFile
+from catalog.importing.variants import VariantsPlan
+from catalog.importing.woocommerce import WooCommerceFile
 from catalog.models import Category, ImportJob, ImportRowError, Product, ProductImage
-from catalog.services import TEXT_FIELDS, category_get_or_create_path, category_path_slug
+from catalog.services import (
+    TEXT_FIELDS,
+    category_get_or_create_path,
+    category_path_slug,
+    products_variants_summarise,
+)
 from catalog.signals import catalog_changed_send
 
 logger = logging.getLogger(__name__)
 
 Format = ImportJob.Format
 READERS = {Format.CSV: csv_records, Format.TSV: tsv_records, Format.JSONL: jsonl_records}
+PLATFORMS = {Format.SHOPIFY: ShopifyFile, Format.WOOCOMMERCE: WooCommerceFile}
 PRODUCT_FIELDS = ["title", "description", "brand", "category", "price", "currency", "in_stock"]
 _NEW_CATEGORY = object()  # a dry run's category that the import would create
 
@@ -105,16 +119,16 @@ def _job_run(job, source, images, embed, batch_size, progress, on_errors) -> Non
             if archive is not None:
                 stack.callback(archive.close)
             job.source_bytes = _stream_size(source)
-            _job_save(job, ["source_bytes"])  # progress is measured against it
+            platform, records = _records(job, source)
             batch = _Batch(
                 job=job,
                 archive=archive,
                 embed=embed,
                 on_errors=on_errors,
                 downloads=stack.enter_context(_downloads()),
+                platform=platform,
             )
             size = batch_size or settings.IMPORT_BATCH_SIZE
-            records = READERS[job.format](source, offset=job.resume_offset, line=job.resume_line)
             for record in records:
                 batch.add(record)
                 if batch.records >= size:
@@ -143,6 +157,17 @@ def _job_run(job, source, images, embed, batch_size, progress, on_errors) -> Non
         progress(job)
 
 
+def _records(job: ImportJob, source: IO[bytes]):
+    """The reader of a platform's export (or None), and the records from where the job
+    resumes."""
+    if job.format == Format.CSV:  # or a platform's export, told by its header
+        job.format = csv_format_detect(source)
+    _job_save(job, ["source_bytes", "format"])  # progress is measured against the size
+    platform = PLATFORMS[job.format](source) if job.format in PLATFORMS else None
+    reader = platform.records if platform else partial(READERS[job.format], source)
+    return platform, reader(offset=job.resume_offset, line=job.resume_line)
+
+
 def _job_files_delete(job: ImportJob) -> None:
     # A finished job never reads its files again; they are private data to keep no longer.
     try:
@@ -154,11 +179,13 @@ def _job_files_delete(job: ImportJob) -> None:
 class _Batch:
     """The rows read since the last commit, with their errors and checked images."""
 
-    def __init__(self, *, job, archive, embed, on_errors, downloads):
+    def __init__(self, *, job, archive, embed, on_errors, downloads, platform=None):
         self.job, self.archive, self.embed = job, archive, embed
-        self.on_errors, self.downloads = on_errors, downloads
+        self.on_errors, self.downloads, self.platform = on_errors, downloads, platform
         self.write = not job.dry_run
         self.categories: dict[tuple[str, ...], object] = {}
+        self.variant_owners: dict[str, tuple[str, int]] = {}  # in this import, by variant SKU
+        self.dry_run_skus: set[str] = set()  # the products a dry run would have created
         self._reset()
 
     def _reset(self) -> None:
@@ -168,23 +195,27 @@ class _Batch:
         self.records = 0
         self.url_images: dict[str, Future] = {}
 
-    def add(self, record: Record) -> None:
+    def add(self, record: Record | RecordGroup) -> None:
         row = self._parse(record)
         if isinstance(row, ProductRow) and row.sku in self.skus:
-            # A SKU repeated in the file: commit the first, so the later one updates it.
+            # A SKU repeated in the file (or a variation joining its product later on):
+            # commit the first, so the later one finds it.
             self.commit()
         if isinstance(row, ProductRow):
             self._images_check(row)
             self.rows.append(row)
             self.skus.add(row.sku)
+            self.errors.extend(row.line_errors)
         else:
             self.errors.extend(row)
-        self.records += 1
+        self.records += len(record.records) if isinstance(record, RecordGroup) else 1
         self.end = (record.end_offset, record.end_line)
 
     def _parse(self, record: Record) -> ProductRow | list[RowError]:
         if record.error is not None:
             return [record.error]
+        if self.platform is not None:
+            return self.platform.parse(record, has_archive=self.archive is not None)
         if self.job.format == Format.TSV:
             return tsv_row_parse(record)
         return product_row_parse(record, has_archive=self.archive is not None)
@@ -220,8 +251,10 @@ class _Batch:
                 if isinstance(item, ImageRefError):
                     label = "the image" if ref.kind == "inline" else repr(ref.value)[:200]
                     errors.append(RowError(row.line, "image", f"{label}: {item}", row.sku))
-                elif item.sha256 not in {c.sha256 for c in checked}:
-                    checked.append(item)
+                else:
+                    row.image_shas[ref.value] = item.sha256
+                    if item.sha256 not in {c.sha256 for c in checked}:
+                        checked.append(item)
             if errors:
                 self.errors.extend(errors)
             else:
@@ -281,7 +314,7 @@ class _Batch:
         )
 
     def _apply(self, rows: list[ProductRow], counts: dict[str, int]) -> None:
-        """Upsert the rows' products and images (or, in a dry run, only count them)."""
+        """Upsert the rows' products, images and variants (or, in a dry run, count them)."""
         products = Product.objects.filter(sku__in=[row.sku for row in rows])
         existing = {p.sku: p for p in (products.select_for_update() if self.write else products)}
         current_images = defaultdict(list)
@@ -289,45 +322,96 @@ class _Batch:
             "id", "product_id", "sha256", "position"
         ):
             current_images[image.product_id].append(image)
-        new, changed, captions, image_plans = [], [], [], []
+        image_shas = {i.pk: i.sha256 for images in current_images.values() for i in images}
+        variants = VariantsPlan(rows, existing, self.variant_owners)
+        new, changed, captions, image_plans, with_variants = [], [], [], [], []
         for row in rows:
             product = existing.get(row.sku)
-            if product is None:
-                if "price" not in row.values and self.job.format != Format.TSV:
-                    self.errors.append(RowError(row.line, "price", "is required", row.sku))
+            if row.attach:
+                product, fields = self._attached(row, product, current_images), set()
+                if product is None:
                     continue
-                product = Product(sku=row.sku, price=Decimal("0.00"), attributes={})
-                self._product_fill(product, row)
-                new.append(product)
-                counts["created"] += 1
+            elif product is None:
+                product, fields = self._product_new(row), set()
+                if product is None:
+                    continue
             else:
                 fields = self._product_fill(product, row)
-                images_differ = row.images is not None and [
-                    i.sha256 for i in current_images[product.pk]
-                ] != [c.sha256 for c in row.checked]
-                if fields or images_differ:
-                    changed.append((product, fields))
-                    counts["updated"] += 1
-                else:
-                    counts["unchanged"] += 1
-                if fields & TEXT_FIELDS:
-                    captions.append(product)
-                if not images_differ:
-                    continue
-            if row.images is not None:
+            variants_changed, options_changed, accepted = variants.plan(
+                row, product, image_shas, self.errors
+            )
+            if product.pk is None:  # new, or a dry run's new product gaining variations
+                if row.attach or (row.variants and not accepted):
+                    continue  # (every variant refused: no product to sell)
+                new.append(product)
+                counts["created"] += 1
+                with_variants += [product] if row.variants else []
+                image_plans += [(product, row.checked)] if row.images is not None else []
+                continue
+            if row.variants:
+                with_variants.append(product)
+            images_differ = row.images is not None and [
+                i.sha256 for i in current_images[product.pk]
+            ] != [c.sha256 for c in row.checked]
+            if fields or images_differ or variants_changed:
+                changed.append((product, fields))
+                counts["updated"] += 1
+            else:
+                counts["unchanged"] += 1
+            if fields & TEXT_FIELDS or options_changed:
+                captions.append(product)
+            if images_differ:
                 image_plans.append((product, row.checked))
         counts["images"] = sum(
             len({c.sha256 for c in checked} - {i.sha256 for i in current_images[p.pk]})
             for p, checked in image_plans
         )
         if not self.write:
+            self.dry_run_skus.update(product.sku for product in new)
             return
+        self._products_write(new, changed, rows)
+        new_images = self._images_apply(image_plans, current_images)
+        # Variants link to their photos, and their product's price and options follow them.
+        variants.write([product.pk for product in with_variants])
+        products_variants_summarise([product.pk for product in with_variants])
+        if self.embed:
+            catalog_changed_send(
+                image_ids=[image.pk for image in new_images],
+                product_ids=[p.pk for p in new] + [p.pk for p in captions],
+            )
+
+    def _product_new(self, row: ProductRow) -> Product | None:
+        if "price" not in row.values and not row.variants and self.job.format != Format.TSV:
+            self.errors.append(RowError(row.line, "price", "is required", row.sku))
+            return None
+        # With variants, its price follows from theirs once they are written.
+        price = min((v.price for v in row.variants or ()), default=Decimal("0.00"))
+        product = Product(sku=row.sku, price=price, attributes={})
+        self._product_fill(product, row)
+        return product
+
+    def _attached(self, row: ProductRow, product: Product | None, current_images):
+        """The product that variations joining it later belong to; its photos gain theirs."""
+        if product is None and row.sku in self.dry_run_skus:
+            return Product(sku=row.sku)
+        if product is None:
+            message = f"its parent {row.sku!r} is neither before it in the file nor in the catalog"
+            self.errors += [RowError(v.line, "Parent", message, row.sku) for v in row.variants]
+            return None
+        shas = {image.sha256 for image in current_images[product.pk]}
+        if added := [item for item in row.checked if item.sha256 not in shas]:
+            row.checked = [*current_images[product.pk], *added]  # kept by their sha256
+        row.images = row.images if added else None
+        return product
+
+    def _products_write(self, new, changed, rows) -> None:
         now = timezone.now()
+        given = set().union(*(row.values for row in rows)) - set(PRODUCT_FIELDS)
         Product.objects.bulk_create(
             new,
             update_conflicts=True,  # created meanwhile by another import: update it
             unique_fields=["sku"],
-            update_fields=[*PRODUCT_FIELDS, "attributes", "updated"],
+            update_fields=[*PRODUCT_FIELDS, *sorted(given), "attributes", "updated"],
         )
         for product, _ in changed:
             product.updated = now
@@ -337,18 +421,16 @@ class _Batch:
             [name if name != "category_id" else "category" for name in updated_fields]
             + ["updated"],
         )
-        new_images = self._images_apply(image_plans, current_images)
-        if self.embed:
-            catalog_changed_send(
-                image_ids=[image.pk for image in new_images],
-                product_ids=[p.pk for p in new] + [p.pk for p in captions],
-            )
 
     def _product_fill(self, product: Product, row: ProductRow) -> set[str]:
         """Set the row's values on the product; the names of those that changed."""
         wanted = {"title": row.title, **row.values}
         if row.category is not None:
             wanted["category_id"] = self._category(row.category) if row.category else None
+        names = [option["name"] for option in product.options]
+        if row.variants and names != row.option_names:
+            # The shop's order of options (a variant's JSON keeps none); values follow.
+            wanted["options"] = [{"name": name, "values": []} for name in row.option_names]
         attributes = {**product.attributes, **row.attributes}
         if row.titles:
             attributes["titles"] = {**(product.attributes.get("titles") or {}), **row.titles}

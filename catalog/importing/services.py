@@ -10,6 +10,7 @@ from django.db import transaction
 
 from catalog.importing.images import ImageArchive
 from catalog.importing.locks import import_job_lock, import_job_unlock
+from catalog.importing.platforms import PLATFORM_COLUMNS, csv_format_detect
 from catalog.importing.readers import (
     ImportFileError,
     csv_header,
@@ -34,8 +35,9 @@ def import_format_from_name(name: str) -> str | None:
     return EXTENSIONS.get(suffix)
 
 
-def import_files_check(*, format: str, source: IO[bytes], images: IO[bytes] | None) -> None:
-    """Refuse, before anything is queued, files that cannot be imported at all."""
+def import_files_check(*, format: str, source: IO[bytes], images: IO[bytes] | None) -> str:
+    """Refuse, before anything is queued, files that cannot be imported at all; returns the
+    format, a CSV file being a shop platform's export when its header says so."""
     if format == Format.TSV and images is not None:
         raise ImportFileError(
             "a TSV file carries its images in base64: no ZIP goes with it", field="images"
@@ -49,13 +51,16 @@ def import_files_check(*, format: str, source: IO[bytes], images: IO[bytes] | No
             )
     try:
         if format == Format.CSV:
-            csv_header(source)
+            format = csv_format_detect(source)
+        if format in (Format.CSV, *PLATFORM_COLUMNS):
+            csv_header(source, required=PLATFORM_COLUMNS.get(format, ("sku", "title")))
         if images is not None:
             ImageArchive(images).close()
     finally:
         for file in (source, images):
             if file is not None:
                 file.seek(0)
+    return format
 
 
 def import_job_create(
@@ -67,7 +72,7 @@ def import_job_create(
     requested_by=None,
 ) -> ImportJob:
     """Keep the uploaded files and queue the import (a Celery task) once this commits."""
-    import_files_check(format=format, source=source, images=images)
+    format = import_files_check(format=format, source=source, images=images)
     job = ImportJob(
         format=format,
         dry_run=dry_run,

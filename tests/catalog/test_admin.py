@@ -21,6 +21,7 @@ def product_form(photo: bytes, **fields):
         "price": "59.00",
         "currency": "USD",
         "in_stock": "on",
+        "status": "active",
         "attributes": "{}",
         "images-TOTAL_FORMS": "1",
         "images-INITIAL_FORMS": "0",

@@ -18,7 +18,8 @@ ERRORS_SHOWN = 20
 class Command(BaseCommand):
     help = (
         "Import products from a CSV (with --images ZIP), a TSV of text<TAB>base64 image, or "
-        "JSON Lines. Rows are upserted by SKU in batches; bad rows are reported and skipped. "
+        "JSON Lines; a Shopify or WooCommerce product export is told by its header. Rows are "
+        "upserted by SKU in batches; bad rows are reported and skipped. "
         "Interrupted? Run it again: it completes what is missing and changes nothing else."
     )
 
@@ -65,7 +66,7 @@ class Command(BaseCommand):
             source = stack.enter_context(path.open("rb"))
             archive = stack.enter_context(open(images, "rb")) if images else None
             try:
-                import_files_check(format=format, source=source, images=archive)
+                job.format = import_files_check(format=format, source=source, images=archive)
             except ImportFileError as exc:
                 raise CommandError(str(exc)) from None
             if not dry_run:
