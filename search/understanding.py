@@ -5,7 +5,8 @@
 - "cheap", "便宜": lower prices first among the matches (a soft preference, not a filter).
 - A brand's name ("Northwind dress", "under armour shorts"): a brand filter. Brands are
   found before prices, so "Under Armour" stays a brand.
-- A value of a configured facet ("red" of Colour, "navy" or its alias "dark blue", "xl"):
+- An option value of some product ("red" of Colour, "xl" of Size), or a value of a
+  configured facet (an attribute too) or its alias ("dark blue" for Navy):
   that option or attribute as a lenient filter (products the shop never described by it
   stay; search.retrieval.AttributeFilter), and the variant it names is the one shown.
 - A word that is a category's head noun ("dresses", "mugs", "连衣裙", but not "leather" of
@@ -201,32 +202,49 @@ def facet_values_named(
     query: str, tokens: tuple[QueryToken, ...], taken: list[tuple[int, int]], filters
 ) -> list[tuple[str, str, int, int]]:
     """(facet name, its label, start, end) of each run of one or two of the query's words
-    (outside `taken`) that is a value, or an alias of one, of a configured facet that some
-    product has; the longest run first, each word in one at most, a facet named once."""
+    (outside `taken`) that is an option value of some product ("red" of Colour), or a
+    value or alias of a configured facet; the longest run first, each word in one at most,
+    a facet named once, never one the shopper filters by."""
     config = facet_config()
-    names = [name for name in config.names if name not in {a.name for a in filters.attributes}]
-    if not names:
-        return []
+    own = {attribute.name for attribute in filters.attributes}
     free = [t for t in tokens if not any(s < t.end and t.start < e for s, e in taken)]
-    runs = [(t.start, t.end) for t in free]
+    runs = [(t.start, t.end) for t in free if len(t.text) > 1 or t.text.isdigit()]
     runs += [(a.start, b.end) for a, b in zip(free, free[1:], strict=False)]
-    candidates: dict[str, tuple[str, int, int]] = {}
+    candidates: dict[str, tuple[int, int]] = {}
     for start, end in runs:
         words = " ".join(query[start:end].lower().split())
-        for name in names:
+        candidates.setdefault(facet_key("", words), (start, end))  # "=red": any option
+        for name in config.names:
             value = config.aliases.get(name, {}).get(words, words)
-            candidates.setdefault(facet_key(name, value), (name, start, end))
+            candidates.setdefault(facet_key(name, value), (start, end))
     with connection.cursor() as cursor:
-        # One probe of the facet-key index per candidate.
+        # One probe of the facet-key index per candidate; a bare option value gets the
+        # option's name from the first product that has it.
         cursor.execute(
-            """SELECT k FROM unnest(%s::text[]) k WHERE EXISTS (
-                   SELECT 1 FROM catalog_product WHERE facet_keys @> ARRAY[k])""",
+            """SELECT k, named.name FROM unnest(%s::text[]) k
+               CROSS JOIN LATERAL (
+                   SELECT id, options FROM catalog_product WHERE facet_keys @> ARRAY[k] LIMIT 1
+               ) p
+               LEFT JOIN LATERAL (
+                   SELECT o ->> 'name' AS name FROM jsonb_array_elements(p.options) o
+                   WHERE k LIKE '=%%' AND EXISTS (
+                       SELECT 1 FROM jsonb_array_elements_text(o -> 'values') v
+                       WHERE '=' || lower(trim(v)) = k)
+                   LIMIT 1
+               ) named ON true""",
             [list(candidates)],
         )
-        found = [candidates[key] for (key,) in cursor.fetchall()]
+        found = []
+        for key, option in cursor.fetchall():
+            if key.startswith("="):
+                name = facet_key(option) if option else ""
+            else:
+                name = key.partition("=")[0]
+            if name and name not in own:
+                found.append((name, config.labels.get(name, option or name), *candidates[key]))
     chosen: list[tuple[str, str, int, int]] = []
-    for name, start, end in sorted(found, key=lambda f: (f[1] - f[2], f[1])):
+    for name, label, start, end in sorted(found, key=lambda f: (f[2] - f[3], f[2])):
         if name in {c[0] for c in chosen} or any(s < end and start < e for _, _, s, e in chosen):
             continue
-        chosen.append((name, config.labels[name], start, end))
+        chosen.append((name, label, start, end))
     return sorted(chosen, key=lambda c: c[2])

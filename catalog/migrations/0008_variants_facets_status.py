@@ -8,8 +8,9 @@
 - Option values are words of the product (weight B, as brands), so "red dress" finds the
   dress sold in red.
 - Facet keys, lower case, for filters by attribute or option: "size", "size=m" (a generated
-  array on products, GIN-indexed, from attributes and options; and on variants, from their
-  option values), so `attr.size=m` is an index lookup and an array test on one variant.
+  array on products, GIN-indexed, from attributes and options, with each option value
+  alone, "=m", for query understanding; and on variants, from their option values), so
+  `attr.size=m` is an index lookup and an array test on one variant.
 - Facet and FacetValueAlias: which options and attributes are facets, and other names of
   their values.
 """
@@ -46,8 +47,17 @@ RETURNS text[] LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $fn$
     WHERE jsonb_typeof(v) IN ('string', 'number', 'boolean')
   )
   SELECT coalesce(array_agg(DISTINCT k), '{{}}')
-  FROM (SELECT name AS k FROM pairs UNION ALL SELECT name || '=' || value FROM pairs) keys
-  WHERE k <> ''
+  FROM (
+    SELECT name AS k FROM pairs
+    UNION ALL SELECT name || '=' || value FROM pairs
+    -- Option values alone ("=red"): a query word that is one is found by one index probe.
+    UNION ALL
+    SELECT '=' || lower(trim(v)) FROM jsonb_array_elements(
+        CASE WHEN jsonb_typeof(options) = 'array' THEN options ELSE '[]'::jsonb END) o,
+      jsonb_array_elements_text(CASE WHEN jsonb_typeof(o -> 'values') = 'array'
+                                     THEN o -> 'values' ELSE '[]'::jsonb END) v
+  ) keys
+  WHERE k <> '' AND k <> '='
 $fn$;
 
 -- The option values of a product, as its words at weight B (as brands) with their stems.

@@ -10,7 +10,7 @@ from django.urls import reverse
 from catalog.models import Facet, FacetValueAlias, ProductVariant
 from catalog.services import category_get_or_create_path, products_variants_summarise
 from search.pipeline import product_search_by_text
-from tests.builders import jpeg_bytes
+from tests.builders import jpeg_bytes, zip_bytes
 
 pytestmark = pytest.mark.django_db
 
@@ -226,3 +226,52 @@ def test_the_product_page_lists_its_variants(client, dresses):
     assert "40.00 – 55.00" in html
     assert html.count("data-variant-sku=") == 6
     assert '<tr data-variant-sku="DRS-2-RED-M">\n            <td>Red</td><td>M</td>' in html
+
+
+def test_an_imported_shopify_shop_searches_by_variant(client, embed_on_commit, words_only):
+    """The issue's "done when": "red dress" with attr.size=M&in_stock=true shows one card per
+    dress whose red variant in M is in stock, with the red photo; facets count products."""
+    from tests.catalog.test_import_shopify import run, shopify_csv, simple, variant
+
+    def dress(handle, title, stock):  # red, blue in S, M, L; `stock`: (colour, size) -> qty
+        lines = [
+            variant(handle, colour, size, **{
+                "Variant SKU": f"{handle}-{colour}-{size}",
+                "Variant Inventory Qty": str(stock.get((colour, size), 4)),
+                "Variant Inventory Policy": "deny",
+                "Variant Image": f"{colour.lower()}.jpg",
+            })
+            for colour in ("Red", "Blue")
+            for size in ("S", "M", "L")
+        ]  # fmt: skip
+        lines[0].update(
+            {"Title": title, "Option1 Name": "Colour", "Option2 Name": "Size", "Status": "active"}
+        )
+        lines[0].update({"Product Category": "Apparel & Accessories > Clothing > Dresses"})
+        lines[1].update({"Image Src": "red.jpg", "Image Position": "1"})
+        lines[2].update({"Image Src": "blue.jpg", "Image Position": "2"})
+        return lines
+
+    data = shopify_csv(
+        [
+            *dress("wrap-dress", "Wrap dress", {}),
+            *dress("midi-dress", "Midi dress", {("Red", "M"): 0}),  # red M sold out
+            *dress("maxi-dress", "Maxi dress", {("Blue", "M"): 0}),
+            simple("red-mug", "Red mug"),
+        ]
+    )
+    photos = {"red.jpg": jpeg_bytes(RED, seed=7), "blue.jpg": jpeg_bytes(BLUE, seed=8)}
+    with embed_on_commit():
+        job = run(data, zip_bytes(photos))
+    assert (job.status, job.rows_failed, job.rows_created) == ("done", 0, 4)
+    body = api(client, q="red dress", **{"attr.size": "M"}, in_stock="true")
+    found = [hit for hit in body["results"] if not hit["related"]]
+    assert sorted(hit["sku"] for hit in found) == ["maxi-dress", "wrap-dress"]
+    for hit in found:
+        assert hit["variant"]["options"] == {"Colour": "Red", "Size": "M"}
+        assert hit["variant"]["in_stock"] is True
+        assert hit["image_url"] == hit["variant"]["image_url"]
+    red_photo = ProductVariant.objects.get(sku="wrap-dress-Red-M").image
+    assert found[0]["image_url"].endswith(red_photo.file.url)
+    sizes = {f["name"]: f for f in body["facets"]["attributes"]}["size"]["values"]
+    assert {v["value"]: v["count"] for v in sizes} == {"S": 2, "M": 2, "L": 2}
