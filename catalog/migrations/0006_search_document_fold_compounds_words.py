@@ -164,9 +164,13 @@ $fn$;
 """
 
 
-def rewrite_documents(cursor, schema: str) -> None:
-    """Compute every product's document again with the functions now defined."""
-    expression = f"{schema}.product_search_document(title, description, brand, sku, attributes)"
+def rewrite_documents(cursor, schema: str, expression: str = "") -> None:
+    """Compute every product's document again with the functions now defined (and, later
+    migrations, with another `expression`)."""
+    expression = (
+        expression
+        or f"{schema}.product_search_document(title, description, brand, sku, attributes)"
+    )
     cursor.execute("SHOW server_version_num")
     if int(cursor.fetchone()[0]) >= 170000:
         cursor.execute(

@@ -88,29 +88,11 @@ def _schema(cursor, schema_editor) -> str:
     return schema_editor.quote_name(cursor.fetchone()[0])
 
 
-def _document_set(cursor, expression: str) -> None:
-    cursor.execute("SHOW server_version_num")
-    if int(cursor.fetchone()[0]) >= 170000:
-        cursor.execute(
-            "ALTER TABLE catalog_product ALTER COLUMN search_document "
-            f"SET EXPRESSION AS ({expression})"
-        )
-        return
-    cursor.execute("ALTER TABLE catalog_product DROP COLUMN search_document")
-    cursor.execute(
-        "ALTER TABLE catalog_product ADD COLUMN search_document tsvector "
-        f"GENERATED ALWAYS AS ({expression}) STORED"
-    )
-    cursor.execute(
-        "CREATE INDEX catalog_product_search_gin ON catalog_product USING gin (search_document)"
-    )
-
-
 def forward(apps, schema_editor):
     with schema_editor.connection.cursor() as cursor:
         schema = _schema(cursor, schema_editor)
         cursor.execute(functions_sql(schema))
-        _document_set(cursor, document_expression(schema))
+        previous.rewrite_documents(cursor, schema, document_expression(schema))
         cursor.execute(
             "ALTER TABLE catalog_product ADD COLUMN facet_keys text[] GENERATED ALWAYS AS "
             f"({schema}.shop_search_facet_keys(attributes, options)) STORED"
@@ -129,10 +111,7 @@ def backward(apps, schema_editor):
         schema = _schema(cursor, schema_editor)
         cursor.execute("ALTER TABLE catalog_productvariant DROP COLUMN option_keys")
         cursor.execute("ALTER TABLE catalog_product DROP COLUMN facet_keys")
-        _document_set(
-            cursor,
-            f"{schema}.product_search_document(title, description, brand, sku, attributes)",
-        )
+        previous.rewrite_documents(cursor, schema)
         cursor.execute(f"DROP FUNCTION {schema}.shop_search_option_document(jsonb)")
         cursor.execute(f"DROP FUNCTION {schema}.shop_search_facet_keys(jsonb, jsonb)")
 
