@@ -35,8 +35,13 @@ from catalog.importing.readers import (
 )
 from catalog.importing.rows import ProductRow, product_row_parse, tsv_row_parse
 from catalog.models import Category, ImportJob, ImportRowError, Product, ProductImage
-from catalog.services import TEXT_FIELDS, category_get_or_create_path, category_path_slug
-from catalog.signals import catalog_changed_send
+from catalog.services import (
+    SIGNALLED_FIELDS,
+    STATUS_FIELDS,
+    category_get_or_create_path,
+    category_path_slug,
+    products_changed_send,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -283,13 +288,15 @@ class _Batch:
     def _apply(self, rows: list[ProductRow], counts: dict[str, int]) -> None:
         """Upsert the rows' products and images (or, in a dry run, only count them)."""
         products = Product.objects.filter(sku__in=[row.sku for row in rows])
+        # Locked in id order, as the embed tasks lock them (no deadlock between the two).
+        products = products.order_by("pk")
         existing = {p.sku: p for p in (products.select_for_update() if self.write else products)}
         current_images = defaultdict(list)
         for image in ProductImage.objects.filter(product__in=list(existing.values())).only(
             "id", "product_id", "sha256", "position"
         ):
             current_images[image.product_id].append(image)
-        new, changed, captions, image_plans = [], [], [], []
+        new, changed, captions, statuses, image_plans = [], [], [], [], []
         for row in rows:
             product = existing.get(row.sku)
             if product is None:
@@ -310,7 +317,9 @@ class _Batch:
                     counts["updated"] += 1
                 else:
                     counts["unchanged"] += 1
-                if fields & TEXT_FIELDS:
+                if fields & STATUS_FIELDS:
+                    statuses.append(product)
+                elif fields & SIGNALLED_FIELDS:
                     captions.append(product)
                 if not images_differ:
                     continue
@@ -339,9 +348,10 @@ class _Batch:
         )
         new_images = self._images_apply(image_plans, current_images)
         if self.embed:
-            catalog_changed_send(
+            products_changed_send(
                 image_ids=[image.pk for image in new_images],
                 product_ids=[p.pk for p in new] + [p.pk for p in captions],
+                status_changed=[p.pk for p in statuses],
             )
 
     def _product_fill(self, product: Product, row: ProductRow) -> set[str]:
