@@ -48,9 +48,10 @@ class ProductAdmin(admin.ModelAdmin):
         "price",
         "currency",
         "in_stock",
+        "status",
     ]
     list_display_links = ["preview", "sku", "title"]
-    list_filter = ["in_stock", "category", "brand"]
+    list_filter = ["status", "in_stock", "category", "brand"]
     search_fields = ["sku", "title", "brand"]
     list_select_related = ["category"]
     inlines = [ProductImageInline]

@@ -43,15 +43,41 @@ CAPTION_FIELDS = frozenset({"title", "description", "attributes"})
 # Every text shoppers find a product by (captions, and the search app's vocabulary of
 # brands, categories and SKUs): changing one sends catalog_changed for the product.
 TEXT_FIELDS = CAPTION_FIELDS | {"brand", "category", "category_id", "sku"}
+# Whether shoppers see the product at all (draft and archived ones they never do): changing
+# it sends catalog_changed for the product, and for its photos when it becomes active, so
+# the vectors of a hidden product are dropped and those of a shown one computed.
+STATUS_FIELDS = frozenset({"status"})
+SIGNALLED_FIELDS = TEXT_FIELDS | STATUS_FIELDS
+
+
+def products_changed_send(
+    *,
+    product_ids: Iterable[int] = (),
+    status_changed: Iterable[int] = (),
+    image_ids: Iterable[int] = (),
+) -> None:
+    """catalog_changed for these products and photos, and for the products whose status
+    changed with the photos of those active now (a hidden product's photos have no vectors)."""
+    status_changed = list(status_changed)
+    image_ids = list(image_ids)
+    if status_changed:
+        image_ids += ProductImage.objects.filter(
+            product_id__in=status_changed, product__status=Product.Status.ACTIVE
+        ).values_list("pk", flat=True)
+    catalog_changed_send(image_ids=image_ids, product_ids=[*product_ids, *status_changed])
 
 
 @transaction.atomic
 def product_save(*, product: Product, changed_fields: Iterable[str] = ()) -> Product:
-    """Save a product edited in a form; new products and changed texts are signalled."""
+    """Save a product edited in a form; new products, changed texts and a changed status
+    are signalled."""
     adding = product._state.adding
+    changed = set(changed_fields)
     product.save()
-    if adding or TEXT_FIELDS & set(changed_fields):
-        catalog_changed_send(product_ids=[product.pk])
+    if adding or SIGNALLED_FIELDS & changed:
+        products_changed_send(
+            product_ids=[product.pk], status_changed=[product.pk] if STATUS_FIELDS & changed else []
+        )
     return product
 
 
@@ -139,9 +165,11 @@ def product_create(
     in_stock: bool = True,
     attributes: dict | None = None,
     images: Iterable[File | bytes] = (),
+    status: str = Product.Status.ACTIVE,
 ) -> Product:
     product = Product(
         sku=sku,
+        status=status,
         title=title,
         description=description,
         brand=brand,

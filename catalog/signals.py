@@ -1,8 +1,10 @@
 """The catalog's one seam to the apps built on it (embeddings): a signal, no imports of them.
 
 `catalog_changed` is sent inside the transaction that changed the catalog, with
-`image_ids` (new or replaced photos) and `product_ids` (new products, or changed texts:
-title, description, attributes, brand, category, SKU).
+`image_ids` (new or replaced photos, and the photos of a product made active again) and
+`product_ids` (new products, changed texts: title, description, attributes, brand,
+category, SKU; or a changed status). Only active products are shown to shoppers: a
+receiver reads each product's status, never assumes it.
 A receiver that acts outside the database (queuing a task) defers that to
 `transaction.on_commit`, so nothing runs for a change that is rolled back.
 """

@@ -109,6 +109,21 @@ def catalog_titles(product: Product) -> list[str]:
     return [c.text for c in product_captions(product) if c.field.startswith("title")]
 
 
+# The products fine-tuning learns from: active and draft ones (a draft is the shop's own
+# coming product, and its vectors are good the day it goes live); not archived ones, which
+# the shop has withdrawn, often for what their photos or titles say.
+TRAINED_STATUSES = (Product.Status.ACTIVE, Product.Status.DRAFT)
+
+
+def catalog_trained_products():
+    """The products pairs are made of (fine-tuning, export), with their images, by id."""
+    return (
+        Product.objects.filter(status__in=TRAINED_STATUSES)
+        .prefetch_related("images")
+        .order_by("pk")
+    )
+
+
 def catalog_is_validation(product_pk: int) -> bool:
     """Whether a product belongs to the validation split (fine-tuning, evaluation, export)."""
     return is_validation_key(
@@ -119,7 +134,8 @@ def catalog_is_validation(product_pk: int) -> bool:
 def catalog_pairs(
     *, image_size: int, max_products: int | None = None, train: bool = True
 ) -> CatalogPairs:
-    """(product, caption, image) examples from the catalog, split by product.
+    """(product, caption, image) examples from the catalog (not archived products), split
+    by product.
 
     Captions are `catalog_titles`. Images are decoded once, at about the model's input
     size; a product's undecodable images are left out. With `train=False` only the
@@ -129,7 +145,7 @@ def catalog_pairs(
     products_in: dict[bool, int] = {True: 0, False: 0}
     image_product: dict[str, int] = {}
     skipped = 0
-    products = Product.objects.prefetch_related("images").order_by("pk")
+    products = catalog_trained_products()
     if max_products:
         products = products[:max_products]
     for product in products.iterator(chunk_size=500):
@@ -399,7 +415,9 @@ def _execute(
     # Serve in the encoder's own precision again (fp16 on GPU); the checkpoint is fp32.
     model.model = model.model.to(model.dtype).eval()
     calibration = similarity_floors_calibrate(
-        encoder=model, examples=val, catalog_images=ProductImage.objects.count()
+        encoder=model,
+        examples=val,
+        catalog_images=ProductImage.objects.filter(product__status=Product.Status.ACTIVE).count(),
     )
     floor = calibration.similarity_floor
     _set_phase(run, "checking the promotion gates")

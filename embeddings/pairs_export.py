@@ -26,8 +26,7 @@ from typing import IO
 from django.conf import settings
 
 from catalog.images import ImageDecodeError, decode_image
-from catalog.models import Product
-from embeddings.finetuning import catalog_is_validation, catalog_titles
+from embeddings.finetuning import catalog_is_validation, catalog_titles, catalog_trained_products
 
 FORMATS = ("tsv", "csv")
 FILE_NAMES = {"tsv": ("train.tsv", "dev.tsv"), "csv": ("train.csv", "val.csv")}
@@ -118,7 +117,7 @@ def catalog_pairs_export(
     out_dir.mkdir(parents=True, exist_ok=True)
     report = ExportReport(out_dir=out_dir)
     names = FILE_NAMES[format]
-    products = Product.objects.prefetch_related("images").order_by("pk")
+    products = catalog_trained_products()
     if max_products:
         products = products[:max_products]
     with ExitStack() as stack:

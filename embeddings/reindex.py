@@ -40,6 +40,7 @@ from catalog.models import Product, ProductImage
 from embeddings.models import CaptionEmbedding, EmbeddingSpace, ImageEmbedding, ReindexChunk
 from embeddings.spaces import space_encoder
 from embeddings.vectors import (
+    SHOWN,
     EmbedReport,
     caption_embeddings_compute,
     image_embeddings_compute,
@@ -66,8 +67,9 @@ def fanout_available() -> bool:
 
 
 def _passes(space: EmbeddingSpace, missing_only: bool) -> list[tuple[str, QuerySet]]:
-    """(kind, the ids to plan) for images, then captions."""
-    images, products = ProductImage.objects.all(), Product.objects.all()
+    """(kind, the ids to plan) for images, then captions: of the products shoppers see."""
+    images = ProductImage.objects.filter(product__status=SHOWN)
+    products = Product.objects.filter(status=SHOWN)
     if missing_only:
         # NOT EXISTS, probed per row through the unique (object, space) index: a page of ids
         # costs its own rows, not a pass over every vector of the space.

@@ -13,11 +13,15 @@ from embeddings.models import EmbeddingSpace, FinetuneRun
 from embeddings.tasks import FINETUNE_TIME_LIMIT, embeddings_queue
 from embeddings.tasks import activate_space as activate_space_task
 from embeddings.tasks import finetune_catalog as finetune_catalog_task
+from embeddings.vectors import hidden_vectors_delete
 from shop_search.celery import queue_long_task
 
 
 def embeddings_on_catalog_change(*, image_ids: list[int], product_ids: list[int], **kwargs) -> None:
-    """Receiver of catalog.signals.catalog_changed: embed what changed once it commits."""
+    """Receiver of catalog.signals.catalog_changed: the vectors of products made draft or
+    archived go in the same transaction (one indexed read when none is); what changed is
+    embedded once it commits (the tasks skip hidden products)."""
+    hidden_vectors_delete(product_ids=product_ids)
     embeddings_queue(image_ids=image_ids, product_ids=product_ids)
 
 

@@ -20,6 +20,7 @@ from embeddings.vectors import (
     caption_embeddings_compute,
     chunks,
     embeddings_missing,
+    hidden_vectors_delete,
     image_embeddings_compute,
 )
 from shop_search.celery import queued_messages
@@ -124,11 +125,16 @@ def activate_space(space_id: int) -> str:
 
 @shared_task(acks_late=False)
 def sweep_missing_embeddings() -> dict:
-    """Beat, every EMBED_SWEEP_INTERVAL: re-queue what has no vector, so lost messages heal.
+    """Beat, every EMBED_SWEEP_INTERVAL: re-queue what has no vector, so lost messages heal,
+    and delete the vectors of draft and archived products that something left.
 
-    Skipped while embed tasks still wait in their queue: they may well be the missing
+    The re-queuing is skipped while embed tasks still wait in their queue: they may be the missing
     images, and queuing those again would only grow the backlog.
     """
+    # Vectors of hidden products that a write around the signal left (a bulk update by hand).
+    dropped = hidden_vectors_delete()
+    if dropped:
+        logger.info("sweep deleted %d vectors of draft or archived products", dropped)
     if not settings.CELERY_TASK_ALWAYS_EAGER:
         queue = settings.CELERY_TASK_ROUTES[embed_images.name]["queue"]
         waiting = queued_messages(queue)

@@ -11,7 +11,7 @@ from functools import partial
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Exists, OuterRef
+from django.db.models import Exists, F, OuterRef
 
 from catalog.images import ImageDecodeError
 from catalog.models import Product, ProductImage
@@ -45,6 +45,42 @@ def chunks(items: list, size: int) -> Iterable[list]:
         yield items[start : start + size]
 
 
+# Shoppers see only active products; draft and archived ones keep no vectors in any space,
+# so no vector search (photos, similar products, captions, match) can find them.
+SHOWN = Product.Status.ACTIVE
+
+
+def hidden_vectors_delete(*, product_ids: Iterable[int] | None = None) -> int:
+    """Delete the vectors, in every space, of the products shoppers may not see (draft,
+    archived): of these products, or of all (the sweep). Returns how many rows went.
+
+    In the caller's transaction: a product archived with catalog_changed loses its vectors
+    in the same commit, so no search ever finds it in between.
+    """
+    hidden = Product.objects.exclude(status=SHOWN)
+    if product_ids is not None:
+        hidden = list(hidden.filter(pk__in=list(product_ids)).values_list("pk", flat=True))
+        if not hidden:
+            return 0
+    else:
+        hidden = hidden.values("pk")
+    images, _ = ImageEmbedding.objects.filter(image__product_id__in=hidden).delete()
+    captions, _ = CaptionEmbedding.objects.filter(product_id__in=hidden).delete()
+    return images + captions
+
+
+def _shown_locked(product_ids: Iterable[int]) -> set[int]:
+    """Those of these products shoppers see, locked (in id order, as imports lock them) until
+    the transaction ends. A status change made meanwhile either committed first, and its
+    product is left out here, or waits for these vectors and then deletes them."""
+    return set(
+        Product.objects.select_for_update(no_key=True)
+        .filter(pk__in=sorted(set(product_ids)), status=SHOWN)
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+
+
 def image_embeddings_compute(
     *, space: EmbeddingSpace, image_ids: Iterable[int], force: bool = False
 ) -> EmbedReport:
@@ -57,7 +93,16 @@ def image_embeddings_compute(
     reported as failed and never retried in a loop.
     """
     report = EmbedReport()
-    images = list(ProductImage.objects.filter(pk__in=list(image_ids)).order_by("pk"))
+    images = list(
+        ProductImage.objects.filter(pk__in=list(image_ids))
+        .annotate(product_status=F("product__status"))
+        .order_by("pk")
+    )
+    hidden = [image.pk for image in images if image.product_status != SHOWN]
+    if hidden:  # photos of a draft or archived product: no vectors, in any space
+        ImageEmbedding.objects.filter(image_id__in=hidden).delete()
+        report.skipped += len(hidden)
+        images = [image for image in images if image.product_status == SHOWN]
     if not force:
         done = dict(
             ImageEmbedding.objects.filter(space=space, image__in=images).values_list(
@@ -65,7 +110,7 @@ def image_embeddings_compute(
             )
         )
         todo = [im for im in images if done.get(im.pk) != im.sha256 or not im.sha256]
-        report.skipped = len(images) - len(todo)
+        report.skipped += len(images) - len(todo)
         images = todo
     if not images:
         return report
@@ -105,14 +150,18 @@ def image_embeddings_compute(
             )
             for pk, reason in batch.failed.items()
         ]
-        ImageEmbedding.objects.bulk_create(
-            rows,
-            update_conflicts=True,
-            unique_fields=["image", "space"],
-            update_fields=["vector", "source_sha256", "error", "updated"],
-        )
-        report.embedded += len(batch.keys)
-        report.failed.update(batch.failed)
+        with transaction.atomic():
+            shown = _shown_locked(row.image.product_id for row in rows)
+            rows = [row for row in rows if row.image.product_id in shown]
+            ImageEmbedding.objects.bulk_create(
+                rows,
+                update_conflicts=True,
+                unique_fields=["image", "space"],
+                update_fields=["vector", "source_sha256", "error", "updated"],
+            )
+        report.embedded += sum(1 for row in rows if row.vector is not None)
+        report.failed.update({row.image_id: row.error for row in rows if row.vector is None})
+        report.skipped += len(batch.keys) + len(batch.failed) - len(rows)
     if report.failed:
         logger.warning("space %s: %d images failed: %s", space, len(report.failed), report.failed)
     return report
@@ -163,9 +212,15 @@ def product_captions(product: Product) -> list[Caption]:
 def caption_embeddings_compute(
     *, space: EmbeddingSpace, product_ids: Iterable[int], force: bool = False
 ) -> EmbedReport:
-    """Embed the captions of these products; unchanged texts are skipped, stale ones removed."""
+    """Embed the captions of these products; unchanged texts are skipped, stale ones removed.
+    A draft or archived product's captions are deleted, in every space."""
     report = EmbedReport()
     products = list(Product.objects.filter(pk__in=list(product_ids)).order_by("pk"))
+    hidden = [product.pk for product in products if product.status != SHOWN]
+    if hidden:
+        CaptionEmbedding.objects.filter(product_id__in=hidden).delete()
+        report.skipped += len(hidden)
+        products = [product for product in products if product.status == SHOWN]
     existing = {
         (product_id, fld): text
         for product_id, fld, text in CaptionEmbedding.objects.filter(
@@ -181,32 +236,42 @@ def caption_embeddings_compute(
                 todo.append((product, caption))
             else:
                 report.skipped += 1
-    with transaction.atomic():
-        stale = [key for key in existing if key not in wanted]
-        for product_id, fld in stale:
-            CaptionEmbedding.objects.filter(space=space, product_id=product_id, field=fld).delete()
-        if not todo:
-            return report
+    stale = [key for key in existing if key not in wanted]
+    if not (todo or stale):
+        return report
+    # Encoded before the transaction: the products stay locked only while their rows are written.
+    rows = []
+    if todo:
         encoder = space_encoder(space)
         for batch in chunks(todo, settings.EMBED_BATCH_SIZE * 4):
             vectors = encoder.encode_texts([caption.text for _, caption in batch])
+            rows += [
+                CaptionEmbedding(
+                    product=product,
+                    space=space,
+                    field=caption.field,
+                    lang=caption.lang,
+                    text=caption.text,
+                    vector=vector,
+                )
+                for (product, caption), vector in zip(batch, vectors, strict=True)
+            ]
+    with transaction.atomic():
+        shown = _shown_locked(product.pk for product in products)
+        for product_id, fld in stale:
+            if product_id in shown:
+                CaptionEmbedding.objects.filter(
+                    space=space, product_id=product_id, field=fld
+                ).delete()
+        rows = [row for row in rows if row.product_id in shown]
+        for batch in chunks(rows, settings.EMBED_BATCH_SIZE * 4):
             CaptionEmbedding.objects.bulk_create(
-                [
-                    CaptionEmbedding(
-                        product=product,
-                        space=space,
-                        field=caption.field,
-                        lang=caption.lang,
-                        text=caption.text,
-                        vector=vector,
-                    )
-                    for (product, caption), vector in zip(batch, vectors, strict=True)
-                ],
+                batch,
                 update_conflicts=True,
                 unique_fields=["product", "space", "field"],
                 update_fields=["lang", "text", "vector", "updated"],
             )
-            report.embedded += len(batch)
+        report.embedded += len(rows)
     return report
 
 
@@ -229,7 +294,7 @@ def space_fill(
     passes = [
         (
             "images",
-            ProductImage.objects.all(),
+            ProductImage.objects.filter(product__status=SHOWN),
             "embeddings",
             lambda ids: image_embeddings_compute(
                 space=space, image_ids=ids, force=not missing_only
@@ -237,7 +302,7 @@ def space_fill(
         ),
         (
             "captions",
-            Product.objects.all(),
+            Product.objects.filter(status=SHOWN),
             "captions",
             lambda ids: caption_embeddings_compute(
                 space=space, product_ids=ids, force=not missing_only
@@ -350,7 +415,8 @@ class MissingVectors:
 
 
 def embeddings_missing(*, space: EmbeddingSpace, limit: int) -> MissingVectors:
-    """The images and products that have no current vector in `space` (for the sweep).
+    """The images and products shoppers see that have no current vector in `space` (for the
+    sweep; draft and archived products have none).
 
     An image is missing with no row in the space, or with a row computed from other
     content (its photo was replaced). A failed image has a row for its current content,
@@ -361,13 +427,13 @@ def embeddings_missing(*, space: EmbeddingSpace, limit: int) -> MissingVectors:
         space=space, image=OuterRef("pk"), source_sha256=OuterRef("sha256")
     )
     image_ids = list(
-        ProductImage.objects.filter(~Exists(current))
+        ProductImage.objects.filter(~Exists(current), product__status=SHOWN)
         .order_by("pk")
         .values_list("pk", flat=True)[:limit]
     )
     captions = CaptionEmbedding.objects.filter(space=space, product=OuterRef("pk"))
     product_ids = list(
-        Product.objects.filter(~Exists(captions))
+        Product.objects.filter(~Exists(captions), status=SHOWN)
         .order_by("pk")
         .values_list("pk", flat=True)[:limit]
     )

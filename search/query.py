@@ -192,10 +192,13 @@ def _terms_corrected(terms: list[QueryTerm]) -> list[QueryTerm]:
 
 
 def term_match_sql(index: int, alias: str = "p") -> str:
-    """Whether the product `alias` matches term `index` (parameters t<i>_forms, t<i>_cats)."""
+    """Whether the product `alias` matches term `index` (parameters t<i>_forms, t<i>_cats).
+
+    Only active products match: a draft or archived one has an empty search document
+    (catalog migration 0008), and its category does not make it a match either."""
     return (
         f"({alias}.search_document @@ product_search_term(%(t{index}_forms)s) "
-        f"OR {alias}.category_id = ANY(%(t{index}_cats)s))"
+        f"OR ({alias}.category_id = ANY(%(t{index}_cats)s) AND {alias}.status = 'active'))"
     )
 
 
@@ -256,15 +259,24 @@ def terms_products(terms: list[QueryTerm]) -> list[int]:
         return [int(count) for count in cursor.fetchone()]
 
 
+# The active products whose SKU, or an active variant's SKU, is %(sku)s (or its upper case):
+# a probe of each unique SKU index. `{where}`: more conditions on `p`.
+SKU_MATCH_SQL = """
+    SELECT p.id AS product_id FROM catalog_product p
+    WHERE p.sku IN (%(sku)s, upper(%(sku)s)) AND p.status = 'active'{where}
+    UNION
+    SELECT p.id FROM catalog_productvariant v JOIN catalog_product p ON p.id = v.product_id
+    WHERE v.sku IN (%(sku)s, upper(%(sku)s)) AND v.active AND p.status = 'active'{where}
+"""
+
+
 def query_is_sku(query: str) -> bool:
+    """Whether the query is the SKU of a product shoppers see, or of one of its variants."""
     text = query.strip()
     if not text or len(text) > 64:
         return False
     with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT EXISTS (SELECT 1 FROM catalog_product WHERE sku IN (%s, upper(%s)))",
-            [text, text],
-        )
+        cursor.execute(f"SELECT EXISTS ({SKU_MATCH_SQL.format(where='')})", {"sku": text})
         return cursor.fetchone()[0]
 
 

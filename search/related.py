@@ -127,7 +127,7 @@ def filter_removals(filters: SearchFilters) -> list[FilterRemoval]:
 
 
 def categories_popular() -> list[PopularCategory]:
-    """The categories with the most products, counted at most every few minutes."""
+    """The categories with the most active products, counted at most every few minutes."""
     try:
         cached = cache.get(POPULAR_CATEGORIES_KEY)
     except Exception:  # a cache that is down only costs the count
@@ -137,7 +137,7 @@ def categories_popular() -> list[PopularCategory]:
         return [PopularCategory(*row) for row in cached]
     rows = [
         (row["category__slug"], row["category__name"], row["count"])
-        for row in Product.objects.filter(category__isnull=False)
+        for row in Product.objects.filter(category__isnull=False, status=Product.Status.ACTIVE)
         .values("category__slug", "category__name")
         .annotate(count=Count("id"))
         .order_by("-count", "category__name")[:POPULAR_CATEGORIES]

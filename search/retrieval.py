@@ -13,7 +13,11 @@
   `ts_rank` (title above description). At most `SEARCH_TEXT_CANDIDATES` of them plus those
   in the vector window are ranked, so a query matching half the catalog still reads a
   bounded number of rows.
-- SKU: the product whose SKU is the query.
+- SKU: the product whose SKU, or one of whose variants' SKU, is the query.
+
+Only active products are retrieved: draft and archived ones have no vectors (the
+embeddings app deletes them) and an empty search document (catalog migration 0008), and
+the SKU, pins and filter-only matches ask for the status.
 - Pins (search.rules) join with their attributes, whether the query found them or not;
   the shopper's filters still apply.
 
@@ -35,7 +39,7 @@ from django.conf import settings
 from django.db import connection
 
 from embeddings.models import EmbeddingSpace
-from search.query import QueryTerm, term_match_sql, term_params
+from search.query import SKU_MATCH_SQL, QueryTerm, term_match_sql, term_params
 from search.ranking import cosine_distance, image_window, nearest_rows
 
 
@@ -234,7 +238,7 @@ def text_ctes(filters: SearchFilters, match: TextMatch) -> list[str]:
     """`txt`: products matching every required term, ranked; `sku`: the exact SKU match."""
     where, _ = filters.sql("p")
     required = " AND ".join(term_match_sql(i) for i in match.required)
-    required = required or ("true" if match.every_product else "false")
+    required = required or ("p.status = 'active'" if match.every_product else "false")
     matched = " + ".join(f"{term_match_sql(i)}::int" for i in match.counted) or "0"
     # Ranked by its words' forms, and by the query as typed (CJK: its character pairs, so
     # adjacent words rank first).
@@ -274,19 +278,17 @@ def text_ctes(filters: SearchFilters, match: TextMatch) -> list[str]:
             ORDER BY rank
             LIMIT %(window)s
         )""",
-        f"""sku AS (
-            SELECT p.id AS product_id FROM catalog_product p
-            WHERE p.sku IN (%(sku)s, upper(%(sku)s)){where}
-        )""",
+        f"""sku AS ({SKU_MATCH_SQL.format(where=where)})""",
     ]
 
 
 def pin_cte(filters: SearchFilters) -> str:
-    """`pin`: the pinned products %(pinned)s that pass the shopper's filters."""
+    """`pin`: the pinned products %(pinned)s that pass the shopper's filters (active ones:
+    a rule may pin a product that was archived since)."""
     where, _ = filters.sql("p")
     return f"""pin AS (
         SELECT p.id AS product_id FROM catalog_product p
-        WHERE p.id = ANY(%(pinned)s){where}
+        WHERE p.id = ANY(%(pinned)s) AND p.status = 'active'{where}
     )"""
 
 

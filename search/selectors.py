@@ -299,7 +299,9 @@ def search_page(
         window += [(r, True) for r in extra]
     products = {
         p.pk: p
-        for p in Product.objects.filter(pk__in=[r.product_id for r, _ in window])
+        for p in Product.objects.filter(
+            pk__in=[r.product_id for r, _ in window], status=Product.Status.ACTIVE
+        )
         .select_related("category")
         .prefetch_related("images")
     }
@@ -319,7 +321,7 @@ def search_page(
             variants.get(r.product_id),
         )
         for r, is_related in window
-        if r.product_id in products  # deleted since the vectors were read
+        if r.product_id in products  # deleted or hidden since the vectors were read
     ]
     facets = search_facets(ranked=relevant) if with_facets else Facets()
     suggestions = (
@@ -378,10 +380,26 @@ def search_facets(*, ranked: list[RankedProduct]) -> Facets:
 
 def products_shown_to(*, user) -> QuerySet[Product]:
     """The products whose own page (and similar products) `user` may open: for shoppers,
-    not those a rule hides from every search; staff see them all."""
+    active ones that no rule hides from every search; staff see them all (a preview)."""
     if user.is_staff:
         return Product.objects.all()
-    return Product.objects.exclude(pk__in=list(products_hidden_everywhere()))
+    return Product.objects.filter(status=Product.Status.ACTIVE).exclude(
+        pk__in=list(products_hidden_everywhere())
+    )
+
+
+def product_hidden_from_shoppers(product: Product) -> str:
+    """Why shoppers cannot see this product (it is a draft or archived, or a rule hides it
+    from every search), for its page to tell staff; empty when they can."""
+    if product.status != Product.Status.ACTIVE:
+        return (
+            "This product is a draft"
+            if product.status == Product.Status.DRAFT
+            else "This product is archived"
+        )
+    if product.pk in products_hidden_everywhere():
+        return "A merchandising rule hides this product from every search"
+    return ""
 
 
 def products_similar(*, product: Product, limit: int) -> SearchPage:

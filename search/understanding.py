@@ -186,6 +186,7 @@ def brand_named(query: str, tokens: tuple[QueryToken, ...]) -> tuple[str, int, i
                CROSS JOIN LATERAL (
                    SELECT brand FROM catalog_product
                    WHERE shop_search_brand_key(brand) = run AND brand <> ''
+                         AND status = 'active'
                    LIMIT 1
                ) named""",
             [list(runs)],

@@ -26,7 +26,6 @@ from search.api_common import (
 from search.api_events import EventRateThrottle
 from search.models import SearchEvent, SearchLog
 from search.pipeline import product_search_by_text
-from search.rules import products_hidden_everywhere
 from search.searchlog import (
     EventRefused,
     search_event_record,
@@ -36,6 +35,7 @@ from search.searchlog import (
 )
 from search.selectors import (
     image_vector,
+    product_hidden_from_shoppers,
     products_nearest,
     products_shown_to,
     products_similar,
@@ -301,8 +301,7 @@ def product_detail(request, pk: int):
         {
             "product": product,
             # Only staff reach a hidden product's page: tell them shoppers cannot.
-            "hidden_from_shoppers": request.user.is_staff
-            and product.pk in products_hidden_everywhere(),
+            "hidden_from_shoppers": request.user.is_staff and product_hidden_from_shoppers(product),
             "similar": similar.results,
             "search_id": similar.search_id,
             "click_prefix": click_url_prefix(similar.search_id),

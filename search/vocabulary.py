@@ -2,9 +2,11 @@
 
 `vocabulary_update(product_ids=...)` recounts the given products in bulk: what each one
 added before (`ProductTerms`) is taken back and what it has now is added, in a few
-statements for the whole batch. It runs on commit of every catalog change
-(`vocabulary_on_catalog_change`, connected in SearchConfig.ready()) and for deleted
-products; `vocabulary_rebuild` (manage.py rebuild_vocabulary) recounts every product.
+statements for the whole batch. Only active products count: a draft or archived product
+adds nothing (no title, brand or category suggested, no word to correct to), as if gone.
+It runs on commit of every catalog change (`vocabulary_on_catalog_change`, connected in
+SearchConfig.ready()) and for deleted products; `vocabulary_rebuild` (manage.py
+rebuild_vocabulary) recounts every product.
 
 A product adds:
 - words (VocabularyWord): of its titles (every language; Chinese by jieba), its brand, its
@@ -124,7 +126,7 @@ def vocabulary_on_product_delete(*, instance: Product, **kwargs) -> None:
 
 
 def vocabulary_update(*, product_ids: Iterable[int]) -> int:
-    """Recount these products (gone ones count nothing); returns how many changed.
+    """Recount these products (gone or hidden ones count nothing); returns how many changed.
 
     One transaction: products are locked for recounting (advisory locks, in id order),
     their old and new terms compared, and the differences applied to the word and
@@ -143,7 +145,9 @@ def vocabulary_update(*, product_ids: Iterable[int]) -> int:
             row.product_id: Terms.from_json(row.terms)
             for row in ProductTerms.objects.filter(product_id__in=ids)
         }
-        products = Product.objects.filter(pk__in=ids).select_related("category")
+        products = Product.objects.filter(pk__in=ids, status=Product.Status.ACTIVE).select_related(
+            "category"
+        )
         nodes = category_nodes() if any(p.category_id for p in products) else {}
         new = {}
         for product in products:

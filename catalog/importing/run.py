@@ -44,12 +44,13 @@ from catalog.importing.variants import VariantsPlan
 from catalog.importing.woocommerce import WooCommerceFile
 from catalog.models import Category, ImportJob, ImportRowError, Product, ProductImage
 from catalog.services import (
-    TEXT_FIELDS,
+    SIGNALLED_FIELDS,
+    STATUS_FIELDS,
     category_get_or_create_path,
     category_path_slug,
+    products_changed_send,
     products_variants_summarise,
 )
-from catalog.signals import catalog_changed_send
 
 logger = logging.getLogger(__name__)
 
@@ -315,16 +316,10 @@ class _Batch:
 
     def _apply(self, rows: list[ProductRow], counts: dict[str, int]) -> None:
         """Upsert the rows' products, images and variants (or, in a dry run, count them)."""
-        products = Product.objects.filter(sku__in=[row.sku for row in rows])
-        existing = {p.sku: p for p in (products.select_for_update() if self.write else products)}
-        current_images = defaultdict(list)
-        for image in ProductImage.objects.filter(product__in=list(existing.values())).only(
-            "id", "product_id", "sha256", "position"
-        ):
-            current_images[image.product_id].append(image)
+        existing, current_images = self._existing(rows)
         image_shas = {i.pk: i.sha256 for images in current_images.values() for i in images}
         variants = VariantsPlan(rows, existing, self.variant_owners)
-        new, changed, captions, image_plans, with_variants = [], [], [], [], []
+        new, changed, captions, statuses, image_plans, with_variants = [], [], [], [], [], []
         for row in rows:
             product = existing.get(row.sku)
             if row.attach:
@@ -358,7 +353,9 @@ class _Batch:
                 counts["updated"] += 1
             else:
                 counts["unchanged"] += 1
-            if fields & TEXT_FIELDS or options_changed:
+            if fields & STATUS_FIELDS:
+                statuses.append(product)
+            elif fields & SIGNALLED_FIELDS or options_changed:
                 captions.append(product)
             if images_differ:
                 image_plans.append((product, row.checked))
@@ -375,10 +372,25 @@ class _Batch:
         variants.write([product.pk for product in with_variants])
         products_variants_summarise([product.pk for product in with_variants])
         if self.embed:
-            catalog_changed_send(
+            products_changed_send(
                 image_ids=[image.pk for image in new_images],
                 product_ids=[p.pk for p in new] + [p.pk for p in captions],
+                status_changed=[p.pk for p in statuses],
             )
+
+    def _existing(self, rows: list[ProductRow]) -> tuple[dict[str, Product], dict]:
+        """The rows' products already in the catalog (locked when writing), by SKU, and
+        their images by product id."""
+        products = Product.objects.filter(sku__in=[row.sku for row in rows])
+        # Locked in id order, as the embed tasks lock them (no deadlock between the two).
+        products = products.order_by("pk")
+        existing = {p.sku: p for p in (products.select_for_update() if self.write else products)}
+        current_images = defaultdict(list)
+        for image in ProductImage.objects.filter(product__in=list(existing.values())).only(
+            "id", "product_id", "sha256", "position"
+        ):
+            current_images[image.product_id].append(image)
+        return existing, current_images
 
     def _product_new(self, row: ProductRow) -> Product | None:
         if "price" not in row.values and not row.variants and self.job.format != Format.TSV:

@@ -59,6 +59,43 @@ def test_product_added_in_admin_is_embedded_and_found(
     assert image.file.url in listing
 
 
+def test_a_draft_added_in_admin_is_found_once_made_active(
+    admin_client, client, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        admin_client.post(
+            reverse("admin:catalog_product_add"),
+            product_form(jpeg_bytes((240, 220, 30), seed=3), status="draft"),
+        )
+    product = Product.objects.get(sku="ADM-1")
+    image = product.images.get()
+    assert not ImageEmbedding.objects.filter(image=image).exists()
+
+    def found():
+        results = client.get(reverse("api-search"), {"q": "yellow raincoat"}).json()["results"]
+        return [r["sku"] for r in results]
+
+    assert found() == []
+
+    def status_set(status):
+        form = product_form(b"", status=status)
+        form.pop("images-0-file")
+        form.update({"images-INITIAL_FORMS": "1", "images-0-id": str(image.pk)})
+        form["images-0-product"] = str(product.pk)
+        with django_capture_on_commit_callbacks(execute=True):
+            response = admin_client.post(
+                reverse("admin:catalog_product_change", args=[product.pk]), form
+            )
+        assert response.status_code == 302, response.content.decode()[:2000]
+
+    status_set("active")
+    assert ImageEmbedding.objects.get(image=image).vector is not None
+    assert found() == ["ADM-1"]
+    status_set("archived")
+    assert not ImageEmbedding.objects.filter(image=image).exists()
+    assert found() == []
+
+
 def test_admin_refuses_a_file_that_is_not_an_image(admin_client):
     response = admin_client.post(
         reverse("admin:catalog_product_add"), product_form(b"not an image at all")
