@@ -336,6 +336,9 @@ SEARCH_JUDGMENT_MIN_SEARCHES = env.int("SEARCH_JUDGMENT_MIN_SEARCHES", default=2
 SEARCH_JUDGMENT_ATTRACTIVE = env.float("SEARCH_JUDGMENT_ATTRACTIVE", default=0.2)
 SEARCH_JUDGMENT_STRONG = env.float("SEARCH_JUDGMENT_STRONG", default=0.5)
 # Positions beyond this share one examination probability.
+# What one client (address) weighs per (query, product) in the judgments: at most this many
+# of its sessions count; each session counts once (search.judgments).
+SEARCH_JUDGMENT_CLIENT_CAP = env.int("SEARCH_JUDGMENT_CLIENT_CAP", default=2)
 SEARCH_JUDGMENT_MAX_POSITION = env.int("SEARCH_JUDGMENT_MAX_POSITION", default=100)
 # The query-nDCG promotion gate: how much held-out nDCG@10 a candidate may lose (0: none).
 SEARCH_JUDGMENT_NDCG_TOLERANCE = env.float("SEARCH_JUDGMENT_NDCG_TOLERANCE", default=0.0)

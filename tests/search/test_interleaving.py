@@ -125,12 +125,12 @@ def test_interleaved_search_credits_the_space_that_contributed_each_product(test
     # A click on a product the candidate contributed credits the candidate.
     row = log(page, session="s1")
     pick = ids[page.teams.index(TEAM_CANDIDATE)]
-    search_event_record(search_id=row.pk, type="click", product_id=pick)
+    search_event_record(search_id=row.pk, type="click", product_id=pick, session="s1")
     tally = interleaving_tally(test=test_run)
     assert (tally.searches, tally.candidate_wins, tally.control_wins, tally.ties) == (1, 1, 0, 0)
     # One more on an active-space product makes it a tie.
     pick = ids[page.teams.index(TEAM_CONTROL)]
-    search_event_record(search_id=row.pk, type="click", product_id=pick)
+    search_event_record(search_id=row.pk, type="click", product_id=pick, session="s1")
     tally = interleaving_tally(test=test_run)
     assert (tally.candidate_wins, tally.control_wins, tally.ties) == (0, 0, 1)
 
@@ -210,7 +210,7 @@ def clicked_searches(test_run, sessions, team):
         page = product_search_by_text(query=QUERY, limit=10, session=session)
         row = log(page, session=session)
         product_id = row.product_ids[list(row.teams).index(team)]
-        search_event_record(search_id=row.pk, type="click", product_id=product_id)
+        search_event_record(search_id=row.pk, type="click", product_id=product_id, session=session)
 
 
 def test_a_clear_win_promotes_the_candidate(
@@ -355,6 +355,7 @@ def test_an_interleaved_search_id_round_trips_through_the_api_and_the_shop_page(
         "type": "click",
         "product_id": row.product_ids[position - 1],
         "position": position,
+        "session": "api",  # the search's own session
     }
     response = client.post(reverse("api-events"), event, content_type="application/json")
     assert response.status_code == 201, response.content
