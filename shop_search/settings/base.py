@@ -355,8 +355,8 @@ API_EVENTS_ANON_RATE = env.str("API_EVENTS_ANON_RATE", default="300/min")
 # Interleaving (search.interleaving): this share of text searches merges the active space's
 # ranking with a held candidate's (team draft); 0 turns testing off, and fine-tuning then
 # promotes a candidate that passes the offline gates at once. With AUTO_PROMOTE, a candidate
-# that wins the sign test at p < 0.05 after MIN_SEARCHES searches with clicks goes live
-# (checked by beat every CHECK_INTERVAL seconds).
+# that passed the offline gates and wins the sign test at p < 0.05 after MIN_SEARCHES
+# sessions with clicks goes live (checked by beat every CHECK_INTERVAL seconds).
 SEARCH_INTERLEAVE_FRACTION = env.float("SEARCH_INTERLEAVE_FRACTION", default=0.0)
 if not 0.0 <= SEARCH_INTERLEAVE_FRACTION <= 1.0:
     raise ImproperlyConfigured(
