@@ -510,7 +510,8 @@ def _execute(
     margin = settings.FINETUNE_PROMOTION_MARGIN if options.margin is None else options.margin
     gain = result.metrics_after.get("mean_recall", 0.0) - active_metrics.get("mean_recall", 0.0)
     blocked = gate_blocking(verdicts)
-    promote = gate_on_catalog and gain >= margin and not blocked and not options.no_promote
+    passed = bool(gate_on_catalog and gain >= margin and not blocked)
+    promote = passed and not options.no_promote
     decided_by = "catalog recall"
     # Interleaving first (SEARCH_INTERLEAVE_FRACTION > 0): a candidate that passed the offline
     # gates is filled and left for the online test (search.interleaving), which promotes it.
@@ -549,7 +550,14 @@ def _execute(
         )
     decided_by = "promotion not asked for" if options.no_promote else decided_by
     decision += gates_summary(verdicts)
-    space.metrics = {**metrics, "decision": decision, "decided_by": decided_by}
+    # `passed_offline_gates`: what an interleaving test's auto-promotion requires beside the
+    # online win, which whoever clicks can steer (search.interleaving).
+    space.metrics = {
+        **metrics,
+        "decision": decision,
+        "decided_by": decided_by,
+        "passed_offline_gates": passed,
+    }
     space.save(update_fields=["metrics"])
     run.result = {
         "space": space.name,

@@ -8,6 +8,7 @@ from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from search.api_common import SessionField
 from search.models import SearchEvent
 from search.searchlog import EventRefused, search_event_record
 from shop_search.api import ErrorSerializer
@@ -84,6 +85,9 @@ class SearchEventApi(APIView):
             help_text="where the search showed it (1-based, counting earlier pages); "
             "when given it must agree with the log",
         )
+        # The search's own session must send its events: the `session` it was made with,
+        # or (the shop page's beacon) the shop's session cookie.
+        session = SessionField()
 
     @extend_schema_serializer(component_name="SearchEvent")
     class OutputSerializer(serializers.Serializer):
@@ -101,7 +105,10 @@ class SearchEventApi(APIView):
         summary="Record what a shopper did with a search result",
         description="A click, add to cart or purchase of a product that a search showed. "
         "Anonymous, throttled per address; from this site's pages or from clients that are "
-        "not browsers (JSON without an Origin). Each (search, type, product) is stored once: "
+        "not browsers (JSON without an Origin). Only from the search's own session (the "
+        "`session` it was made with, or the shop's session cookie), and a cart or purchase "
+        "only after a click on that product in that search. Each (search, type, product) is "
+        "stored once: "
         "the first time answers 201, the same event again 200 with `duplicate: true`.",
         request={
             "application/json": InputSerializer,
@@ -113,8 +120,9 @@ class SearchEventApi(APIView):
             200: OpenApiResponse(OutputSerializer, description="already recorded: stored once"),
             400: OpenApiResponse(
                 ErrorSerializer,
-                description="unknown search_id, a product that search did not show, a "
-                "position that disagrees with it, an unknown type",
+                description="unknown search_id, another session than the search's, a "
+                "product that search did not show, a position that disagrees with it, an "
+                "unknown type, a cart or purchase without a click",
             ),
             403: OpenApiResponse(
                 ErrorSerializer,
@@ -135,6 +143,8 @@ class SearchEventApi(APIView):
                 type=data["type"],
                 product_id=data["product_id"],
                 position=data.get("position"),
+                session=data.get("session")
+                or request.COOKIES.get(settings.SEARCH_SESSION_COOKIE, ""),
             )
         except EventRefused as exc:
             raise serializers.ValidationError({exc.field: [str(exc)]}) from exc

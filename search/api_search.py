@@ -31,13 +31,16 @@ from search.selectors import (
     products_similar,
 )
 from shop_search.api import ErrorSerializer
+from shop_search.throttling import client_ip
 
 
 def search_response(request, page: SearchPage) -> Response:
     return Response(SearchPageSerializer(page, context={"request": request}).data)
 
 
-def api_search_logged(page: SearchPage, data: dict, *, kind: str, query: str = "") -> SearchPage:
+def api_search_logged(
+    request, page: SearchPage, data: dict, *, kind: str, query: str = ""
+) -> SearchPage:
     """A text or photo search of the API, logged with its validated input."""
     return search_logged(
         page,
@@ -47,6 +50,7 @@ def api_search_logged(page: SearchPage, data: dict, *, kind: str, query: str = "
         filters=search_filters_logged(data),
         offset=data["offset"],
         session=data.get("session", ""),
+        client=client_ip(request),
     )
 
 
@@ -95,7 +99,7 @@ class ProductSearchApi(SearchApiView):
             understand=data["understand"],
             session=data.get("session", ""),
         )
-        page = api_search_logged(page, data, kind=SearchLog.Kind.TEXT, query=data["q"])
+        page = api_search_logged(request, page, data, kind=SearchLog.Kind.TEXT, query=data["q"])
         return search_response(request, page)
 
 
@@ -122,7 +126,7 @@ class ProductImageSearchApi(UploadApiView):
             offset=data["offset"],
             sort=data["sort"],
         )
-        page = api_search_logged(page, data, kind=SearchLog.Kind.PHOTO)
+        page = api_search_logged(request, page, data, kind=SearchLog.Kind.PHOTO)
         return search_response(request, page)
 
 
@@ -158,5 +162,6 @@ class ProductSimilarApi(SearchApiView):
             channel=SearchLog.Channel.API,
             source_product_id=product.pk,
             session=params.validated_data.get("session", ""),
+            client=client_ip(request),
         )
         return Response(self.OutputSerializer(page, context={"request": request}).data)

@@ -22,7 +22,7 @@ import json
 import logging
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -195,6 +195,16 @@ def interleaved_ranking(
     return InterleavedRanking(test=test, ranked=relevant + related, teams=teams)
 
 
+def hits_alike(hits: Sequence, *, offset: int) -> list:
+    """An interleaved page's hits, the same in form whichever space placed them: the merged
+    rank's score (1 / position) and no similarity. Each space's own score or cosine would
+    tell a client which space placed a result, and so which to click to steer the test."""
+    return [
+        replace(hit, score=1.0 / position, similarity=None)
+        for position, hit in enumerate(hits, start=offset + 1)
+    ]
+
+
 # --- the tally ----------------------------------------------------------------------------
 
 
@@ -211,13 +221,13 @@ def sign_test(wins: int, losses: int) -> float:
 @dataclass(frozen=True)
 class InterleavingTally:
     searches: int  # interleaved searches (pages) shown
-    candidate_wins: int  # searches whose credited clicks went more to the candidate
+    candidate_wins: int  # sessions whose credited clicks went more to the candidate
     control_wins: int
     ties: int  # as many credited clicks for each (at least one)
 
     @property
     def decided(self) -> int:
-        """Searches with at least one credited click: what SEARCH_INTERLEAVE_MIN_SEARCHES counts."""
+        """Sessions with a credited click: what SEARCH_INTERLEAVE_MIN_SEARCHES counts."""
         return self.candidate_wins + self.control_wins + self.ties
 
     @property
@@ -235,18 +245,20 @@ class InterleavingTally:
 
     def __str__(self) -> str:
         return (
-            f"{self.searches} searches, {self.decided} with clicks: candidate won "
+            f"{self.searches} searches, {self.decided} sessions with clicks: candidate won "
             f"{self.candidate_wins}, active won {self.control_wins}, {self.ties} ties "
             f"(sign test p = {self.p_value:.4f})"
         )
 
 
 def interleaving_tally(*, test: InterleavingTest) -> InterleavingTally:
-    """The test's searches and, per search with clicks, which space won: one aggregate over
+    """The test's searches and, per session with clicks, which space won: one aggregate over
     its logged searches (indexed by `interleaved_with`) and their click events.
 
     A click credits the team that contributed the clicked product (`teams` at the product's
-    place on the page); clicks on pinned or related products credit nobody.
+    place on the page); clicks on pinned or related products credit nobody. A session's
+    clicks over all its searches decide one win, loss or tie: repeating a search in one
+    session cannot outvote other shoppers (a sessionless search is a session of its own).
     """
     log, events = SearchLog._meta.db_table, SearchEvent._meta.db_table
     window = "s.interleaved_with_id = %(candidate)s AND s.space_id = %(control)s"
@@ -276,8 +288,8 @@ def interleaving_tally(*, test: InterleavingTest) -> InterleavingTally:
                     AS candidate
             FROM {log} s JOIN {events} e ON e.search_id = s.id AND e.type = %(click)s
             WHERE {window}
-            GROUP BY s.id
-        ) per_search
+            GROUP BY COALESCE(NULLIF(s.session, ''), s.id::text)
+        ) per_session
     """
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
@@ -344,9 +356,10 @@ def interleaving_test_promote(*, test: InterleavingTest, decision: str) -> Inter
 def interleaving_check() -> InterleavingTally | None:
     """Beat, every SEARCH_INTERLEAVE_CHECK_INTERVAL: one aggregate over the running test.
 
-    With SEARCH_INTERLEAVE_AUTO_PROMOTE, after SEARCH_INTERLEAVE_MIN_SEARCHES searches with
-    clicks a significant win (sign test p < 0.05) promotes the candidate, a significant loss
-    stops the test. A test whose control is no longer the active space is stopped.
+    With SEARCH_INTERLEAVE_AUTO_PROMOTE, after SEARCH_INTERLEAVE_MIN_SEARCHES sessions with
+    clicks a significant win (sign test p < 0.05) promotes the candidate, if it passed
+    fine-tuning's offline gates (else staff decide), a significant loss stops the test. A
+    test whose control is no longer the active space is stopped.
     """
     test = interleaving_test_running()
     if test is None:
@@ -363,6 +376,14 @@ def interleaving_check() -> InterleavingTally | None:
     if tally.decided < settings.SEARCH_INTERLEAVE_MIN_SEARCHES or tally.p_value >= SIGNIFICANCE:
         return tally
     if tally.candidate_wins > tally.control_wins:
+        if not (test.candidate.metrics or {}).get("passed_offline_gates"):
+            # Clicks can be steered by whoever sends them; the offline gates cannot.
+            logger.warning(
+                "interleaving test %s: %s won but did not pass the offline gates: not promoted",
+                test.pk,
+                test.candidate,
+            )
+            return tally
         interleaving_test_promote(test=test, decision=f"promoted: the candidate won; {tally}")
     else:
         interleaving_test_stop(test=test, decision=f"stopped: the active space won; {tally}")

@@ -35,6 +35,12 @@ SEARCH_REFORMULATION_SECONDS by a search for other words whose results were clic
 the first query to the clicked products (weaker evidence: grade 1, training weight 0.5):
 the shopper who typed "rucksack", saw nothing, and then clicked a backpack for "backpack"
 wanted that backpack for "rucksack".
+
+Whose evidence counts (the log is written by anonymous clients, some of them hostile):
+every count is of *voters*, a session (or a sessionless search) counted once per (query,
+product) however often it searched or sent events, and of one client (a keyed hash of the
+address) at most SEARCH_JUDGMENT_CLIENT_CAP voters; searches with shopper filters are left
+out (`_SEARCHES`), and a cart or purchase counts only after a click in its search.
 """
 
 from __future__ import annotations
@@ -98,35 +104,68 @@ class ClickModel:
 
 # --- SQL aggregates -----------------------------------------------------------------------
 
+# The text searches that judgments learn from. `voter`: its session (a sessionless search is
+# a voter of its own); `client`: the keyed hash of its address (else its voter).
+# Searches with shopper filters are left out: a filter decides which products compete (a mug
+# is shown for "backpack" under category=mugs), so what is chosen there says nothing about
+# the query's words; understood filters came from those words and stay.
 _SEARCHES = """
-    SELECT s.id, s.query, s.session, s.created, s."offset", s.product_ids
+    SELECT s.id, s.query, s.session, s.created, s."offset", s.product_ids,
+           COALESCE(NULLIF(s.session, ''), s.id::text) AS voter,
+           COALESCE(NULLIF(s.client, ''), NULLIF(s.session, ''), s.id::text) AS client
     FROM search_searchlog s
     WHERE s.kind = 'text' AND s.query <> '' AND s.created >= %(since)s
+      AND s.filters - 'understood' = '{}'::jsonb
+"""
+
+# Over `votes` (one row per query, product and voter, with its client): each voter counts
+# once, and of one client's voters only the first SEARCH_JUDGMENT_CLIENT_CAP, so that
+# repeating searches, events or sessions from one address weighs no more than a few shoppers.
+_CAPPED = """
+    capped AS (
+        SELECT v.*, row_number() OVER (
+            PARTITION BY v.query, v.product_id, v.client ORDER BY v.voter
+        ) AS nth
+        FROM votes v
+    )
 """
 
 
 def _fetch(sql: str, params: dict) -> list[tuple]:
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+        cursor.execute(sql, {**params, "client_cap": settings.SEARCH_JUDGMENT_CLIENT_CAP})
         return cursor.fetchall()
 
 
 def impression_cells(*, since: datetime) -> list[tuple[str, int, int, int, int]]:
-    """(query, product, position, impressions, clicks): the log by display position."""
+    """(query, product, position, impressions, clicks): the log by display position, in
+    voters (a session shown the product, clicked or not), capped per client."""
     return _fetch(
         f"""
         WITH searches AS ({_SEARCHES}),
         shown AS (
-            SELECT s.id AS search_id, s.query, p.product_id,
+            SELECT s.id AS search_id, s.query, s.voter, s.client, p.product_id,
                    LEAST(s."offset" + p.ord, %(max_position)s)::int AS position
             FROM searches s
             CROSS JOIN LATERAL unnest(s.product_ids) WITH ORDINALITY AS p(product_id, ord)
-        )
-        SELECT sh.query, sh.product_id, sh.position, count(*)::int,
-               count(e.id)::int
-        FROM shown sh
-        LEFT JOIN search_searchevent e
-          ON e.search_id = sh.search_id AND e.product_id = sh.product_id AND e.type = 'click'
+        ),
+        votes AS (
+            -- A session that searched again is still one shopper: clicked if it ever
+            -- clicked (where it clicked), else once unclicked, so skips are capped too.
+            SELECT sh.query, sh.product_id, sh.voter, min(sh.client) AS client,
+                   bool_or(e.id IS NOT NULL) AS clicked,
+                   COALESCE(min(sh.position) FILTER (WHERE e.id IS NOT NULL),
+                            min(sh.position)) AS position
+            FROM shown sh
+            LEFT JOIN search_searchevent e
+              ON e.search_id = sh.search_id AND e.product_id = sh.product_id
+             AND e.type = 'click'
+            GROUP BY 1, 2, 3
+        ),
+        {_CAPPED}
+        SELECT query, product_id, position, count(*)::int,
+               count(*) FILTER (WHERE clicked)::int
+        FROM capped WHERE nth <= %(client_cap)s
         GROUP BY 1, 2, 3
         ORDER BY 1, 2, 3
         """,
@@ -135,15 +174,27 @@ def impression_cells(*, since: datetime) -> list[tuple[str, int, int, int, int]]
 
 
 def engagement_counts(*, since: datetime) -> list[tuple[str, int, int, int]]:
-    """(query, product, carts, purchases) over the log's text searches."""
+    """(query, product, carts, purchases) in voters, capped per client: only a cart or
+    purchase that followed a click on the product in the same search counts."""
     return _fetch(
         f"""
-        WITH searches AS ({_SEARCHES})
-        SELECT s.query, e.product_id,
-               count(*) FILTER (WHERE e.type = 'add_to_cart')::int,
-               count(*) FILTER (WHERE e.type = 'purchase')::int
-        FROM searches s JOIN search_searchevent e ON e.search_id = s.id
-        WHERE e.type IN ('add_to_cart', 'purchase')
+        WITH searches AS ({_SEARCHES}),
+        votes AS (
+            SELECT s.query, e.product_id, s.voter, min(s.client) AS client,
+                   bool_or(e.type = 'add_to_cart') AS cart,
+                   bool_or(e.type = 'purchase') AS purchase
+            FROM searches s JOIN search_searchevent e ON e.search_id = s.id
+            WHERE e.type IN ('add_to_cart', 'purchase')
+              AND EXISTS (
+                SELECT 1 FROM search_searchevent c
+                WHERE c.search_id = s.id AND c.product_id = e.product_id AND c.type = 'click'
+              )
+            GROUP BY 1, 2, 3
+        ),
+        {_CAPPED}
+        SELECT query, product_id, count(*) FILTER (WHERE cart)::int,
+               count(*) FILTER (WHERE purchase)::int
+        FROM capped WHERE nth <= %(client_cap)s
         GROUP BY 1, 2
         """,
         {"since": since},
@@ -151,26 +202,34 @@ def engagement_counts(*, since: datetime) -> list[tuple[str, int, int, int]]:
 
 
 def reformulation_clicks(*, since: datetime) -> list[tuple[str, int, int]]:
-    """(first query, product, searches): a search without a click whose session's next
-    search for other words, within SEARCH_REFORMULATION_SECONDS, clicked the product."""
+    """(first query, product, voters): a search without a click whose session's next
+    search for other words (without shopper filters), within SEARCH_REFORMULATION_SECONDS,
+    clicked the product; in sessions, capped per client."""
     return _fetch(
         f"""
         WITH searches AS ({_SEARCHES} AND s.session <> ''),
         clicked AS (
             SELECT DISTINCT e.search_id FROM search_searchevent e
             JOIN searches s ON s.id = e.search_id WHERE e.type = 'click'
-        )
-        SELECT a.query, e.product_id, count(DISTINCT a.id)::int
-        FROM searches a
-        CROSS JOIN LATERAL (
-            SELECT b.id FROM search_searchlog b
-            WHERE b.session = a.session AND b.kind = 'text' AND b.query <> a.query
-              AND b.created > a.created
-              AND b.created <= a.created + %(window)s * interval '1 second'
-            ORDER BY b.created LIMIT 1
-        ) nxt
-        JOIN search_searchevent e ON e.search_id = nxt.id AND e.type = 'click'
-        WHERE a.id NOT IN (SELECT search_id FROM clicked)
+        ),
+        votes AS (
+            SELECT a.query, e.product_id, a.voter, min(a.client) AS client
+            FROM searches a
+            CROSS JOIN LATERAL (
+                SELECT b.id, b.filters FROM search_searchlog b
+                WHERE b.session = a.session AND b.kind = 'text' AND b.query <> a.query
+                  AND b.created > a.created
+                  AND b.created <= a.created + %(window)s * interval '1 second'
+                ORDER BY b.created LIMIT 1
+            ) nxt
+            JOIN search_searchevent e ON e.search_id = nxt.id AND e.type = 'click'
+            WHERE a.id NOT IN (SELECT search_id FROM clicked)
+              AND nxt.filters - 'understood' = '{{}}'::jsonb
+            GROUP BY 1, 2, 3
+        ),
+        {_CAPPED}
+        SELECT query, product_id, count(*)::int
+        FROM capped WHERE nth <= %(client_cap)s
         GROUP BY 1, 2
         """,
         {"since": since, "window": settings.SEARCH_REFORMULATION_SECONDS},
@@ -178,8 +237,17 @@ def reformulation_clicks(*, since: datetime) -> list[tuple[str, int, int]]:
 
 
 def query_search_counts(*, since: datetime) -> dict[str, int]:
-    rows = _fetch(f"WITH searches AS ({_SEARCHES}) SELECT query, count(*) FROM searches GROUP BY 1",
-                  {"since": since})  # fmt: skip
+    """Per query, the voters that searched it, at most SEARCH_JUDGMENT_CLIENT_CAP per client:
+    what SEARCH_JUDGMENT_MIN_SEARCHES counts, so one address cannot make a query judged."""
+    rows = _fetch(
+        f"""
+        WITH searches AS ({_SEARCHES}),
+        voters AS (SELECT query, voter, min(client) AS client FROM searches GROUP BY 1, 2),
+        per_client AS (SELECT query, client, count(*) AS n FROM voters GROUP BY 1, 2)
+        SELECT query, sum(LEAST(n, %(client_cap)s))::int FROM per_client GROUP BY 1
+        """,
+        {"since": since},
+    )
     return dict(rows)
 
 

@@ -360,8 +360,9 @@ class VocabularyVersion(models.Model):
 class SearchLog(models.Model):
     """One search as a shopper saw it: what was asked and which products were shown where.
 
-    Nothing personal: no IP address, no user; `session` is an opaque key (the front end's
-    `session` parameter, or the shop page's own cookie). The primary key is the `search_id`
+    Nothing personal: no IP address, no user; `session` and `client` are keyed hashes (of
+    the front end's `session` parameter or the shop page's own cookie, and of the address).
+    The primary key is the `search_id`
     that the response returns and that events name. Rows older than SEARCH_LOG_DAYS are
     deleted by a beat task.
     """
@@ -392,6 +393,9 @@ class SearchLog(models.Model):
     product_ids = ArrayField(models.BigIntegerField(), default=list, blank=True)
     result_count = models.PositiveIntegerField(default=0)
     session = models.CharField(max_length=64, blank=True)
+    # A keyed hash of the searcher's address (searchlog.client_key), never the address: caps
+    # what one client weighs in the judgments; deleted with the row.
+    client = models.CharField(max_length=32, blank=True, default="")
     # An interleaved search (search.interleaving): the candidate space merged with `space`,
     # and per shown product which one contributed it (0: `space`, 1: `interleaved_with`,
     # -1: neither, a pinned or related product).

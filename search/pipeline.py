@@ -27,7 +27,7 @@ from catalog.models import Product
 from catalog.selectors import category_nodes
 from embeddings.models import EmbeddingSpace
 from embeddings.spaces import space_active
-from search.interleaving import interleaved_ranking
+from search.interleaving import hits_alike, interleaved_ranking
 from search.matching import MatchPlan, match_plan
 from search.models import MerchandisingRule
 from search.query import QueryAnalysis, query_analyse, query_is_sku, query_tokens
@@ -236,6 +236,7 @@ def product_search_by_text(
             page,
             interleaved_with=interleaved.candidate,
             teams=interleaved.teams_of([hit.product.pk for hit in page.results]),
+            results=hits_alike(page.results, offset=offset),
         )
     synonyms = {t.word: list(t.synonyms) for t in prepared.analysis.terms if t.synonyms}
     return replace(

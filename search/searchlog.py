@@ -9,6 +9,7 @@ searches) logs through `search_logged`, once, after its page is built.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import logging
 import re
 import uuid
@@ -57,6 +58,15 @@ def session_key(raw: str) -> str:
     return hashlib.sha256(f"{settings.SECRET_KEY}:session:{raw}".encode()).hexdigest()[:32]
 
 
+def client_key(address: str) -> str:
+    """A keyed hash of the client's address (HMAC with SECRET_KEY): enough to cap what one
+    client weighs in the judgments, never the address, and kept only as long as the log."""
+    if not address:
+        return ""
+    digest = hmac.new(settings.SECRET_KEY.encode(), f"client:{address}".encode(), "sha256")
+    return digest.hexdigest()[:32]
+
+
 def session_is_valid(raw: str) -> bool:
     return SESSION_PATTERN.fullmatch(raw) is not None
 
@@ -93,6 +103,7 @@ def search_log_record(
     sort: str = "",
     offset: int = 0,
     session: str = "",
+    client: str = "",
     interleaved_with: EmbeddingSpace | None = None,
     teams: Sequence[int] = (),
 ) -> uuid.UUID | None:
@@ -110,6 +121,7 @@ def search_log_record(
         product_ids=list(product_ids)[: settings.SEARCH_LOG_TOP],
         result_count=result_count,
         session=session_key(session),
+        client=client_key(client),
         interleaved_with=interleaved_with,
         teams=list(teams)[: settings.SEARCH_LOG_TOP],
     )
@@ -159,11 +171,13 @@ def search_logged(
     filters: dict | None = None,
     offset: int = 0,
     session: str = "",
+    client: str = "",
 ) -> SearchPage:
     """The page with its `search_id`: logs the products it shows, in order, once the page is
     built (never on the ranking path), and for an interleaved search which space contributed
     each (search.interleaving); `filters` gain `understood` (search.understanding) when the
-    query was. With SEARCH_LOG_ENABLED off, the page as it is."""
+    query was; `client` is the searcher's address (shop_search.throttling.client_ip), stored
+    as a keyed hash. With SEARCH_LOG_ENABLED off, the page as it is."""
     if not settings.SEARCH_LOG_ENABLED:
         return page
     if page.understood:
@@ -188,6 +202,7 @@ def search_logged(
         sort="" if kind == SearchLog.Kind.SIMILAR else page.sort,
         offset=offset,
         session=session,
+        client=client,
         interleaved_with=page.interleaved_with,
         teams=page.teams,
     )
@@ -207,13 +222,17 @@ def search_event_record(
     search_id: uuid.UUID,
     type: str,
     product_id: int,
+    session: str,
     position: int | None = None,
-    session: str | None = None,
 ) -> tuple[SearchEvent, bool]:
     """Store what a shopper did with a product of a logged search, once: the same event
     sent again (a double click, a retried beacon, the no-JS link after the beacon) returns
-    the stored one and False. With `session` (the shop page's cookie, as sent), the search
-    must have been made in that session."""
+    the stored one and False.
+
+    Only the searcher's own evidence is taken: `session` (the API's, or the shop page's
+    cookie, as sent; "" for none) must be the search's, and a cart or purchase must follow
+    a click on that product in that search. Refused, not stored as discarded: the sender
+    learns at once what is wrong, and nothing an attacker sends costs a row."""
     if type not in SearchEvent.Type.values:
         raise EventRefused(
             f"Unknown event type {type!r}: use one of {', '.join(SearchEvent.Type.values)}.",
@@ -226,8 +245,12 @@ def search_event_record(
             f"{settings.SEARCH_LOG_DAYS} days).",
             "search_id",
         )
-    if session is not None and not (session and search.session == session_key(session)):
-        raise EventRefused(f"Search {search_id} was not made in this session.", "search_id")
+    if search.session != session_key(session):
+        raise EventRefused(
+            f"Search {search_id} was not made in this session: send the `session` the search "
+            "was made with (none if it had none).",
+            "session",
+        )
     shown_at = search.position_of(product_id)
     if shown_at is None:
         raise EventRefused(
@@ -239,6 +262,13 @@ def search_event_record(
             f"Product {product_id} was shown at position {shown_at} in search {search_id}, "
             f"not {position}.",
             "position",
+        )
+    clicks = SearchEvent.objects.filter(search_id=search.pk, type="click", product_id=product_id)
+    if type != SearchEvent.Type.CLICK and not clicks.exists():
+        raise EventRefused(
+            f"Product {product_id} was not clicked in search {search_id}: a {type} counts "
+            "only after a click on the product in its search.",
+            "type",
         )
     # One statement: the unique constraint decides between concurrent posts (the loser's
     # insert does nothing), and a product deleted since the search inserts nothing either.

@@ -78,7 +78,7 @@ class ShopperPath:
     """How a shopper searches and reports what they did: the services behind the API."""
 
     search: Callable[[str, str, int], Shown]
-    event: Callable[[object, str, int, int], None]
+    event: Callable[[object, str, str, int, int], None]  # search_id, session, type, ...
 
 
 def _search_direct(query: str, session: str, limit: int) -> Shown:
@@ -90,8 +90,10 @@ def _search_direct(query: str, session: str, limit: int) -> Shown:
     return Shown(page.search_id, [hit.product.pk for hit in page.results])
 
 
-def _event_direct(search_id, type: str, product_id: int, position: int) -> None:
-    search_event_record(search_id=search_id, type=type, product_id=product_id, position=position)
+def _event_direct(search_id, session: str, type: str, product_id: int, position: int) -> None:
+    search_event_record(
+        search_id=search_id, type=type, product_id=product_id, position=position, session=session
+    )
 
 
 SERVICES = ShopperPath(search=_search_direct, event=_event_direct)
@@ -185,13 +187,13 @@ def _shop_once(query, session, intent, attributes, behaviour, rng, path, report)
         if rng.random() >= (behaviour.click_relevant if relevant else behaviour.click_other):
             continue
         clicked = True
-        path.event(shown.search_id, "click", pid, position)
+        path.event(shown.search_id, session, "click", pid, position)
         report.events["click"] += 1
         if relevant and rng.random() < behaviour.cart:
-            path.event(shown.search_id, "add_to_cart", pid, position)
+            path.event(shown.search_id, session, "add_to_cart", pid, position)
             report.events["add_to_cart"] += 1
             if rng.random() < behaviour.purchase:
-                path.event(shown.search_id, "purchase", pid, position)
+                path.event(shown.search_id, session, "purchase", pid, position)
                 report.events["purchase"] += 1
     report.searches_with_click += clicked
     return clicked

@@ -44,8 +44,7 @@ from search.sorting import Sort
 
 # The API's one-line error message, so the page and the API say the same thing.
 from shop_search.api import _first_message
-from shop_search.origins import request_same_origin
-from shop_search.throttling import anonymous_throttle_wait
+from shop_search.throttling import anonymous_throttle_wait, client_ip
 
 logger = logging.getLogger(__name__)
 
@@ -172,6 +171,7 @@ def shop_search(request):
             filters=search_filters_logged(data),
             offset=offset,
             session=request.shop_session,
+            client=client_ip(request),
         )
         matches = [hit for hit in page.results if not hit.related]
         context.update(
@@ -294,6 +294,7 @@ def product_detail(request, pk: int):
         channel=SearchLog.Channel.PAGE,
         source_product_id=product.pk,
         session=request.shop_session,
+        client=client_ip(request),
     )
     return render(
         request,
@@ -322,24 +323,22 @@ def click_url_prefix(search_id) -> str:
 def shop_result_click(request, search_id, product_id: int):
     """A result link followed without JavaScript: record the click, then show the product.
 
-    Recorded only when the link was followed from a page of this site, or with the shop's
-    session cookie of that search: an `<img>` or link on another site records nothing.
+    Recorded only with the shop's session cookie of that search: an `<img>` on another site,
+    a bookmark or another shopper's browser records nothing.
     It only ever redirects to that product's own page (never to a URL from the request).
     A click that cannot be recorded (the search expired, the product was not in it, the
     address is over its event rate) still reaches the product; a product that no longer
     exists is a 404."""
     product = get_object_or_404(Product.objects.only("pk"), pk=product_id)
     if EventRateThrottle().allow_request(request, None):
-        # From another site (or from nowhere, a bookmark): only in the search's own session.
-        session = None
-        if not request_same_origin(request):
-            session = request.COOKIES.get(settings.SEARCH_SESSION_COOKIE, "")
         try:
+            # Only the search's own session: its cookie (SameSite=Lax) comes with a link
+            # followed from anywhere, never with another site's <img> or form.
             search_event_record(
                 search_id=search_id,
                 type=SearchEvent.Type.CLICK,
                 product_id=product.pk,
-                session=session,
+                session=request.COOKIES.get(settings.SEARCH_SESSION_COOKIE, ""),
             )
         except EventRefused as exc:
             logger.info("click not recorded: %s", exc)

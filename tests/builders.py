@@ -138,7 +138,7 @@ def search_logged(*, day, query, shown, space, clicks=(), result_count=None, hou
     SearchLog.objects.filter(pk=search_id).update(created=at)  # recording stamps "now"
     for minute, position in enumerate(clicks, start=1):
         event, _ = search_event_record(
-            search_id=search_id, type="click", product_id=shown[position - 1].pk
+            search_id=search_id, type="click", product_id=shown[position - 1].pk, session=""
         )
         SearchEvent.objects.filter(pk=event.pk).update(created=at + dt.timedelta(minutes=minute))
     return search_id

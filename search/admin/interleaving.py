@@ -94,7 +94,7 @@ class InterleavingTestAdmin(admin.ModelAdmin):
     def tally(self, obj):
         tally = self._tally(obj)
         return (
-            f"{tally.searches} searches, {tally.decided} with clicks · candidate "
+            f"{tally.searches} searches, {tally.decided} sessions with clicks · candidate "
             f"{tally.candidate_wins}, active {tally.control_wins} · {tally.ties} ties"
         )
 

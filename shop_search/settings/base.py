@@ -336,6 +336,9 @@ SEARCH_JUDGMENT_MIN_SEARCHES = env.int("SEARCH_JUDGMENT_MIN_SEARCHES", default=2
 SEARCH_JUDGMENT_ATTRACTIVE = env.float("SEARCH_JUDGMENT_ATTRACTIVE", default=0.2)
 SEARCH_JUDGMENT_STRONG = env.float("SEARCH_JUDGMENT_STRONG", default=0.5)
 # Positions beyond this share one examination probability.
+# What one client (address) weighs per (query, product) in the judgments: at most this many
+# of its sessions count; each session counts once (search.judgments).
+SEARCH_JUDGMENT_CLIENT_CAP = env.int("SEARCH_JUDGMENT_CLIENT_CAP", default=2)
 SEARCH_JUDGMENT_MAX_POSITION = env.int("SEARCH_JUDGMENT_MAX_POSITION", default=100)
 # The query-nDCG promotion gate: how much held-out nDCG@10 a candidate may lose (0: none).
 SEARCH_JUDGMENT_NDCG_TOLERANCE = env.float("SEARCH_JUDGMENT_NDCG_TOLERANCE", default=0.0)
@@ -352,8 +355,8 @@ API_EVENTS_ANON_RATE = env.str("API_EVENTS_ANON_RATE", default="300/min")
 # Interleaving (search.interleaving): this share of text searches merges the active space's
 # ranking with a held candidate's (team draft); 0 turns testing off, and fine-tuning then
 # promotes a candidate that passes the offline gates at once. With AUTO_PROMOTE, a candidate
-# that wins the sign test at p < 0.05 after MIN_SEARCHES searches with clicks goes live
-# (checked by beat every CHECK_INTERVAL seconds).
+# that passed the offline gates and wins the sign test at p < 0.05 after MIN_SEARCHES
+# sessions with clicks goes live (checked by beat every CHECK_INTERVAL seconds).
 SEARCH_INTERLEAVE_FRACTION = env.float("SEARCH_INTERLEAVE_FRACTION", default=0.0)
 if not 0.0 <= SEARCH_INTERLEAVE_FRACTION <= 1.0:
     raise ImproperlyConfigured(

@@ -25,7 +25,7 @@ def shown_and_chosen(query, shown, chosen, *, times=2):
             query=query,
         )
         for type, product in chosen:
-            search_event_record(search_id=search_id, type=type, product_id=product.pk)
+            search_event_record(search_id=search_id, type=type, product_id=product.pk, session="")
 
 
 def brute_force(space, query, grades, k=10):

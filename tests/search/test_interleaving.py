@@ -57,6 +57,8 @@ def test_run(shop):
         name="candidate", spec=ModelSpec("shop-tiny", seed=5), build_indexes=False
     )
     space_prepare(space=candidate)
+    # As fine-tuning records it for a candidate it holds for the test.
+    EmbeddingSpace.objects.filter(pk=candidate.pk).update(metrics={"passed_offline_gates": True})
     return interleaving_test_start(candidate=candidate, prepared=True)
 
 
@@ -125,12 +127,12 @@ def test_interleaved_search_credits_the_space_that_contributed_each_product(test
     # A click on a product the candidate contributed credits the candidate.
     row = log(page, session="s1")
     pick = ids[page.teams.index(TEAM_CANDIDATE)]
-    search_event_record(search_id=row.pk, type="click", product_id=pick)
+    search_event_record(search_id=row.pk, type="click", product_id=pick, session="s1")
     tally = interleaving_tally(test=test_run)
     assert (tally.searches, tally.candidate_wins, tally.control_wins, tally.ties) == (1, 1, 0, 0)
     # One more on an active-space product makes it a tie.
     pick = ids[page.teams.index(TEAM_CONTROL)]
-    search_event_record(search_id=row.pk, type="click", product_id=pick)
+    search_event_record(search_id=row.pk, type="click", product_id=pick, session="s1")
     tally = interleaving_tally(test=test_run)
     assert (tally.candidate_wins, tally.control_wins, tally.ties) == (0, 0, 1)
 
@@ -210,7 +212,7 @@ def clicked_searches(test_run, sessions, team):
         page = product_search_by_text(query=QUERY, limit=10, session=session)
         row = log(page, session=session)
         product_id = row.product_ids[list(row.teams).index(team)]
-        search_event_record(search_id=row.pk, type="click", product_id=product_id)
+        search_event_record(search_id=row.pk, type="click", product_id=product_id, session=session)
 
 
 def test_a_clear_win_promotes_the_candidate(
@@ -234,6 +236,52 @@ def test_a_clear_win_promotes_the_candidate(
     assert "promoted: the candidate won" in test_run.decision
     # Searches answer from the new active space alone now.
     assert product_search_by_text(query=QUERY, limit=5, session="w1").teams == ()
+
+
+def test_a_session_is_credited_once_however_often_it_searches(test_run):
+    # One client repeating the search and clicking the candidate's product each time.
+    for _ in range(10):
+        clicked_searches(test_run, ["steerer"], TEAM_CANDIDATE)
+    clicked_searches(test_run, ["shopper"], TEAM_CONTROL)
+    tally = interleaving_tally(test=test_run)
+    assert (tally.searches, tally.decided) == (11, 2)
+    assert (tally.candidate_wins, tally.control_wins) == (1, 1)
+
+
+def test_a_win_promotes_only_a_candidate_that_passed_the_offline_gates(
+    test_run, shop, settings, django_capture_on_commit_callbacks
+):
+    # A candidate started by hand whose fine-tune failed a gate (the probe's: nDCG fell).
+    EmbeddingSpace.objects.filter(pk=test_run.candidate_id).update(
+        metrics={"passed_offline_gates": False, "decided_by": "query nDCG"}
+    )
+    settings.SEARCH_INTERLEAVE_AUTO_PROMOTE = True
+    settings.SEARCH_INTERLEAVE_MIN_SEARCHES = 9
+    clicked_searches(test_run, [f"w{i}" for i in range(10)], TEAM_CANDIDATE)
+    with django_capture_on_commit_callbacks(execute=True):
+        tally = interleaving_check()
+    assert (tally.candidate_wins, tally.p_value) == (10, 2 / 2**10)
+    assert space_active() == shop  # staff decide
+    test_run.refresh_from_db()
+    assert test_run.status == InterleavingTest.Status.RUNNING
+
+
+def test_an_interleaved_response_does_not_tell_the_teams_apart(test_run, client):
+    body = client.get(reverse("api-search"), {"q": QUERY, "limit": 6, "session": "probe"}).json()
+    teams = SearchLog.objects.get(pk=body["search_id"]).teams
+    assert {TEAM_CONTROL, TEAM_CANDIDATE} <= set(teams)
+    # The same fields, in the same form, whichever space placed a result: the merged rank's
+    # score and no similarity (each space's own would say which placed it).
+    assert [hit["similarity"] for hit in body["results"]] == [None] * 6
+    assert [hit["score"] for hit in body["results"]] == [1 / n for n in range(1, 7)]
+    assert len({tuple(sorted(hit)) for hit in body["results"]}) == 1
+    page_2 = client.get(
+        reverse("api-search"), {"q": QUERY, "limit": 6, "offset": 6, "session": "probe"}
+    ).json()
+    assert [hit["score"] for hit in page_2["results"]] == [1 / n for n in range(7, 13)]
+    # A page that is not interleaved keeps the active space's scores.
+    plain = client.get(reverse("api-search"), {"q": QUERY, "sort": "price_asc"}).json()
+    assert any(hit["similarity"] is not None for hit in plain["results"])
 
 
 def test_a_clear_loss_stops_the_test_and_keeps_the_active_space(test_run, shop, settings):
@@ -285,7 +333,7 @@ def test_admin_starts_a_test_that_fills_its_candidate_first(
     assert page.interleaved_with == candidate
     log(page, session="a")
     listing = admin_client.get("/admin/search/interleavingtest/").content.decode()
-    assert "1 searches, 0 with clicks" in listing
+    assert "1 searches, 0 sessions with clicks" in listing
     assert "1.0000" in listing
     # A second start is refused with the reason.
     other = space_create(name="other", spec=ModelSpec("shop-tiny", seed=8))
@@ -315,6 +363,7 @@ def test_finetuning_holds_a_passing_candidate_for_the_test(shop, settings):
     candidate = run.space
     candidate.refresh_from_db()
     assert candidate.status == EmbeddingSpace.Status.CANDIDATE
+    assert candidate.metrics["passed_offline_gates"] is True  # what auto-promotion needs
     assert space_active() == shop
     assert ImageEmbedding.objects.filter(space=candidate, vector__isnull=False).count() == 12
     test = InterleavingTest.objects.get(status=InterleavingTest.Status.RUNNING)
@@ -355,6 +404,7 @@ def test_an_interleaved_search_id_round_trips_through_the_api_and_the_shop_page(
         "type": "click",
         "product_id": row.product_ids[position - 1],
         "position": position,
+        "session": "api",  # the search's own session
     }
     response = client.post(reverse("api-events"), event, content_type="application/json")
     assert response.status_code == 201, response.content

@@ -3,16 +3,17 @@
 from datetime import timedelta
 
 import pytest
+from django.urls import reverse
 from django.utils import timezone
 
 from search.judgments import click_model_fit, impression_cells, judged_queries, judgments_compute
-from search.models import SearchLog
+from search.models import SearchEvent, SearchLog
 from search.searchlog import search_event_record, search_log_record
 
 pytestmark = pytest.mark.django_db
 
 
-def logged(query, product_ids, *, session="", at=None):
+def logged(query, product_ids, *, session="", client="", at=None):
     search_id = search_log_record(
         kind="text",
         channel="api",
@@ -21,14 +22,15 @@ def logged(query, product_ids, *, session="", at=None):
         result_count=len(product_ids),
         query=query,
         session=session,
+        client=client,
     )
     if at is not None:
         SearchLog.objects.filter(pk=search_id).update(created=at)
     return search_id
 
 
-def event(search_id, type, product):
-    search_event_record(search_id=search_id, type=type, product_id=product.pk)
+def event(search_id, type, product, session=""):
+    search_event_record(search_id=search_id, type=type, product_id=product.pk, session=session)
 
 
 @pytest.fixture
@@ -84,16 +86,16 @@ def test_reformulations_link_the_first_query_within_the_window(three):
     # Session 1: "rucksack" shows b, no click; a minute later "backpack", a clicked.
     logged("rucksack", [b], session="one", at=start)
     clicked = logged("backpack", [a, b], session="one", at=start + timedelta(minutes=1))
-    event(clicked, "click", a)
+    event(clicked, "click", a, "one")
     # Session 2: "knapsack", then "backpack" ten minutes later: too late to be a reformulation.
     logged("knapsack", [b], session="two", at=start)
     late = logged("backpack", [a, b], session="two", at=start + timedelta(minutes=10))
-    event(late, "click", a)
+    event(late, "click", a, "two")
     # Session 3: "rucksack" with a click of its own is no reformulation either.
     own = logged("rucksack", [b], session="three", at=start)
-    event(own, "click", b)
+    event(own, "click", b, "three")
     again = logged("backpack", [a], session="three", at=start + timedelta(seconds=30))
-    event(again, "click", a)
+    event(again, "click", a, "three")
 
     judgments = judgments_compute()
     rucksack = judgments["rucksack"]
@@ -106,3 +108,84 @@ def test_reformulations_link_the_first_query_within_the_window(three):
     # "knapsack" has no relevant product and one search: not enough to evaluate on.
     assert "knapsack" not in judged_queries(judgments, min_searches=1)
     assert "rucksack" in judged_queries(judgments)
+
+
+# --- whose evidence counts (issue #22) ------------------------------------------------------
+
+
+def api_search(client, query, session, **filters):
+    body = client.get(reverse("api-search"), {"q": query, "session": session, **filters}).json()
+    return body["search_id"], [result["id"] for result in body["results"]]
+
+
+def api_event(client, search_id, type, product_id, session):
+    body = {"search_id": search_id, "type": type, "product_id": product_id, "session": session}
+    return client.post(reverse("api-events"), body, content_type="application/json").status_code
+
+
+def test_the_three_request_poisoning_makes_no_judgment(client, catalog_shop, settings):
+    settings.SEARCH_SIMILARITY_FLOOR = -1.0  # every product matches: the dress is on the page
+    dress = catalog_shop["DRS-201"]
+    # The probe: "leather" twice under a shopper filter that shows only dresses, then a
+    # purchase of the dress at the first search.
+    first, shown = api_search(client, "leather", "attacker", category="clothing-dresses")
+    api_search(client, "leather", "attacker", category="clothing-dresses")
+    assert dress.pk in shown
+    # From another session, or without a click on it in that search: refused.
+    assert api_event(client, first, "purchase", dress.pk, "someone-else") == 400
+    assert api_event(client, first, "purchase", dress.pk, "attacker") == 400
+    # In its own session, after a click, the events are stored, but a search under a filter
+    # is no evidence for the query's words: no judgment at all.
+    assert api_event(client, first, "click", dress.pk, "attacker") == 201
+    assert api_event(client, first, "purchase", dress.pk, "attacker") == 201
+    assert "leather" not in judgments_compute()
+
+    # The same purchase without the filter is a shopper's real choice: it counts, once.
+    plain, shown = api_search(client, "leather", "shopper")
+    assert dress.pk in shown
+    assert api_event(client, plain, "click", dress.pk, "shopper") == 201
+    assert api_event(client, plain, "purchase", dress.pk, "shopper") == 201
+    judged = judgments_compute()["leather"]
+    assert judged.searches == 1
+    assert (judged.products[dress.pk].purchases, judged.products[dress.pk].grade) == (1, 3)
+
+
+def test_one_client_weighs_at_most_the_cap(three, settings):
+    a, b, c = three
+    cap = settings.SEARCH_JUDGMENT_CLIENT_CAP
+    # 500 forged clicks on the vase for "backpack", each in a session of its own, from one
+    # address; one real shopper elsewhere clicks the backpack.
+    for n in range(500):
+        search_id = logged("backpack", [a, b, c], session=f"bot-{n}", client="203.0.113.9")
+        event(search_id, "click", c, f"bot-{n}")
+    real = logged("backpack", [a, b, c], session="real", client="198.51.100.4")
+    event(real, "click", a, "real")
+    judged = judgments_compute()["backpack"]
+    assert judged.searches == cap + 1
+    vase, backpack = judged.products[c.pk], judged.products[a.pk]
+    assert (vase.impressions, vase.clicks) == (cap + 1, cap)
+    assert (backpack.impressions, backpack.clicks) == (cap + 1, 1)
+
+
+def test_a_session_counts_once_clicked_or_not(three):
+    a, b, c = three
+    # 120 searches without a click from one session cannot strip the backpack of its clicks.
+    for _ in range(120):
+        logged("backpack", [a, b, c], session="skipper")
+    for n in range(3):
+        search_id = logged("backpack", [a, b, c], session=f"shopper-{n}")
+        event(search_id, "click", a, f"shopper-{n}")
+        event(search_id, "click", a, f"shopper-{n}")  # sent twice: stored once
+    judged = judgments_compute()["backpack"]
+    assert judged.searches == 4
+    assert (judged.products[a.pk].impressions, judged.products[a.pk].clicks) == (4, 3)
+    assert judged.products[a.pk].grade == 2
+
+
+def test_a_purchase_without_a_click_in_its_search_counts_for_nothing(three):
+    a, b, _ = three
+    # Rows written before events were checked (or by hand): the judgments check again.
+    search_id = logged("backpack", [a, b])
+    SearchEvent.objects.create(search_id=search_id, type="purchase", product_id=b.pk, position=2)
+    judged = judgments_compute()["backpack"]
+    assert (judged.products[b.pk].purchases, judged.products[b.pk].grade) == (0, 0)

@@ -37,7 +37,7 @@ def judged_shop(settings):
             query=query,
         )
         for type in ("click", "add_to_cart", "purchase"):
-            search_event_record(search_id=search_id, type=type, product_id=bought.pk)
+            search_event_record(search_id=search_id, type=type, product_id=bought.pk, session="")
     held_out = [q for q in queries if query_is_held_out(q)]
     assert 0 < len(held_out) < len(queries)
     return bought, queries, held_out

@@ -275,7 +275,12 @@ def logged(make_product, default_space):
     return search_id, shown, make_product(sku="EV-OTHER", title="not shown")
 
 
-def post_event(client, **body):
+SEARCHER = "visit-of-the-searcher"
+
+
+def post_event(client, session=SEARCHER, **body):
+    """An event as the searcher's front end sends it: with the search's session."""
+    body = {**body, "session": session} if session else body
     return client.post(reverse("api-events"), body, content_type="application/json")
 
 
@@ -292,7 +297,9 @@ def test_an_event_is_stored_once_201_then_200(client, logged, schema):  # noqa: 
         jsonschema.validate(
             response.json(), response_schema(schema, "/api/events/", "post", response.status_code)
         )
-    # Another type for the same product is another event; a form body works too (beacons).
+    # Another type for the same product is another event; a form body works too (the shop
+    # page's beacon, which carries the shop's session cookie instead of a `session`).
+    client.cookies[django_settings.SEARCH_SESSION_COOKIE] = SEARCHER
     cart = client.post(
         reverse("api-events"),
         urlencode({**event, "type": "add_to_cart"}),
@@ -324,7 +331,23 @@ def test_bad_events_are_refused_with_clear_messages(client, logged, schema):  # 
         jsonschema.validate(response.json(), response_schema(schema, "/api/events/", "post", 400))
     not_json = client.post(reverse("api-events"), "[1]", content_type="application/json")
     assert not_json.status_code == 400
+    # Only the searcher's own evidence: another session (or none) is refused, and a cart or
+    # purchase needs a click on that product in that search first.
+    not_theirs = f"session: Search {search_id} was not made in this session"
+    for session in ("visit-of-someone-else", ""):
+        response = post_event(client, session=session, **good)
+        assert response.status_code == 400
+        assert response.json()["error"].startswith(not_theirs), response.json()
+    for type in ("add_to_cart", "purchase"):
+        response = post_event(client, **{**good, "type": type})
+        assert response.status_code == 400
+        assert response.json()["error"].startswith(
+            f"type: Product {shown[0].pk} was not clicked in search {search_id}: a {type}"
+        ), response.json()
+        jsonschema.validate(response.json(), response_schema(schema, "/api/events/", "post", 400))
     assert not SearchEvent.objects.exists()
+    assert post_event(client, **good).status_code == 201
+    assert post_event(client, **{**good, "type": "purchase"}).status_code == 201
 
 
 def test_an_event_for_a_product_deleted_since_the_search_is_refused(client, logged):
@@ -366,7 +389,7 @@ def test_the_same_event_posted_concurrently_is_stored_once(logged):
         try:
             start.wait()
             response = post_event(
-                Client(), search_id=str(search_id), type="purchase", product_id=shown[0].pk
+                Client(), search_id=str(search_id), type="click", product_id=shown[0].pk
             )
             statuses.append(response.status_code)
         finally:
@@ -402,7 +425,9 @@ def test_event_posts_from_another_sites_page_are_refused(client, logged, schema)
         assert message in response.json()["error"], response.json()
         jsonschema.validate(response.json(), response_schema(schema, "/api/events/", "post", 403))
     assert not SearchEvent.objects.exists()
-    # This site's own page (its beacon, a form), and a script posting JSON: recorded.
+    # This site's own page (its beacon, a form, with the shop's cookie), and a script posting
+    # JSON: recorded.
+    client.cookies[django_settings.SEARCH_SESSION_COOKIE] = SEARCHER
     own_page = {"Origin": "http://testserver", "Sec-Fetch-Site": "same-origin"}
     response = client.post(reverse("api-events"), form, content_type=form_type, headers=own_page)
     assert response.status_code == 201, response.content
@@ -419,6 +444,7 @@ FROM_OWN_PAGE = {"Sec-Fetch-Site": "same-origin"}
 def test_the_no_javascript_link_records_the_click_then_shows_the_product(client, logged):
     search_id, shown, other = logged
     url = reverse("shop-click", args=[search_id, shown[2].pk])
+    client.cookies[django_settings.SEARCH_SESSION_COOKIE] = SEARCHER
     response = client.get(url, headers=FROM_OWN_PAGE)
     assert response.status_code == 302
     assert response["Location"] == reverse("product-detail", args=[shown[2].pk])
@@ -432,7 +458,7 @@ def test_the_no_javascript_link_records_the_click_then_shows_the_product(client,
     assert SearchEvent.objects.count() == 1
 
 
-def test_the_link_records_a_click_only_from_this_site_or_the_searchs_own_session(logged):
+def test_the_link_records_a_click_only_in_the_searchs_own_session(logged):
     search_id, shown, _ = logged  # searched in the session "visit-of-the-searcher"
     url = reverse("shop-click", args=[search_id, shown[0].pk])
 
@@ -453,12 +479,13 @@ def test_the_link_records_a_click_only_from_this_site_or_the_searchs_own_session
     assert not recorded({"Sec-Fetch-Site": "none"})
     assert not recorded({"Sec-Fetch-Site": "same-site"}, session="")
     assert not recorded(session="visit-of-someone-else")
-    # This site's page, as the browser says it (or, without Sec-Fetch-Site, its Referer)...
-    assert recorded({"Sec-Fetch-Site": "same-origin"})
-    assert recorded({"Referer": "http://testserver/?q=red"})
-    # ...or the session the search was made in, whichever page the link was on.
-    assert recorded(cross_site, session="visit-of-the-searcher")
-    assert recorded(session="visit-of-the-searcher")
+    # Nor a page of this site without the search's session (another visitor's tab).
+    assert not recorded({"Sec-Fetch-Site": "same-origin"})
+    assert not recorded({"Referer": "http://testserver/?q=red"}, session="visit-of-someone-else")
+    # The session the search was made in, whichever page the link was on.
+    assert recorded({"Sec-Fetch-Site": "same-origin"}, session=SEARCHER)
+    assert recorded(cross_site, session=SEARCHER)
+    assert recorded(session=SEARCHER)
 
 
 def test_the_no_javascript_link_only_ever_leads_to_its_product(client, logged):
@@ -480,6 +507,7 @@ def test_over_the_event_rate_the_link_still_leads_to_the_product_unrecorded(
 ):
     settings.API_EVENTS_ANON_RATE = "1/min"
     search_id, shown, _ = logged
+    client.cookies[django_settings.SEARCH_SESSION_COOKIE] = SEARCHER
     for product in shown[:2]:
         response = client.get(
             reverse("shop-click", args=[search_id, product.pk]), headers=FROM_OWN_PAGE
