@@ -216,6 +216,16 @@ def products_variants_summarise(product_ids: Iterable[int]) -> list[Product]:
     return changed
 
 
+@transaction.atomic
+def product_variants_save(*, product: Product, variants: Iterable[ProductVariant]) -> None:
+    """Save a product's variants edited in a form; its options, price range, compare-at
+    price and stock follow them."""
+    for variant in variants:
+        variant.product = product
+        variant.save()
+    products_variants_summarise([product.pk])
+
+
 def category_path_slug(path: Sequence[str]) -> str:
     """The slug of the category at `path`: its names joined, so each path has its own."""
     return slugify(" ".join(path), allow_unicode=True)[:200]
