@@ -275,6 +275,19 @@ class DemoProduct:
         return int(self.sku.rsplit("-", 1)[1])
 
     @property
+    def options(self) -> list[dict]:
+        """Its options as the catalog summarises them: [{"name": "Size", "values": [...]}]."""
+        names = list(self.variants[0].options) if self.variants else []
+        return [
+            {"name": name, "values": list(dict.fromkeys(v.options[name] for v in self.variants))}
+            for name in names
+        ]
+
+    @property
+    def price_max(self) -> Decimal | None:
+        return max((v.price for v in self.variants), default=None)
+
+    @property
     def photos(self) -> tuple[tuple[int, str], ...]:
         """(image_index, colour) of each photo, by position: `image_count` photos in its
         first colour, then one of the first pose in each further colour."""

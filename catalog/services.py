@@ -298,11 +298,10 @@ def demo_catalog_load(
                     currency=demo.currency,
                     in_stock=demo.in_stock,
                     attributes={**demo.attributes, "titles": {"zh": demo.title_zh}},
-                    # The order of its options (a variant's JSONB object keeps none); the
-                    # values follow from the variants.
-                    options=[{"name": n, "values": []} for n in demo.variants[0].options]
-                    if demo.variants
-                    else [],
+                    # Summarised already, so the summary below updates nothing (a second write
+                    # of each row); and in its options' order, which a variant's JSONB loses.
+                    options=demo.options,
+                    price_max=demo.price_max,
                 )
                 for demo in todo
             )
