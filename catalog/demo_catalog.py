@@ -5,6 +5,9 @@ training data for a tiny CLIP model (64x64 input), so colour, pattern and catego
 must stay visually distinguishable at 64 px and titles must name them consistently.
 Nothing is downloaded; images are drawn with PIL from simple silhouettes.
 
+Clothes and shoes come in sizes (variants); a third of the clothes in 2-3 colours, with a
+photo in each colour and titles that name none (the Colour option's values do).
+
 Everything is a pure function of ``(seed, index)`` (and ``image_index`` for images):
 no global random state, no ``hash()`` (salted per process), so the same inputs give
 the same product and byte-identical JPEGs in every process.
