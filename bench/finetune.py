@@ -42,7 +42,7 @@ from devices import demo_examples  # noqa: E402
 def colour_category_precision(encoder: ClipEncoder, count: int, examples) -> dict:
     """Top-10 precision of "<colour> <category>" queries over all products' best image."""
     products = list(demo_products(count))
-    attributes = {p.sku: (p.attributes["colour"], p.attributes["category"]) for p in products}
+    attributes = {p.sku: (p.colour, p.attributes["category"]) for p in products}
     images = {}
     for example in examples:
         images.setdefault(id(example.image), (example.product_key, example.image))

@@ -1,9 +1,23 @@
+from django import forms
 from django.contrib import admin
+from django.db.models import Count, Q
 from django.utils.html import format_html
 
 from catalog.importing import admin as import_admin  # noqa: F401 (the import pages)
-from catalog.models import Category, Product, ProductImage
-from catalog.services import product_images_save, product_save
+from catalog.models import (
+    MAX_OPTIONS,
+    Category,
+    Facet,
+    FacetValueAlias,
+    Product,
+    ProductImage,
+    ProductVariant,
+)
+from catalog.services import (
+    product_images_save,
+    product_save,
+    product_variants_save,
+)
 
 
 def thumbnail(image: ProductImage | None, size: int = 64) -> str:
@@ -35,6 +49,58 @@ class ProductImageInline(admin.TabularInline):
         return thumbnail(obj, 96)
 
 
+class ProductVariantForm(forms.ModelForm):
+    class Meta:
+        model = ProductVariant
+        fields = ["options"]  # and those the inline lists
+        widgets = {"options": forms.TextInput(attrs={"size": 28})}
+
+    def clean_options(self):
+        options = self.cleaned_data["options"]
+        if not isinstance(options, dict) or not all(
+            isinstance(v, str) and v.strip() and n.strip() for n, v in options.items()
+        ):
+            raise forms.ValidationError('Option names and their values: {"Size": "M"}.')
+        if len(options) > MAX_OPTIONS:
+            raise forms.ValidationError(f"At most {MAX_OPTIONS} options.")
+        return {n.strip(): v.strip() for n, v in options.items()}
+
+
+class ProductVariantInline(admin.TabularInline):
+    """A product's variants; the product's price, stock and options follow them on save."""
+
+    model = ProductVariant
+    form = ProductVariantForm
+    extra = 0
+    # Kept for the search log and orders that name its SKU: "active" off retires one.
+    can_delete = False
+    fields = [
+        "sku",
+        "options",
+        "price",
+        "compare_at_price",
+        "stock",
+        "in_stock",
+        "barcode",
+        "image",
+        "photo",
+        "position",
+        "active",
+    ]
+    readonly_fields = ["photo"]
+
+    def get_formset(self, request, obj=None, **kwargs):
+        formset = super().get_formset(request, obj, **kwargs)
+        # A variant shows one of its product's own photos (saved ones: none on the add page).
+        images = ProductImage.objects.filter(product=obj) if obj else ProductImage.objects.none()
+        formset.form.base_fields["image"].queryset = images
+        return formset
+
+    @admin.display(description="Photo")
+    def photo(self, obj):
+        return thumbnail(obj.image, 48)
+
+
 @admin.register(Product)
 class ProductAdmin(admin.ModelAdmin):
     """Products; the search app adds its "image vs title" column (search/admin/products.py)."""
@@ -45,28 +111,57 @@ class ProductAdmin(admin.ModelAdmin):
         "title",
         "brand",
         "category",
-        "price",
+        "price_range",
         "currency",
+        "variant_count",
         "in_stock",
         "status",
     ]
     list_display_links = ["preview", "sku", "title"]
+    list_editable = ["status"]
     list_filter = ["status", "in_stock", "category", "brand"]
-    search_fields = ["sku", "title", "brand"]
+    search_fields = ["sku", "title", "brand", "variants__sku"]
     list_select_related = ["category"]
-    inlines = [ProductImageInline]
+    readonly_fields = ["option_values", "price_max"]
+    inlines = [ProductImageInline, ProductVariantInline]
 
     def get_queryset(self, request):
-        return super().get_queryset(request).prefetch_related("images")
+        active = Count("variants", filter=Q(variants__active=True))
+        return (
+            super().get_queryset(request).prefetch_related("images").annotate(variant_count=active)
+        )
 
     @admin.display(description="Image")
     def preview(self, obj):
         return thumbnail(next(iter(obj.images.all()), None))
 
+    @admin.display(description="Price", ordering="price")
+    def price_range(self, obj):
+        if obj.price_max is None or obj.price_max == obj.price:
+            return obj.price
+        return f"{obj.price}\u2013{obj.price_max}"
+
+    @admin.display(description="Variants", ordering="variant_count")
+    def variant_count(self, obj):
+        return obj.variant_count
+
+    @admin.display(description="Options")
+    def option_values(self, obj):
+        return "; ".join(f"{o['name']}: {', '.join(o['values'])}" for o in obj.options) or "-"
+
+    def get_readonly_fields(self, request, obj=None):
+        readonly = list(super().get_readonly_fields(request, obj))
+        if obj is not None and obj.variants.exists():  # they follow its variants
+            readonly += ["price", "compare_at_price", "in_stock"]
+        return readonly
+
     def save_model(self, request, obj, form, change):
         product_save(product=obj, changed_fields=form.changed_data if change else ())
 
     def save_formset(self, request, form, formset, change):
+        if formset.model is ProductVariant:
+            product_variants_save(product=form.instance, variants=formset.save(commit=False))
+            return None
         if formset.model is not ProductImage:
             return super().save_formset(request, form, formset, change)
         images = formset.save(commit=False)
@@ -103,3 +198,26 @@ class ProductImageAdmin(admin.ModelAdmin):
 
     def save_model(self, request, obj, form, change):
         product_images_save(images=[(obj, "file" in form.changed_data)])
+
+
+class FacetValueAliasInline(admin.TabularInline):
+    model = FacetValueAlias
+    extra = 1
+    fields = ["alias", "value"]
+
+
+@admin.register(Facet)
+class FacetAdmin(admin.ModelAdmin):
+    """Which options and attributes are facets, in which order, and other names of values."""
+
+    list_display = ["name", "label", "position", "alias_count"]
+    list_editable = ["label", "position"]
+    search_fields = ["name", "label", "aliases__alias", "aliases__value"]
+    inlines = [FacetValueAliasInline]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(alias_count=Count("aliases"))
+
+    @admin.display(description="Aliases", ordering="alias_count")
+    def alias_count(self, obj):
+        return obj.alias_count

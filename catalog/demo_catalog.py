@@ -5,6 +5,9 @@ training data for a tiny CLIP model (64x64 input), so colour, pattern and catego
 must stay visually distinguishable at 64 px and titles must name them consistently.
 Nothing is downloaded; images are drawn with PIL from simple silhouettes.
 
+Clothes and shoes come in sizes (variants); a third of the clothes in 2-3 colours, with a
+photo in each colour and titles that name none (the Colour option's values do).
+
 Everything is a pure function of ``(seed, index)`` (and ``image_index`` for images):
 no global random state, no ``hash()`` (salted per process), so the same inputs give
 the same product and byte-identical JPEGs in every process.
@@ -30,7 +33,9 @@ __all__ = [
     "PATTERNS",
     "Category",
     "Colour",
+    "DEMO_FACETS",
     "DemoProduct",
+    "DemoVariant",
     "Material",
     "Pattern",
     "demo_product",
@@ -208,7 +213,43 @@ _BRANDS: dict[str, tuple[str, ...]] = {
 }
 
 
+# Which categories come in sizes: clothes by letter, shoes by number.
+_SIZED = {
+    "tshirt": "letters", "dress": "letters", "trousers": "letters", "skirt": "letters",
+    "coat": "letters", "shoes": "numbers", "sneakers": "numbers", "boots": "numbers",
+}  # fmt: skip
+_LETTER_SIZES = (("XS", "S", "M", "L", "XL"), ("S", "M", "L"))
+# Shoe sizes follow the brand: EU numbers for some, US numbers for others.
+_SHOE_SYSTEM = {"Stride & Co.": "EU", "Kestrel": "EU", "Copperfield": "US", "Fenwick": "US"}
+_SHOE_FIRST = {"EU": (36, 38, 39), "US": (5, 6, 7)}
+MULTI_COLOUR_SHARE = 1 / 3  # of the clothes: sold in 2 or 3 colours, one photo each
+OUT_OF_STOCK_SHARE = 0.2  # of the sizes of a product in stock
+
+# The demo shop's facets (name, label, value aliases), set up when a shop has none: its
+# options, then two attributes. Aliases are other names shoppers use for a value.
+DEMO_FACETS: tuple[tuple[str, str, dict[str, str]], ...] = (
+    ("Colour", "Colour", {
+        **{c.zh: c.name.capitalize() for c in COLOURS.values()},
+        "gray": "Grey", "dark blue": "Navy", "navy blue": "Navy", "violet": "Purple",
+    }),
+    ("Size", "Size", {
+        "extra small": "XS", "small": "S", "medium": "M", "large": "L", "extra large": "XL",
+    }),
+    ("pattern", "Pattern", {"stripes": "striped", "polka dot": "dotted", "gingham": "checked"}),
+    ("material", "Material", {}),
+)  # fmt: skip
+
+
 # ------------------------------------------------------------------------ products
+
+
+@dataclass(frozen=True)
+class DemoVariant:
+    sku: str
+    options: dict  # {"Colour": "Red", "Size": "M"}, in the product's order of options
+    price: Decimal
+    stock: int  # 0: sold out
+    photo: int  # position of the product's photo that shows it
 
 
 @dataclass(frozen=True)
@@ -226,12 +267,35 @@ class DemoProduct:
     price: Decimal
     currency: str
     in_stock: bool
-    image_count: int  # 1..3
+    image_count: int  # 1..3 photos in its first colour
     attributes: dict  # JSON-serialisable: keys of category/colour/pattern/material, zh names...
+    # Its colours, the first one `colour`; more than one: a Colour option, one photo each.
+    colours: tuple[str, ...] = ()
+    variants: tuple[DemoVariant, ...] = ()  # clothes and shoes: one per colour and size
 
     @property
     def index(self) -> int:
         return int(self.sku.rsplit("-", 1)[1])
+
+    @property
+    def options(self) -> list[dict]:
+        """Its options as the catalog summarises them: [{"name": "Size", "values": [...]}]."""
+        names = list(self.variants[0].options) if self.variants else []
+        return [
+            {"name": name, "values": list(dict.fromkeys(v.options[name] for v in self.variants))}
+            for name in names
+        ]
+
+    @property
+    def price_max(self) -> Decimal | None:
+        return max((v.price for v in self.variants), default=None)
+
+    @property
+    def photos(self) -> tuple[tuple[int, str], ...]:
+        """(image_index, colour) of each photo, by position: `image_count` photos in its
+        first colour, then one of the first pose in each further colour."""
+        first = tuple((i, self.colour) for i in range(self.image_count))
+        return first + tuple((0, colour) for colour in self.colours[1:])
 
 
 def _rng(*parts: object) -> random.Random:
@@ -274,16 +338,76 @@ def _price(category: Category, material: Material, rng: random.Random) -> Decima
     return Decimal(f"{whole}.{rng.choice(('99', '99', '95', '50', '00'))}")
 
 
-def _titles(colour: Colour, pattern: Pattern, material: Material, cat: Category):
+def _titles(colour: Colour | None, pattern: Pattern, material: Material, cat: Category):
+    """English and Chinese titles; `colour` None (sold in several) names none."""
     # "leather shoes" already names its material: don't say "leather leather shoes".
     show_material = material.name not in cat.name
     mat_en = f"{material.name} " if show_material else ""
     mat_zh = material.zh if show_material else ""
+    colour_en, colour_zh = (f"{colour.name} ", colour.zh) if colour else ("", "")
     if pattern.name == "plain":
-        title = f"plain {colour.name} {mat_en}{cat.name}"
+        title = f"plain {colour_en}{mat_en}{cat.name}"
     else:
-        title = f"{colour.name} {pattern.name} {mat_en}{cat.name}"
-    return title, f"{colour.zh}{pattern.zh}{mat_zh}{cat.zh}"
+        title = f"{colour_en}{pattern.name} {mat_en}{cat.name}"
+    return title, f"{colour_zh}{pattern.zh}{mat_zh}{cat.zh}"
+
+
+def _colours(cat: Category, colour: str, rng: random.Random) -> tuple[str, ...]:
+    if _SIZED.get(cat.key) != "letters" or rng.random() >= MULTI_COLOUR_SHARE:
+        return (colour,)
+    others = [name for name in COLOURS if name != colour]
+    return (colour, *rng.sample(others, rng.choice((1, 2))))
+
+
+def _sizes(cat: Category, brand: str, rng: random.Random) -> tuple[str, ...]:
+    kind = _SIZED.get(cat.key)
+    if kind == "letters":
+        return rng.choice(_LETTER_SIZES)
+    if kind == "numbers":
+        system = _SHOE_SYSTEM[brand]
+        first = rng.choice(_SHOE_FIRST[system])
+        return tuple(f"{system} {n}" for n in range(first, first + (7 if system == "EU" else 6)))
+    return ()
+
+
+def _variants(
+    sku: str,
+    colours: tuple[str, ...],
+    sizes: tuple[str, ...],
+    image_count: int,
+    *,
+    price: Decimal,
+    in_stock: bool,
+    rng: random.Random,
+) -> tuple[DemoVariant, ...]:
+    """One variant per colour and size. A quarter of the products charge a little more
+    for the largest sizes; sold out products have no stock, the others lack some sizes
+    but always keep one at the product's price, so its price stays the lowest sellable."""
+    if not sizes:
+        return ()
+    larger = sizes[-1:] if sizes[0].isalpha() else sizes[-2:]  # XL; the two largest shoes
+    upcharge = Decimal(max(2, int(price * Decimal("0.08")))) if rng.random() < 0.25 else 0
+    grid = [(colour, size) for colour in colours for size in sizes]
+    prices = [price + upcharge if size in larger else price for _, size in grid]
+    stocks = [
+        rng.randint(1, 40) if in_stock and rng.random() >= OUT_OF_STOCK_SHARE else 0 for _ in grid
+    ]
+    if in_stock and not any(s for s, p in zip(stocks, prices, strict=True) if p == price):
+        stocks[len(sizes) // 2] = rng.randint(1, 10)  # a middle size of the first colour
+    many = len(colours) > 1
+    variants = []
+    for (colour, size), variant_price, stock in zip(grid, prices, stocks, strict=True):
+        code = size.replace(" ", "")
+        variants.append(
+            DemoVariant(
+                sku=f"{sku}-{colour.upper()}-{code}" if many else f"{sku}-{code}",
+                options={"Colour": colour.capitalize(), "Size": size} if many else {"Size": size},
+                price=variant_price,
+                stock=stock,
+                photo=image_count + colours.index(colour) - 1 if colour != colours[0] else 0,
+            )
+        )
+    return tuple(variants)
 
 
 def demo_product(index: int, seed: int = 0) -> DemoProduct:
@@ -295,12 +419,22 @@ def demo_product(index: int, seed: int = 0) -> DemoProduct:
     rng = _rng("product", seed, index)
     material = MATERIALS[rng.choice(cat.materials)]
     brand = rng.choice(_BRANDS[cat.brands])
-    title, title_zh = _titles(colour, pattern, material, cat)
+    # Its own generator: the fields drawn before variants existed stay as they were.
+    options_rng = _rng("variants", seed, index)
+    colours = _colours(cat, colour_key, options_rng)
+    one_colour = colour if len(colours) == 1 else None
+    title, title_zh = _titles(one_colour, pattern, material, cat)
     lead = "A pair of" if cat.pair else "A"
-    look = f"plain {colour.name}" if pattern.name == "plain" else f"{colour.name} {pattern.name}"
+    named = f"{one_colour.name} " if one_colour else ""
+    look = f"plain {named}".strip() if pattern.name == "plain" else f"{named}{pattern.name}"
     description = (
         f"{lead} {look} {cat.name} in {material.phrase} from {brand}, {rng.choice(cat.features)}."
     )
+    if not one_colour:
+        description += f" In {', '.join(colours[:-1])} or {colours[-1]}."
+    price, in_stock = _price(cat, material, rng), rng.random() < 0.9
+    image_count = rng.choices((1, 2, 3), weights=(3, 5, 2))[0]
+    zh_colours = [COLOURS[c].zh for c in colours]
     return DemoProduct(
         sku=f"DEMO-{index:06d}",
         title=title,
@@ -312,16 +446,17 @@ def demo_product(index: int, seed: int = 0) -> DemoProduct:
         colour=colour.name,
         pattern=pattern.name,
         material=material.name,
-        price=_price(cat, material, rng),
+        price=price,
         currency="USD",
-        in_stock=rng.random() < 0.9,
-        image_count=rng.choices((1, 2, 3), weights=(3, 5, 2))[0],
+        in_stock=in_stock,
+        image_count=image_count,
         attributes={
             "category": cat.key,
             "category_name": cat.name,
             "category_path_zh": list(cat.path_zh),
-            "colour": colour.name,
-            "colour_zh": colour.zh,
+            # Sold in several colours: all of them (its title names none).
+            "colour": colours[0] if one_colour else list(colours),
+            "colour_zh": zh_colours[0] if one_colour else zh_colours,
             "pattern": pattern.name,
             "pattern_zh": pattern.zh,
             "material": material.name,
@@ -329,6 +464,16 @@ def demo_product(index: int, seed: int = 0) -> DemoProduct:
             # Fixed per product so that all its photos show the same item.
             "style": round(rng.random(), 4),
         },
+        colours=colours,
+        variants=_variants(
+            f"DEMO-{index:06d}",
+            colours,
+            _sizes(cat, brand, options_rng),
+            image_count,
+            price=price,
+            in_stock=in_stock,
+            rng=options_rng,
+        ),
     )
 
 
@@ -611,10 +756,14 @@ def _gradient(size: int) -> Image.Image:
     return Image.linear_gradient("L").resize((size, size))
 
 
-def render_product_image_and_mask(product: DemoProduct, image_index: int, seed: int, size: int):
-    """Render one photo; returns (RGB image, L mask of the product-coloured pixels)."""
+def render_product_image_and_mask(
+    product: DemoProduct, image_index: int, seed: int, size: int, colour: str | None = None
+):
+    """Render one photo; returns (RGB image, L mask of the product-coloured pixels).
+
+    `colour`: another of its colours (default its first): the same shot in that colour."""
     attrs = product.attributes
-    colour, pattern, cat = COLOURS[attrs["colour"]], attrs["pattern"], attrs["category"]
+    colour, pattern, cat = COLOURS[colour or product.colour], attrs["pattern"], attrs["category"]
     shape = _SHAPES[cat](attrs["style"])
     layers = shape if isinstance(shape, list) else [shape]
     phase = _rng("item", seed, product.sku).random() * 0.125  # same on all its photos
@@ -706,14 +855,19 @@ def render_product_image_and_mask(product: DemoProduct, image_index: int, seed: 
 
 
 def render_product_image(
-    product: DemoProduct, image_index: int, seed: int = 0, size: int = 256
+    product: DemoProduct,
+    image_index: int,
+    seed: int = 0,
+    size: int = 256,
+    colour: str | None = None,
 ) -> bytes:
-    """JPEG bytes of photo ``image_index`` (0-based, normally < image_count) of ``product``.
+    """JPEG bytes of photo ``image_index`` (0-based, normally < image_count) of ``product``,
+    in ``colour`` (one of its ``colours``; default its first).
 
     Pass the seed the product was generated with. Deterministic: the same product,
-    image_index, seed and size give identical bytes (for a given Pillow/libjpeg).
+    image_index, seed, size and colour give identical bytes (for a given Pillow/libjpeg).
     """
-    image, _ = render_product_image_and_mask(product, image_index, seed, size)
+    image, _ = render_product_image_and_mask(product, image_index, seed, size, colour)
     buf = io.BytesIO()
     image.save(buf, "JPEG", quality=85)
     return buf.getvalue()

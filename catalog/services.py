@@ -13,7 +13,14 @@ from django.db import transaction
 from django.utils.text import slugify
 from PIL import Image
 
-from catalog.models import Category, Product, ProductImage, ProductVariant
+from catalog.models import (
+    Category,
+    Facet,
+    FacetValueAlias,
+    Product,
+    ProductImage,
+    ProductVariant,
+)
 from catalog.signals import catalog_changed_send
 
 
@@ -237,6 +244,16 @@ def products_variants_summarise(product_ids: Iterable[int]) -> list[Product]:
     return changed
 
 
+@transaction.atomic
+def product_variants_save(*, product: Product, variants: Iterable[ProductVariant]) -> None:
+    """Save a product's variants edited in a form; its options, price range, compare-at
+    price and stock follow them."""
+    for variant in variants:
+        variant.product = product
+        variant.save()
+    products_variants_summarise([product.pk])
+
+
 def category_path_slug(path: Sequence[str]) -> str:
     """The slug of the category at `path`: its names joined, so each path has its own."""
     return slugify(" ".join(path), allow_unicode=True)[:200]
@@ -280,6 +297,7 @@ def demo_catalog_load(
     """
     from catalog.demo_catalog import demo_products, render_product_image
 
+    demo_facets_configure()
     created = 0
     categories: dict[tuple[str, ...], Category] = {}
     batch: list = []
@@ -308,18 +326,40 @@ def demo_catalog_load(
                     currency=demo.currency,
                     in_stock=demo.in_stock,
                     attributes={**demo.attributes, "titles": {"zh": demo.title_zh}},
+                    # Summarised already, so the summary below updates nothing (a second write
+                    # of each row); and in its options' order, which a variant's JSONB loses.
+                    options=demo.options,
+                    price_max=demo.price_max,
                 )
                 for demo in todo
             )
-            images = []
+            images, photos = [], {}
             for demo, product in zip(todo, products, strict=True):
-                for position in range(demo.image_count):
-                    data = render_product_image(demo, position, seed=seed)
+                for position, (image_index, colour) in enumerate(demo.photos):
+                    data = render_product_image(demo, image_index, seed=seed, colour=colour)
                     image = ProductImage(product=product, position=position)
                     image.file.save(f"{demo.sku}-{position}.jpg", ContentFile(data), save=False)
                     image.sha256, image.width, image.height = image_file_metadata(io.BytesIO(data))
                     images.append(image)
+                    photos[demo.sku, position] = image
             ProductImage.objects.bulk_create(images)
+            ProductVariant.objects.bulk_create(
+                ProductVariant(
+                    product=product,
+                    sku=variant.sku,
+                    options=variant.options,
+                    price=variant.price,
+                    stock=variant.stock,
+                    in_stock=variant.stock > 0,
+                    image=photos[demo.sku, variant.photo],
+                    position=position,
+                )
+                for demo, product in zip(todo, products, strict=True)
+                for position, variant in enumerate(demo.variants)
+            )
+            products_variants_summarise(
+                [p.pk for p, d in zip(products, todo, strict=True) if d.variants]
+            )
             if embed:
                 catalog_changed_send(
                     image_ids=[image.pk for image in images],
@@ -337,3 +377,23 @@ def demo_catalog_load(
     if batch:
         flush()
     return created
+
+
+@transaction.atomic
+def demo_facets_configure() -> list[Facet]:
+    """The demo shop's facets (Colour, Size, pattern, material) and their value aliases,
+    set up when the shop has no facets; a shop's own set-up is left as it is."""
+    from catalog.demo_catalog import DEMO_FACETS
+
+    if Facet.objects.exists():
+        return []
+    facets = Facet.objects.bulk_create(
+        Facet(name=name, label=label, position=position)
+        for position, (name, label, _) in enumerate(DEMO_FACETS)
+    )
+    FacetValueAlias.objects.bulk_create(
+        FacetValueAlias(facet=facet, alias=alias, value=value)
+        for facet, (_, _, aliases) in zip(facets, DEMO_FACETS, strict=True)
+        for alias, value in aliases.items()
+    )
+    return facets

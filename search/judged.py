@@ -8,7 +8,8 @@ after it in that group (for figures per group). A rule is a conjunction of condi
 separated by spaces:
 
 - `sku=`, `brand=`, `category=` (a category slug: it and its descendants), `in_stock=`
-  (true/false), `attr.KEY=` (a top-level value of the product's `attributes`): several values
+  (true/false), `attr.KEY=` (a top-level value of the product's `attributes`, one of a list
+  there, or a value of its option KEY: a dress sold in red is a red dress): several values
   OR-ed with `|`; brand and attribute values compare case-insensitively; a value with spaces
   goes in double quotes (`brand="Atlas Thread"`);
 - `price<=N`, `price>=N`, `price<N`, `price>N`.
@@ -35,9 +36,8 @@ from decimal import Decimal, InvalidOperation
 from functools import reduce
 from pathlib import Path
 
-from django.db.models import Case, Count, IntegerField, Q, Value, When
-from django.db.models.fields.json import KeyTextTransform
-from django.db.models.lookups import IExact
+from django.db.models import BooleanField, Case, Count, IntegerField, Q, Value, When
+from django.db.models.expressions import RawSQL
 
 from catalog.models import Category, Product
 from catalog.selectors import category_subtree_ids
@@ -181,9 +181,10 @@ def _condition_q(condition: str, *, subtrees: _CategorySubtrees) -> Q:
         return _any_of(Q(brand__iexact=v) for v in values)
     if field == "category":
         return Q(category_id__in=sorted({pk for v in values for pk in subtrees(v)}))
-    # The key as an explicit transform: a key named like a lookup ("contains") stays a key.
-    text = KeyTextTransform(attribute["key"], "attributes")
-    return _any_of(Q(IExact(text, v)) for v in values)
+    # The product's facet keys ("colour=red", lower case, from its attributes and options;
+    # catalog migration 0008): a key named like a lookup ("contains") stays a key.
+    keys = [f"{attribute['key']}={v}".lower() for v in values]
+    return Q(RawSQL("catalog_product.facet_keys && %s::text[]", [keys], BooleanField()))
 
 
 def rule_q(rule: str, *, subtrees: _CategorySubtrees | None = None) -> Q:

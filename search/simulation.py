@@ -38,6 +38,12 @@ def shopper_words(path: Path = SHOPPER_WORDS) -> dict[str, dict[str, list[str]]]
     return {"category": data["category"], "pattern": data["pattern"]}
 
 
+def _colours(attributes: dict) -> list:
+    """A demo product's colours: one, or a list when it is sold in several."""
+    colour = attributes.get("colour")
+    return colour if isinstance(colour, list) else [colour]
+
+
 @dataclass(frozen=True)
 class Intent:
     category: str  # a demo category key ("backpack")
@@ -47,7 +53,7 @@ class Intent:
     def relevant(self, attributes: dict) -> bool:
         return (
             attributes.get("category") == self.category
-            and (self.colour is None or attributes.get("colour") == self.colour)
+            and (self.colour is None or self.colour in _colours(attributes))
             and (self.pattern is None or attributes.get("pattern") == self.pattern)
         )
 
@@ -153,7 +159,7 @@ def shoppers_simulate(
         pattern = wanted.get("pattern")
         intent = Intent(
             category=wanted["category"],
-            colour=wanted.get("colour") if rng.random() < behaviour.colour else None,
+            colour=_colours(wanted)[0] if rng.random() < behaviour.colour else None,
             pattern=pattern if pattern != "plain" and rng.random() < behaviour.pattern else None,
         )
         session = f"simulated-{seed}-{report.sessions}"

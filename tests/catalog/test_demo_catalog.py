@@ -115,8 +115,10 @@ def test_product_fields_are_sensible(sample):
         assert product.brand in product.description
         attrs = json.loads(json.dumps(product.attributes))
         assert attrs["category"] == cat.key
+        assert product.colours[0] == product.colour
+        colour = product.colour if len(product.colours) == 1 else list(product.colours)
         assert (attrs["colour"], attrs["pattern"], attrs["material"]) == (
-            product.colour,
+            colour,
             product.pattern,
             product.material,
         )
@@ -129,14 +131,22 @@ def test_titles_name_colour_pattern_and_category_in_both_languages(sample):
     for product in sample:
         colour, pattern = COLOURS[product.colour], PATTERNS[product.pattern]
         cat, material = CATEGORY_BY_PATH[product.category], MATERIALS[product.material]
+        several = len(product.colours) > 1
         for text in (product.title, product.description):
-            words = text.rstrip(".").replace(",", "").split()
-            assert colour.name in words
+            words = text.replace(".", "").replace(",", "").split()
             assert pattern.name in words
             assert cat.name in text
+            if not several:
+                assert colour.name in words
+        if several:  # the title names none of its colours, the description all of them
+            assert not set(COLOURS) & set(product.title.split())
+            assert not any(c.zh in product.title_zh for c in COLOURS.values())
+            assert product.description.endswith(
+                f" In {', '.join(product.colours[:-1])} or {product.colours[-1]}."
+            )
         assert product.title.endswith(cat.name)
         assert material.name in product.title  # "leather shoes" names it via the category
-        assert product.title_zh.startswith(colour.zh + pattern.zh)
+        assert product.title_zh.startswith(pattern.zh if several else colour.zh + pattern.zh)
         assert product.title_zh.endswith(cat.zh)
         if material.name not in cat.name:
             assert material.zh in product.title_zh
@@ -214,3 +224,81 @@ def test_categories_are_recognisable_from_small_greyscale_images(sample):
     distances = ((x[~train][:, None] - centroids[None]) ** 2).sum(2)
     accuracy = (np.array(keys)[distances.argmin(1)] == y[~train]).mean()
     assert accuracy > 0.6  # chance is 1/16
+
+
+# --- variants -------------------------------------------------------------------------------
+
+CLOTHES = {"tshirt", "dress", "trousers", "skirt", "coat"}
+SHOES = {"shoes", "sneakers", "boots"}
+
+
+def test_clothes_and_shoes_come_in_sizes_and_some_clothes_in_colours():
+    products = list(demo_products(2000))
+    sizes = Counter()
+    for product in products:
+        key = product.attributes["category"]
+        if key not in CLOTHES | SHOES:
+            assert (product.variants, product.colours) == ((), (product.colour,))
+            continue
+        names = ["Colour", "Size"] if len(product.colours) > 1 else ["Size"]
+        assert all(list(v.options) == names for v in product.variants)
+        product_sizes = list(dict.fromkeys(v.options["Size"] for v in product.variants))
+        assert len(product.variants) == len(product.colours) * len(product_sizes)
+        if key in CLOTHES:
+            assert product_sizes in (["XS", "S", "M", "L", "XL"], ["S", "M", "L"])
+        else:
+            assert len(product.colours) == 1
+            system = {s.split()[0] for s in product_sizes}
+            assert system in ({"EU"}, {"US"})
+            assert [int(s.split()[1]) for s in product_sizes] == sorted(
+                int(s.split()[1]) for s in product_sizes
+            )
+        sizes.update(product_sizes)
+        for variant in product.variants:
+            code = variant.options["Size"].replace(" ", "")
+            assert variant.sku.startswith(product.sku + "-")
+            assert variant.sku.endswith(code)
+    assert {"XS", "XL", "EU 40", "US 9"} <= set(sizes)
+    clothes = [p for p in products if p.attributes["category"] in CLOTHES]
+    several = Counter(len(p.colours) for p in clothes)
+    assert set(several) == {1, 2, 3}
+    assert 0.25 < (several[2] + several[3]) / len(clothes) < 0.42  # about a third
+    skus = [v.sku for p in products for v in p.variants]
+    assert len(skus) == len(set(skus))
+
+
+def test_variants_prices_and_stock_summarise_to_the_product():
+    products = [p for p in demo_products(2000) if p.variants]
+    upcharged = sold_out_sizes = 0
+    for product in products:
+        prices = {v.price for v in product.variants}
+        assert min(prices) == product.price  # mostly equal; larger sizes may cost more
+        assert max(prices) - product.price < product.price * Decimal("0.1") + 2
+        upcharged += len(prices) > 1
+        sellable = [v for v in product.variants if v.stock > 0]
+        assert bool(sellable) == product.in_stock
+        if product.in_stock:
+            assert min(v.price for v in sellable) == product.price
+            sold_out_sizes += len(sellable) < len(product.variants)
+    assert 0.15 < upcharged / len(products) < 0.35
+    assert sold_out_sizes / sum(p.in_stock for p in products) > 0.5
+
+
+def test_each_colour_has_its_own_photo_in_that_colour():
+    product = next(p for p in demo_products(500) if len(p.colours) == 3 and p.pattern == "plain")
+    assert len(product.photos) == product.image_count + 2
+    assert product.photos[product.image_count :] == tuple((0, c) for c in product.colours[1:])
+    for variant in product.variants:
+        colour = variant.options["Colour"].lower()
+        image_index, photo_colour = product.photos[variant.photo]
+        assert photo_colour == colour
+        image = decode(render_product_image(product, image_index, colour=colour))
+        _, mask = render_product_image_and_mask(product, image_index, 0, 256, colour)
+        pixels = np.asarray(image.resize((64, 64), Image.BILINEAR), dtype=float)
+        inside = np.asarray(mask.resize((64, 64), Image.BILINEAR)) >= 250
+        mean = pixels[inside].mean(0)
+        assert COLOUR_NAMES[np.linalg.norm(PALETTE - mean, axis=1).argmin()] == colour
+    # The first colour's photo is the product's own first photo.
+    assert render_product_image(product, 0, colour=product.colour) == render_product_image(
+        product, 0
+    )

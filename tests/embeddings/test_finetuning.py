@@ -103,7 +103,7 @@ def test_training_learns_and_a_winner_is_promoted(demo_shop, capsys):
     found = [product_search_by_text(query=q, limit=50).count for q in fresh]
     # Estimated on 37 validation photos of a 64-product shop: most find nothing, none many.
     assert np.mean([n == 0 for n in found]) >= 0.7
-    assert max(found) <= 8
+    assert max(found) <= 10  # 2 before the demo had variants (70 pairs), 9 with them (74)
     report = training_report(metrics)
     assert "Similarity floors" in report
     assert f"{space.unknown_words_floor:.3f}" in report

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from django.core.management import CommandError, call_command
 
-from catalog.models import Product, ProductImage
-from catalog.services import demo_catalog_load
+from catalog.models import Product, ProductImage, ProductVariant
+from catalog.services import demo_catalog_load, products_variants_summarise
 from embeddings.models import ImageEmbedding
 from embeddings.spaces import space_active
 from search.judged import (
@@ -63,6 +63,16 @@ def test_rules_select_products_by_their_own_data(catalog_shop, make_product):
     make_product(sku="ATT-4", title="Bag", brand="Blue Harbor")
     assert skus(rule_q('brand="blue harbor"|Acme category=clothing-t-shirts')) == {"TEE-100"}
     assert skus(rule_q('brand="Blue Harbor"')) == {"ATT-4"}
+
+
+def test_an_attribute_rule_holds_for_each_colour_a_product_is_sold_in(make_product):
+    make_product(sku="MC-1", title="Dress", attributes={"colour": ["red", "navy"]})
+    dress = make_product(sku="MC-2", title="Dress", attributes={"colour": "green"})
+    ProductVariant.objects.create(product=dress, sku="MC-2-R", options={"Colour": "Red"}, price=9)
+    products_variants_summarise([dress.pk])
+    assert skus(rule_q("attr.colour=red")) == {"MC-1", "MC-2"}
+    assert skus(rule_q("attr.colour=NAVY|green")) == {"MC-1", "MC-2"}
+    assert skus(rule_q("attr.colour=re")) == set()
 
 
 def test_a_file_reads_into_queries_with_their_groups(catalog_shop, tmp_path):
