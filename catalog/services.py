@@ -248,9 +248,16 @@ def products_variants_summarise(product_ids: Iterable[int]) -> list[Product]:
 def product_variants_save(*, product: Product, variants: Iterable[ProductVariant]) -> None:
     """Save a product's variants edited in a form; its options, price range, compare-at
     price and stock follow them."""
+    variants = list(variants)
     for variant in variants:
         variant.product = product
         variant.save()
+    # New option names in the order they were typed: a variant's stored JSON keeps none.
+    names = [option["name"] for option in product.options]
+    typed = dict.fromkeys(n for v in variants for n in v.options if n not in names)
+    if typed:
+        product.options = [*product.options, *({"name": n, "values": []} for n in typed)]
+        product.save(update_fields=["options"])
     products_variants_summarise([product.pk])
 
 

@@ -179,14 +179,25 @@ def test_a_product_with_variants_follows_them(admin_client, client):
     data |= formset(
         "variants",
         [
-            variant("TEE-V-S", '{"Size": "S"}', "12.00", stock="3", compare_at_price="18.00"),
-            variant("TEE-V-L", '{"Size": "L"}', "15.00", stock="0", in_stock=False),
+            variant(
+                "TEE-V-S",
+                '{"Colour": "Red", "Size": "S"}',
+                "12.00",
+                stock="3",
+                compare_at_price="18.00",
+            ),
+            variant(
+                "TEE-V-L", '{"Colour": "Red", "Size": "L"}', "15.00", stock="0", in_stock=False
+            ),
         ],
     )
     response = admin_client.post(reverse("admin:catalog_product_add"), data)
     assert response.status_code == 302, response.content.decode()[:3000]
     product = Product.objects.get(sku="TEE-V")
-    assert product.options == [{"name": "Size", "values": ["S", "L"]}]
+    assert product.options == [  # in the order typed (stored JSON would put Size first)
+        {"name": "Colour", "values": ["Red"]},
+        {"name": "Size", "values": ["S", "L"]},
+    ]
     assert (product.price, product.price_max, product.compare_at_price, product.in_stock) == (
         Decimal("12.00"),
         Decimal("15.00"),
