@@ -157,14 +157,14 @@ def load(
         with transaction.atomic(), raw.cursor() as cursor:
             with cursor.copy(
                 "COPY catalog_product (sku, title, description, brand, category_id, price, "
-                "currency, in_stock, attributes, created, updated) FROM STDIN"
+                "currency, in_stock, status, attributes, options, created, updated) FROM STDIN"
             ) as copy:
                 for demo in demos:
                     attributes = {**demo.attributes, "titles": {"zh": demo.title_zh}}
                     copy.write_row(
                         (demo.sku, demo.title, demo.description, demo.brand,
                          categories[demo.category], demo.price, demo.currency, demo.in_stock,
-                         _json(attributes), now, now)
+                         "active", _json(attributes), "[]", now, now)
                     )  # fmt: skip
             cursor.execute(
                 "SELECT sku, id FROM catalog_product WHERE sku = ANY(%s)", [[d.sku for d in demos]]
