@@ -94,9 +94,11 @@ class SearchFilters:
             if not attribute.lenient:  # the products' own keys: a GIN index lookup
                 sql += f" AND {alias}.facet_keys && %({prefix}_attr{i})s"
         variant_sql, product_sql = self.variant_sql(f"{prefix}_v", alias, prefix)
-        if summary:
-            sql += "".join(f" AND {condition}" for condition in self._summary_sql(alias, prefix))
-        elif variant_sql != "true":
+        # The summary's conditions that every product passing the variant test passes: an
+        # index-friendly narrowing first, and alone the whole test when one condition is.
+        summarised = self._summary_sql(alias, prefix, exact=not summary)
+        sql += "".join(f" AND {condition}" for condition in summarised)
+        if not summary and variant_sql != "true" and not self._decided_by_summary():
             sql += f""" AND CASE WHEN {alias}.options = '[]'::jsonb THEN {product_sql}
                 ELSE EXISTS (SELECT 1 FROM catalog_productvariant {prefix}_v
                              WHERE {prefix}_v.product_id = {alias}.id AND {variant_sql}) END"""
@@ -105,18 +107,20 @@ class SearchFilters:
                 params[f"{prefix}_{name}"] = getattr(self, name)
         return sql, params
 
-    def _summary_sql(self, alias: str, prefix: str) -> list[str]:
+    def _summary_sql(self, alias: str, prefix: str, *, exact: bool = False) -> list[str]:
         """The price, stock and lenient option conditions on the product's own columns,
         which summarise its active variants: price the least of the sellable ones', price_max
-        the most of all, in stock if one is."""
+        the most of all, in stock if one is. `exact`: only those that no product passing the
+        variant test fails (not the upper price, nor "out of stock", which the summary
+        cannot tell)."""
         conditions = []
         if self.min_price is not None:
             conditions.append(
                 f"coalesce({alias}.price_max, {alias}.price) >= %({prefix}_min_price)s"
             )
-        if self.max_price is not None:
+        if self.max_price is not None and not exact:
             conditions.append(f"{alias}.price <= %({prefix}_max_price)s")
-        if self.in_stock is not None:
+        if self.in_stock is not None and (self.in_stock or not exact):
             conditions.append(f"{alias}.in_stock = %({prefix}_in_stock)s")
         for i, attribute in enumerate(self.attributes):
             if attribute.lenient:  # the others' keys are tested in sql() already
@@ -125,6 +129,14 @@ class SearchFilters:
                     f"OR {alias}.facet_keys && %({prefix}_attr{i})s)"
                 )
         return conditions
+
+    def _decided_by_summary(self) -> bool:
+        """One variant condition alone, which the summary decides exactly: in stock, a
+        lowest price, an option or attribute ("size M" alone needs no variant test; "size
+        M in stock" does)."""
+        asked = [self.min_price, self.max_price, self.in_stock, *self.attributes]
+        alone = sum(value is not None for value in asked) == 1
+        return alone and self.max_price is None and self.in_stock is not False
 
     def variant_sql(self, variant: str, alias: str, prefix: str = "f") -> tuple[str, str]:
         """The conditions one variant (`variant`, a catalog_productvariant row of the
