@@ -4,6 +4,7 @@ from django.db.models import Exists, OuterRef, Subquery
 from django.http import HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from catalog.admin import ProductImageAdmin
@@ -50,7 +51,19 @@ def gates_report(metrics: dict) -> str:
         "mean_recall", 0.0
     )
     said = {True: "passed", False: "failed", None: "nothing to measure"}
-    rows = [("catalog recall", "", f"validation mean recall {gain:+.3f} over the active space")]
+    # Runs before the gate's own say was stored: the margin is the setting's.
+    catalog = metrics.get("catalog_gate") or {
+        "passed": gain >= settings.FINETUNE_PROMOTION_MARGIN,
+        "margin": settings.FINETUNE_PROMOTION_MARGIN,
+    }
+    rows = [
+        (
+            "catalog recall",
+            said[catalog["passed"]],
+            f"validation mean recall {gain:+.3f} over the active space "
+            f"(needs {catalog['margin']:+.3f})",
+        )
+    ]
     rows += [(g["gate"], said[g["passed"]], g["detail"]) for g in gates]
     extra = format_html_join(
         "",
@@ -114,22 +127,46 @@ def calibration_report(calibration: dict | None) -> str:
         "<h3>Similarity floors</h3><table class='calibration'><thead><tr><th>similarity of</th>"
         "{}</tr></thead><tbody>{}</tbody></table>"
         "<p>Queries with catalog words: floor <strong>{}</strong> ({} of {} short real "
-        "queries above it; a random letter string would reach {} photos there). Queries with "
-        "no catalog word: floor <strong>{}</strong> ({} of real queries above it; a "
-        "random string reaches {} of the catalog's {} photos). Calibrated on {} validation "
+        "queries above it; a random letter string would reach {} photos there, on average). "
+        "Queries with no catalog word: floor <strong>{}</strong> ({} of real queries above it; "
+        "a random string reaches {} of the catalog's {} photos). Calibrated on {} validation "
         "photos and {} random strings.</p>",
         header,
         rows,
         f"{calibration['similarity_floor']:.3f}",
         f"{calibration['real_queries_above_floor']:.0%}",
         calibration["real_queries"],
-        calibration["gibberish_photos_per_query_at_floor"],
+        _count(calibration["gibberish_photos_per_query_at_floor"]),
         f"{calibration['unknown_words_floor']:.3f}",
         f"{calibration['real_queries_above_unknown_words_floor']:.0%}",
-        calibration["gibberish_photos_per_query_at_unknown_words_floor"],
+        _count(calibration["gibberish_photos_per_query_at_unknown_words_floor"]),
         calibration["catalog_images"],
         calibration["validation_images"],
         calibration["gibberish_queries"],
+    )
+
+
+def _count(value) -> str:
+    """A count that may be a mean over queries (98.44): a whole number of photos, "< 1"
+    rather than a misleading 0."""
+    if value is None:
+        return "?"
+    return "< 1" if 0 < value < 0.5 else f"{value:,.0f}"
+
+
+def options_report(options: dict) -> str:
+    """A run's options as a table of those set, each other one at its default."""
+    defaults = FinetuneOptions().as_dict()
+    chosen = [
+        (name.replace("_", " "), value)
+        for name, value in options.items()
+        if defaults.get(name, object()) != value
+    ]
+    if not chosen:
+        return "all defaults"
+    return format_html(
+        "<table class='options'><tbody>{}</tbody></table><p>Every other option at its default.</p>",
+        format_html_join("", "<tr><th>{}</th><td>{}</td></tr>", chosen),
     )
 
 
@@ -139,10 +176,10 @@ class EmbeddingSpaceAdmin(admin.ModelAdmin):
         "name",
         "architecture",
         "source",
-        "embed_dim",
+        "dim",
         "status",
         "mean_recall",
-        "created",
+        "created_on",
     ]
     list_filter = ["status", "source"]
     # The similarity floor is the one setting an operator tunes by hand.
@@ -159,8 +196,19 @@ class EmbeddingSpaceAdmin(admin.ModelAdmin):
         # Spaces come from settings, training, or reindexing, never from a hand-made form.
         return False
 
-    @admin.display(description="validation mean recall")
+    # Short headers and cells: beside the filters, seven columns fit a 1280 px screen.
+    @admin.display(description="dim", ordering="embed_dim")
+    def dim(self, obj):
+        return obj.embed_dim
+
+    @admin.display(description="created", ordering="created")
+    def created_on(self, obj):
+        return timezone.localtime(obj.created).strftime("%Y-%m-%d %H:%M")
+
+    @admin.display(description="recall")
     def mean_recall(self, obj):
+        """Validation mean recall (the mean of the six Recall@K): short, the list has seven
+        columns."""
         metrics = obj.metrics.get("evaluation") or obj.metrics.get("after") or {}
         return f"{metrics['mean_recall']:.3f}" if "mean_recall" in metrics else "-"
 
@@ -216,19 +264,23 @@ class FinetuneRunAdmin(admin.ModelAdmin):
         "outcome",
         "space",
         "source",
-        "options",
+        "run_options",
         "error",
         "requested_by",
         "created",
         "updated",
     ]
-    exclude = ["progress", "result"]
+    exclude = ["progress", "result", "options"]
 
     def has_add_permission(self, request):
         return False  # started by the button on the spaces page, or finetune_clip
 
     def has_change_permission(self, request, obj=None):
         return False  # a record of what happened: shown read-only, no Save buttons
+
+    @admin.display(description="Options")
+    def run_options(self, obj):
+        return options_report(obj.options or {})
 
     @admin.display(description="phase")
     def phase(self, obj):

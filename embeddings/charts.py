@@ -55,11 +55,23 @@ def line_chart_svg(
 
 
 METRIC_KEYS = ["t2i_r1", "t2i_r5", "t2i_r10", "i2t_r1", "i2t_r5", "i2t_r10", "mean_recall"]
+# Column headers a person reads: which way it searches, and at how many results.
+METRIC_LABELS = {
+    "t2i_r1": "text→image R@1",
+    "t2i_r5": "text→image R@5",
+    "t2i_r10": "text→image R@10",
+    "i2t_r1": "image→text R@1",
+    "i2t_r5": "image→text R@5",
+    "i2t_r10": "image→text R@10",
+    "mean_recall": "mean recall",
+}
 
 
 def metrics_table(rows: dict[str, dict]) -> str:
     """Recall@K rows (model name -> metrics) as an HTML table."""
-    header = format_html_join("", "<th>{}</th>", ((key,) for key in METRIC_KEYS))
+    header = format_html_join(
+        "", "<th scope='col'>{}</th>", ((METRIC_LABELS[key],) for key in METRIC_KEYS)
+    )
     body = format_html_join(
         "",
         "<tr><th>{}</th>{}</tr>",

@@ -557,6 +557,8 @@ def _execute(
         "decision": decision,
         "decided_by": decided_by,
         "passed_offline_gates": passed,
+        # The catalog recall gate's own say, for the report (None: no validation products).
+        "catalog_gate": {"passed": gain >= margin if gate_on_catalog else None, "margin": margin},
     }
     space.save(update_fields=["metrics"])
     run.result = {

@@ -33,6 +33,8 @@ from search.selectors import text_vectors
 
 MAX_RANGE_DAYS = 366
 CLOCK_MARGIN = dt.timedelta(hours=1)  # events stamped by another machine's clock
+# Below this many queries their median distance says little about the model's spread.
+MIN_QUERIES_FOR_RELATIVE = 4
 
 
 class InsightsRangeInvalid(ValueError):
@@ -129,7 +131,7 @@ class Insights:
 
 @dataclass(frozen=True)
 class QueryCluster:
-    """Zero-result queries close in meaning, named by the most searched of them."""
+    """Zero-result queries close in meaning, named by the most central of them."""
 
     name: str
     searches: int
@@ -248,29 +250,49 @@ def insights_zero_result_clusters(
     distance: float | None = None,
 ) -> list[QueryCluster]:
     """The `limit` most searched zero-result queries grouped by meaning in `space`'s text
-    tower, the biggest group first.
+    tower, the biggest group first; each group named by its most central query.
 
-    scikit-learn's agglomerative clustering with average linkage on cosine distance: no
-    number of groups to guess, and two groups merge only while their queries are on
-    average closer than `distance`.
+    scikit-learn's agglomerative clustering with complete linkage on cosine distance: no
+    number of groups to guess, and a query joins a group only when it is closer than the
+    threshold to every query in it. The threshold is `distance`, or less where this model
+    finds the queries close anyway: a small model puts all words it does not know near one
+    another, so the threshold is at most SEARCH_INSIGHTS_CLUSTER_RELATIVE of the queries'
+    median distance to each other. A query close to no other is a theme of its own.
     """
     limit = settings.SEARCH_INSIGHTS_CLUSTER_QUERIES if limit is None else limit
     distance = settings.SEARCH_INSIGHTS_CLUSTER_DISTANCE if distance is None else distance
     queries = insights_zero_result_queries(window=window, limit=limit)
+    if not queries:
+        return []
+    vectors = text_vectors(space, [q.query for q in queries])
+    distances = 1.0 - vectors @ vectors.T  # the vectors are normalised
     if len(queries) < 2:
         labels = np.zeros(len(queries), dtype=int)
     else:
-        vectors = text_vectors(space, [q.query for q in queries])
+        if len(queries) >= MIN_QUERIES_FOR_RELATIVE:
+            pairs = distances[np.triu_indices(len(queries), k=1)]
+            relative = settings.SEARCH_INSIGHTS_CLUSTER_RELATIVE * float(np.median(pairs))
+            distance = min(distance, relative)
         labels = AgglomerativeClustering(
-            n_clusters=None, metric="cosine", linkage="average", distance_threshold=distance
-        ).fit_predict(vectors)
-    groups: dict[int, list[QueryCount]] = defaultdict(list)
-    for query, label in zip(queries, labels, strict=True):
-        groups[int(label)].append(query)  # each group keeps the most searched first
-    clusters = [
-        QueryCluster(name=group[0].query, searches=sum(q.searches for q in group), queries=group)
-        for group in groups.values()
-    ]
+            n_clusters=None, metric="precomputed", linkage="complete", distance_threshold=distance
+        ).fit_predict(np.clip(distances, 0.0, None))
+    groups: dict[int, list[int]] = defaultdict(list)
+    for index, label in enumerate(labels):
+        groups[int(label)].append(index)  # each group keeps the most searched first
+    clusters = []
+    for members in groups.values():
+        # The most central: the least summed distance to the others (ties: most searched).
+        central = min(
+            members, key=lambda i: (round(float(distances[i, members].sum()), 4), members.index(i))
+        )
+        group = [queries[i] for i in members]
+        clusters.append(
+            QueryCluster(
+                name=queries[central].query,
+                searches=sum(q.searches for q in group),
+                queries=group,
+            )
+        )
     return sorted(clusters, key=lambda c: (-c.searches, c.name))
 
 

@@ -1,6 +1,8 @@
 """Shop pages: plain Django templates over the same selectors and input rules as the API."""
 
+import base64
 import functools
+import io
 import logging
 import secrets
 
@@ -12,6 +14,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
+from PIL import Image
 from rest_framework import serializers
 
 from catalog.models import Product
@@ -41,6 +44,7 @@ from search.selectors import (
     products_similar,
 )
 from search.sorting import Sort
+from search.storefront import products_browse, storefront_categories, storefront_products
 
 # The API's one-line error message, so the page and the API say the same thing.
 from shop_search.api import _first_message
@@ -50,6 +54,10 @@ logger = logging.getLogger(__name__)
 
 PAGE_SIZE = 24
 SIMILAR_ON_PAGE = 8
+HOME_PRODUCTS = 12
+# The photo searched with, shown above its results: a small JPEG beside its vector.
+PHOTO_THUMBNAIL_PIXELS = 160
+PHOTO_THUMBNAIL_QUALITY = 80
 
 
 class SearchPageInput(SearchFiltersSerializer):
@@ -137,12 +145,13 @@ def shop_search(request):
     )
     offset = (page_number - 1) * PAGE_SIZE
     page = None
+    logged = True
     if data["photo"]:
-        vector = _photo_vector(data["photo"])
-        if vector is None:
+        stored = _photo_stored(data["photo"])
+        if stored is None:
             context["error"] = "That photo search has expired: upload the photo again."
         else:
-            space, vector = vector
+            space, vector, context["photo_thumbnail"] = stored
             page = products_nearest(
                 space=space,
                 vector=vector,
@@ -162,7 +171,21 @@ def shop_search(request):
             understand=data["understand"],
             session=request.shop_session,
         )
-    if page is not None:
+    elif data["filters"]:
+        # A category (or other filters) with no words typed: browsed, not a search to log.
+        logged = False
+        context["browsing"] = True
+        page = products_browse(
+            filters=data["filters"], limit=PAGE_SIZE, offset=offset, sort=data["sort"]
+        )
+    elif not context.get("error"):
+        heading, products = storefront_products(limit=HOME_PRODUCTS)
+        context.update(
+            home_categories=storefront_categories(),
+            home_heading=heading,
+            home_products=products,
+        )
+    if page is not None and logged:
         page = search_logged(
             page,
             kind=SearchLog.Kind.PHOTO if data["photo"] else SearchLog.Kind.TEXT,
@@ -173,6 +196,7 @@ def shop_search(request):
             session=request.shop_session,
             client=client_ip(request),
         )
+    if page is not None:
         matches = [hit for hit in page.results if not hit.related]
         context.update(
             page=page,
@@ -252,14 +276,15 @@ def shop_photo_search(request):
         context = {"error": _first_message(params.errors), "photo_error": True}
         return render(request, "search/search.html", context, status=400)
     space = space_active()
-    vector = np.asarray(image_vector(space, params.validated_data["image"]), dtype=np.float32)
+    image = params.validated_data["image"]
+    vector = np.asarray(image_vector(space, image), dtype=np.float32)
     # The vector waits in the cache under a random id that only this shopper's links carry:
     # no session row per anonymous photo search, and the id tells nothing about the photo.
     photo_id = secrets.token_urlsafe(16)
     try:
         cache.set(
             _photo_cache_key(photo_id),
-            {"space": space.pk, "vector": vector.tobytes()},
+            {"space": space.pk, "vector": vector.tobytes(), "thumbnail": photo_thumbnail(image)},
             timeout=settings.SEARCH_QUERY_CACHE_SECONDS,
         )
     except Exception:  # any backend's connection error: say so, never a 500
@@ -269,7 +294,18 @@ def shop_photo_search(request):
     return redirect(f"{reverse('shop-search')}?photo={photo_id}")
 
 
-def _photo_vector(photo_id: str):
+def photo_thumbnail(image: Image.Image) -> bytes:
+    """The photo at most PHOTO_THUMBNAIL_PIXELS on its longer side, as JPEG bytes (a few
+    KB): what the results page shows of it, never the upload itself."""
+    small = image.convert("RGB")
+    small.thumbnail((PHOTO_THUMBNAIL_PIXELS, PHOTO_THUMBNAIL_PIXELS))
+    out = io.BytesIO()
+    small.save(out, format="JPEG", quality=PHOTO_THUMBNAIL_QUALITY)
+    return out.getvalue()
+
+
+def _photo_stored(photo_id: str):
+    """(space, vector, thumbnail as a data: URI or "") of a photo search, or None."""
     try:
         stored = cache.get(_photo_cache_key(photo_id)) or {}
     except Exception:
@@ -278,7 +314,10 @@ def _photo_vector(photo_id: str):
     space = space_active()
     if stored.get("space") != space.pk:
         return None  # expired, never made, or the model changed: its vector means nothing now
-    return space, np.frombuffer(stored["vector"], dtype=np.float32)
+    thumbnail = stored.get("thumbnail")
+    # A data: URI (the policy's img-src allows data:): no second request, no route to the cache.
+    uri = f"data:image/jpeg;base64,{base64.b64encode(thumbnail).decode()}" if thumbnail else ""
+    return space, np.frombuffer(stored["vector"], dtype=np.float32), uri
 
 
 @with_shop_session

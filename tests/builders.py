@@ -156,3 +156,56 @@ def demo_shop_pinned(count: int, *, ids_after: int) -> None:
             "SELECT setval(pg_get_serial_sequence('catalog_product', 'id'), %s)", [ids_after]
         )
     demo_catalog_load(count=count, seed=0, embed=False)
+
+
+def finetune_run_reported(*, source, name="shop-tiny@ft-demo", catalog_gate=True):
+    """A finished fine-tune run and its candidate space with the metrics a real run stores
+    (the figures made up), for the admin's report pages; `catalog_gate=False`: stored
+    before the catalog gate's own say was."""
+    from embeddings.encoder import ModelSpec
+    from embeddings.models import FinetuneRun
+    from embeddings.spaces import space_create
+
+    recall = {"t2i_r1": 0.41, "t2i_r5": 0.83, "t2i_r10": 0.94, "i2t_r1": 0.39}
+    recall |= {"i2t_r5": 0.81, "i2t_r10": 0.92, "mean_recall": 0.717}
+    floors = {"p2": 0.21, "p50": 0.33, "p98": 0.41, "max": 0.47}
+    metrics = {
+        "active_space": source.name,
+        "active_before": {**recall, "mean_recall": 0.302},
+        "before": {**recall, "mean_recall": 0.302},
+        "after": recall,
+        "epochs": [{"val_mean_recall": v} for v in (0.42, 0.61, 0.69, 0.717)],
+        "losses": [2.1, 1.7, 1.2, 0.9, 0.7, 0.6],
+        "training": {"train_pairs": 590, "epochs_completed": 4, "pairs_per_second": 212.4},
+        "gates": [{"gate": "query nDCG", "passed": None, "detail": "no judged queries yet"}],
+        "decision": "promoted: validation mean recall +0.415 over the demo space",
+        "decided_by": "every gate passed",
+        "passed_offline_gates": True,
+        "calibration": {
+            "real_similarity": floors,
+            "gibberish_similarity": floors,
+            "gibberish_best_per_query": floors,
+            "similarity_floor": 0.231,
+            "real_queries_above_floor": 0.98,
+            "real_queries": 74,
+            "gibberish_photos_per_query_at_floor": 98.44,
+            "unknown_words_floor": 0.402,
+            "real_queries_above_unknown_words_floor": 0.61,
+            "gibberish_photos_per_query_at_unknown_words_floor": 0.12,
+            "catalog_images": 288,
+            "validation_images": 37,
+            "gibberish_queries": 400,
+        },
+    }
+    if catalog_gate:
+        metrics["catalog_gate"] = {"passed": True, "margin": 0.005}
+    space = space_create(
+        name=name, spec=ModelSpec("shop-tiny"), parent=source, build_indexes=False, metrics=metrics
+    )
+    return FinetuneRun.objects.create(
+        status=FinetuneRun.Status.SUCCEEDED,
+        options={"epochs": 4, "batch_size": 32, "no_promote": False, "seed": 0},
+        source=source,
+        space=space,
+        progress={"phase": "done", "step": 120, "total_steps": 120, "epoch": 4},
+    )

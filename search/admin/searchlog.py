@@ -108,6 +108,14 @@ class SearchLogAdmin(admin.ModelAdmin):
         if not form.is_valid():
             return TemplateResponse(request, "admin/search/insights.html", context, status=400)
         window, active = form.cleaned_data["window"], space_active_or_none()
+        # The fields show the range in effect, the default 30 days included.
+        context["form"] = InsightsFilterForm(
+            initial={
+                "start": window.start,
+                "end": window.end,
+                "space": form.cleaned_data["space"],
+            }
+        )
         if table := form.cleaned_data["export"]:
             return insights_csv_response(
                 table=table,

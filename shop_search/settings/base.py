@@ -379,13 +379,16 @@ MATCH_TOP_CAPTIONS = env.int("MATCH_TOP_CAPTIONS", default=1000)
 # Admin: a product is flagged when its title is not among its photo's nearest captions.
 IMAGE_TITLE_TOP_CAPTIONS = env.int("IMAGE_TITLE_TOP_CAPTIONS", default=10)
 # Admin › Search insights (search.insights): rows per table on the page and per CSV export;
-# the most searched zero-result queries grouped by meaning, and how far apart (cosine
-# distance, average linkage) two groups may be and still merge: with the tiny model 0.2 keeps
-# "gift for mum" and "gifts for mom" together and "kitchen knife" apart; check it per model.
+# the most searched zero-result queries grouped by meaning, and how far (cosine distance,
+# complete linkage) a query may be from every query of a group and still join it: with the
+# tiny model 0.2 keeps "gift for mum" and "gifts for mom" together and "kitchen knife"
+# apart; check it per model.
 SEARCH_INSIGHTS_ROWS = env.int("SEARCH_INSIGHTS_ROWS", default=50)
 SEARCH_INSIGHTS_EXPORT_ROWS = env.int("SEARCH_INSIGHTS_EXPORT_ROWS", default=10000)
 SEARCH_INSIGHTS_CLUSTER_QUERIES = env.int("SEARCH_INSIGHTS_CLUSTER_QUERIES", default=200)
 SEARCH_INSIGHTS_CLUSTER_DISTANCE = env.float("SEARCH_INSIGHTS_CLUSTER_DISTANCE", default=0.2)
+# ...and at most this fraction of the queries' median distance to each other (search.insights).
+SEARCH_INSIGHTS_CLUSTER_RELATIVE = env.float("SEARCH_INSIGHTS_CLUSTER_RELATIVE", default=0.6)
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "Shop Search API",

@@ -197,7 +197,7 @@ def test_admin_button_runs_a_finetune_and_shows_the_report(
     assert response["Location"] == reverse("admin:embeddings_finetunerun_change", args=[run.pk])
     assert run.status == FinetuneRun.Status.SUCCEEDED
     page = admin_client.get(response["Location"]).content.decode()
-    assert "mean_recall" in page
+    assert "text→image R@1" in page
     assert "<svg" in page
     assert "promotion was not asked for" in page
     # A finished run is a record: shown read-only, and each chart once.

@@ -240,7 +240,28 @@ def test_zero_result_queries_are_grouped_by_meaning(products, default_space):
     ]
 
 
+def test_unrelated_zero_result_queries_are_not_lumped_into_one_theme(products, default_space):
+    """Seven queries about different things, two of them the same thing: only those two
+    share a theme, named by the one nearer the other (here, of two, the most searched)."""
+    unrelated = ["coffee", "bicycle pump", "garden hose", "phone charger", "umbrella"]
+    for query in [*unrelated, "coffee beans", "coffee beans"]:
+        logged(day=DAY1, query=query, shown=[], space=default_space)
+    window = InsightsRange(start=DAY1, end=DAY1)
+    clusters = insights_zero_result_clusters(window=window, space=default_space)
+    assert len(clusters) >= 5
+    assert max(len(c.queries) for c in clusters) <= 2
+    assert clusters[0].name == "coffee beans"  # 2 searches: the most searched theme first
+
+
 # --- the admin page -----------------------------------------------------------------------
+
+
+def test_the_date_fields_show_the_30_days_in_effect(staff_client, db):
+    page = staff_client.get(reverse("admin:search_searchlog_insights"))
+    window = InsightsRange.last_days(30)
+    html = page.content.decode()
+    assert f'name="start" value="{window.start.isoformat()}"' in html
+    assert f'name="end" value="{window.end.isoformat()}"' in html
 
 
 @pytest.fixture
@@ -260,6 +281,7 @@ def test_the_page_shows_tables_charts_and_clusters_and_exports_csv(staff_client,
     page = staff_client.get(url, {"start": "2026-03-01", "end": "2026-03-04"})
     assert page.status_code == 200
     html = page.content.decode()
+    assert 'name="start" value="2026-03-01"' in html
     assert "<strong>10</strong> text searches" in html
     charts = html.split('id="insights-charts"')[1].split("</div>")[0]
     assert charts.count("<svg") == 2
