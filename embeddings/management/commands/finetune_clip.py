@@ -3,7 +3,6 @@ from dataclasses import fields
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
-from tqdm import tqdm
 
 from embeddings.distributed_finetune import (
     Launch,
@@ -11,27 +10,15 @@ from embeddings.distributed_finetune import (
     finetune_run_train,
 )
 from embeddings.finetuning import FinetuneError, FinetuneOptions, training_epochs_text
-from embeddings.management.commandline import print_metrics, space_by_name
+from embeddings.management.commandline import (
+    print_metrics,
+    space_by_name,
+    training_bar,
+    training_bar_update,
+)
 from embeddings.models import EmbeddingSpace
 from embeddings.services import finetune_run_create
 from embeddings.training import TrainConfig
-
-
-def training_bar(*, disable: bool = False, file=None) -> tqdm:
-    """Training progress in percent: a total known before the first step (the steps a time
-    budget affords are only known as the run goes)."""
-    return tqdm(desc="training", total=100, unit="%", disable=disable, file=file)
-
-
-def training_bar_update(bar: tqdm, event: dict) -> None:
-    if event.get("fraction") is None:
-        return
-    bar.n = int(100 * event["fraction"])
-    if event.get("step") is not None:
-        bar.set_postfix(
-            epoch=event.get("epoch"), step=event["step"], loss=f"{event.get('loss', 0):.3f}"
-        )
-    bar.refresh()
 
 
 class Command(BaseCommand):
