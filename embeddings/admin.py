@@ -10,7 +10,7 @@ from django.utils.html import format_html, format_html_join
 from catalog.admin import ProductImageAdmin
 from catalog.models import ProductImage
 from embeddings.charts import line_chart_svg, metrics_table
-from embeddings.finetuning import FinetuneOptions
+from embeddings.finetuning import FinetuneOptions, training_epochs_text
 from embeddings.models import EmbeddingSpace, FinetuneRun, ImageEmbedding
 from embeddings.services import FinetuneRunInProgress, finetune_run_start, space_activate_start
 from embeddings.spaces import space_active_or_none
@@ -93,7 +93,7 @@ def training_summary(training: dict) -> str:
         return ""
     return (
         f"{training.get('train_pairs', '?')} training pairs, "
-        f"{training.get('epochs_completed', '?')} epochs, "
+        f"{training_epochs_text(training)}, "
         f"{training.get('pairs_per_second', 0):.0f} pairs/s on {training.get('device', '?')}, "
         f"world size {training.get('world_size', 1)}"
     )
@@ -294,12 +294,14 @@ class FinetuneRunAdmin(admin.ModelAdmin):
             if obj.status in (FinetuneRun.Status.QUEUED, FinetuneRun.Status.RUNNING)
             else ""
         )
+        # The share done, not "step n of m": the horizon of a time-budgeted run moves.
         line = format_html(
-            "{}<strong>{}</strong> · step {} of {} · epoch {} · loss {} · {} s · world size {}",
+            "{}<strong>{}</strong> · {}% trained · step {} · epoch {} · loss {} · {} s · "
+            "world size {}",
             refresh,
             p.get("phase", "queued"),
+            round(100 * p.get("fraction", 0.0)),
             p.get("step", 0),
-            p.get("total_steps", "?"),
             p.get("epoch", "-"),
             f"{p['loss']:.3f}" if isinstance(p.get("loss"), float) else "-",
             round(p.get("elapsed", 0)),

@@ -35,6 +35,37 @@ MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
 open_clip.add_model_config(MODEL_CONFIG_DIR)
 
 
+class _RandomInitNotice(logging.Filter):
+    """Drops open_clip's "No pretrained weights loaded ... initialized randomly" for a model
+    built from its config on purpose (a fixed-seed init, or the frame a checkpoint loads
+    into): it is what was asked for, not a warning. Any other record passes."""
+
+    def __init__(self, architecture: str):
+        super().__init__()
+        self.message = f"No pretrained weights loaded for model '{architecture}'."
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.message)
+
+
+def create_model_and_transforms(spec: ModelSpec):
+    """open_clip's model and transforms for `spec`: its pretrained tag, else built from the
+    architecture's config (quietly: see `_RandomInitNotice`)."""
+    if spec.pretrained:  # the plain open_clip path; a failed download still warns
+        return open_clip.create_model_and_transforms(
+            spec.architecture, pretrained=spec.pretrained, precision="fp32", device="cpu"
+        )
+    notice = _RandomInitNotice(spec.architecture)
+    root = logging.getLogger()  # open_clip logs through the logging module's functions
+    root.addFilter(notice)
+    try:
+        return open_clip.create_model_and_transforms(
+            spec.architecture, pretrained=None, precision="fp32", device="cpu"
+        )
+    finally:
+        root.removeFilter(notice)
+
+
 class CheckpointError(ValueError):
     """A checkpoint file that is missing, unreadable or does not match its checksum."""
 
@@ -174,9 +205,7 @@ class ClipEncoder:
             self.precision = _cpu_precision(cpu_precision)
         # Seed before building so a random init is the same in every process.
         torch.manual_seed(spec.seed)
-        model, _, preprocess = open_clip.create_model_and_transforms(
-            spec.architecture, pretrained=spec.pretrained or None, precision="fp32", device="cpu"
-        )
+        model, _, preprocess = create_model_and_transforms(spec)
         if spec.checkpoint:
             load_checkpoint(model, spec.checkpoint, sha256=spec.checkpoint_sha256)
         if self.precision == "fp16":

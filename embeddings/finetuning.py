@@ -206,12 +206,23 @@ def _progress_writer(
                     "epoch": event.get("epoch"),
                     "train_loss": event.get("train_loss"),
                     "val_mean_recall": (event.get("val") or {}).get("mean_recall"),
+                    "complete": event.get("complete", True),
                 }
             )
         run.progress = progress
         FinetuneRun.objects.filter(pk=run.pk).update(progress=progress)
 
     return write
+
+
+def training_epochs_text(training: Mapping) -> str:
+    """The epochs a run trained, counted as its progress counted them ("epoch 8" is the
+    eighth, even when the time budget cut it short)."""
+    epochs = training.get("epochs", training.get("epochs_completed", "?"))
+    text = f"{epochs} epoch{'' if epochs == 1 else 's'}"
+    if isinstance(epochs, int) and training.get("epochs_completed", epochs) < epochs:
+        text += " (the last cut short by the time budget)"
+    return text
 
 
 def _set_phase(run: FinetuneRun, phase: str, **extra) -> None:
@@ -466,6 +477,7 @@ def _execute(
             "val_products": pairs.val_products,
             "skipped_images": pairs.skipped_images,
             "steps": result.steps,
+            "epochs": result.epochs,
             "epochs_completed": result.epochs_completed,
             "stopped_early": result.stopped_early,
             "pairs_per_second": result.pairs_per_second,

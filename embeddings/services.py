@@ -65,6 +65,14 @@ def finetune_run_create(
         )
 
 
+def finetune_runs_abandoned_fail(*, name: str) -> int:
+    """Record as failed the unfinished runs of the space `name`, for a caller that knows
+    nobody runs them (it holds that training's lock): their process was killed."""
+    return FinetuneRun.objects.filter(
+        options__name=name, status__in=[FinetuneRun.Status.QUEUED, FinetuneRun.Status.RUNNING]
+    ).update(status=FinetuneRun.Status.FAILED, error="its process stopped before the end")
+
+
 def finetune_run_start(
     *, options: FinetuneOptions, source: EmbeddingSpace | None = None, requested_by=None
 ) -> FinetuneRun:

@@ -18,6 +18,7 @@ from PIL import Image
 from rest_framework import serializers
 
 from catalog.models import Product
+from embeddings.selectors import model_warmup
 from embeddings.spaces import NoActiveSpace, space_active
 from search.api_common import (
     ATTRIBUTE_PREFIX,
@@ -271,6 +272,11 @@ def _photo_cache_key(photo_id: str) -> str:
 @throttled
 @needs_active_space
 def shop_photo_search(request):
+    if warmup := model_warmup():  # a random init's neighbours would be noise
+        context = {"error": warmup.photo_message, "photo_error": True}
+        response = render(request, "search/search.html", context, status=503)
+        response["Retry-After"] = "60"
+        return response
     params = PhotoInput(data=request.FILES)  # a missing file is "No file was submitted."
     if not params.is_valid():
         context = {"error": _first_message(params.errors), "photo_error": True}
@@ -327,14 +333,17 @@ def product_detail(request, pk: int):
         products_shown_to(user=request.user).select_related("category").prefetch_related("images"),
         pk=pk,
     )
-    similar = search_logged(
-        products_similar(product=product, limit=SIMILAR_ON_PAGE),
-        kind=SearchLog.Kind.SIMILAR,
-        channel=SearchLog.Channel.PAGE,
-        source_product_id=product.pk,
-        session=request.shop_session,
-        client=client_ip(request),
-    )
+    similar, search_id = [], None
+    if model_warmup() is None:  # else the page's banner says that similar products wait
+        page = search_logged(
+            products_similar(product=product, limit=SIMILAR_ON_PAGE),
+            kind=SearchLog.Kind.SIMILAR,
+            channel=SearchLog.Channel.PAGE,
+            source_product_id=product.pk,
+            session=request.shop_session,
+            client=client_ip(request),
+        )
+        similar, search_id = page.results, page.search_id
     return render(
         request,
         "search/product_detail.html",
@@ -342,9 +351,9 @@ def product_detail(request, pk: int):
             "product": product,
             # Only staff reach a hidden product's page: tell them shoppers cannot.
             "hidden_from_shoppers": request.user.is_staff and product_hidden_from_shoppers(product),
-            "similar": similar.results,
-            "search_id": similar.search_id,
-            "click_prefix": click_url_prefix(similar.search_id),
+            "similar": similar,
+            "search_id": search_id,
+            "click_prefix": click_url_prefix(search_id),
         },
     )
 

@@ -137,3 +137,20 @@ def fail_on_bad_lines(report: PairFileReport, path: str) -> None:
             f"{report.pairs} pairs were",
             returncode=1,
         )
+
+
+def training_bar(*, disable: bool = False, file=None) -> tqdm:
+    """Training progress in percent: a total known before the first step (the steps a time
+    budget affords are only known as the run goes)."""
+    return tqdm(desc="training", total=100, unit="%", disable=disable, file=file)
+
+
+def training_bar_update(bar: tqdm, event: dict) -> None:
+    if event.get("fraction") is None:
+        return
+    bar.n = int(100 * event["fraction"])
+    if event.get("step") is not None:
+        bar.set_postfix(
+            epoch=event.get("epoch"), step=event["step"], loss=f"{event.get('loss', 0):.3f}"
+        )
+    bar.refresh()

@@ -113,6 +113,7 @@ class EpochStats:
     logit_scale: float  # exp(logit_scale), the inverse temperature
     elapsed: float  # seconds since the start of `finetune`
     val: dict[str, float] = field(default_factory=dict)
+    complete: bool = True  # False: the time budget or the horizon ended it early
 
 
 @dataclass
@@ -121,6 +122,7 @@ class TrainResult:
     metrics_before: dict[str, float]
     metrics_after: dict[str, float]
     steps: int
+    epochs: int  # epochs trained in, the last one possibly cut short (see history)
     epochs_completed: int
     stopped_early: bool  # the time budget ended the run before `epochs` were done
     pairs_seen: int
@@ -256,7 +258,7 @@ def train_one_epoch(run: _Run, epoch: int, batches: list[np.ndarray]) -> list[fl
             run.emit({
                 "event": "step", "step": run.step, "total_steps": clock.total_steps,
                 "epoch": epoch, "loss": loss, "lr": lr, "logit_scale": _scale(run.model),
-                "elapsed": elapsed,
+                "elapsed": elapsed, "fraction": clock.fraction_done(run.step),
             })  # fmt: skip
         if clock.expired:
             break
@@ -346,7 +348,7 @@ def finetune(
         "event": "start", "total_steps": clock.total_steps, "steps_per_epoch": steps_per_epoch,
         "batch_size": batch_size, "train_pairs": len(train.texts), "val_texts": len(val.texts),
         "device": str(device), "precision": PRECISION_NAMES[amp_dtype],
-        "metrics_before": metrics_before, "elapsed": clock.elapsed(),
+        "metrics_before": metrics_before, "elapsed": clock.elapsed(), "fraction": 0.0,
         "world_size": world.world_size if world else 1,
     })  # fmt: skip
 
@@ -356,11 +358,12 @@ def finetune(
     for epoch in range(1, config.epochs + 1):
         batches = epoch_text_batches(train, batch_size, rng)
         if losses := train_one_epoch(run, epoch, batches):
-            epochs_completed = epoch if len(losses) == len(batches) else epochs_completed
+            complete = len(losses) == len(batches)
+            epochs_completed = epoch if complete else epochs_completed
             val_metrics = validate() if config.val_every_epoch else {}
             history.append(EpochStats(
                 epoch, run.step, float(np.mean(losses)), run.lr, _scale(model), clock.elapsed(),
-                val_metrics,
+                val_metrics, complete,
             ))  # fmt: skip
             emit({"event": "epoch", **asdict(history[-1])})
         if clock.expired or run.step >= clock.total_steps:
@@ -372,7 +375,8 @@ def finetune(
     model.eval()
     result = TrainResult(
         history=history, metrics_before=metrics_before, metrics_after=metrics_after,
-        steps=run.step, epochs_completed=epochs_completed, stopped_early=stopped_early,
+        steps=run.step, epochs=len(history), epochs_completed=epochs_completed,
+        stopped_early=stopped_early,
         pairs_seen=run.pairs_seen, train_seconds=clock.train_seconds,
         pairs_per_second=run.pairs_seen / clock.train_seconds if clock.train_seconds else 0.0,
         elapsed_seconds=clock.elapsed(), losses=run.losses, batch_size=batch_size,
@@ -380,7 +384,7 @@ def finetune(
         world_size=world.world_size if world else 1,
     )  # fmt: skip
     emit({
-        "event": "end", "steps": run.step, "stopped_early": stopped_early,
+        "event": "end", "steps": run.step, "stopped_early": stopped_early, "fraction": 1.0,
         "metrics_after": metrics_after, "pairs_per_second": result.pairs_per_second,
         "elapsed": result.elapsed_seconds,
     })  # fmt: skip

@@ -59,11 +59,22 @@ class TimeBudget:
         self.train_seconds = 0.0  # time spent in training steps
         self.val_seconds = 0.0  # duration of the latest validation
         self.expired = False  # a step ended past the deadline
+        self._done = 0.0  # the largest fraction_done said so far
         self._step_started = self._step_ended = self.started
 
     def plan(self, steps_per_epoch: int, epochs: int) -> None:
         self.steps_per_epoch = steps_per_epoch
         self.planned_steps = self.total_steps = steps_per_epoch * epochs
+
+    def fraction_done(self, step: int) -> float:
+        """How much of the run is behind, 0 to 1, for a progress bar whose total is fixed:
+        the steps done of the horizon or, under a budget, the time used of it when that is
+        further. The horizon moves with the pace, so the answer never goes back."""
+        done = step / self.total_steps if self.total_steps else 0.0
+        if self.deadline is not None:
+            done = max(done, self.elapsed() / (self.deadline - self.started))
+        self._done = max(self._done, min(1.0, done))
+        return self._done
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started

@@ -273,6 +273,10 @@ LONG_TASKS_IN_THREAD_WHEN_EAGER = True
 FINETUNE_NPROC = env.int("FINETUNE_NPROC", default=1)
 # What the admin's "Fine-tune on catalog" button runs (finetune_clip options, e.g. epochs).
 FINETUNE_ADMIN_OPTIONS: dict = {}
+# While the active space is a random init (the demo before its first model is trained),
+# photo search and similar products say that they wait for a model instead of answering
+# with noise; shop pages show the training's progress (embeddings.selectors.model_warmup).
+PHOTO_FEATURES_NEED_TRAINED_MODEL = env.bool("PHOTO_FEATURES_NEED_TRAINED_MODEL", default=True)
 # `migrate` creates the first active space (from CLIP_MODEL) when there is none.
 EMBEDDINGS_DEFAULT_SPACE_ON_MIGRATE = True
 

@@ -20,6 +20,8 @@ CLIP_DEVICE = "cpu"
 MODEL_DIR = Path(tempfile.mkdtemp(prefix="shop-search-models-"))
 FINETUNE_MIN_PAIRS = 16
 LONG_TASKS_IN_THREAD_WHEN_EAGER = False
+# Tests search with fixed-seed random models on purpose; the tests of the wait turn it on.
+PHOTO_FEATURES_NEED_TRAINED_MODEL = False
 # A test reads the vocabulary it has just written.
 SEARCH_TYPO_REFRESH_SECONDS = 0
 # Each database test creates the default space inside its own transaction instead

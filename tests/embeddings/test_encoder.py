@@ -1,6 +1,7 @@
 """The Django-free encoder, with the real tiny open_clip model."""
 
 import io
+import logging
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from embeddings.encoder import (
     file_sha256,
     get_encoder,
 )
+from embeddings.training import save_checkpoint
 from tests.builders import corrupt_jpeg_bytes, jpeg_bytes, png_bomb
 
 TINY = ModelSpec("shop-tiny", seed=0)
@@ -127,3 +129,19 @@ def test_jpeg_draft_mode_decodes_near_model_size():
     image = decode_image(buffer.getvalue(), draft_size=64)
     assert image.size[0] < 1024
     assert min(image.size) >= 64
+
+
+def test_a_model_built_from_its_config_logs_no_warning(tmp_path, caplog):
+    """A fixed-seed init and the frame a checkpoint loads into are what was asked for: no
+    "No pretrained weights loaded ... initialized randomly"; other warnings still show."""
+    path = tmp_path / "tiny.safetensors"
+    digest = save_checkpoint(ClipEncoder(TINY, device="cpu").model, path)
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        ClipEncoder(ModelSpec("shop-tiny", seed=3), device="cpu")
+        ClipEncoder(
+            ModelSpec("shop-tiny", checkpoint=str(path), checkpoint_sha256=digest), device="cpu"
+        )
+        logging.warning("No pretrained weights loaded for model 'other'. Model initialized")
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warnings == ["No pretrained weights loaded for model 'other'. Model initialized"]

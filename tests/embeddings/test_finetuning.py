@@ -1,5 +1,6 @@
 """Fine-tuning on the catalog: really learns, promotes only past the margin, fails clearly."""
 
+import re
 from datetime import timedelta
 
 import numpy as np
@@ -256,3 +257,25 @@ def test_finetune_command_refuses_while_a_run_is_queued(db):
     with pytest.raises(CommandError, match=rf"Fine-tune #{queued.pk} is queued"):
         call_command("finetune_clip", epochs=1, verbosity=0)
     assert FinetuneRun.objects.count() == 1
+
+
+def test_finetune_command_shows_one_bar_with_a_fixed_total_and_counts_epochs_once(
+    demo_shop, capsys
+):
+    call_command(
+        "finetune_clip",
+        scratch=True,
+        architecture="shop-micro",
+        epochs=3,
+        batch_size=16,
+        no_promote=True,
+        name="counted",
+    )
+    captured = capsys.readouterr()
+    # tqdm redraws the one bar in place ("\r"): every drawing has the same total, 100 %.
+    totals = set(re.findall(r"\| *\d+/(\d+) \[", captured.err))
+    assert totals == {"100"}, captured.err
+    assert "100/100" in captured.err
+    # The last epoch line and the summary name the same number of epochs.
+    assert re.findall(r"epoch (\d+)", captured.out)[-1] == "3"
+    assert "3 epochs," in captured.out

@@ -33,7 +33,7 @@ from embeddings.training import (
     split_by_product,
 )
 from embeddings.training.data import collect_examples, drop_words, epoch_text_batches
-from embeddings.training.schedule import fit_steps
+from embeddings.training.schedule import TimeBudget, fit_steps
 from embeddings.training.split import WeightedExample
 
 # ------------------------------------------------------------------------- tiny world
@@ -168,10 +168,30 @@ def test_finetune_lowers_loss_and_raises_validation_recall(micro_tools):
     assert epoch_events[-1]["val"] == after
     steps = [e for e in events if e["event"] == "step"]
     assert [e["step"] for e in steps] == list(range(1, 61))
+    # The share done, for a bar with a fixed total: from 0 to 1, never back.
+    fractions = [e["fraction"] for e in events if "fraction" in e]
+    assert fractions[0] == 0.0
+    assert fractions[-1] == 1.0
+    assert fractions == sorted(fractions)
+    assert result.epochs == 30
+    assert all(e["complete"] for e in epoch_events)
     # Warmup then cosine decay: peak LR at the end of warmup, ~0 at the end.
     assert steps[9]["lr"] == pytest.approx(3e-3)
     assert steps[-1]["lr"] < 1e-5
     assert all(0 < e["logit_scale"] <= 100.0 + 1e-4 for e in steps)
+
+
+def test_fraction_done_under_a_budget_never_goes_back():
+    clock = TimeBudget(10.0)
+    clock.plan(steps_per_epoch=10, epochs=10)
+    assert clock.fraction_done(0) == pytest.approx(0.0, abs=1e-3)
+    assert clock.fraction_done(50) == 0.5
+    clock.total_steps = 200  # the horizon moved out (a faster pace): the bar stays
+    assert clock.fraction_done(60) == 0.5
+    clock.total_steps = 70  # ...and in (a slower one)
+    assert clock.fraction_done(63) == 0.9
+    clock.started, clock.deadline = clock.started - 600, clock.deadline - 600  # budget used
+    assert clock.fraction_done(64) == 1.0
 
 
 def test_finetune_is_deterministic_for_a_seed(micro_tools):
@@ -194,7 +214,9 @@ def test_time_budget_stops_after_the_current_step(micro_tools):
     assert result.stopped_early
     assert result.steps == 1
     assert result.epochs_completed == 0
-    assert len(result.history) == 1
+    # Counted one way: the epoch it stopped in is epoch 1, marked as cut short.
+    assert result.epochs == len(result.history) == 1
+    assert not result.history[0].complete
     assert result.history[0].steps == 1
     assert set(result.metrics_after) >= {"t2i_r1", "mean_recall"}
 

@@ -3,15 +3,19 @@ from dataclasses import fields
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
-from tqdm import tqdm
 
 from embeddings.distributed_finetune import (
     Launch,
     finetune_run_execute_distributed,
     finetune_run_train,
 )
-from embeddings.finetuning import FinetuneError, FinetuneOptions
-from embeddings.management.commandline import print_metrics, space_by_name
+from embeddings.finetuning import FinetuneError, FinetuneOptions, training_epochs_text
+from embeddings.management.commandline import (
+    print_metrics,
+    space_by_name,
+    training_bar,
+    training_bar_update,
+)
 from embeddings.models import EmbeddingSpace
 from embeddings.services import finetune_run_create
 from embeddings.training import TrainConfig
@@ -143,7 +147,7 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from exc
         # Rank 0 of a distributed run prints its own progress lines: no bar here then.
         quiet = options["verbosity"] == 0 or launch.distributed
-        bar = tqdm(desc="training", unit="step", disable=quiet)
+        bar = training_bar(disable=quiet)
         try:
             run = finetune_run_train(run=run, launch=launch, on_progress=self._progress(bar))
         except FinetuneError as exc:
@@ -173,7 +177,7 @@ class Command(BaseCommand):
             self.stdout.write(f"on the validation pairs of {where}")
         training = space.metrics["training"]
         self.stdout.write(
-            f"{training['train_pairs']} training pairs, {training['epochs_completed']} epochs, "
+            f"{training['train_pairs']} training pairs, {training_epochs_text(training)}, "
             f"{training['pairs_per_second']:.0f} pairs/s on {training['device']}, "
             f"world size {training.get('world_size', 1)}"
         )
@@ -222,15 +226,11 @@ class Command(BaseCommand):
                 with bar.external_write_mode():
                     self.stderr.write(f"{event['file']}:{event['line']}: {event['reason']}")
                 return
-            if event.get("total_steps") and bar.total != event["total_steps"]:
-                bar.total = event["total_steps"]
-            if event.get("step") is not None:
-                bar.n = event["step"]
-                bar.set_postfix(epoch=event.get("epoch"), loss=f"{event.get('loss', 0):.3f}")
-                bar.refresh()
+            training_bar_update(bar, event)
             if event.get("event") == "epoch" and event.get("val"):
+                short = "" if event.get("complete", True) else " (cut short by the time budget)"
                 bar.write(
-                    f"epoch {event['epoch']}: validation mean recall "
+                    f"epoch {event['epoch']}{short}: validation mean recall "
                     f"{event['val']['mean_recall']:.3f}"
                 )
 
