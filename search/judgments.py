@@ -57,7 +57,7 @@ from django.utils import timezone
 from embeddings.training import is_validation_key
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Judgment:
     """What the log says about one product for one query."""
 
@@ -137,39 +137,122 @@ def _fetch(sql: str, params: dict) -> list[tuple]:
         return cursor.fetchall()
 
 
-def impression_cells(*, since: datetime) -> list[tuple[str, int, int, int, int]]:
-    """(query, product, position, impressions, clicks): the log by display position, in
-    voters (a session shown the product, clicked or not), capped per client."""
-    return _fetch(
-        f"""
-        WITH searches AS ({_SEARCHES}),
-        shown AS (
-            SELECT s.id AS search_id, s.query, s.voter, s.client, p.product_id,
-                   LEAST(s."offset" + p.ord, %(max_position)s)::int AS position
-            FROM searches s
-            CROSS JOIN LATERAL unnest(s.product_ids) WITH ORDINALITY AS p(product_id, ord)
-        ),
-        votes AS (
-            -- A session that searched again is still one shopper: clicked if it ever
-            -- clicked (where it clicked), else once unclicked, so skips are capped too.
-            SELECT sh.query, sh.product_id, sh.voter, min(sh.client) AS client,
-                   bool_or(e.id IS NOT NULL) AS clicked,
-                   COALESCE(min(sh.position) FILTER (WHERE e.id IS NOT NULL),
-                            min(sh.position)) AS position
-            FROM shown sh
-            LEFT JOIN search_searchevent e
-              ON e.search_id = sh.search_id AND e.product_id = sh.product_id
-             AND e.type = 'click'
-            GROUP BY 1, 2, 3
-        ),
-        {_CAPPED}
-        SELECT query, product_id, position, count(*)::int,
-               count(*) FILTER (WHERE clicked)::int
+_CELLS = f"""
+    shown AS (
+        SELECT s.id AS search_id, s.query, s.voter, s.client, p.product_id,
+               LEAST(s."offset" + p.ord, %(max_position)s)::int AS position
+        FROM searches s
+        CROSS JOIN LATERAL unnest(s.product_ids) WITH ORDINALITY AS p(product_id, ord)
+    ),
+    votes AS (
+        -- A session that searched again is still one shopper: clicked if it ever
+        -- clicked (where it clicked), else once unclicked, so skips are capped too.
+        SELECT sh.query, sh.product_id, sh.voter, min(sh.client) AS client,
+               bool_or(e.id IS NOT NULL) AS clicked,
+               COALESCE(min(sh.position) FILTER (WHERE e.id IS NOT NULL),
+                        min(sh.position)) AS position
+        FROM shown sh
+        LEFT JOIN search_searchevent e
+          ON e.search_id = sh.search_id AND e.product_id = sh.product_id
+         AND e.type = 'click'
+        GROUP BY 1, 2, 3
+    ),
+    {_CAPPED},
+    cells AS (
+        SELECT query, product_id, position, count(*)::int AS shown,
+               count(*) FILTER (WHERE clicked)::int AS clicks
         FROM capped WHERE nth <= %(client_cap)s
         GROUP BY 1, 2, 3
-        ORDER BY 1, 2, 3
-        """,
+    )
+"""
+
+
+def impression_cells(*, since: datetime) -> list[tuple[str, int, int, int, int]]:
+    """(query, product, position, impressions, clicks): the log by display position, in
+    voters (a session shown the product, clicked or not), capped per client. One Python row
+    a cell: for tests and the bench; `judgments_compute` streams `_pair_cells` instead."""
+    return _fetch(
+        f"WITH searches AS ({_SEARCHES}), {_CELLS} SELECT * FROM cells ORDER BY 1, 2, 3",
         {"since": since, "max_position": settings.SEARCH_JUDGMENT_MAX_POSITION},
+    )
+
+
+@dataclass
+class PairCells:
+    """The impression cells as numpy arrays, one entry a cell, indexed by pair: what EM
+    needs in 14 bytes a cell, with the pairs (query, product) in (query, product) order."""
+
+    queries: list[str]  # distinct, in order
+    pair_query: np.ndarray  # int32 index into queries, one per pair
+    pair_product: np.ndarray  # int64, one per pair
+    cell_pair: np.ndarray  # int32
+    cell_position: np.ndarray  # int16, 1-based
+    cell_shown: np.ndarray  # int32
+    cell_clicks: np.ndarray  # int32
+
+
+def _grown(array: np.ndarray, needed: int) -> np.ndarray:
+    if needed <= len(array):
+        return array
+    bigger = np.empty(max(needed, 2 * len(array)), array.dtype)
+    bigger[: len(array)] = array
+    return bigger
+
+
+def pair_cells(*, since: datetime, chunk: int = 20_000) -> PairCells:
+    """The impression cells, aggregated in SQL to one row per (query, product) with its
+    cells as arrays and read through a server-side cursor `chunk` rows at a time, so that
+    memory is the pairs and 14 bytes a cell, never a Python row per logged impression."""
+    queries: list[str] = []
+    pair_query = np.empty(chunk, np.int32)
+    pair_product = np.empty(chunk, np.int64)
+    cells = {
+        "pair": np.empty(chunk, np.int32),
+        "position": np.empty(chunk, np.int16),
+        "shown": np.empty(chunk, np.int32),
+        "clicks": np.empty(chunk, np.int32),
+    }
+    pairs = filled = 0
+    params = {
+        "since": since,
+        "max_position": settings.SEARCH_JUDGMENT_MAX_POSITION,
+        "client_cap": settings.SEARCH_JUDGMENT_CLIENT_CAP,
+    }
+    with connection.chunked_cursor() as cursor:
+        cursor.execute(
+            f"""
+            WITH searches AS ({_SEARCHES}), {_CELLS}
+            SELECT query, product_id, array_agg(position), array_agg(shown),
+                   array_agg(clicks)
+            FROM cells GROUP BY 1, 2
+            ORDER BY query COLLATE "C", product_id
+            """,
+            params,
+        )
+        while rows := cursor.fetchmany(chunk):
+            pair_query = _grown(pair_query, pairs + len(rows))
+            pair_product = _grown(pair_product, pairs + len(rows))
+            width = sum(len(row[2]) for row in rows)
+            for name in cells:
+                cells[name] = _grown(cells[name], filled + width)
+            for query, product, positions, shown, clicks in rows:
+                if not queries or queries[-1] != query:
+                    queries.append(query)
+                pair_query[pairs], pair_product[pairs] = len(queries) - 1, product
+                end = filled + len(positions)
+                cells["pair"][filled:end] = pairs
+                cells["position"][filled:end] = positions
+                cells["shown"][filled:end] = shown
+                cells["clicks"][filled:end] = clicks
+                pairs, filled = pairs + 1, end
+    return PairCells(
+        queries,
+        pair_query[:pairs].copy(),
+        pair_product[:pairs].copy(),
+        cells["pair"][:filled].copy(),
+        cells["position"][:filled].copy(),
+        cells["shown"][:filled].copy(),
+        cells["clicks"][:filled].copy(),
     )
 
 
@@ -261,47 +344,82 @@ def click_model_fit(
     tolerance: float = 1e-7,
 ) -> ClickModel:
     """PBM parameters by EM (module docstring) from (query, product, position, impressions,
-    clicks) cells; vectorised over cells, so a log of millions of rows costs its cells."""
+    clicks) cells."""
     cells = list(cells)
-    if not cells:
-        return ClickModel({}, {}, 0)
     pairs: dict[tuple[str, int], int] = {}
-    positions: dict[int, int] = {}
-    pair_ix = np.fromiter((pairs.setdefault((q, p), len(pairs)) for q, p, *_ in cells), np.int64)
-    pos_ix = np.fromiter(
-        (positions.setdefault(k, len(positions)) for _, _, k, *_ in cells), np.int64
+    pair_ix = np.fromiter((pairs.setdefault((q, p), len(pairs)) for q, p, *_ in cells), np.int32)
+    theta, gamma, done = click_model_em(
+        cell_pair=pair_ix,
+        cell_position=np.array([c[2] for c in cells], dtype=np.int16),
+        cell_shown=np.array([c[3] for c in cells], dtype=np.int32),
+        cell_clicks=np.array([c[4] for c in cells], dtype=np.int32),
+        pairs=len(pairs),
+        iterations=iterations,
+        tolerance=tolerance,
     )
-    shown = np.array([c[3] for c in cells], dtype=np.float64)
-    clicks = np.array([c[4] for c in cells], dtype=np.float64)
-    unclicked = shown - clicks
-    shown_by_pos = np.bincount(pos_ix, shown, len(positions))
-    shown_by_pair = np.bincount(pair_ix, shown, len(pairs))
+    return ClickModel(
+        examination=theta,
+        attractiveness={pair: float(gamma[i]) for pair, i in pairs.items()},
+        iterations=done,
+    )
 
-    theta = np.full(len(positions), 0.5)
-    gamma = np.full(len(pairs), 0.5)
+
+def click_model_em(
+    *,
+    cell_pair: np.ndarray,
+    cell_position: np.ndarray,
+    cell_shown: np.ndarray,
+    cell_clicks: np.ndarray,
+    pairs: int,
+    iterations: int = 500,
+    tolerance: float = 1e-7,
+    block: int = 1 << 20,
+) -> tuple[dict[int, float], np.ndarray, int]:
+    """EM over cells as arrays: (examination by position, gamma by pair index, iterations),
+    scaled so that position 1 is always examined. Each iteration walks the cells `block`
+    at a time, so its float temporaries are bounded whatever the log's size."""
+    if not len(cell_pair):
+        return {}, np.zeros(pairs), 0
+    present = np.unique(cell_position)
+    pos_ix = np.searchsorted(present, cell_position).astype(np.int16)
+    slices = [slice(i, i + block) for i in range(0, len(cell_pair), block)]
+
+    def sums(weights) -> tuple[np.ndarray, np.ndarray]:
+        by_pos, by_pair = np.zeros(len(present)), np.zeros(pairs)
+        for part in slices:
+            w = weights(part)
+            by_pos += np.bincount(pos_ix[part], w[0], len(present))
+            by_pair += np.bincount(cell_pair[part], w[1], pairs)
+        return by_pos, by_pair
+
+    shown_by_pos, shown_by_pair = sums(lambda part: (cell_shown[part],) * 2)
+    theta = np.full(len(present), 0.5)
+    gamma = np.full(pairs, 0.5)
+
+    def expected(part):
+        clicks = cell_clicks[part].astype(np.float64)
+        unclicked = cell_shown[part] - clicks
+        t, g = theta[pos_ix[part]], gamma[cell_pair[part]]
+        nothing = np.maximum(1.0 - t * g, 1e-12)
+        return (
+            clicks + unclicked * t * (1.0 - g) / nothing,
+            clicks + unclicked * (1.0 - t) * g / nothing,
+        )
+
     done = 0
     while done < iterations:
         done += 1
-        t, g = theta[pos_ix], gamma[pair_ix]
-        nothing = np.maximum(1.0 - t * g, 1e-12)
-        examined = clicks + unclicked * t * (1.0 - g) / nothing
-        attracted = clicks + unclicked * (1.0 - t) * g / nothing
-        new_theta = np.bincount(pos_ix, examined, len(positions)) / shown_by_pos
-        new_gamma = np.bincount(pair_ix, attracted, len(pairs)) / shown_by_pair
+        examined, attracted = sums(expected)
+        new_theta, new_gamma = examined / shown_by_pos, attracted / shown_by_pair
         change = max(np.abs(new_theta - theta).max(), np.abs(new_gamma - gamma).max())
         theta, gamma = new_theta, new_gamma
         if change < tolerance:
             break
     # Only theta * gamma is identified: scale to "the first position is always examined".
-    first = positions.get(min(positions))
-    scale = theta[first] if theta[first] > 0 else theta.max() or 1.0
+    scale = theta[0] if theta[0] > 0 else theta.max() or 1.0
     theta_scaled = theta / scale
-    gamma_scaled = np.clip(gamma * scale, 0.0, 1.0)
-    return ClickModel(
-        examination={k: float(theta_scaled[i]) for k, i in sorted(positions.items())},
-        attractiveness={pair: float(gamma_scaled[i]) for pair, i in pairs.items()},
-        iterations=done,
-    )
+    examination = {int(k): float(theta_scaled[i]) for i, k in enumerate(present)}
+    return examination, np.clip(gamma * scale, 0.0, 1.0), done
 
 
 def relevance_grade(*, attractiveness: float, carts: int, purchases: int, reformulated: int) -> int:
@@ -319,39 +437,65 @@ def relevance_grade(*, attractiveness: float, carts: int, purchases: int, reform
 
 def judgments_compute(*, since: datetime | None = None) -> dict[str, QueryJudgments]:
     """Judgments per query of the text searches logged since `since` (default: the whole
-    log, SEARCH_LOG_DAYS): every product shown or linked, with its counts and grade."""
+    log, SEARCH_LOG_DAYS): every product shown or linked, with its counts and grade.
+
+    Memory is bounded by the (query, product) pairs: the impressions arrive aggregated per
+    pair through a server-side cursor (`pair_cells`), the click model runs on arrays."""
     since = since or timezone.now() - timedelta(days=settings.SEARCH_LOG_DAYS + 1)
-    cells = impression_cells(since=since)
-    model = click_model_fit(cells)
-    counts: dict[tuple[str, int], list[int]] = {}
-    for query, product, _, shown, clicks in cells:
-        row = counts.setdefault((query, product), [0, 0, 0, 0, 0])
-        row[0] += shown
-        row[1] += clicks
-    for query, product, carts, purchases in engagement_counts(since=since):
-        row = counts.setdefault((query, product), [0, 0, 0, 0, 0])
-        row[2], row[3] = carts, purchases
-    for query, product, linked in reformulation_clicks(since=since):
-        counts.setdefault((query, product), [0, 0, 0, 0, 0])[4] = linked
+    cells = pair_cells(since=since)
+    _, gamma, _ = click_model_em(
+        cell_pair=cells.cell_pair,
+        cell_position=cells.cell_position,
+        cell_shown=cells.cell_shown,
+        cell_clicks=cells.cell_clicks,
+        pairs=len(cells.pair_product),
+    )
+    pairs = len(cells.pair_product)
+    shown = np.bincount(cells.cell_pair, cells.cell_shown, pairs).astype(np.int64)
+    clicks = np.bincount(cells.cell_pair, cells.cell_clicks, pairs).astype(np.int64)
+    del cells.cell_pair, cells.cell_position, cells.cell_shown, cells.cell_clicks
+    # The engaged and linked pairs are few (an event or a reformulation each, capped).
+    engaged = {(q, p): (carts, buys) for q, p, carts, buys in engagement_counts(since=since)}
+    linked = {(q, p): n for q, p, n in reformulation_clicks(since=since)}
     searches = query_search_counts(since=since)
     by_query: dict[str, QueryJudgments] = {}
-    for (query, product), (shown, clicks, carts, purchases, linked) in sorted(counts.items()):
-        gamma = model.attractiveness.get((query, product), 0.0)
-        judgment = Judgment(
+
+    def judge(query: str, product: int, impressions: int, clicked: int, attractive: float):
+        carts, purchases = engaged.get((query, product), (0, 0))
+        links = linked.get((query, product), 0)
+        entry = by_query.get(query)
+        if entry is None:
+            entry = by_query[query] = QueryJudgments(query, searches.get(query, 0))
+        entry.products[product] = Judgment(
             query=query,
             product_id=product,
-            impressions=shown,
-            clicks=clicks,
+            impressions=impressions,
+            clicks=clicked,
             carts=carts,
             purchases=purchases,
-            reformulation_clicks=linked,
-            attractiveness=gamma,
+            reformulation_clicks=links,
+            attractiveness=attractive,
             grade=relevance_grade(
-                attractiveness=gamma, carts=carts, purchases=purchases, reformulated=linked
+                attractiveness=attractive, carts=carts, purchases=purchases, reformulated=links
             ),
         )
-        entry = by_query.setdefault(query, QueryJudgments(query, searches.get(query, 0)))
-        entry.products[product] = judgment
+
+    for i in range(pairs):
+        query, product = cells.queries[cells.pair_query[i]], int(cells.pair_product[i])
+        judge(query, product, int(shown[i]), int(clicks[i]), float(gamma[i]))
+    # Linked or engaged but never shown (in a counted search): no impressions, no gamma.
+    unseen = sorted(
+        pair
+        for pair in engaged.keys() | linked.keys()
+        if pair[1] not in by_query.get(pair[0], QueryJudgments("", 0)).products
+    )
+    for query, product in unseen:
+        judge(query, product, 0, 0, 0.0)
+    if unseen:  # back into (query, product) order
+        by_query = {
+            q: QueryJudgments(q, by_query[q].searches, dict(sorted(by_query[q].products.items())))
+            for q in sorted(by_query)
+        }
     return by_query
 
 
