@@ -116,7 +116,56 @@ _SEARCHES = """
     FROM search_searchlog s
     WHERE s.kind = 'text' AND s.query <> '' AND s.created >= %(since)s
       AND s.filters - 'understood' = '{}'::jsonb
+      AND s.session NOT IN (SELECT session FROM robots)
 """
+
+# Sessions that behave like robots give no evidence at all: more than
+# SEARCH_ROBOT_SEARCHES_PER_MINUTE searches in a minute; SEARCH_ROBOT_FAST_CLICKS clicks that
+# came sooner than SEARCH_ROBOT_MIN_DWELL_SECONDS after their search (nobody reads a page that
+# fast); or one product clicked for SEARCH_ROBOT_SAME_CLICK_QUERIES different queries (one
+# click pattern stamped on many queries). A threshold of 0 turns its rule off.
+_ROBOTS = """
+    SELECT r.session FROM (
+        SELECT s.session, count(*) OVER (
+            PARTITION BY s.session ORDER BY s.created
+            RANGE BETWEEN interval '1 minute' PRECEDING AND CURRENT ROW
+        ) AS per_minute
+        FROM search_searchlog s
+        WHERE s.session <> '' AND s.created >= %(since)s
+    ) r
+    WHERE %(robot_rate)s > 0 AND r.per_minute > %(robot_rate)s
+    UNION
+    SELECT s.session FROM search_searchlog s
+    JOIN search_searchevent e ON e.search_id = s.id AND e.type = 'click'
+    WHERE s.session <> '' AND s.created >= %(since)s
+      AND e.created < s.created + %(robot_dwell)s * interval '1 second'
+    GROUP BY 1 HAVING %(robot_fast_clicks)s > 0 AND count(*) >= %(robot_fast_clicks)s
+    UNION
+    SELECT p.session FROM (
+        SELECT s.session, e.product_id FROM search_searchlog s
+        JOIN search_searchevent e ON e.search_id = s.id AND e.type = 'click'
+        WHERE s.session <> '' AND s.created >= %(since)s AND s.kind = 'text'
+        GROUP BY 1, 2 HAVING count(DISTINCT s.query) >= %(robot_same_click)s
+    ) p
+    WHERE %(robot_same_click)s > 0
+"""
+
+
+def _with_searches(more: str = "") -> str:
+    """`WITH robots AS (...), searches AS (...)`, `more` added to the searches' conditions."""
+    return f"WITH robots AS ({_ROBOTS}), searches AS ({_SEARCHES} {more})"
+
+
+def _params(**params) -> dict:
+    return {
+        **params,
+        "client_cap": settings.SEARCH_JUDGMENT_CLIENT_CAP,
+        "robot_rate": settings.SEARCH_ROBOT_SEARCHES_PER_MINUTE,
+        "robot_dwell": settings.SEARCH_ROBOT_MIN_DWELL_SECONDS,
+        "robot_fast_clicks": settings.SEARCH_ROBOT_FAST_CLICKS,
+        "robot_same_click": settings.SEARCH_ROBOT_SAME_CLICK_QUERIES,
+    }
+
 
 # Over `votes` (one row per query, product and voter, with its client): each voter counts
 # once, and of one client's voters only the first SEARCH_JUDGMENT_CLIENT_CAP, so that
@@ -133,7 +182,7 @@ _CAPPED = """
 
 def _fetch(sql: str, params: dict) -> list[tuple]:
     with connection.cursor() as cursor:
-        cursor.execute(sql, {**params, "client_cap": settings.SEARCH_JUDGMENT_CLIENT_CAP})
+        cursor.execute(sql, _params(**params))
         return cursor.fetchall()
 
 
@@ -172,7 +221,7 @@ def impression_cells(*, since: datetime) -> list[tuple[str, int, int, int, int]]
     voters (a session shown the product, clicked or not), capped per client. One Python row
     a cell: for tests and the bench; `judgments_compute` streams `_pair_cells` instead."""
     return _fetch(
-        f"WITH searches AS ({_SEARCHES}), {_CELLS} SELECT * FROM cells ORDER BY 1, 2, 3",
+        f"{_with_searches()}, {_CELLS} SELECT * FROM cells ORDER BY 1, 2, 3",
         {"since": since, "max_position": settings.SEARCH_JUDGMENT_MAX_POSITION},
     )
 
@@ -213,15 +262,11 @@ def pair_cells(*, since: datetime, chunk: int = 20_000) -> PairCells:
         "clicks": np.empty(chunk, np.int32),
     }
     pairs = filled = 0
-    params = {
-        "since": since,
-        "max_position": settings.SEARCH_JUDGMENT_MAX_POSITION,
-        "client_cap": settings.SEARCH_JUDGMENT_CLIENT_CAP,
-    }
+    params = _params(since=since, max_position=settings.SEARCH_JUDGMENT_MAX_POSITION)
     with connection.chunked_cursor() as cursor:
         cursor.execute(
             f"""
-            WITH searches AS ({_SEARCHES}), {_CELLS}
+            {_with_searches()}, {_CELLS}
             SELECT query, product_id, array_agg(position), array_agg(shown),
                    array_agg(clicks)
             FROM cells GROUP BY 1, 2
@@ -261,7 +306,7 @@ def engagement_counts(*, since: datetime) -> list[tuple[str, int, int, int]]:
     purchase that followed a click on the product in the same search counts."""
     return _fetch(
         f"""
-        WITH searches AS ({_SEARCHES}),
+        {_with_searches()},
         votes AS (
             SELECT s.query, e.product_id, s.voter, min(s.client) AS client,
                    bool_or(e.type = 'add_to_cart') AS cart,
@@ -290,7 +335,7 @@ def reformulation_clicks(*, since: datetime) -> list[tuple[str, int, int]]:
     clicked the product; in sessions, capped per client."""
     return _fetch(
         f"""
-        WITH searches AS ({_SEARCHES} AND s.session <> ''),
+        {_with_searches("AND s.session <> ''")},
         clicked AS (
             SELECT DISTINCT e.search_id FROM search_searchevent e
             JOIN searches s ON s.id = e.search_id WHERE e.type = 'click'
@@ -324,7 +369,7 @@ def query_search_counts(*, since: datetime) -> dict[str, int]:
     what SEARCH_JUDGMENT_MIN_SEARCHES counts, so one address cannot make a query judged."""
     rows = _fetch(
         f"""
-        WITH searches AS ({_SEARCHES}),
+        {_with_searches()},
         voters AS (SELECT query, voter, min(client) AS client FROM searches GROUP BY 1, 2),
         per_client AS (SELECT query, client, count(*) AS n FROM voters GROUP BY 1, 2)
         SELECT query, sum(LEAST(n, %(client_cap)s))::int FROM per_client GROUP BY 1

@@ -167,8 +167,10 @@ def test_one_client_weighs_at_most_the_cap(three, settings):
     assert (backpack.impressions, backpack.clicks) == (cap + 1, 1)
 
 
-def test_a_session_counts_once_clicked_or_not(three):
+def test_a_session_counts_once_clicked_or_not(three, settings):
     a, b, c = three
+    # 120 searches in a minute would make the session a robot, left out whole (below).
+    settings.SEARCH_ROBOT_SEARCHES_PER_MINUTE = 0
     # 120 searches without a click from one session cannot strip the backpack of its clicks.
     for _ in range(120):
         logged("backpack", [a, b, c], session="skipper")
@@ -189,3 +191,40 @@ def test_a_purchase_without_a_click_in_its_search_counts_for_nothing(three):
     SearchEvent.objects.create(search_id=search_id, type="purchase", product_id=b.pk, position=2)
     judged = judgments_compute()["backpack"]
     assert (judged.products[b.pk].purchases, judged.products[b.pk].grade) == (0, 0)
+
+
+def test_sessions_that_behave_like_robots_give_no_judgments(three, settings):
+    a, b, c = three
+    settings.SEARCH_JUDGMENT_MIN_SEARCHES = 1
+    an_hour_ago = timezone.now() - timedelta(hours=1)
+
+    def shopper(session, query, clicked, *, at, dwell=timedelta(seconds=20)):
+        search_id = logged(query, [a, b, c], session=session, at=at)
+        event(search_id, "click", clicked, session)
+        SearchEvent.objects.filter(search_id=search_id).update(created=at + dwell)
+
+    # A real shopper: one search, a click 20 s later.
+    shopper("real", "backpack", a, at=an_hour_ago)
+    # Too fast: 40 searches within a minute.
+    for n in range(40):
+        logged("backpack", [a, b, c], session="rate", at=an_hour_ago + timedelta(seconds=n))
+    # No dwell: three clicks each within a second of their search.
+    for n in range(3):
+        shopper("fast", f"bag {n}", c, at=an_hour_ago + timedelta(minutes=n), dwell=timedelta())
+    # One click pattern stamped on five queries: the vase for every bag query.
+    for n in range(5):
+        shopper("stamp", f"tote {n}", c, at=an_hour_ago + timedelta(minutes=n))
+
+    judgments = judgments_compute()
+    assert judgments["backpack"].searches == 1  # the rate robot's 40 searches are not there
+    assert judgments["backpack"].products[a.pk].clicks == 1
+    assert not any(q.startswith(("bag ", "tote ")) for q in judgments)
+
+    # Each rule has its threshold; 0 turns it off, and the robots' evidence is back.
+    settings.SEARCH_ROBOT_SEARCHES_PER_MINUTE = 0
+    settings.SEARCH_ROBOT_FAST_CLICKS = 0
+    settings.SEARCH_ROBOT_SAME_CLICK_QUERIES = 0
+    judgments = judgments_compute()
+    assert judgments["backpack"].searches == 2
+    assert judgments["bag 0"].products[c.pk].clicks == 1
+    assert judgments["tote 4"].products[c.pk].clicks == 1
