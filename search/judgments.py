@@ -88,6 +88,7 @@ class QueryJudgments:
     query: str
     searches: int
     products: dict[int, Judgment] = field(default_factory=dict)
+    clients: int = 0  # distinct clients (addresses) that searched it: how many agree
 
     def grades(self) -> dict[int, int]:
         return {pid: j.grade for pid, j in self.products.items() if j.grade > 0}
@@ -379,6 +380,67 @@ def query_search_counts(*, since: datetime) -> dict[str, int]:
     return dict(rows)
 
 
+def query_client_counts(*, since: datetime) -> dict[str, int]:
+    """Per query, the distinct clients (addresses; else sessions) that searched it."""
+    rows = _fetch(
+        f"{_with_searches()} SELECT query, count(DISTINCT client)::int FROM searches GROUP BY 1",
+        {"since": since},
+    )
+    return dict(rows)
+
+
+def judgments_discarded(*, since: datetime) -> list[dict]:
+    """What the judgments left out of the log since `since`, and why: one row per reason
+    with the sessions, searches and events (stored ones) it concerns. Events refused at
+    the API (another session's, or a cart without a click) are answered 400 and never
+    stored, so they are not here."""
+    filtered, robots, capped, unclicked = _fetch(
+        f"""
+        {_with_searches()},
+        text AS (
+            SELECT s.id, s.session, s.filters - 'understood' <> '{{}}'::jsonb AS filtered
+            FROM search_searchlog s
+            WHERE s.kind = 'text' AND s.query <> '' AND s.created >= %(since)s
+        ),
+        shown AS (
+            SELECT s.query, p.product_id, s.voter, s.client
+            FROM searches s CROSS JOIN LATERAL unnest(s.product_ids) AS p(product_id)
+        ),
+        votes AS (SELECT query, product_id, voter, min(client) AS client
+                  FROM shown GROUP BY 1, 2, 3),
+        {_CAPPED}
+        SELECT 'shopper filters', count(DISTINCT NULLIF(t.session, '')),
+               count(DISTINCT t.id), count(e.id)
+        FROM text t LEFT JOIN search_searchevent e ON e.search_id = t.id
+        WHERE t.filtered
+        UNION ALL
+        SELECT 'robot sessions', count(DISTINCT s.session), count(DISTINCT s.id), count(e.id)
+        FROM search_searchlog s LEFT JOIN search_searchevent e ON e.search_id = s.id
+        WHERE s.created >= %(since)s AND s.session IN (SELECT session FROM robots)
+        UNION ALL
+        SELECT 'capped by client', count(DISTINCT voter), NULL, count(*)
+        FROM capped WHERE nth > %(client_cap)s
+        UNION ALL
+        SELECT 'carts and purchases without a click', count(DISTINCT NULLIF(s.session, '')),
+               count(DISTINCT s.id), count(*)
+        FROM search_searchlog s JOIN search_searchevent e ON e.search_id = s.id
+        WHERE s.created >= %(since)s AND e.type IN ('add_to_cart', 'purchase')
+          AND NOT EXISTS (
+            SELECT 1 FROM search_searchevent c
+            WHERE c.search_id = s.id AND c.product_id = e.product_id AND c.type = 'click'
+          )
+        """,
+        {"since": since},
+    )
+    rows = []
+    for reason, sessions, searches, events in (filtered, robots, capped, unclicked):
+        row = {"reason": reason, "sessions": sessions, "searches": searches, "events": events}
+        if reason == "capped by client":  # (query, product, session) votes, not events
+            row["events"], row["votes"] = None, events
+        rows.append(row)
+    return rows
+
+
 # --- the click model ----------------------------------------------------------------------
 
 
@@ -480,13 +542,18 @@ def relevance_grade(*, attractiveness: float, carts: int, purchases: int, reform
 # --- judgments ----------------------------------------------------------------------------
 
 
+def judgments_since() -> datetime:
+    """The start of the whole log (SEARCH_LOG_DAYS, and a day to spare)."""
+    return timezone.now() - timedelta(days=settings.SEARCH_LOG_DAYS + 1)
+
+
 def judgments_compute(*, since: datetime | None = None) -> dict[str, QueryJudgments]:
     """Judgments per query of the text searches logged since `since` (default: the whole
     log, SEARCH_LOG_DAYS): every product shown or linked, with its counts and grade.
 
     Memory is bounded by the (query, product) pairs: the impressions arrive aggregated per
     pair through a server-side cursor (`pair_cells`), the click model runs on arrays."""
-    since = since or timezone.now() - timedelta(days=settings.SEARCH_LOG_DAYS + 1)
+    since = since or judgments_since()
     cells = pair_cells(since=since)
     _, gamma, _ = click_model_em(
         cell_pair=cells.cell_pair,
@@ -503,6 +570,7 @@ def judgments_compute(*, since: datetime | None = None) -> dict[str, QueryJudgme
     engaged = {(q, p): (carts, buys) for q, p, carts, buys in engagement_counts(since=since)}
     linked = {(q, p): n for q, p, n in reformulation_clicks(since=since)}
     searches = query_search_counts(since=since)
+    clients = query_client_counts(since=since)
     by_query: dict[str, QueryJudgments] = {}
 
     def judge(query: str, product: int, impressions: int, clicked: int, attractive: float):
@@ -510,7 +578,9 @@ def judgments_compute(*, since: datetime | None = None) -> dict[str, QueryJudgme
         links = linked.get((query, product), 0)
         entry = by_query.get(query)
         if entry is None:
-            entry = by_query[query] = QueryJudgments(query, searches.get(query, 0))
+            entry = by_query[query] = QueryJudgments(
+                query, searches.get(query, 0), clients=clients.get(query, 0)
+            )
         entry.products[product] = Judgment(
             query=query,
             product_id=product,
@@ -538,8 +608,8 @@ def judgments_compute(*, since: datetime | None = None) -> dict[str, QueryJudgme
         judge(query, product, 0, 0, 0.0)
     if unseen:  # back into (query, product) order
         by_query = {
-            q: QueryJudgments(q, by_query[q].searches, dict(sorted(by_query[q].products.items())))
-            for q in sorted(by_query)
+            q: QueryJudgments(q, j.searches, dict(sorted(j.products.items())), clients=j.clients)
+            for q, j in sorted(by_query.items())
         }
     return by_query
 
@@ -551,6 +621,14 @@ def judged_queries(
     SEARCH_JUDGMENT_MIN_SEARCHES times, with at least one product graded relevant."""
     floor = settings.SEARCH_JUDGMENT_MIN_SEARCHES if min_searches is None else min_searches
     return {q: j for q, j in judgments.items() if j.searches >= floor and j.grades()}
+
+
+def gate_queries(judged: dict[str, QueryJudgments]) -> dict[str, QueryJudgments]:
+    """The held-out queries the promotion gate measures: those whose judgments come from at
+    least SEARCH_GATE_MIN_CLIENTS distinct clients, so that a few addresses can neither pick
+    nor poison what a candidate is judged on (the others are not trained on either)."""
+    floor = settings.SEARCH_GATE_MIN_CLIENTS
+    return {q: j for q, j in judged.items() if query_is_held_out(q) and j.clients >= floor}
 
 
 def query_is_held_out(query: str) -> bool:
