@@ -80,10 +80,49 @@ def gates_report(metrics: dict) -> str:
     )
     return format_html(
         "<h3>Promotion gates</h3><table class='gates'><thead><tr><th>gate</th><th>result</th>"
-        "<th>measured</th></tr></thead><tbody>{}</tbody></table><p>Decided by: {}</p><ul>{}</ul>",
+        "<th>measured</th></tr></thead><tbody>{}</tbody></table><p>Decided by: {}</p><ul>{}</ul>"
+        "{}",
         format_html_join("", "<tr><th>{}</th><td>{}</td><td>{}</td></tr>", rows),
         metrics.get("decided_by", "?"),
         extra,
+        format_html_join(
+            "",
+            "{}",
+            (
+                (discarded_report(name, e["discarded"]),)
+                for name, e in metrics.get("extra_pairs", {}).items()
+                if e.get("discarded")
+            ),
+        ),
+    )
+
+
+def discarded_report(source: str, discarded: list[dict]) -> str:
+    """What a pair source left out of its evidence and why (the source says: for the
+    shoppers' queries, robot sessions, shopper filters, clients over their cap...)."""
+
+    def count(value) -> str:
+        return "-" if value is None else f"{value:,}"
+
+    return format_html(
+        "<h4>Left out of {}</h4><table class='discarded'><thead><tr><th>why</th>"
+        "<th>sessions</th><th>searches</th><th>events</th><th>votes</th></tr></thead>"
+        "<tbody>{}</tbody></table>",
+        source,
+        format_html_join(
+            "",
+            "<tr><th>{}</th><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            (
+                (
+                    row.get("reason", "?"),
+                    count(row.get("sessions")),
+                    count(row.get("searches")),
+                    count(row.get("events")),
+                    count(row.get("votes")),
+                )
+                for row in discarded
+            ),
+        ),
     )
 
 

@@ -19,7 +19,7 @@ import numpy as np
 from embeddings.encoder import ClipEncoder
 from embeddings.models import EmbeddingSpace, ImageEmbedding
 from embeddings.spaces import space_encoder
-from search.judgments import judged_queries, judgments_compute, query_is_held_out
+from search.judgments import gate_queries, judged_queries, judgments_compute
 from search.query import words_known
 
 
@@ -163,13 +163,13 @@ def encoder_image_vectors(
 def space_search_evaluate(
     *, space: EmbeddingSpace, held_out_only: bool = False, min_searches: int | None = None
 ) -> tuple[dict, list[QueryScore]]:
-    """nDCG@10 and MRR of the logged queries with enough judgments (only those fine-tuning
-    holds out, with `held_out_only`), replayed against `space`'s stored image vectors."""
-    judged = {
-        q: j.grades()
-        for q, j in judged_queries(judgments_compute(), min_searches=min_searches).items()
-        if not held_out_only or query_is_held_out(q)
-    }
+    """nDCG@10 and MRR of the logged queries with enough judgments (only those the
+    promotion gate measures, with `held_out_only`), replayed against `space`'s stored image
+    vectors."""
+    judged = judged_queries(judgments_compute(), min_searches=min_searches)
+    if held_out_only:
+        judged = gate_queries(judged)
+    judged = {q: j.grades() for q, j in judged.items()}
     vectors, owners = space_image_vectors(space)
     if judged and not len(vectors):
         raise ValueError(

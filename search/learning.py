@@ -34,14 +34,22 @@ from search.evaluation import (
     scores_summary,
     space_image_vectors,
 )
-from search.judgments import QueryJudgments, judged_queries, judgments_compute, query_is_held_out
+from search.judgments import (
+    QueryJudgments,
+    gate_queries,
+    judged_queries,
+    judgments_compute,
+    judgments_discarded,
+    judgments_since,
+    query_is_held_out,
+)
 
 SOURCE = "shopper queries"
 GATE = "query nDCG"
 
 
 def held_out_judgments() -> dict[str, QueryJudgments]:
-    return {q: j for q, j in judged_queries(judgments_compute()).items() if query_is_held_out(q)}
+    return gate_queries(judged_queries(judgments_compute()))
 
 
 def shopper_pairs(
@@ -52,9 +60,9 @@ def shopper_pairs(
         return None
     train: list[WeightedExample] = []
     trained_queries, products = set(), set()
-    held_out = {q: j for q, j in judged.items() if query_is_held_out(q)}
+    held_out = gate_queries(judged)
     for query, judgments in judged.items():
-        if query in held_out:
+        if query_is_held_out(query):
             continue
         for pid, judgment in judgments.products.items():
             if judgment.grade < 1 or catalog_is_validation(pid) or pid not in catalog_images:
@@ -69,6 +77,8 @@ def shopper_pairs(
         "trained_queries": len(trained_queries),
         "held_out_queries": len(held_out),
         "products": len(products),
+        "held_out_queries_below_clients": sum(map(query_is_held_out, judged)) - len(held_out),
+        "discarded": judgments_discarded(since=judgments_since()),
     }
     return ExtraPairs(SOURCE, train, summary, state=held_out)
 

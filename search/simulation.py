@@ -19,12 +19,13 @@ import random
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from functools import cache
 from pathlib import Path
 
 from catalog.demo_catalog import CATEGORIES
 from catalog.models import Product
-from search.models import SearchLog
+from search.models import SearchEvent, SearchLog
 from search.pipeline import product_search_by_text
 from search.searchlog import search_event_record, search_logged
 
@@ -96,9 +97,18 @@ def _search_direct(query: str, session: str, limit: int) -> Shown:
     return Shown(page.search_id, [hit.product.pk for hit in page.results])
 
 
+# A shopper reads the page before acting on it: the judgments leave out sessions whose clicks
+# come faster than SEARCH_ROBOT_MIN_DWELL_SECONDS, so simulated events carry this dwell.
+READING_SECONDS = 5
+
+
 def _event_direct(search_id, session: str, type: str, product_id: int, position: int) -> None:
     search_event_record(
         search_id=search_id, type=type, product_id=product_id, position=position, session=session
+    )
+    searched = SearchLog.objects.values_list("created", flat=True).get(pk=search_id)
+    SearchEvent.objects.filter(search_id=search_id, type=type, product_id=product_id).update(
+        created=searched + timedelta(seconds=READING_SECONDS)
     )
 
 

@@ -344,6 +344,16 @@ SEARCH_JUDGMENT_STRONG = env.float("SEARCH_JUDGMENT_STRONG", default=0.5)
 # of its sessions count; each session counts once (search.judgments).
 SEARCH_JUDGMENT_CLIENT_CAP = env.int("SEARCH_JUDGMENT_CLIENT_CAP", default=2)
 SEARCH_JUDGMENT_MAX_POSITION = env.int("SEARCH_JUDGMENT_MAX_POSITION", default=100)
+# Sessions that behave like robots give no judgments (search.judgments): more searches than
+# this in one minute; this many clicks sooner than the dwell after their search; one product
+# clicked for this many different queries. 0 turns a rule off.
+SEARCH_ROBOT_SEARCHES_PER_MINUTE = env.int("SEARCH_ROBOT_SEARCHES_PER_MINUTE", default=30)
+SEARCH_ROBOT_MIN_DWELL_SECONDS = env.float("SEARCH_ROBOT_MIN_DWELL_SECONDS", default=1.0)
+SEARCH_ROBOT_FAST_CLICKS = env.int("SEARCH_ROBOT_FAST_CLICKS", default=3)
+SEARCH_ROBOT_SAME_CLICK_QUERIES = env.int("SEARCH_ROBOT_SAME_CLICK_QUERIES", default=5)
+# Held-out queries enter the query-nDCG gate only when their judgments come from at least
+# this many distinct clients (addresses), so that a few clients cannot choose the gate.
+SEARCH_GATE_MIN_CLIENTS = env.int("SEARCH_GATE_MIN_CLIENTS", default=3)
 # The query-nDCG promotion gate: how much held-out nDCG@10 a candidate may lose (0: none).
 SEARCH_JUDGMENT_NDCG_TOLERANCE = env.float("SEARCH_JUDGMENT_NDCG_TOLERANCE", default=0.0)
 if SEARCH_LOG_DAYS < 1:

@@ -167,8 +167,10 @@ def test_one_client_weighs_at_most_the_cap(three, settings):
     assert (backpack.impressions, backpack.clicks) == (cap + 1, 1)
 
 
-def test_a_session_counts_once_clicked_or_not(three):
+def test_a_session_counts_once_clicked_or_not(three, settings):
     a, b, c = three
+    # 120 searches in a minute would make the session a robot, left out whole (below).
+    settings.SEARCH_ROBOT_SEARCHES_PER_MINUTE = 0
     # 120 searches without a click from one session cannot strip the backpack of its clicks.
     for _ in range(120):
         logged("backpack", [a, b, c], session="skipper")
@@ -189,3 +191,104 @@ def test_a_purchase_without_a_click_in_its_search_counts_for_nothing(three):
     SearchEvent.objects.create(search_id=search_id, type="purchase", product_id=b.pk, position=2)
     judged = judgments_compute()["backpack"]
     assert (judged.products[b.pk].purchases, judged.products[b.pk].grade) == (0, 0)
+
+
+def test_sessions_that_behave_like_robots_give_no_judgments(three, settings):
+    a, b, c = three
+    settings.SEARCH_JUDGMENT_MIN_SEARCHES = 1
+    an_hour_ago = timezone.now() - timedelta(hours=1)
+
+    def shopper(session, query, clicked, *, at, dwell=timedelta(seconds=20)):
+        search_id = logged(query, [a, b, c], session=session, at=at)
+        event(search_id, "click", clicked, session)
+        SearchEvent.objects.filter(search_id=search_id).update(created=at + dwell)
+
+    # A real shopper: one search, a click 20 s later.
+    shopper("real", "backpack", a, at=an_hour_ago)
+    # Too fast: 40 searches within a minute.
+    for n in range(40):
+        logged("backpack", [a, b, c], session="rate", at=an_hour_ago + timedelta(seconds=n))
+    # No dwell: three clicks each within a second of their search.
+    for n in range(3):
+        shopper("fast", f"bag {n}", c, at=an_hour_ago + timedelta(minutes=n), dwell=timedelta())
+    # One click pattern stamped on five queries: the vase for every bag query.
+    for n in range(5):
+        shopper("stamp", f"tote {n}", c, at=an_hour_ago + timedelta(minutes=n))
+
+    judgments = judgments_compute()
+    assert judgments["backpack"].searches == 1  # the rate robot's 40 searches are not there
+    assert judgments["backpack"].products[a.pk].clicks == 1
+    assert not any(q.startswith(("bag ", "tote ")) for q in judgments)
+
+    # Each rule has its threshold; 0 turns it off, and the robots' evidence is back.
+    settings.SEARCH_ROBOT_SEARCHES_PER_MINUTE = 0
+    settings.SEARCH_ROBOT_FAST_CLICKS = 0
+    settings.SEARCH_ROBOT_SAME_CLICK_QUERIES = 0
+    judgments = judgments_compute()
+    assert judgments["backpack"].searches == 2
+    assert judgments["bag 0"].products[c.pk].clicks == 1
+    assert judgments["tote 4"].products[c.pk].clicks == 1
+
+
+def test_the_fine_tune_report_shows_what_was_left_out_and_why(three, settings, admin_client):
+    from embeddings.spaces import space_ensure_default
+    from search.judgments import judgments_discarded, judgments_since
+
+    a, b, c = three
+    settings.SEARCH_JUDGMENT_CLIENT_CAP = 1
+    an_hour_ago = timezone.now() - timedelta(hours=1)
+    # A search under a shopper filter, with a click.
+    filtered = logged("backpack", [a, b], session="filtering")
+    SearchLog.objects.filter(pk=filtered).update(filters={"category": "home-mugs"})
+    event(filtered, "click", b, "filtering")
+    # A robot: 40 searches in a minute.
+    for n in range(40):
+        logged("mug", [b], session="robot", at=an_hour_ago + timedelta(seconds=n))
+    # Three sessions from one address: two over the cap of one.
+    for n in range(3):
+        logged("vase", [c], session=f"same-address-{n}", client="203.0.113.9")
+
+    space = space_ensure_default()
+    space.metrics = {
+        "after": {"mean_recall": 0.5},
+        "gates": [],
+        "extra_pairs": {
+            "shopper queries": {
+                "train_pairs": 0,
+                "discarded": judgments_discarded(since=judgments_since()),
+            }
+        },
+    }
+    space.save()
+    page = admin_client.get(reverse("admin:embeddings_embeddingspace_change", args=[space.pk]))
+    html = page.content.decode()
+    assert "Left out of shopper queries" in html
+    for row in (
+        "<tr><th>shopper filters</th><td>1</td><td>1</td><td>1</td><td>-</td></tr>",
+        "<tr><th>robot sessions</th><td>1</td><td>40</td><td>0</td><td>-</td></tr>",
+        "<tr><th>capped by client</th><td>2</td><td>-</td><td>-</td><td>2</td></tr>",
+    ):
+        assert row in html
+
+
+def test_the_gate_measures_only_queries_many_clients_agree_on(three, settings):
+    from search.judgments import gate_queries, query_is_held_out
+
+    a, _, _ = three
+    settings.SEARCH_JUDGMENT_MIN_SEARCHES = 1
+    settings.SEARCH_GATE_MIN_CLIENTS = 3
+    held_out = [q for q in (f"bag {n}" for n in range(200)) if query_is_held_out(q)][:2]
+    few, many = held_out
+    for query, clients in ((few, 1), (many, 3)):
+        for n in range(clients):
+            search_id = logged(query, [a], session=f"{query}-{n}", client=f"10.0.0.{n}")
+            event(search_id, "click", a, f"{query}-{n}")
+    # Five sessions from one address are still one client: "few" has two.
+    for n in range(5):
+        search_id = logged(few, [a], session=f"one-address-{n}", client="203.0.113.9")
+        event(search_id, "click", a, f"one-address-{n}")
+    judged = judged_queries(judgments_compute())
+    assert (judged[few].clients, judged[many].clients) == (2, 3)
+    assert set(gate_queries(judged)) == {many}
+    settings.SEARCH_GATE_MIN_CLIENTS = 2
+    assert set(gate_queries(judged)) == {few, many}

@@ -23,6 +23,7 @@ def judged_shop(settings):
     """Shoppers who typed "<colour> trainers" or "kicks" and bought one pair of sneakers."""
     settings.FINETUNE_VAL_FRACTION = 0.25
     settings.SEARCH_JUDGMENT_MIN_SEARCHES = 1
+    settings.SEARCH_GATE_MIN_CLIENTS = 1  # one search a query, each its own client
     demo_catalog_load(count=64, seed=0, embed=False)
     sneakers = [p for p in Product.objects.order_by("pk") if p.attributes["category"] == "sneakers"]
     bought = next(p for p in sneakers if not catalog_is_validation(p.pk))
