@@ -94,11 +94,14 @@ class SearchFilters:
             if not attribute.lenient:  # the products' own keys: a GIN index lookup
                 sql += f" AND {alias}.facet_keys && %({prefix}_attr{i})s"
         variant_sql, product_sql = self.variant_sql(f"{prefix}_v", alias, prefix)
-        # The summary's conditions that every product passing the variant test passes: an
-        # index-friendly narrowing first, and alone the whole test when one condition is.
-        summarised = self._summary_sql(alias, prefix, exact=not summary)
-        sql += "".join(f" AND {condition}" for condition in summarised)
-        if not summary and variant_sql != "true" and not self._decided_by_summary():
+        # One condition alone is decided by the summary exactly: no variant test. (As a
+        # narrowing before the variant test, the summary made the planner's exact ranking
+        # of a price band slower, bench/variants.py.)
+        decided = not summary and self._decided_by_summary()
+        if summary or decided:
+            summarised = self._summary_sql(alias, prefix, exact=decided)
+            sql += "".join(f" AND {condition}" for condition in summarised)
+        elif variant_sql != "true":
             sql += f""" AND CASE WHEN {alias}.options = '[]'::jsonb THEN {product_sql}
                 ELSE EXISTS (SELECT 1 FROM catalog_productvariant {prefix}_v
                              WHERE {prefix}_v.product_id = {alias}.id AND {variant_sql}) END"""
