@@ -74,6 +74,13 @@ def directions(rng, names) -> dict[str, np.ndarray]:
     return dict(zip(names, vectors / np.linalg.norm(vectors, axis=1, keepdims=True), strict=True))
 
 
+def one_colour(attributes: dict) -> dict:
+    """The bench's products come in one colour (their photos lie near it): a demo product
+    sold in several (its colour variants, which this catalog leaves out) keeps its first."""
+    colour = attributes.get("colour")
+    return {**attributes, "colour": colour[0]} if isinstance(colour, list) else attributes
+
+
 def unit(vectors: np.ndarray) -> np.ndarray:
     return vectors / np.linalg.norm(vectors, axis=-1, keepdims=True)
 
@@ -160,7 +167,7 @@ def load(
                 "currency, in_stock, status, attributes, options, created, updated) FROM STDIN"
             ) as copy:
                 for demo in demos:
-                    attributes = {**demo.attributes, "titles": {"zh": demo.title_zh}}
+                    attributes = {**one_colour(demo.attributes), "titles": {"zh": demo.title_zh}}
                     copy.write_row(
                         (demo.sku, demo.title, demo.description, demo.brand,
                          categories[demo.category], demo.price, demo.currency, demo.in_stock,
@@ -186,7 +193,8 @@ def load(
             images = cursor.fetchall()
             by_sku = {demo.sku: demo for demo in demos}
             own = {
-                demo.sku: clusters.centre(demo.attributes) + 0.6 * unit(rng.standard_normal(DIM))
+                demo.sku: clusters.centre(one_colour(demo.attributes))
+                + 0.6 * unit(rng.standard_normal(DIM))
                 for demo in demos
             }
             noise = unit(rng.standard_normal((len(images), DIM))) * 0.25
