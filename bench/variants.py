@@ -13,31 +13,34 @@ vectors cached, warmed first):
 - a price band (20 to 60);
 - `GET /api/search/?q=...&attr.size=M&in_stock=true` through Django's test client.
 
-1. Without variants. A fair baseline needs the size filter to keep about as many products
-   as it does with variants, and the same facets to count, so each product carries its
-   sizes as an attribute (`"size": ["XS", "S", "M", "L", "XL"]`, kept in both phases) next
-   to its own `colour`: `attr.size=M` is then the product's own facet-key lookup, and the
-   facets count the same names and values. Products have no options: no variant EXISTS,
-   no best variant, no option facets.
-2. With variants. Five per product in one INSERT ... SELECT over generate_series: sizes XS
-   to XL with the product's colour, priced at the product's price (L +5%, XL +10%), a fifth
-   of the products on sale (compare-at price +25%), each variant's photo one of the
-   product's photos in turn; an in-stock product has at most one size out of stock, an
-   out-of-stock one has none in stock. So the summary (one bulk UPDATE, the same as
-   `catalog.services.products_variants_summarise`; a sample is checked against the service)
-   leaves each product's price and stock as they were: both phases filter the same prices
-   and stock, and only the variants differ. VACUUM ANALYZE after each bulk change.
+Two catalogs in the same database server, both kept for the next run:
 
-3. Without variants again: the variants deleted and the products' summaries reset (a
-   digest of every product's price, stock and summary checks they are as before), and
-   every path measured once more; a run stopped part way is put back the same way when
-   the next one starts.
+1. Without variants (`DATABASE`). A fair baseline needs the size filter to keep about as
+   many products as it does with variants, and the same facets to count, so each product
+   carries its sizes as an attribute (`"size": ["XS", "S", "M", "L", "XL"]`) next to its
+   own `colour`: `attr.size=M` is then the product's own facet-key lookup, and the facets
+   count the same names and values. Products have no options: no variant test, no best
+   variant, no option facets.
+2. With variants (`WITH_VARIANTS`): a file copy of the first, then five variants per
+   product in one INSERT ... SELECT over generate_series: sizes XS to XL with the
+   product's colour, priced at the product's price (L +5%, XL +10%), a fifth of the
+   products on sale (compare-at price +25%), each variant's photo one of the product's
+   photos in turn; an in-stock product has at most one size out of stock, an out-of-stock
+   one has none in stock. So the summary (one bulk UPDATE, the same as
+   `catalog.services.products_variants_summarise`; a sample is checked against the
+   service) leaves each product's price and stock as they were: both catalogs filter the
+   same prices and stock, and only the variants differ. VACUUM ANALYZE after.
 
-Prints each path's p50/p99 without variants (phases 1 and 3 pooled, as the machine's load
-drifts between phases; their ratio is printed too) and with them, the ratio, and the
-overall p50 ratio against the 1.3x target; then each stage of a search without and with
-variants (the prepared query and retrieval, with its variant EXISTS; `best_variants`;
-`attribute_facets`), and (`--explain`) the plans of a filtered search's statements.
+Every search runs on both, one after the other, in alternating order (Django's default
+connection swapped between them), so a machine whose load drifts loads both alike. Each
+search's wall time and CPU time (harness.CpuClock: this process and the server's
+processes; it hardly grows with other work on the machine) are recorded.
+
+Prints each path's p50/p99 wall and p50 CPU time without and with variants, the ratios,
+and the overall p50 ratios against the 1.3x target; then each stage of a search without
+and with variants in CPU time (the prepared query and retrieval, with its variant test;
+`best_variants`; `attribute_facets`), and (`--explain`) the plans of a filtered search's
+statements.
 """
 
 from __future__ import annotations
@@ -53,9 +56,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "shop_search.settings.test")
-from harness import bench_module, p50_p99, setup_django  # noqa: E402 (after sys.path is set)
+from harness import CpuClock, bench_module, p50_p99, setup_django  # noqa: E402 (after sys.path is set)
 
-DATABASE = "bench_shop_search_variants"
+DATABASE = "bench_shop_search_variants"  # the products without variants
+WITH_VARIANTS = f"{DATABASE}_with"  # a copy of it with five variants a product
 TARGET = 1.3
 SIZES = ["XS", "S", "M", "L", "XL"]
 QUERIES = ["red dress", "dresses", "wool coat", "mug", "blue shirt under 50", "红色连衣裙"]
@@ -135,19 +139,6 @@ FROM options o JOIN prices s USING (product_id)
 WHERE p.id = o.product_id AND p.options = '[]'::jsonb
 """
 
-# What the summary changes, to see it undone: a digest of every product's fields.
-SUMMARY_DIGEST = """
-SELECT md5(string_agg(concat_ws('|', id, price, price_max, compare_at_price, in_stock,
-                                options::text, attributes ->> 'size'), ',' ORDER BY id))
-FROM catalog_product
-"""
-
-
-def timed_ms(function) -> float:
-    started = time.perf_counter()
-    function()
-    return (time.perf_counter() - started) * 1000
-
 
 def execute(sql: str, params=None) -> int:
     from django.db import connection
@@ -176,18 +167,6 @@ def catalog_prepare() -> None:
     if changed:
         print(f"  sizes set as attributes on {changed:,} products", flush=True)
         vacuum_analyze()
-
-
-def variants_remove() -> None:
-    """Back to no variants: delete them, reset the summaries (prices and stock are the
-    products' own by construction)."""
-    deleted = execute("DELETE FROM catalog_productvariant")
-    execute(
-        "UPDATE catalog_product SET options = '[]'::jsonb, price_max = NULL, "
-        "compare_at_price = NULL WHERE options <> '[]'::jsonb OR price_max IS NOT NULL"
-    )
-    vacuum_analyze()
-    print(f"  {deleted:,} variants deleted, the products' summaries reset", flush=True)
 
 
 def variants_add() -> tuple[int, float]:
@@ -234,9 +213,45 @@ def paths():
     }
 
 
-def measure(rounds: int, *, api: bool = True, only: tuple[str, ...] = ()) -> dict[str, list]:
-    """Each path's latencies (ms) over `rounds` of QUERIES, paths interleaved query by
-    query; the first round only warms."""
+# --- the two catalogs, searched alternately ---------------------------------------------
+
+
+def database_copy(source: str, target: str) -> None:
+    """`target` as a file copy of `source` (no one may be connected to either)."""
+    from django.db import connection, connections
+
+    connections.close_all()
+    with connection._nodb_cursor() as cursor:
+        cursor.execute(f'DROP DATABASE IF EXISTS "{target}"')
+        cursor.execute(f'CREATE DATABASE "{target}" TEMPLATE "{source}" STRATEGY FILE_COPY')
+
+
+def databases(names: tuple[str, ...]) -> dict[str, object]:
+    """A connection to each database, to be put in place as Django's default by `use`."""
+    from django.db import connections
+
+    default = connections["default"]
+    return {
+        name: default.__class__({**default.settings_dict, "NAME": name}, alias="default")
+        for name in names
+    }
+
+
+def use(wrapper) -> None:
+    from django.db import connections
+
+    connections["default"] = wrapper
+
+
+def alternately(phases: dict, round_: int, turn: int):
+    """The phases in one order, then the other: neither is always measured first."""
+    ordered = list(phases.items())
+    return ordered if (round_ + turn) % 2 == 0 else ordered[::-1]
+
+
+def measure(phases: dict, rounds: int, clock, *, api: bool = True) -> dict:
+    """times[phase][path] = [(wall ms, cpu ms)] over `rounds` of QUERIES, the phases
+    alternating search by search; the first round only warms."""
     from django.test import Client
 
     from search.pipeline import product_search_by_text
@@ -245,7 +260,6 @@ def measure(rounds: int, *, api: bool = True, only: tuple[str, ...] = ()) -> dic
     searches = {
         name: (lambda q, f=filters: product_search_by_text(query=q, filters=f, limit=24))
         for name, filters in paths().items()
-        if not only or name in only
     }
     if api:
 
@@ -254,64 +268,90 @@ def measure(rounds: int, *, api: bool = True, only: tuple[str, ...] = ()) -> dic
             assert response.status_code == 200, response.content
 
         searches["GET /api/search/ size M, in stock"] = get
-    times: dict[str, list[float]] = {name: [] for name in searches}
+    times = {phase: {name: [] for name in searches} for phase in phases}
+    turn = 0
     for round_ in range(rounds + 1):
         for query in QUERIES:
             for name, search in searches.items():
-                ms = timed_ms(lambda s=search, q=query: s(q))
-                if round_:
-                    times[name].append(ms)
+                turn += 1
+                for phase, wrapper in alternately(phases, round_, turn):
+                    use(wrapper)
+                    wall, cpu = timed(lambda s=search, q=query: s(q), clock)
+                    if round_:
+                        times[phase][name].append((wall, cpu))
     return times
 
 
-def counts() -> dict[str, float]:
-    """Mean results per query on each path (the same work in both phases?)."""
+def timed(function, clock) -> tuple[float, float]:
+    """Wall and CPU ms of one call."""
+    cpu = clock.start()
+    started = time.perf_counter()
+    function()
+    wall = (time.perf_counter() - started) * 1000
+    return wall, clock.stop(cpu)
+
+
+def counts(phases: dict) -> dict[str, dict[str, float]]:
+    """Mean results per query on each path in each phase (the same work both ways?)."""
     from search.pipeline import product_search_by_text
 
-    return {
-        name: statistics.mean(
-            product_search_by_text(query=q, filters=filters, limit=24).count for q in QUERIES
-        )
-        for name, filters in paths().items()
-    }
+    result = {}
+    for phase, wrapper in phases.items():
+        use(wrapper)
+        result[phase] = {
+            name: statistics.mean(
+                product_search_by_text(query=q, filters=filters, limit=24).count for q in QUERIES
+            )
+            for name, filters in paths().items()
+        }
+    return result
 
 
-def stages(rounds: int, *, variants: bool) -> dict[str, list[float]]:
-    """A search cut into its stages: the prepared query and the ranking (retrieval, with
-    the variant EXISTS when filtered), `best_variants` of a page (`variants`: as the
-    search calls it only for products with options), and `attribute_facets` over the
-    relevant window."""
+def stages(phases: dict, rounds: int, clock) -> dict:
+    """A search cut into its stages, CPU ms, the phases alternating: the prepared query
+    and the ranking (retrieval, with the variant EXISTS when filtered), `best_variants` of
+    a page (as the search calls it: only for products with options) and
+    `attribute_facets` over the relevant window."""
     from embeddings.spaces import space_active
     from search.pipeline import rank, text_query_prepare
     from search.selectors import text_vector
     from search.variants import attribute_facets, best_variants, query_values
 
-    space = space_active()
-    times: dict[str, list[float]] = {}
+    times = {phase: {} for phase in phases}
+    turn = 0
     for round_ in range(rounds + 1):
         for query in QUERIES:
             for name, filters in paths().items():
-                started = time.perf_counter()
-                prepared = text_query_prepare(query=query, filters=filters)
-                ranked = rank(prepared, space)
-                ranking = (time.perf_counter() - started) * 1000
-                relevant = [r.product_id for r in ranked if r.relevant]
-                words = query_values([t.text for t in prepared.analysis.tokens])
-                vector = text_vector(space, prepared.meaning)
-                page = relevant[:24] if variants else []
-                best = timed_ms(
-                    lambda r=page, p=prepared, w=words, v=vector: best_variants(
-                        r, filters=p.filters, words=w, looks_like=(space, v)
+                turn += 1
+                for phase, wrapper in alternately(phases, round_, turn):
+                    use(wrapper)
+                    space = space_active()
+                    holder = {}
+
+                    def ranked(q=query, f=filters, h=holder, s=space):
+                        h["prepared"] = text_query_prepare(query=q, filters=f)
+                        h["ranked"] = rank(h["prepared"], s)
+
+                    _, ranking = timed(ranked, clock)
+                    prepared = holder["prepared"]
+                    relevant = [r.product_id for r in holder["ranked"] if r.relevant]
+                    words = query_values([t.text for t in prepared.analysis.tokens])
+                    vector = text_vector(space, prepared.meaning)
+                    page = relevant[:24] if phase == "with" else []
+                    _, best = timed(
+                        lambda r=page, p=prepared, w=words, v=vector, s=space: best_variants(
+                            r, filters=p.filters, words=w, looks_like=(s, v)
+                        ),
+                        clock,
                     )
-                )
-                facets = timed_ms(lambda r=relevant: attribute_facets(r))
-                if round_:
-                    for stage, ms in (
-                        ("prepare + rank", ranking),
-                        ("best_variants (24)", best),
-                        ("attribute_facets", facets),
-                    ):
-                        times.setdefault(f"{name}: {stage}", []).append(ms)
+                    _, facets = timed(lambda r=relevant: attribute_facets(r), clock)
+                    if round_:
+                        for stage, ms in (
+                            ("prepare + rank", ranking),
+                            ("best_variants (24)", best),
+                            ("attribute_facets", facets),
+                        ):
+                            times[phase].setdefault(f"{name}: {stage}", []).append(ms)
     return times
 
 
@@ -346,25 +386,79 @@ def explain(top: int = 2) -> None:
             print("\n".join(row[0] for row in cursor.fetchall()))
 
 
-def report(before: dict, after: dict, again: dict) -> float:
-    """Each path's p50/p99 without variants (measured before and after the phase with
-    them, pooled: the machine's load drifts between phases), with them, and the ratio; the
-    overall p50 ratio (all searches of all paths)."""
-    without = {name: before[name] + again[name] for name in before}
-    for name in before:
-        (b50, b99), (a50, a99) = p50_p99(without[name]), p50_p99(after[name])
-        drift = statistics.median(again[name]) / statistics.median(before[name])
+def report(times: dict) -> dict[str, float]:
+    """Each path's p50/p99 wall time and p50 CPU time without and with variants, the
+    ratios, and the overall p50 ratios (all searches of all paths) against the target."""
+    without, with_ = times["without"], times["with"]
+    for name in without:
+        b_wall, a_wall = [w for w, _ in without[name]], [w for w, _ in with_[name]]
+        b_cpu, a_cpu = [c for _, c in without[name]], [c for _, c in with_[name]]
+        (b50, b99), (a50, a99) = p50_p99(b_wall), p50_p99(a_wall)
+        bc, ac = statistics.median(b_cpu), statistics.median(a_cpu)
         print(
-            f"  {name:34} without p50 {b50:6.1f} ms p99 {b99:6.1f} ms | with p50 {a50:6.1f} ms "
-            f"p99 {a99:6.1f} ms | ratio p50 {a50 / b50:.2f}x p99 {a99 / b99:.2f}x "
-            f"(without: after/before p50 {drift:.2f}x)"
+            f"  {name:34} without p50 {b50:6.1f} p99 {b99:6.1f} cpu {bc:6.1f} ms | with p50 "
+            f"{a50:6.1f} p99 {a99:6.1f} cpu {ac:6.1f} ms | ratio p50 {a50 / b50:.2f}x "
+            f"p99 {a99 / b99:.2f}x cpu {ac / bc:.2f}x"
         )
-    overall = statistics.median(sum(after.values(), [])) / statistics.median(
-        sum(without.values(), [])
-    )
-    verdict = "within" if overall <= TARGET else "over"
-    print(f"  overall p50 ratio {overall:.2f}x: {verdict} the {TARGET}x target")
+    overall = {}
+    for kind, index in (("wall", 0), ("cpu", 1)):
+        pooled = {
+            phase: [sample[index] for samples in by_path.values() for sample in samples]
+            for phase, by_path in times.items()
+        }
+        overall[kind] = statistics.median(pooled["with"]) / statistics.median(pooled["without"])
+        verdict = "within" if overall[kind] <= TARGET else "over"
+        print(f"  overall p50 {kind} ratio {overall[kind]:.2f}x: {verdict} the {TARGET}x target")
     return overall
+
+
+def execute_one(sql: str):
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(sql)
+        return cursor.fetchone()[0]
+
+
+def catalogs_ready(products: int) -> None:
+    """The catalog without variants (DATABASE, loaded once) and its copy with five variants
+    a product (WITH_VARIANTS), both kept for the next run."""
+    from django.db import connection, connections
+
+    from catalog.models import Product, ProductVariant
+    from search.vocabulary import vocabulary_rebuild
+
+    connection.creation.create_test_db(verbosity=0, keepdb=True, serialize=False)
+    if Product.objects.count() != products:
+        started = time.perf_counter()
+        bench_module("search").load(products)
+        vocabulary_rebuild(from_scratch=True)
+        print(f"catalog loaded and its vocabulary counted in {time.perf_counter() - started:.0f} s")
+    if ProductVariant.objects.exists():  # an earlier version of this bench added them here
+        execute("DELETE FROM catalog_productvariant")
+        execute(
+            "UPDATE catalog_product SET options = '[]', price_max = NULL, "
+            "compare_at_price = NULL WHERE options <> '[]' OR price_max IS NOT NULL"
+        )
+        vacuum_analyze()
+    catalog_prepare()
+    without, with_variants = connections["default"], databases((WITH_VARIANTS,))[WITH_VARIANTS]
+    try:
+        use(with_variants)
+        ready = ProductVariant.objects.count() == len(SIZES) * products
+    except Exception:  # noqa: BLE001 (no such database yet)
+        ready = False
+    finally:
+        with_variants.close()
+        use(without)
+    if ready:
+        return
+    started = time.perf_counter()
+    database_copy(without.settings_dict["NAME"], WITH_VARIANTS)
+    print(f"  copied to {WITH_VARIANTS} in {time.perf_counter() - started:.0f} s", flush=True)
+    use(databases((WITH_VARIANTS,))[WITH_VARIANTS])
+    variants, seconds = variants_add()
+    print(f"  {variants:,} variants added and summarised in {seconds:.0f} s", flush=True)
 
 
 def main() -> None:
@@ -377,62 +471,35 @@ def main() -> None:
     setup_django(DATABASE)
     from django.db import connection
 
-    from catalog.models import Product, ProductVariant
     from embeddings.spaces import space_active
     from search.selectors import text_vector
-    from search.vocabulary import vocabulary_rebuild
 
-    connection.creation.create_test_db(verbosity=0, keepdb=True, serialize=False)
-    if Product.objects.count() != args.products:
-        started = time.perf_counter()
-        bench_module("search").load(args.products)
-        vocabulary_rebuild(from_scratch=True)
-        print(f"catalog loaded and its vocabulary counted in {time.perf_counter() - started:.0f} s")
-    if ProductVariant.objects.exists():  # a run stopped part way
-        variants_remove()
-    catalog_prepare()
+    catalogs_ready(args.products)
+    phases = databases((DATABASE, WITH_VARIANTS))
+    phases = {"without": phases[DATABASE], "with": phases[WITH_VARIANTS]}
+    use(phases["without"])
+    clock = CpuClock(connection)
     space = space_active()
     for query in QUERIES:
         text_vector(space, query)
-    digest = execute_one(SUMMARY_DIGEST)
-    api = not args.no_api
 
-    print(f"{args.products:,} products, {args.rounds} x {len(QUERIES)} queries per path:")
-    print("1. without variants", flush=True)
-    before = measure(args.rounds, api=api)
-    before_counts = counts()
-    before_stages = stages(args.rounds, variants=False)
-    print("2. with five variants per product", flush=True)
-    try:
-        variants, seconds = variants_add()
-        print(f"  {variants:,} variants added and summarised in {seconds:.0f} s", flush=True)
-        after = measure(args.rounds, api=api)
-        after_counts = counts()
-        after_stages = stages(args.rounds, variants=True)
-        if args.explain:
-            explain()
-    finally:
-        variants_remove()
-    assert execute_one(SUMMARY_DIGEST) == digest, "the products did not come back as they were"
-    print("3. without variants again", flush=True)
-    again = measure(args.rounds, api=api)
+    print(f"{args.products:,} products, {args.rounds} x {len(QUERIES)} queries per path, "
+          "searched without and with variants alternately:", flush=True)  # fmt: skip
+    times = measure(phases, args.rounds, clock, api=not args.no_api)
     print("results per query, mean (without -> with variants):")
-    for name, count in before_counts.items():
-        print(f"  {name:20} {count:8.1f} -> {after_counts[name]:8.1f}")
+    counted = counts(phases)
+    for name, count in counted["without"].items():
+        print(f"  {name:20} {count:8.1f} -> {counted['with'][name]:8.1f}")
     print("latency:")
-    report(before, after, again)
-    print("stages (p50, without: phase 1):")
-    for name, times in after_stages.items():
-        b50, a50 = statistics.median(before_stages[name]), statistics.median(times)
+    report(times)
+    print("stages (CPU ms, p50):")
+    staged = stages(phases, args.rounds, clock)
+    for name, ms in staged["with"].items():
+        b50, a50 = statistics.median(staged["without"][name]), statistics.median(ms)
         print(f"  {name:44} without {b50:6.1f} ms | with {a50:6.1f} ms | {a50 - b50:+6.1f} ms")
-
-
-def execute_one(sql: str):
-    from django.db import connection
-
-    with connection.cursor() as cursor:
-        cursor.execute(sql)
-        return cursor.fetchone()[0]
+    if args.explain:
+        use(phases["with"])
+        explain()
 
 
 if __name__ == "__main__":
