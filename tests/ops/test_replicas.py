@@ -14,10 +14,12 @@ from pathlib import Path
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
-from django.db import connections
+from django.db import connections, router, transaction
 from django.test.utils import CaptureQueriesContext
 
-from shop_search.db_routers import replica_check
+from catalog.models import Product
+from catalog.services import category_get_or_create_path
+from shop_search.db_routers import read_connection, replica_check, search_read
 from tests.builders import COLOURS, jpeg_bytes
 from tests.ops.topology import wait_until
 
@@ -189,6 +191,16 @@ def test_search_reads_land_on_the_replica_and_writes_on_the_primary(
             ), name
     body = client.get("/api/search/", {"q": "red striped"}).json()
     assert {"TEE-100", "DRS-200"} <= {hit["sku"] for hit in body["results"]}
+
+    # What a search scope writes, it reads back: after a write, the primary.
+    def write_then_read():
+        before = read_connection().alias, router.db_for_read(Product)
+        category_get_or_create_path(["Hats"])
+        return before, (read_connection().alias, router.db_for_read(Product))
+
+    assert search_read(write_then_read) == ((ALIAS, ALIAS), ("default", "default"))
+    with transaction.atomic():  # a transaction's own writes are on the primary only
+        assert search_read(lambda: read_connection().alias) == "default"
 
 
 def test_a_product_saved_on_the_primary_is_found_on_the_replica_once_replayed(
