@@ -166,6 +166,11 @@ def replica_databases(urls: list[str]) -> dict:
 DATABASES.update(replica_databases(env.list("DATABASE_REPLICA_URLS", default=[])))
 DATABASE_REPLICA_MAX_LAG_SECONDS = env.float("DATABASE_REPLICA_MAX_LAG_SECONDS", default=5.0)
 DATABASE_REPLICA_CHECK_SECONDS = env.float("DATABASE_REPLICA_CHECK_SECONDS", default=5.0)
+if DATABASE_REPLICA_MAX_LAG_SECONDS < 0 or DATABASE_REPLICA_CHECK_SECONDS < 0:
+    raise ImproperlyConfigured(
+        "DATABASE_REPLICA_MAX_LAG_SECONDS and DATABASE_REPLICA_CHECK_SECONDS must be 0 or more, "
+        f"got {DATABASE_REPLICA_MAX_LAG_SECONDS} and {DATABASE_REPLICA_CHECK_SECONDS}"
+    )
 DATABASE_ROUTERS = ["shop_search.db_routers.ReplicaRouter"]
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

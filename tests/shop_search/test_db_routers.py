@@ -26,36 +26,35 @@ def test_replica_urls_become_replica_aliases_that_give_up_connecting_quickly():
 
 
 @pytest.fixture
-def unreachable_replica(django_db_setup, django_db_blocker, tmp_path, settings):
-    """`replica_1` in DATABASES, on a socket where no server listens."""
+def unreachable_replica(django_db_blocker, tmp_path, settings):
+    """A replica in DATABASES, on a socket where no server listens (an alias of its own:
+    each process remembers a verdict per alias)."""
     settings.DATABASE_REPLICA_CHECK_SECONDS = 0
-    connections.settings["replica_1"] = {
+    connections.settings["replica_9"] = {
         **connections["default"].settings_dict,
         "HOST": str(tmp_path),
         "TEST": {"MIRROR": "default"},
     }
     try:
-        with django_db_blocker.unblock():  # reads only: nothing to roll back
-            yield "replica_1"
+        with django_db_blocker.unblock():  # it only tries to connect: nothing to roll back
+            yield "replica_9"
     finally:
-        connections["replica_1"].close()
-        del connections["replica_1"]
-        del connections.settings["replica_1"]
+        connections["replica_9"].close()
+        del connections["replica_9"]
+        del connections.settings["replica_9"]
 
 
 def test_an_unreachable_replica_is_left_out_and_the_primary_answers(unreachable_replica, caplog):
     caplog.set_level(logging.INFO, logger="shop_search.db_routers")
-    assert replica_aliases() == ["replica_1"]
+    assert replica_aliases() == ["replica_9"]
 
     def where_reads_go():
-        return read_connection().alias, router.db_for_read(Product), Product.objects.count()
+        return read_connection().alias, router.db_for_read(Product)
 
-    alias, orm_alias, count = search_read(where_reads_go)
-    assert (alias, orm_alias) == ("default", "default")
-    assert count >= 0
+    assert search_read(where_reads_go) == ("default", "default")
     (record,) = caplog.records
     assert record.levelno == logging.WARNING
-    assert "replica replica_1 left out of searches: unreachable" in record.getMessage()
+    assert "replica replica_9 left out of searches: unreachable" in record.getMessage()
 
     # Checked again, still down: no second line, the state did not change.
     search_read(where_reads_go)
