@@ -277,11 +277,21 @@ def test_stopping_the_replica_mid_traffic_loses_no_search(
     settings.DATABASE_REPLICA_CHECK_SECONDS = 0
     assert not replica_check(ALIAS)
     assert client.get("/api/search/", {"q": "red striped"}).json()["results"]
+    health = client.get("/healthz", REMOTE_ADDR="127.0.0.1")
+    assert health.status_code == 200  # still serving: degraded, not down
+    assert health.json()["status"] == "degraded"
+    assert health.json()["checks"]["replicas"]["status"] == "error"
 
     # Back: in use again as soon as a check finds it caught up.
     replica.start()
     wait_until(lambda: replica_check(ALIAS), timeout=60, what="the restarted replica")
     assert any("in use for searches" in r.getMessage() for r in caplog.records)
+    health = client.get("/healthz", REMOTE_ADDR="127.0.0.1").json()
+    assert health["checks"]["replicas"] == {
+        "status": "ok",
+        "detail": f"{ALIAS} in use",
+        "ms": health["checks"]["replicas"]["ms"],
+    }
     with CaptureQueriesContext(connections[ALIAS]) as on_replica:
         assert client.get("/api/search/", {"q": "red striped"}).json()["results"]
     assert reads(on_replica.captured_queries)
