@@ -32,7 +32,7 @@ def test_stack_embeds_serves_and_reports_health(topology):
     status, health = web.get_json("/healthz")
     assert status == 200, health
     assert health["status"] == "ok", health
-    assert set(health["checks"]) == {"database", "broker", "space"}
+    assert set(health["checks"]) == {"database", "broker", "space", "replicas"}
     assert health["checks"]["space"]["detail"] == body["space"]
 
     # Without its database the web process is out of service, and says why.
