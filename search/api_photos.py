@@ -9,6 +9,7 @@ from rest_framework.response import Response
 from search.api_common import UploadApiView, UploadedImageField, non_blank
 from search.selectors import captions_by_image, image_text_match
 from shop_search.api import ErrorSerializer
+from shop_search.db_routers import search_read
 
 
 class CaptionSerializer(serializers.Serializer):
@@ -57,8 +58,10 @@ class ImageTextMatchApi(UploadApiView):
     def post(self, request):
         params = self.InputSerializer(data=non_blank(request.data))
         params.is_valid(raise_exception=True)
-        match = image_text_match(
-            image=params.validated_data["image"], text=params.validated_data["text"]
+        match = search_read(
+            image_text_match,
+            image=params.validated_data["image"],
+            text=params.validated_data["text"],
         )
         return Response(self.OutputSerializer(match).data)
 
@@ -85,7 +88,9 @@ class ImageCaptionsApi(UploadApiView):
     def post(self, request):
         params = self.InputSerializer(data=non_blank(request.data))
         params.is_valid(raise_exception=True)
-        space, hits = captions_by_image(
-            image=params.validated_data["image"], limit=params.validated_data["limit"]
+        space, hits = search_read(
+            captions_by_image,
+            image=params.validated_data["image"],
+            limit=params.validated_data["limit"],
         )
         return Response(self.OutputSerializer({"space": space, "results": hits}).data)

@@ -1,6 +1,7 @@
 """Product search APIs: by text, by photo, and the products that look like a given one.
 
-Each search is logged (SearchLog, channel API) and answers its `search_id`.
+Each search reads through `search_read` (a replica when there is a healthy one), then is
+logged on the primary (SearchLog, channel API) and answers its `search_id`.
 """
 
 from django.conf import settings
@@ -31,6 +32,7 @@ from search.selectors import (
     products_similar,
 )
 from shop_search.api import ErrorSerializer
+from shop_search.db_routers import search_read
 from shop_search.throttling import client_ip
 
 
@@ -89,7 +91,8 @@ class ProductSearchApi(SearchApiView):
         params = self.InputSerializer(data=non_blank(request.query_params))
         params.is_valid(raise_exception=True)
         data = params.validated_data
-        page = product_search_by_text(
+        page = search_read(
+            product_search_by_text,
             query=data["q"],
             filters=data["filters"],
             limit=data["limit"],
@@ -119,7 +122,8 @@ class ProductImageSearchApi(UploadApiView):
         params = self.InputSerializer(data=non_blank(request.data))
         params.is_valid(raise_exception=True)
         data = params.validated_data
-        page = product_search_by_image(
+        page = search_read(
+            product_search_by_image,
             image=data["image"],
             filters=data["filters"],
             limit=data["limit"],
@@ -155,7 +159,7 @@ class ProductSimilarApi(SearchApiView):
         params = self.InputSerializer(data=non_blank(request.query_params))
         params.is_valid(raise_exception=True)
         product = get_object_or_404(products_shown_to(user=request.user), pk=product_id)
-        page = products_similar(product=product, limit=params.validated_data["limit"])
+        page = search_read(products_similar, product=product, limit=params.validated_data["limit"])
         page = search_logged(
             page,
             kind=SearchLog.Kind.SIMILAR,

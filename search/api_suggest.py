@@ -8,6 +8,7 @@ from rest_framework.views import APIView
 
 from search.suggest import suggestions_for_prefix
 from shop_search.api import ErrorSerializer
+from shop_search.db_routers import search_read
 from shop_search.throttling import AnonRateThrottle
 
 
@@ -64,5 +65,7 @@ class SuggestApi(APIView):
         params = self.InputSerializer(data=request.query_params)
         params.is_valid(raise_exception=True)
         query = params.validated_data["q"]
-        hits = suggestions_for_prefix(prefix=query, limit=params.validated_data["limit"])
+        hits = search_read(
+            suggestions_for_prefix, prefix=query, limit=params.validated_data["limit"]
+        )
         return Response(self.OutputSerializer({"query": query, "suggestions": hits}).data)

@@ -20,10 +20,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from django.db import connection
-
 from search.query import QueryAnalysis, QueryTerm, term_match_sql, term_params
 from search.retrieval import SearchFilters, TextMatch
+from shop_search.db_routers import read_connection
 
 
 @dataclass(frozen=True)
@@ -81,7 +80,7 @@ def terms_match_any(
     for i in required:
         params.update(term_params(i, terms[i]))
     condition = " AND ".join(term_match_sql(i) for i in required)
-    with connection.cursor() as cursor:
+    with read_connection().cursor() as cursor:
         cursor.execute(
             f"SELECT EXISTS (SELECT 1 FROM catalog_product p WHERE {condition}{where})", params
         )

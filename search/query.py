@@ -26,13 +26,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 
-from django.db import connection
-
 from catalog.selectors import category_nodes, category_subtree_ids_of
 from catalog.text import chinese_word_spans, has_cjk, text_fold
 from search.synonyms import synonyms_expand
 from search.terms import term_key
 from search.typos import max_edits, speller_current
+from shop_search.db_routers import read_connection
 
 # Terms a query is matched by at most: a 200-word query is matched by its first words.
 MAX_TERMS = 12
@@ -222,7 +221,7 @@ def terms_measure(terms: list[QueryTerm]) -> list[QueryTerm]:
             (SELECT coalesce(array_agg(c.id), '{{}}') FROM catalog_category c
              WHERE c.search_heads @@ product_search_term(%(t{i}_forms)s))"""
         )
-    with connection.cursor() as cursor:
+    with read_connection().cursor() as cursor:
         cursor.execute("SELECT " + ", ".join(columns), params)
         row = cursor.fetchone()
     nodes = None
@@ -254,7 +253,7 @@ def terms_products(terms: list[QueryTerm]) -> list[int]:
             f"(SELECT count(*) FROM (SELECT 1 FROM catalog_product p "
             f"WHERE {term_match_sql(i)} LIMIT %(cap)s) hits)"
         )
-    with connection.cursor() as cursor:
+    with read_connection().cursor() as cursor:
         cursor.execute("SELECT " + ", ".join(columns), params)
         return [int(count) for count in cursor.fetchone()]
 
@@ -275,7 +274,7 @@ def query_is_sku(query: str) -> bool:
     text = query.strip()
     if not text or len(text) > 64:
         return False
-    with connection.cursor() as cursor:
+    with read_connection().cursor() as cursor:
         cursor.execute(f"SELECT EXISTS ({SKU_MATCH_SQL.format(where='')})", {"sku": text})
         return cursor.fetchone()[0]
 
@@ -284,7 +283,7 @@ def words_known(words: list[str]) -> set[str]:
     """The words that match at least one product's texts: one GIN probe per word."""
     if not words:
         return set()
-    with connection.cursor() as cursor:
+    with read_connection().cursor() as cursor:
         cursor.execute(
             """
             SELECT w FROM unnest(%s::text[]) w

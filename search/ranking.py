@@ -13,11 +13,12 @@ from collections.abc import Collection
 
 import numpy as np
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models.expressions import RawSQL
 from pgvector import HalfVector
 
 from embeddings.models import EmbeddingSpace
+from shop_search.db_routers import read_connection
 
 # pgvector's HNSW returns at most ef_search rows; 1000 is its maximum.
 MAX_EF_SEARCH = 1000
@@ -62,7 +63,8 @@ def nearest_rows(
     """Run a nearest-neighbour query with the HNSW settings it needs, in one round trip."""
     ef_search = max(40, min(ef_search, MAX_EF_SEARCH))
     max_scan_tuples = max_scan_tuples or settings.SEARCH_MAX_SCAN_TUPLES
-    with transaction.atomic(), connection.cursor() as cursor:
+    db = read_connection()  # a replica inside search_read: SET LOCAL works on a standby
+    with transaction.atomic(using=db.alias), db.cursor() as cursor:
         # HNSW yields at most ef_search rows: make it at least the window asked for. With
         # filters, scan on past ef_search until the LIMIT is met (bounded by max_scan_tuples).
         cursor.execute(

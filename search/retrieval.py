@@ -36,11 +36,11 @@ from decimal import Decimal
 
 import numpy as np
 from django.conf import settings
-from django.db import connection
 
 from embeddings.models import EmbeddingSpace
 from search.query import SKU_MATCH_SQL, QueryTerm, term_match_sql, term_params
 from search.ranking import cosine_distance, image_window, nearest_rows
+from shop_search.db_routers import read_connection
 
 
 @dataclass(frozen=True)
@@ -536,7 +536,7 @@ def vector_scan(filters: SearchFilters, *, image_window: int) -> VectorScan:
     # Estimated from the products' own columns: the variant test would be taken for a
     # half of the catalog whatever it keeps (bench/variants.py).
     where, params = filters.sql("p", summary=True)
-    with connection.cursor() as cursor:
+    with read_connection().cursor() as cursor:
         cursor.execute(
             f"EXPLAIN (FORMAT JSON) SELECT 1 FROM catalog_product p WHERE true{where}", params
         )

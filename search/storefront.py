@@ -8,7 +8,6 @@ from collections import Counter
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db import connection
 from django.db.models import Count
 from django.utils import timezone
 
@@ -20,6 +19,7 @@ from search.retrieval import RankedProduct, SearchFilters
 from search.rules import products_hidden_everywhere, rules_for_search
 from search.selectors import ProductHit, SearchPage, search_page
 from search.sorting import Sort
+from shop_search.db_routers import read_connection
 
 BESTSELLER_DAYS = 30
 
@@ -101,7 +101,7 @@ def products_browse(
     """The products that pass `filters`, with no query: the newest first (or in `sort`'s
     order), with facets over them and the rules without a query applied, as a search would."""
     where, params = filters.sql("p")
-    with connection.cursor() as cursor:
+    with read_connection().cursor() as cursor:
         cursor.execute(
             _BROWSE_SQL.format(where=where),
             {**params, "limit": 2 * settings.SEARCH_MAX_RESULTS + 1},

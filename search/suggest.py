@@ -27,6 +27,7 @@ from django.db import connection, transaction
 from catalog.text import LATIN_WORD_RE, has_cjk, text_fold, word_chunks
 from search.models import Suggestion, SuggestionWord, VocabularyWord
 from search.vocabulary import MAX_PHRASE, MAX_WORD, phrase_key, suggestion_words
+from shop_search.db_routers import read_connection
 
 # Vocabulary words the longest typed word is taken to be the start of, most frequent first.
 CANDIDATE_WORDS = 16
@@ -94,7 +95,7 @@ def suggestions_for_prefix(*, prefix: str, limit: int) -> list[SuggestionHit]:
         "limit": limit,
         "whole": _like(phrase_key(prefix)),
     }
-    with connection.cursor() as cursor:
+    with read_connection().cursor() as cursor:
         cursor.execute(sql, params)
         return [SuggestionHit(text, kind, count) for text, kind, count in cursor.fetchall()]
 

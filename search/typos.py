@@ -19,12 +19,12 @@ import time
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.db import connection
 from rapidfuzz import process
 from rapidfuzz.distance import OSA
 
 from catalog.text import is_latin_word
 from search.models import VocabularyWord
+from shop_search.db_routers import read_connection
 
 MIN_LENGTH = 4  # shorter words are never corrected
 TWO_EDITS_LENGTH = 8  # words this long may be two edits away
@@ -87,7 +87,7 @@ _cache: dict = {"key": None, "speller": Speller([], {}), "checked": float("-inf"
 def _vocabulary_key() -> tuple | None:
     # xmin: a version number written by a rolled-back transaction can come back with
     # other words (tests), the transaction id that wrote it cannot.
-    with connection.cursor() as cursor:
+    with read_connection().cursor() as cursor:
         cursor.execute("SELECT version, xmin::text FROM search_vocabularyversion WHERE id = 1")
         row = cursor.fetchone()
     return tuple(row) if row else None
@@ -103,7 +103,7 @@ def speller_current() -> Speller:
         if key != _cache["key"]:
             counts: dict[str, int] = {}
             stems: dict[str, str] = {}
-            with connection.cursor() as cursor:
+            with read_connection().cursor() as cursor:
                 # The stems by the same Snowball stemmer as the products' documents.
                 cursor.execute(
                     "SELECT word, frequency, (ts_lexize('english_stem', word))[1] "

@@ -26,8 +26,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
-from django.db import connection
-
 from catalog.selectors import (
     category_nodes,
     category_subtree_ids_of,
@@ -39,6 +37,7 @@ from catalog.text import LATIN_WORD_RE, text_fold
 from search.prices import cheap_spans, price_phrases
 from search.query import QueryAnalysis, QueryToken
 from search.retrieval import AttributeFilter, SearchFilters
+from shop_search.db_routers import read_connection
 
 MAX_BRAND_WORDS = 4  # brand names of up to this many words are looked for
 
@@ -177,7 +176,7 @@ def brand_named(query: str, tokens: tuple[QueryToken, ...]) -> tuple[str, int, i
                 runs.setdefault(key, (tokens[i].start, tokens[j].end))
     if not runs:
         return None
-    with connection.cursor() as cursor:
+    with read_connection().cursor() as cursor:
         # One probe of the brand-key index per run of words (LATERAL ... LIMIT 1; no ORDER
         # BY, which would walk the brand index instead): with many runs the planner would
         # otherwise read every product's brand.
@@ -218,7 +217,7 @@ def facet_values_named(
         for name in config.names:
             value = config.aliases.get(name, {}).get(words, words)
             candidates.setdefault(facet_key(name, value), (start, end))
-    with connection.cursor() as cursor:
+    with read_connection().cursor() as cursor:
         # One probe of the facet-key index per candidate; a bare option value gets the
         # option's name from the first product that has it.
         cursor.execute(

@@ -13,13 +13,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from django.db import connection
 
 from catalog.models import ProductVariant
 from catalog.selectors import FacetConfig, facet_config
 from embeddings.models import EmbeddingSpace
 from search.ranking import cosine_distance
 from search.retrieval import SearchFilters
+from shop_search.db_routers import read_connection
 
 NO_FILTERS = SearchFilters()
 
@@ -95,7 +95,7 @@ def attribute_facets(
     if not product_ids:
         return []
     config = config if config is not None else facet_config()
-    with connection.cursor() as cursor:
+    with read_connection().cursor() as cursor:
         cursor.execute(
             """
             WITH named AS (

@@ -49,6 +49,7 @@ from search.storefront import products_browse, storefront_categories, storefront
 
 # The API's one-line error message, so the page and the API say the same thing.
 from shop_search.api import _first_message
+from shop_search.db_routers import search_read
 from shop_search.throttling import anonymous_throttle_wait, client_ip
 
 logger = logging.getLogger(__name__)
@@ -153,7 +154,8 @@ def shop_search(request):
             context["error"] = "That photo search has expired: upload the photo again."
         else:
             space, vector, context["photo_thumbnail"] = stored
-            page = products_nearest(
+            page = search_read(
+                products_nearest,
                 space=space,
                 vector=vector,
                 filters=data["filters"],
@@ -162,7 +164,8 @@ def shop_search(request):
                 sort=data["sort"],
             )
     elif data["q"]:
-        page = product_search_by_text(
+        page = search_read(
+            product_search_by_text,
             query=data["q"],
             filters=data["filters"],
             limit=PAGE_SIZE,
@@ -176,13 +179,17 @@ def shop_search(request):
         # A category (or other filters) with no words typed: browsed, not a search to log.
         logged = False
         context["browsing"] = True
-        page = products_browse(
-            filters=data["filters"], limit=PAGE_SIZE, offset=offset, sort=data["sort"]
+        page = search_read(
+            products_browse,
+            filters=data["filters"],
+            limit=PAGE_SIZE,
+            offset=offset,
+            sort=data["sort"],
         )
     elif not context.get("error"):
-        heading, products = storefront_products(limit=HOME_PRODUCTS)
+        heading, products = search_read(storefront_products, limit=HOME_PRODUCTS)
         context.update(
-            home_categories=storefront_categories(),
+            home_categories=search_read(storefront_categories),
             home_heading=heading,
             home_products=products,
         )
@@ -336,7 +343,7 @@ def product_detail(request, pk: int):
     similar, search_id = [], None
     if model_warmup() is None:  # else the page's banner says that similar products wait
         page = search_logged(
-            products_similar(product=product, limit=SIMILAR_ON_PAGE),
+            search_read(products_similar, product=product, limit=SIMILAR_ON_PAGE),
             kind=SearchLog.Kind.SIMILAR,
             channel=SearchLog.Channel.PAGE,
             source_product_id=product.pk,

@@ -1,6 +1,7 @@
-"""/healthz: can this process serve? Database, broker and an active space (a read: no model
-is loaded, so a probe stays cheap; the first search loads it). Anyone gets the verdict;
-only staff and internal addresses (probes, the proxy's network) get each check's detail."""
+"""/healthz: can this process serve? Database, broker, an active space (a read: no model
+is loaded, so a probe stays cheap; the first search loads it) and the read replicas. Anyone
+gets the verdict; only staff and internal addresses (probes, the proxy's network) get each
+check's detail."""
 
 import ipaddress
 import logging
@@ -40,13 +41,31 @@ def _check_space() -> str:
     return space_active().name
 
 
+class ReplicasLeftOut(Exception):
+    pass
+
+
+def _check_replicas() -> str:
+    from shop_search.db_routers import replica_aliases, replica_check
+
+    aliases = replica_aliases()
+    if not aliases:
+        return "none: searches read the primary"
+    in_use = {alias: replica_check(alias) for alias in aliases}
+    if not any(in_use.values()):
+        raise ReplicasLeftOut("every replica is left out: searches read the primary")
+    return ", ".join(f"{alias} {'in use' if ok else 'left out'}" for alias, ok in in_use.items())
+
+
 # Without the database or the model this process cannot answer a search: it is unhealthy.
 # A broker outage only delays embedding of new uploads (the sweep catches up), so the web
-# process stays in service and reports itself degraded.
+# process stays in service and reports itself degraded; so do replicas that are all left
+# out (the primary answers their searches).
 CHECKS = {
     "database": (_check_database, True),
     "space": (_check_space, True),
     "broker": (_check_broker, False),
+    "replicas": (_check_replicas, False),
 }
 
 

@@ -17,10 +17,10 @@ BASE_DIR = Path(__file__).resolve().parent.parent.parent
 env = Env()
 
 
-def database_from_url(url: str) -> dict:
+def database_from_url(url: str, variable: str = "DATABASE_URL") -> dict:
     parsed = urlparse(url)
     if parsed.scheme not in {"postgres", "postgresql"}:
-        raise ValueError(f"DATABASE_URL must be a postgres:// URL, got scheme {parsed.scheme!r}")
+        raise ValueError(f"{variable} must be a postgres:// URL, got scheme {parsed.scheme!r}")
     return {
         "ENGINE": "django.db.backends.postgresql",
         "NAME": unquote(parsed.path.lstrip("/")),
@@ -147,6 +147,31 @@ else:
     DATABASES = {
         "default": embedded_database(env.path("SHOP_PGDATA", default=BASE_DIR / ".pgdata"))
     }
+
+
+def replica_databases(urls: list[str]) -> dict:
+    """DATABASES entries `replica_1`, `replica_2`... for streaming replicas of the primary."""
+    replicas = {}
+    for number, url in enumerate((url.strip() for url in urls if url.strip()), start=1):
+        entry = database_from_url(url, "DATABASE_REPLICA_URLS")
+        # A replica that is down must not hold a search for long: the primary answers instead.
+        entry["OPTIONS"] = {"connect_timeout": 2}
+        replicas[f"replica_{number}"] = entry
+    return replicas
+
+
+# Streaming replicas that serve searches (shop_search.db_routers); everything else, and every
+# write, goes to the primary. A replica further behind than MAX_LAG seconds, or failing, is
+# left out until a check (each process, at most every CHECK seconds) finds it healthy again.
+DATABASES.update(replica_databases(env.list("DATABASE_REPLICA_URLS", default=[])))
+DATABASE_REPLICA_MAX_LAG_SECONDS = env.float("DATABASE_REPLICA_MAX_LAG_SECONDS", default=5.0)
+DATABASE_REPLICA_CHECK_SECONDS = env.float("DATABASE_REPLICA_CHECK_SECONDS", default=5.0)
+if DATABASE_REPLICA_MAX_LAG_SECONDS < 0 or DATABASE_REPLICA_CHECK_SECONDS < 0:
+    raise ImproperlyConfigured(
+        "DATABASE_REPLICA_MAX_LAG_SECONDS and DATABASE_REPLICA_CHECK_SECONDS must be 0 or more, "
+        f"got {DATABASE_REPLICA_MAX_LAG_SECONDS} and {DATABASE_REPLICA_CHECK_SECONDS}"
+    )
+DATABASE_ROUTERS = ["shop_search.db_routers.ReplicaRouter"]
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -42,3 +42,9 @@ torch.set_num_threads(1)
 DATABASES["default"]["TEST"] = {  # noqa: F405
     "NAME": env.str("SHOP_TEST_DATABASE", default="test_shop_search")
 }
+
+# Replicas named in the environment stand for the primary here: no test database can be made
+# on a read-only server (tests/ops/test_replicas.py starts a real replica of its own).
+for _alias, _database in DATABASES.items():  # noqa: F405
+    if _alias != "default":
+        _database["TEST"] = {"MIRROR": "default"}

@@ -32,7 +32,7 @@ def test_stack_embeds_serves_and_reports_health(topology):
     status, health = web.get_json("/healthz")
     assert status == 200, health
     assert health["status"] == "ok", health
-    assert set(health["checks"]) == {"database", "broker", "space"}
+    assert set(health["checks"]) == {"database", "broker", "space", "replicas"}
     assert health["checks"]["space"]["detail"] == body["space"]
 
     # Without its database the web process is out of service, and says why.
@@ -169,6 +169,47 @@ def test_compose_file_is_valid_and_complete():
     assert "db-data" in mounts["db"]
     assert {"media", "models", "model-cache"} <= mounts["web"] & mounts["worker"]
     assert {"db-data", "media", "models", "model-cache"} <= set(config["volumes"])
+
+
+def test_compose_has_a_streaming_replica_that_serves_searches(tmp_path):
+    """db-replica copies db (pg_basebackup -R, through a slot) and web searches on it."""
+    from urllib.parse import urlparse
+
+    config = yaml.safe_load(
+        compose("--env-file", str(ROOT / "docker" / ".env.example"), "config").stdout
+    )
+    services = config["services"]
+    db, replica = services["db"], services["db-replica"]
+    assert replica["image"] == db["image"]  # the same Postgres major and pgvector
+    script = " ".join(replica["command"])
+    assert "pg_basebackup -h db" in script
+    assert " -R " in script
+    assert "-S db_replica" in script
+    assert "db-replica-data" in {volume.split(":")[0] for volume in replica["volumes"]}
+    assert replica["depends_on"]["db"]["condition"] == "service_healthy"
+    assert "healthcheck" in replica
+    # db bounds what the slot of a replica gone for good keeps, and lets the replica in.
+    assert "max_slot_wal_keep_size" in " ".join(db["command"])
+    (init,) = [volume for volume in db["volumes"] if "docker-entrypoint-initdb.d" in volume]
+    hba = tmp_path / "pg_hba.conf"
+    hba.write_text("local all all trust\n")
+    subprocess.run(
+        ["sh", init.split(":")[0]],
+        env={"PGDATA": str(tmp_path), "POSTGRES_USER": "shop"},
+        check=True,
+    )
+    assert hba.read_text().splitlines()[-1].split() == [
+        "host",
+        "replication",
+        "shop",
+        "all",
+        "scram-sha-256",
+    ]
+    web = services["web"]["environment"]
+    (url,) = web["DATABASE_REPLICA_URLS"].split(",")
+    assert urlparse(url).hostname == "db-replica"
+    assert urlparse(url).path == urlparse(web["DATABASE_URL"]).path
+    assert float(web["DATABASE_REPLICA_MAX_LAG_SECONDS"]) > 0
 
 
 def test_the_cache_is_a_bounded_redis_that_evicts_while_the_broker_never_does(tmp_path):

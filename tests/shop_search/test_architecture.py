@@ -14,13 +14,15 @@ from catalog.models import Product, ProductImage
 from embeddings import extensions
 
 ROOT = Path(__file__).resolve().parents[2]
-ROW = re.compile(r"^\s*\| [^|`]*`([^`]+)`[^|]*\| (signal|registry|admin class) \|[^|]*\| `([^`]+)`")
+ROW = re.compile(
+    r"^\s*\| [^|`]*`([^`]+)`[^|]*\| (signal|registry|admin class|router) \|[^|]*\| `([^`]+)`"
+)
 
 
 def seams() -> list[tuple[str, str, str]]:
     text = (ROOT / "docs" / "architecture.md").read_text()
     rows = [m.groups() for line in text.splitlines() if (m := ROW.match(line))]
-    assert len(rows) >= 9, "the table of seams is missing or unreadable"
+    assert len(rows) >= 10, "the table of seams is missing or unreadable"
     return rows
 
 
@@ -50,6 +52,10 @@ def test_each_seam_in_the_table_is_in_the_code(seam, kind, listener):
             "promotion_gate_register": extensions._promotion_gates,
         }[seam.rsplit(".", 1)[-1]]
         assert listener in {_name(item) for item in registry.values()}
+    elif kind == "router":
+        from django.db import router
+
+        assert listener in {_name(type(installed)) for installed in router.routers}
     else:
         model = {"catalog.ProductImage": ProductImage, "catalog.Product": Product}[seam]
         assert type(admin.site._registry[model]).__module__ == listener

@@ -49,7 +49,8 @@ def test_internal_addresses_get_each_checks_detail(client, default_space, addres
     assert ("checks" in body) is detail, body
     if detail:
         assert body["checks"]["space"]["detail"] == default_space.name
-        assert set(body["checks"]) == {"database", "broker", "space"}
+        assert set(body["checks"]) == {"database", "broker", "space", "replicas"}
+        assert body["checks"]["replicas"]["detail"] == "none: searches read the primary"
 
 
 def test_behind_the_proxy_the_client_is_the_address_it_saw(client, settings):
