@@ -92,11 +92,12 @@ CROSS JOIN LATERAL (
     FROM generate_series(1, 5) n) s
 """
 
-# catalog.services.products_variants_summarise in one statement, for products whose
-# options are empty (all of them here): option names in the order the variants (by
-# position, id) first have them, each name's values in the order its active variants have
-# them; price the least of the sellable (active and in stock, else all active) variants,
-# price_max the most of the active ones, compare_at_price the most of the sellable ones'.
+# catalog.services.products_variants_summarise in one statement (its variant offers are
+# then its own UPDATE), for products whose options are empty (all of them here): option
+# names in the order the variants (by position, id) first have them, each name's values in
+# the order its active variants have them; price the least of the sellable (active and in
+# stock, else all active) variants, price_max the most of the active ones,
+# compare_at_price the most of the sellable ones'.
 SUMMARY_UPDATE = """
 WITH v AS (
     SELECT v.*, row_number() OVER (PARTITION BY product_id ORDER BY position, id) AS rn
@@ -173,11 +174,15 @@ def variants_add() -> tuple[int, float]:
     """Five variants per product, summarised; (variants, seconds)."""
     from django.db import transaction
 
+    from catalog.models import Product
+    from catalog.services import products_variant_offers_update
+
     started = time.perf_counter()
     with transaction.atomic():
         created = execute(VARIANTS_INSERT, {"sizes": SIZES})
         inserted = time.perf_counter()
         summarised = execute(SUMMARY_UPDATE)
+        products_variant_offers_update(Product.objects.values_list("id", flat=True))
     summarised_at = time.perf_counter()
     vacuum_analyze()
     print(
@@ -420,6 +425,14 @@ def execute_one(sql: str):
         return cursor.fetchone()[0]
 
 
+def migrated(wrapper) -> set[tuple[str, str]]:
+    """The migrations applied to `wrapper`'s database (Django's MigrationRecorder would
+    ask the default connection: both connections are "default")."""
+    with wrapper.cursor() as cursor:
+        cursor.execute("SELECT app, name FROM django_migrations")
+        return set(cursor.fetchall())
+
+
 def catalogs_ready(products: int) -> None:
     """The catalog without variants (DATABASE, loaded once) and its copy with five variants
     a product (WITH_VARIANTS), both kept for the next run."""
@@ -445,7 +458,10 @@ def catalogs_ready(products: int) -> None:
     without, with_variants = connections["default"], databases((WITH_VARIANTS,))[WITH_VARIANTS]
     try:
         use(with_variants)
-        ready = ProductVariant.objects.count() == len(SIZES) * products
+        # Stale when the code has migrations its copy lacks.
+        ready = ProductVariant.objects.count() == len(SIZES) * products and migrated(
+            with_variants
+        ) == migrated(without)
     except Exception:  # noqa: BLE001 (no such database yet)
         ready = False
     finally:

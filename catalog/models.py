@@ -60,6 +60,10 @@ class Product(models.Model):
         blank=True,
         help_text="the price before a sale, shown struck through",
     )
+    # Each active variant's price, stock and option keys (its `option_keys`), so a search
+    # tests "one variant is size M, in stock, 20 to 60" on the product's own row instead
+    # of reading its variants (bench/variants.py). Kept by products_variants_summarise.
+    variant_offers = models.JSONField(default=list, db_default=[], blank=True, editable=False)
     currency = models.CharField(max_length=3, default="USD")
     in_stock = models.BooleanField(default=True)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.ACTIVE)

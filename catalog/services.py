@@ -9,7 +9,7 @@ from decimal import Decimal
 from typing import IO
 
 from django.core.files.base import ContentFile, File
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils.text import slugify
 from PIL import Image
 
@@ -241,7 +241,28 @@ def products_variants_summarise(product_ids: Iterable[int]) -> list[Product]:
     Product.objects.bulk_update(
         changed, ["options", "price", "price_max", "compare_at_price", "in_stock"]
     )
+    products_variant_offers_update(variants)
     return changed
+
+
+# Each active variant as {"p": price, "s": in stock, "k": its option keys}, in the shop's
+# order; rows whose offers are as they were are left alone.
+VARIANT_OFFERS_UPDATE = """
+UPDATE catalog_product p SET variant_offers = o.offers
+FROM (SELECT product_id,
+             coalesce(jsonb_agg(jsonb_build_object('p', price, 's', in_stock,
+                                                   'k', to_jsonb(option_keys))
+                                ORDER BY position, id) FILTER (WHERE active), '[]') AS offers
+      FROM catalog_productvariant WHERE product_id = ANY(%s) GROUP BY product_id) o
+WHERE p.id = o.product_id AND p.variant_offers IS DISTINCT FROM o.offers
+"""
+
+
+def products_variant_offers_update(product_ids: Iterable[int]) -> None:
+    """`Product.variant_offers` from the variants (their `option_keys` are the database's
+    own generated column, so this is one statement there)."""
+    with connection.cursor() as cursor:
+        cursor.execute(VARIANT_OFFERS_UPDATE, [list(product_ids)])
 
 
 @transaction.atomic

@@ -8,7 +8,11 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
 from catalog.models import Facet, FacetValueAlias, ProductVariant
-from catalog.services import category_get_or_create_path, products_variants_summarise
+from catalog.services import (
+    category_get_or_create_path,
+    product_variants_save,
+    products_variants_summarise,
+)
 from search.pipeline import product_search_by_text
 from tests.builders import jpeg_bytes, zip_bytes
 
@@ -119,6 +123,27 @@ def test_variant_filters_hold_together_on_one_variant(client, dresses, words_onl
     assert hit["variant"]["price"] == "55.00"
     assert hit["image_url"] == hit["variant"]["image_url"]
     assert body["count"] == 1
+
+
+def test_variant_filters_follow_edits_of_the_variants(client, dresses, words_only):
+    """The filters read each product's summary of its variants (`variant_offers`): an
+    edit in the admin's variant table (product_variants_save) reaches them at once."""
+    wanted = {"q": "dress", "attr.size": "M", "attr.colour": "Red", "in_stock": "true"}
+    red_m = ProductVariant.objects.get(sku="DRS-2-RED-M")
+    red_m.stock, red_m.in_stock = 0, False
+    product_variants_save(product=dresses["red_green"], variants=[red_m])
+    assert api(client, **wanted)["count"] == 0
+    blue_m = ProductVariant.objects.get(sku="DRS-1-BLU-M")
+    blue_m.options = {"Colour": "Red", "Size": "M"}  # relabelled: now a red M in stock
+    product_variants_save(product=dresses["two_tone"], variants=[blue_m])
+    body = api(client, **wanted)
+    assert [hit["variant"]["sku"] for hit in body["results"] if not hit["related"]] == [
+        "DRS-1-BLU-M"
+    ]
+    blue_m.active = False
+    product_variants_save(product=dresses["two_tone"], variants=[blue_m])
+    assert api(client, **wanted)["count"] == 0
+    assert api(client, q="dress", min_price="50", max_price="60")["count"] == 1  # DRS-2
 
 
 def test_price_filters_apply_to_variant_prices(client, dresses, words_only):
