@@ -57,7 +57,8 @@ class Command(BaseCommand):
             call_command("runserver", addrport, use_reloader=False)
         finally:
             if trainer is not None:
-                trainer.terminate()  # train_demo_model records its run as failed: next time
+                # It records its run as failed, so the next start trains again.
+                trainer.terminate()
                 trainer.wait()
 
     def _trainer_start(self, log: Path) -> subprocess.Popen:
