@@ -25,6 +25,7 @@ import re
 import signal
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db import close_old_connections
@@ -32,13 +33,10 @@ from django.db import close_old_connections
 from embeddings.finetuning import FinetuneError, FinetuneOptions, finetune_run_execute
 from embeddings.models import FinetuneRun
 from embeddings.spaces import space_active
-from embeddings.training import TrainResult, finetune
-from embeddings.training.distributed import (
-    World,
-    broadcast_from_main,
-    world_close,
-    world_init,
-)
+
+if TYPE_CHECKING:  # the training modules import torch: where a rank trains, not before
+    from embeddings.training import TrainResult
+    from embeddings.training.distributed import World
 
 logger = logging.getLogger(__name__)
 
@@ -257,6 +255,8 @@ class TrainingJob:
 def main_rank_trainer(world: World) -> Callable[..., TrainResult]:
     """`finetune` for rank 0 of a run: hands the job to the other ranks, then trains with
     them (it alone validates)."""
+    from embeddings.training import finetune
+    from embeddings.training.distributed import broadcast_from_main
 
     def train(model, preprocess, tokenizer, train, val=(), config=None, progress=None, **kwargs):
         train = list(train)
@@ -295,6 +295,8 @@ def _print_progress(world_size: int) -> Callable[[dict], None]:
 def worker_main(argv: list[str] | None = None) -> None:
     from torch.distributed.elastic.multiprocessing.errors import record
 
+    from embeddings.training.distributed import world_close, world_init
+
     parser = argparse.ArgumentParser(description="one rank of a distributed fine-tuning run")
     parser.add_argument("--run-id", type=int, help="the run to execute (machine 0 only)")
     args = parser.parse_args(argv)
@@ -308,6 +310,9 @@ def worker_main(argv: list[str] | None = None) -> None:
 
 
 def _rank_main(world: World, run_id: int | None) -> None:
+    from embeddings.training import finetune
+    from embeddings.training.distributed import broadcast_from_main
+
     if world.is_main:
         if run_id is None:
             raise FinetuneError("rank 0 must run on machine 0 (--node-rank 0), with the run")

@@ -1,12 +1,16 @@
 """CLIP encoder: open_clip models loaded once per process, encoding in batches.
 
 Django-free on purpose (like open_clip vs open_clip_train): Django code calls it, tests
-and training use it directly.
+and training use it directly. torch and open_clip are imported where a model is built or
+run, not with this module: they take seconds to import, and most processes that import
+this module (`migrate`, the web server until its first search by meaning) never need them.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import json
 import logging
 import pickle
 import threading
@@ -14,12 +18,9 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import numpy as np
-import open_clip
-import torch
-import torchvision
 from PIL import Image
 
 from catalog.images import (
@@ -28,11 +29,35 @@ from catalog.images import (
     decode_image,
 )
 
+if TYPE_CHECKING:
+    import torch
+
 logger = logging.getLogger(__name__)
 
 MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
-# Register our own architectures (shop-tiny) beside open_clip's.
-open_clip.add_model_config(MODEL_CONFIG_DIR)
+
+
+@functools.cache
+def open_clip_library():
+    """open_clip (and torch), imported on first use, with our own architectures (shop-tiny,
+    shop-micro) registered beside its own."""
+    import open_clip
+
+    open_clip.add_model_config(MODEL_CONFIG_DIR)
+    return open_clip
+
+
+def _inference_mode(method):
+    """torch.inference_mode() as a decorator that imports torch when called, not defined."""
+
+    @functools.wraps(method)
+    def wrapper(*args, **kwargs):
+        import torch
+
+        with torch.inference_mode():
+            return method(*args, **kwargs)
+
+    return wrapper
 
 
 class _RandomInitNotice(logging.Filter):
@@ -51,6 +76,7 @@ class _RandomInitNotice(logging.Filter):
 def create_model_and_transforms(spec: ModelSpec):
     """open_clip's model and transforms for `spec`: its pretrained tag, else built from the
     architecture's config (quietly: see `_RandomInitNotice`)."""
+    open_clip = open_clip_library()
     if spec.pretrained:  # the plain open_clip path; a failed download still warns
         return open_clip.create_model_and_transforms(
             spec.architecture, pretrained=spec.pretrained, precision="fp32", device="cpu"
@@ -115,7 +141,7 @@ def load_checkpoint(model: torch.nn.Module, path: str | Path, sha256: str = "") 
         if actual != sha256:
             raise CheckpointError(f"checkpoint {path} has sha256 {actual}, expected {sha256}")
     try:
-        open_clip.load_checkpoint(model, str(path), weights_only=True, device="cpu")
+        open_clip_library().load_checkpoint(model, str(path), weights_only=True, device="cpu")
     except pickle.UnpicklingError as exc:  # torch's refusal of pickled code, or garbage
         raise CheckpointError(f"cannot load {path} as weights only: {exc}") from exc
     except Exception as exc:
@@ -123,14 +149,21 @@ def load_checkpoint(model: torch.nn.Module, path: str | Path, sha256: str = "") 
 
 
 def model_embed_dim(architecture: str) -> int:
-    """The vector size of an architecture, read from its config: no weights are loaded."""
-    config = open_clip.get_model_config(architecture)
+    """The vector size of an architecture, read from its config: no weights are loaded (and
+    for our own architectures no torch is imported)."""
+    own = MODEL_CONFIG_DIR / f"{architecture}.json"
+    if own.is_file():
+        config = json.loads(own.read_text())
+    else:
+        config = open_clip_library().get_model_config(architecture)
     if config is None:
         raise ValueError(f"unknown CLIP architecture {architecture!r}")
     return int(config["embed_dim"])
 
 
 def default_device() -> torch.device:
+    import torch
+
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
@@ -141,6 +174,8 @@ CPU_PRECISIONS = ("fp32", "bf16", "int8")
 def cpu_bf16_supported() -> bool:
     """Whether this CPU has native bf16 (AVX512-BF16 or AMX): without it bf16 is emulated
     and slower than fp32."""
+    import torch
+
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
@@ -167,6 +202,8 @@ def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
     F.multi_head_attention_forward (nn.MultiheadAttention, the ResNet's attention pool),
     which a quantized module does not have.
     """
+    import torch
+
     names = {
         name
         for name, module in model.named_modules()
@@ -195,6 +232,8 @@ class ClipEncoder:
         device: torch.device | str | None = None,
         cpu_precision: str = "fp32",
     ):
+        import torch
+
         self.spec = spec
         self.device = torch.device(device) if device else default_device()
         # Half precision on GPU: twice the throughput, and cosine ranking does not notice.
@@ -224,30 +263,36 @@ class ClipEncoder:
                 torch.tensor(values, dtype=torch.float32, device=self.device).view(-1, 1, 1)
                 for values in (normalize.mean, normalize.std)
             )
-        self.tokenizer = open_clip.get_tokenizer(spec.architecture)
+        self.tokenizer = open_clip_library().get_tokenizer(spec.architecture)
         self.image_size = _image_size(self.model)
         self.embed_dim = int(self.model.text_projection.shape[1])
 
     @property
     def dtype(self) -> torch.dtype:
         """What the model takes its pixels in (int8 layers take float32 activations)."""
+        import torch
+
         return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(self.precision, torch.float32)
 
     def batch_pixels(self, image: Image.Image) -> torch.Tensor:
         """One image ready to stack into a batch for `encode_batch`: through the PIL part of
         `preprocess` (resize, crop, RGB) as a 3xHxW uint8 tensor, a quarter of the float
         tensor's bytes to hold, pin and copy; the rest of `preprocess` runs on the batch."""
+        import torch
+
         if self.pil_transform is None:
             return self.preprocess(image)
         image = self.pil_transform(image)
         return torch.from_numpy(np.array(image, dtype=np.uint8, copy=True)).permute(2, 0, 1)
 
-    @torch.inference_mode()
+    @_inference_mode
     def encode_batch(self, pixels: torch.Tensor) -> np.ndarray:
         """Vectors of a stacked batch of `batch_pixels`. A uint8 batch is scaled and
         normalised on the device by the same operations as `preprocess` (torchvision's
         ToTensor and Normalize), so the vectors equal `encode_images`'. A pinned batch is
         copied without blocking."""
+        import torch
+
         pixels = pixels.to(self.device, non_blocking=True)
         if pixels.dtype == torch.uint8:
             # F.normalize's own sub_ and div_, without its check of std on the device
@@ -260,12 +305,14 @@ class ClipEncoder:
         features = self.model.encode_image(pixels.to(dtype=self.dtype))
         return _unit(features).cpu().numpy()
 
-    @torch.inference_mode()
+    @_inference_mode
     def encode_images(
         self, images: Sequence[Image.Image | torch.Tensor], batch_size: int = 64
     ) -> np.ndarray:
         """L2-normalised float32 vectors, one row per image: a PIL image, or one already
         through `self.preprocess` (a caller holding many keeps them small that way)."""
+        import torch
+
         chunks = []
         for start in range(0, len(images), batch_size):
             batch = images[start : start + batch_size]
@@ -273,7 +320,7 @@ class ClipEncoder:
             chunks.append(self._encode(pixels.to(self.device, non_blocking=True)))
         return _stack(chunks, self.embed_dim)
 
-    @torch.inference_mode()
+    @_inference_mode
     def encode_texts(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
         """L2-normalised float32 vectors, one row per text."""
         chunks = []
@@ -299,6 +346,8 @@ class ClipEncoder:
 def _unit(features: torch.Tensor) -> torch.Tensor:
     # Normalised in float32: in fp16 or bf16 the norms come out up to 1e-3 off one. For
     # fp32 this is exactly open_clip's `normalize=True`.
+    import torch
+
     return torch.nn.functional.normalize(features.float(), dim=-1)
 
 
@@ -314,6 +363,8 @@ def _split_preprocess(preprocess) -> tuple:
     names = [type(step).__name__ for step in steps]
     if len(steps) < 2 or names[-2] not in {"ToTensor", "MaybeToTensor"} or names[-1] != "Normalize":
         return None, None
+    import torchvision
+
     return torchvision.transforms.Compose(steps[:-2]), steps[-1]
 
 

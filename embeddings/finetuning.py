@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from catalog.images import ImageDecodeError, decode_image
 from catalog.models import Product, ProductImage
+from embeddings import training
 from embeddings.encoder import ClipEncoder, ModelSpec
 from embeddings.extensions import (
     catalog_images_by_product,
@@ -31,17 +32,7 @@ from embeddings.pairfiles import BadLine, PairFileExamples, pair_file_examples
 from embeddings.reindex import space_activate_fanout, space_prepare_fanout
 from embeddings.signals import candidate_held
 from embeddings.spaces import space_active, space_create, space_encoder, space_spec
-from embeddings.training import (
-    Example,
-    TrainConfig,
-    TrainResult,
-    evaluate,
-    finetune,
-    is_validation_key,
-    model_config,
-    save_checkpoint,
-    similarity_floors_calibrate,
-)
+from embeddings.training import Example, is_validation_key, similarity_floors_calibrate
 from embeddings.vectors import product_captions
 
 logger = logging.getLogger(__name__)
@@ -234,18 +225,19 @@ def finetune_run_execute(
     *,
     run: FinetuneRun,
     on_progress: Callable[[dict], None] | None = None,
-    trainer: Callable[..., TrainResult] = finetune,
+    trainer: Callable[..., training.TrainResult] | None = None,
 ) -> FinetuneRun:
     """Train, evaluate, store and maybe promote: the whole of one fine-tuning run.
 
     Errors are recorded on the run (status failed, with the reason) and re-raised; the
     active space changes only through `space_activate`, at the very end. `trainer` is
-    `finetune` or, on rank 0 of a distributed run, its DDP version (same arguments).
+    `finetune` (the default) or, on rank 0 of a distributed run, its DDP version (same
+    arguments).
     """
     FinetuneRun.objects.filter(pk=run.pk).update(status=FinetuneRun.Status.RUNNING)
     run.status = FinetuneRun.Status.RUNNING
     try:
-        _execute(run, on_progress, trainer)
+        _execute(run, on_progress, trainer or training.finetune)
     except BaseException as exc:
         run.status, run.error = FinetuneRun.Status.FAILED, str(exc) or type(exc).__name__
         run.save(update_fields=["status", "error", "updated"])
@@ -349,7 +341,7 @@ def file_pairs(
 def _execute(
     run: FinetuneRun,
     on_progress: Callable[[dict], None] | None,
-    trainer: Callable[..., TrainResult],
+    trainer: Callable[..., training.TrainResult],
 ) -> None:
     options = FinetuneOptions.from_dict(run.options)
     if options.val_pairs and not options.pairs:
@@ -401,11 +393,11 @@ def _execute(
         )
 
     _set_phase(run, "evaluating the active space")
-    active_metrics = evaluate(space_encoder(active), val)
+    active_metrics = training.evaluate(space_encoder(active), val)
     file_val = files.val if files and gate_on_catalog else []
-    active_file_metrics = evaluate(space_encoder(active), file_val) if file_val else {}
+    active_file_metrics = training.evaluate(space_encoder(active), file_val) if file_val else {}
 
-    config = TrainConfig(
+    config = training.TrainConfig(
         **{
             k: getattr(options, k)
             for k in ("epochs", "batch_size", "lr", "max_minutes", "seed")
@@ -444,10 +436,13 @@ def _execute(
     name = options.name or f"{spec.architecture}-ft-{timezone.now():%Y%m%d-%H%M%S}"
     model_dir = settings.MODEL_DIR
     checkpoint = model_dir / f"{name}.safetensors"
-    digest = save_checkpoint(model.model, checkpoint, metadata={"space": name})
+    digest = training.save_checkpoint(model.model, checkpoint, metadata={"space": name})
     (model_dir / f"{name}.json").write_text(
         json.dumps(
-            {"architecture": spec.architecture, "model_cfg": model_config(spec.architecture)},
+            {
+                "architecture": spec.architecture,
+                "model_cfg": training.model_config(spec.architecture),
+            },
             indent=2,
         )
     )
@@ -506,7 +501,7 @@ def _execute(
         }
         if file_val:
             metrics["pair_files"]["active_before"] = active_file_metrics
-            metrics["pair_files"]["after"] = evaluate(model, file_val)
+            metrics["pair_files"]["after"] = training.evaluate(model, file_val)
     space = space_create(
         name=name,
         spec=ModelSpec(spec.architecture, checkpoint=str(checkpoint), checkpoint_sha256=digest),
@@ -612,7 +607,7 @@ def space_evaluate(*, space: EmbeddingSpace) -> dict:
     pairs = catalog_pairs(image_size=encoder.image_size, train=False)
     if not pairs.val:
         raise FinetuneError("the catalog has no validation products with images to evaluate on")
-    metrics = evaluate(encoder, pairs.val)
+    metrics = training.evaluate(encoder, pairs.val)
     evaluation = {
         **metrics,
         "val_products": pairs.val_products,

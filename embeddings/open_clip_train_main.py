@@ -3,7 +3,7 @@
     python -m embeddings.open_clip_train_main --train-data train.csv --model shop-tiny ...
 
 takes `open_clip_train.main`'s arguments unchanged (run it from the folder `export_pairs
---format csv` wrote, whose image paths are relative to it). Importing the encoder first
+--format csv` wrote, whose image paths are relative to it). `open_clip_library()` first
 adds embeddings/model_configs to open_clip's registry, which the stock entry point lacks.
 Django-free, like the encoder. Its checkpoints (logs/NAME/checkpoints/epoch_N.pt) load back
 through CLIP_CHECKPOINT or `--checkpoint`.
@@ -11,9 +11,10 @@ through CLIP_CHECKPOINT or `--checkpoint`.
 
 import sys
 
-import embeddings.encoder  # noqa: F401 - registers our model configs with open_clip
+from embeddings.encoder import open_clip_library
 
 if __name__ == "__main__":
+    open_clip_library()
     from open_clip_train.main import main
 
     main(sys.argv[1:])

@@ -17,17 +17,20 @@ import hashlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TypeVar
+from typing import IO, TYPE_CHECKING, TypeVar
 
 import numpy as np
-import torch
 from django.conf import settings
 from PIL import Image
 
 from catalog.images import ImageDecodeError, decode_image
 from catalog.importing.readers import base64_image, file_size, tsv_records
+from embeddings import training
 from embeddings.encoder import ClipEncoder
-from embeddings.training import Example, recall_at_k
+from embeddings.training import Example
+
+if TYPE_CHECKING:
+    import torch
 
 # Bad lines kept on a report; every one still reaches `on_bad_line` and the count.
 KEPT_BAD_LINES = 1000
@@ -287,7 +290,7 @@ def pairs_recall(
         return report
     text_group, image_group = pair_groups(report.texts, report.images, edges)
     report.groups = len(np.unique(image_group))
-    report.metrics = recall_at_k(
+    report.metrics = training.recall_at_k(
         np.concatenate(image_chunks), image_group, np.concatenate(text_chunks), text_group, ks=ks
     )
     return report

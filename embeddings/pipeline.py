@@ -17,9 +17,9 @@ from collections import deque
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from catalog.images import (
     DEFAULT_MAX_IMAGE_ASPECT_RATIO,
@@ -27,6 +27,9 @@ from catalog.images import (
     ImageDecodeError,
 )
 from embeddings.encoder import ClipEncoder
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -153,6 +156,8 @@ def _encode(encoder: ClipEncoder, prepared: list[_Prepared]) -> EncodedBatch:
 
 
 def _stack(pixels: list[torch.Tensor], device: torch.device) -> torch.Tensor:
+    import torch
+
     if device.type != "cuda":
         return torch.stack(pixels)
     # Page-locked, so the copy to the GPU runs by DMA without blocking this thread; torch's

@@ -23,7 +23,6 @@ import numpy as np
 from django.conf import settings
 from django.db import connection
 from django.utils import timezone
-from sklearn.cluster import AgglomerativeClustering
 
 from catalog.importing.selectors import spreadsheet_safe
 from catalog.text import text_printable
@@ -269,6 +268,9 @@ def insights_zero_result_clusters(
     if len(queries) < 2:
         labels = np.zeros(len(queries), dtype=int)
     else:
+        # Imported here: scikit-learn takes a second to import, in every process otherwise.
+        from sklearn.cluster import AgglomerativeClustering
+
         if len(queries) >= MIN_QUERIES_FOR_RELATIVE:
             pairs = distances[np.triu_indices(len(queries), k=1)]
             relative = settings.SEARCH_INSIGHTS_CLUSTER_RELATIVE * float(np.median(pairs))

@@ -26,7 +26,7 @@ from django.conf import settings
 from catalog.models import Product
 from catalog.selectors import category_nodes
 from embeddings.models import EmbeddingSpace
-from embeddings.spaces import space_active
+from embeddings.spaces import space_active, space_encoder
 from search.interleaving import hits_alike, interleaved_ranking
 from search.matching import MatchPlan, match_plan
 from search.models import MerchandisingRule
@@ -99,6 +99,14 @@ def text_query_prepare(
         plan=match_plan(analysis, filters, understood=bool(understanding.taken)),
         meaning=meaning or query,
     )
+
+
+def search_preload() -> None:
+    """Load what a process's first text search loads (the active space's model, with torch;
+    the query analysis' patterns and dictionaries), so that no shopper waits for it. It
+    searches nothing and logs nothing."""
+    prepared = text_query_prepare(query="红色 dress under 50", filters=NO_FILTERS)
+    space_encoder(space_active()).encode_texts([prepared.meaning])
 
 
 def rank(

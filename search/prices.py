@@ -36,6 +36,7 @@ and a model name reads as a bound ("Air Max 90": "max 90") unless passed as `pro
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -163,24 +164,44 @@ def _amount(name: str, *, lead: str = _NOT_GLUED_BEFORE, trail: str = _NOT_GLUED
 
 
 _FLAGS = re.VERBOSE | re.IGNORECASE
-_BOUND_BEFORE_RE = re.compile(
-    rf"(?P<cue>{_alternation(_CUES_BEFORE)}) \s* {_amount('amount')}", _FLAGS
-)
-_BOUND_AFTER_RE = re.compile(
-    rf"{_amount('amount')} \s* (?P<cue>{_alternation(_CUES_AFTER)})", _FLAGS
-)
-_RANGE_RE = re.compile(
-    rf"""
-    (?:(?P<cue>{_alternation(("between", "from", "从"))}) \s*)?
-    {_amount("low", trail=rf"(?!{_GLUE}|[.,:/]{_GLUE})")}  # 100-200: the hyphen joins the ends
-    \s* (?P<joiner>{_alternation(("and", "to", "-", "–", "—", "~", "～", "到", "至"))}) \s*
-    {_amount("high", lead=rf"(?<![.,:/#−])(?<!{_GLUE})")}
-    """,
-    _FLAGS,
-)
-_MEASURE_BEFORE_RE = re.compile(rf"(?:{_alternation(_MEASURE_WORDS)})\s*\Z", _FLAGS)
-_UNIT_AFTER_RE = re.compile(rf"\+?\s*(?:{_alternation(_UNITS)})", _FLAGS)
-_CHEAP_RE = re.compile(_alternation(CHEAP_WORDS), _FLAGS)
+
+
+@dataclass(frozen=True)
+class _Patterns:
+    bound_before: re.Pattern[str]
+    bound_after: re.Pattern[str]
+    range: re.Pattern[str]
+    measure_before: re.Pattern[str]
+    unit_after: re.Pattern[str]
+    cheap: re.Pattern[str]
+
+
+@functools.cache
+def _patterns() -> _Patterns:
+    """Compiled on first use, not on import: they take over half a second (the CJK class in
+    every word's lookaround), which every process importing search (`migrate`, a worker, the
+    demo's start) would pay; a web process pays it once, at its first search."""
+    return _Patterns(
+        bound_before=re.compile(
+            rf"(?P<cue>{_alternation(_CUES_BEFORE)}) \s* {_amount('amount')}", _FLAGS
+        ),
+        bound_after=re.compile(
+            rf"{_amount('amount')} \s* (?P<cue>{_alternation(_CUES_AFTER)})", _FLAGS
+        ),
+        range=re.compile(
+            rf"""
+            (?:(?P<cue>{_alternation(("between", "from", "从"))}) \s*)?
+            {_amount("low", trail=rf"(?!{_GLUE}|[.,:/]{_GLUE})")}  # 100-200: the hyphen joins
+            \s* (?P<joiner>{_alternation(("and", "to", "-", "–", "—", "~", "～", "到", "至"))}) \s*
+            {_amount("high", lead=rf"(?<![.,:/#−])(?<!{_GLUE})")}
+            """,
+            _FLAGS,
+        ),
+        measure_before=re.compile(rf"(?:{_alternation(_MEASURE_WORDS)})\s*\Z", _FLAGS),
+        unit_after=re.compile(rf"\+?\s*(?:{_alternation(_UNITS)})", _FLAGS),
+        cheap=re.compile(_alternation(CHEAP_WORDS), _FLAGS),
+    )
+
 
 # A candidate phrase: its span and phrase, or None where its numbers measure something else
 # ("from 10 to 20 cm"): then no phrase may overlap it, not even "from 10".
@@ -190,10 +211,11 @@ _Candidate = tuple[int, int, PricePhrase | None]
 def price_phrases(query: str, *, protected: Sequence[tuple[int, int]] = ()) -> list[PricePhrase]:
     """Price phrases in `query`, in order, never overlapping each other or a `protected` span
     (spans the caller already understood as something else, e.g. a brand name)."""
+    patterns = _patterns()
     candidates = [
-        *(_bound(query, m, _CUES_BEFORE) for m in _BOUND_BEFORE_RE.finditer(query)),
-        *(_bound(query, m, _CUES_AFTER) for m in _BOUND_AFTER_RE.finditer(query)),
-        *(_range(query, m) for m in _RANGE_RE.finditer(query)),
+        *(_bound(query, m, _CUES_BEFORE) for m in patterns.bound_before.finditer(query)),
+        *(_bound(query, m, _CUES_AFTER) for m in patterns.bound_after.finditer(query)),
+        *(_range(query, m) for m in patterns.range.finditer(query)),
     ]
     phrases = []
     taken_until = 0  # where the last phrase (or measurement) taken ends
@@ -213,7 +235,7 @@ def cheap_spans(query: str, *, protected: Sequence[tuple[int, int]] = ()) -> lis
     ("cheaper than 30" is a bound, not a preference); Chinese ones inside runs (便宜的马克杯)."""
     phrases = price_phrases(query, protected=protected)
     taken = [*protected, *((phrase.start, phrase.end) for phrase in phrases)]
-    return [m.span() for m in _CHEAP_RE.finditer(query) if not _overlaps(*m.span(), taken)]
+    return [m.span() for m in _patterns().cheap.finditer(query) if not _overlaps(*m.span(), taken)]
 
 
 def _bound(query: str, m: re.Match[str], cues: dict[str, str]) -> _Candidate | None:
@@ -287,11 +309,11 @@ def _measures(query: str, m: re.Match[str], names: tuple[str, ...]) -> bool:
     """A number after "size" or before a unit: "size 10-12", "under 2 kg", "低于5千克"."""
     for name in names:
         # A short window: a query of many numbers stays linear.
-        if _MEASURE_BEFORE_RE.search(query, max(0, m.start(name) - 16), m.start(name)):
+        if _patterns().measure_before.search(query, max(0, m.start(name) - 16), m.start(name)):
             return True
         # Both before and after a multiplier: 5千克 is 5 kg, not 5,000 g.
         ends = {m.end(name), m.end(f"{name}_times")} - {-1}
-        if any(_UNIT_AFTER_RE.match(query, end) for end in ends):
+        if any(_patterns().unit_after.match(query, end) for end in ends):
             return True
     return False
 

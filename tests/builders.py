@@ -8,11 +8,14 @@ import csv
 import datetime as dt
 import io
 import json
+import os
 import struct
 import zipfile
 import zlib
+from pathlib import Path
 
 import numpy as np
+from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 from PIL import Image, ImageDraw
@@ -21,6 +24,8 @@ from catalog.services import demo_catalog_load
 from embeddings.models import ImageEmbedding
 from search.models import SearchEvent, SearchLog
 from search.searchlog import search_event_record, search_log_record
+
+ROOT = Path(__file__).resolve().parents[1]
 
 COLOURS = [
     (220, 20, 20),
@@ -156,6 +161,29 @@ def demo_shop_pinned(count: int, *, ids_after: int) -> None:
             "SELECT setval(pg_get_serial_sequence('catalog_product', 'id'), %s)", [ids_after]
         )
     demo_catalog_load(count=count, seed=0, embed=False)
+
+
+def manage_py_env(folder: Path, settings_module: str = "base") -> dict[str, str]:
+    """The environment of a `manage.py` process started by a test: `settings_module` (of
+    shop_search.settings) pointed at this test's database, photos and models (written into
+    `folder`), one torch thread."""
+    db = {k: connection.settings_dict[k] for k in ("ENGINE", "NAME", "USER", "HOST", "PORT")}
+    (folder / "test_process_settings.py").write_text(
+        "from pathlib import Path\n"
+        f"from shop_search.settings.{settings_module} import *  # noqa: F403\n"
+        f"DATABASES = {{'default': {db!r}}}\n"
+        f"MEDIA_ROOT = Path({str(settings.MEDIA_ROOT)!r})\n"
+        f"MODEL_DIR = Path({str(settings.MODEL_DIR)!r})\n"
+        "FINETUNE_VAL_FRACTION = 0.25\n"
+        "FINETUNE_MIN_PAIRS = 16\n"
+        "CLIP_DEVICE = 'cpu'\n"
+    )
+    return {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "test_process_settings",
+        "PYTHONPATH": os.pathsep.join([str(folder), str(ROOT)]),
+        "OMP_NUM_THREADS": "1",
+    }
 
 
 def finetune_run_reported(*, source, name="shop-tiny@ft-demo", catalog_gate=True):

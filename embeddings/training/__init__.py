@@ -21,38 +21,37 @@ image bytes). Every distinct text of a product is one training pair per epoch, p
 with one of the product's images drawn at random that epoch.
 """
 
-from .checkpoint import load_checkpoint, model_config, save_checkpoint
-from .data import epoch_batches
-from .floors import (
-    FloorCalibration,
-    gibberish_queries,
-    shopper_queries,
-    similarity_floors_calibrate,
-)
-from .loop import EpochStats, TrainConfig, TrainResult, finetune, param_groups
-from .metrics import evaluate, recall_at_k
-from .schedule import lr_at
-from .split import Example, WeightedExample, is_validation_key, split_by_product
+import importlib
 
-__all__ = [
-    "EpochStats",
-    "Example",
-    "FloorCalibration",
-    "gibberish_queries",
-    "shopper_queries",
-    "similarity_floors_calibrate",
-    "TrainConfig",
-    "TrainResult",
-    "WeightedExample",
-    "epoch_batches",
-    "evaluate",
-    "finetune",
-    "is_validation_key",
-    "load_checkpoint",
-    "lr_at",
-    "model_config",
-    "param_groups",
-    "recall_at_k",
-    "save_checkpoint",
-    "split_by_product",
-]
+# Each name's module, imported on first use (PEP 562): `split`, `schedule` and `floors` need
+# no torch, and a process that only splits or calibrates (the web server, `migrate`) never
+# pays the seconds of importing it.
+_MODULES = {
+    "load_checkpoint": "checkpoint",
+    "model_config": "checkpoint",
+    "save_checkpoint": "checkpoint",
+    "epoch_batches": "data",
+    "FloorCalibration": "floors",
+    "gibberish_queries": "floors",
+    "shopper_queries": "floors",
+    "similarity_floors_calibrate": "floors",
+    "EpochStats": "loop",
+    "TrainConfig": "loop",
+    "TrainResult": "loop",
+    "finetune": "loop",
+    "param_groups": "loop",
+    "evaluate": "metrics",
+    "recall_at_k": "metrics",
+    "lr_at": "schedule",
+    "Example": "split",
+    "WeightedExample": "split",
+    "is_validation_key": "split",
+    "split_by_product": "split",
+}
+__all__ = sorted(_MODULES)
+
+
+def __getattr__(name: str):
+    if name not in _MODULES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_MODULES[name]}", __name__), name)

@@ -9,10 +9,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import open_clip
 import torch
 
-from embeddings.encoder import file_sha256, load_checkpoint
+from embeddings.encoder import file_sha256, load_checkpoint, open_clip_library
+
+open_clip = open_clip_library()  # with our architectures registered
 
 __all__ = ["load_checkpoint", "model_config", "save_checkpoint"]
 

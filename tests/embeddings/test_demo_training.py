@@ -1,17 +1,13 @@
 """The demo's first model trains in its own process while the shop serves, and goes live
 through the zero-downtime switch without a restart of the web server (this test process)."""
 
-import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
-from django.conf import settings as django_settings
 from django.core.cache import cache
 from django.core.management import call_command
-from django.db import connection
 from django.urls import reverse
 
 from catalog.models import Product
@@ -20,25 +16,7 @@ from embeddings.models import EmbeddingSpace, FinetuneRun
 from embeddings.selectors import model_warmup
 from embeddings.services import finetune_run_create, finetune_runs_abandoned_fail
 from embeddings.spaces import space_active
-from tests.builders import demo_shop_pinned, jpeg_bytes
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def worker_settings(folder: Path) -> str:
-    """A settings module for the worker process: this test's database, photos and models."""
-    db = {k: connection.settings_dict[k] for k in ("ENGINE", "NAME", "USER", "HOST", "PORT")}
-    (folder / "demo_worker_settings.py").write_text(
-        "from pathlib import Path\n"
-        "from shop_search.settings.base import *  # noqa: F403\n"
-        f"DATABASES = {{'default': {db!r}}}\n"
-        f"MEDIA_ROOT = Path({str(django_settings.MEDIA_ROOT)!r})\n"
-        f"MODEL_DIR = Path({str(django_settings.MODEL_DIR)!r})\n"
-        "FINETUNE_VAL_FRACTION = 0.25\n"
-        "FINETUNE_MIN_PAIRS = 16\n"
-        "CLIP_DEVICE = 'cpu'\n"
-    )
-    return "demo_worker_settings"
+from tests.builders import ROOT, demo_shop_pinned, jpeg_bytes, manage_py_env
 
 
 def shop_page(client) -> str:
@@ -67,12 +45,7 @@ def test_the_demo_model_trains_apart_and_goes_live_without_a_restart(client, set
     assert client.get(reverse("product-detail", args=[product.pk])).context["similar"] == []
 
     # The real worker path: `train_demo_model`, as bin/demo starts it, in a process of its own.
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": worker_settings(tmp_path),
-        "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)]),
-        "OMP_NUM_THREADS": "1",
-    }
+    env = manage_py_env(tmp_path)
     worker = subprocess.Popen(
         [sys.executable, "manage.py", "train_demo_model", "--architecture", "shop-micro",
          "--epochs", "3", "--batch-size", "16", "--margin", "-1"],
