@@ -330,6 +330,32 @@ def engagement_counts(*, since: datetime) -> list[tuple[str, int, int, int]]:
     )
 
 
+def product_engagement(*, since: datetime) -> list[tuple[int, int, int, int]]:
+    """(product, clicking clients, carting clients, buying clients) since `since`: the
+    learned ranker's popularity. The judgments' protections hold: text searches without
+    shopper filters, robots left out, a cart or purchase only after a click in its search,
+    and each client (address, else session) counted once per product, however often it
+    clicked."""
+    return _fetch(
+        f"""
+        {_with_searches()}
+        SELECT e.product_id,
+               count(DISTINCT s.client) FILTER (WHERE e.type = 'click')::int,
+               count(DISTINCT s.client) FILTER (WHERE e.type = 'add_to_cart' AND clicked)::int,
+               count(DISTINCT s.client) FILTER (WHERE e.type = 'purchase' AND clicked)::int
+        FROM searches s JOIN search_searchevent e ON e.search_id = s.id
+        CROSS JOIN LATERAL (
+            SELECT EXISTS (
+                SELECT 1 FROM search_searchevent c
+                WHERE c.search_id = s.id AND c.product_id = e.product_id AND c.type = 'click'
+            ) AS clicked
+        ) c
+        GROUP BY 1
+        """,
+        {"since": since},
+    )
+
+
 def reformulation_clicks(*, since: datetime) -> list[tuple[str, int, int]]:
     """(first query, product, voters): a search without a click whose session's next
     search for other words (without shopper filters), within SEARCH_REFORMULATION_SECONDS,

@@ -357,6 +357,13 @@ class VocabularyVersion(models.Model):
 # --- search log and shopper events ---------------------------------------------------------
 
 
+class RealField(models.FloatField):
+    """A 4-byte float (`real`): the logged features need no more precision than that."""
+
+    def db_type(self, connection):
+        return "real"
+
+
 class SearchLog(models.Model):
     """One search as a shopper saw it: what was asked and which products were shown where.
 
@@ -403,6 +410,10 @@ class SearchLog(models.Model):
         EmbeddingSpace, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     teams = ArrayField(models.SmallIntegerField(), default=list, blank=True)
+    # The learned ranker's features of each product shown (search.features.FEATURES, in
+    # that order), row after row: what the shopper saw, for training (search.ranker_training).
+    # float4, one array in the same INSERT: no second statement, pruned with the row.
+    features = ArrayField(RealField(), default=list, blank=True)
 
     class Meta:
         indexes = [
@@ -469,6 +480,14 @@ class InterleavingTest(models.Model):
     candidate = models.ForeignKey(EmbeddingSpace, on_delete=models.CASCADE, related_name="+")
     # The active space when the test began; only searches answered from it are merged.
     control = models.ForeignKey(EmbeddingSpace, on_delete=models.CASCADE, related_name="+")
+    # A test of learned rankers (candidate and control are then the active space): the
+    # candidate ranker against the live one when the test began (empty: fusion alone).
+    candidate_ranker = models.ForeignKey(
+        "Ranker", null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    control_ranker = models.ForeignKey(
+        "Ranker", null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PREPARING)
     created = models.DateTimeField(default=timezone.now)
     started = models.DateTimeField(null=True, blank=True)  # searches are merged from then on
@@ -489,3 +508,42 @@ class InterleavingTest(models.Model):
 
     def __str__(self):
         return f"{self.candidate} vs {self.control} ({self.status})"
+
+
+# --- learned rankers ----------------------------------------------------------------------
+
+
+class Ranker(models.Model):
+    """A learned ranker (LightGBM LambdaMART, search.ranker_training): versioned like
+    embedding spaces. At most one is live (`active`); the others are candidates that did
+    not go live (yet) or retired ones kept for rollback."""
+
+    class Status(models.TextChoices):
+        CANDIDATE = "candidate"
+        ACTIVE = "active", "live"
+        RETIRED = "retired"
+
+    name = models.CharField(max_length=120, unique=True)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.CANDIDATE)
+    # The model in LightGBM's own text format (Booster.model_to_string): portable, diffable.
+    model_text = models.TextField()
+    # The feature names the model was trained on, in order (search.features.FEATURES then).
+    features = ArrayField(models.CharField(max_length=40), default=list)
+    # Held-out nDCG@10 against fusion and the live ranker, importance, gates, decision.
+    metrics = models.JSONField(default=dict, blank=True)
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )  # the live ranker when it was trained
+    created = models.DateTimeField(default=timezone.now)
+    activated = models.DateTimeField(null=True, blank=True)  # when it last went live
+
+    class Meta:
+        ordering = ["-created"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["status"], condition=models.Q(status="active"), name="one_active_ranker"
+            )
+        ]
+
+    def __str__(self):
+        return self.name

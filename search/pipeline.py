@@ -6,7 +6,9 @@
 4. retrieve     (search.retrieval)     the vector window, word matches, SKU, pins: one SQL
 5. fuse         (search.retrieval)     reciprocal rank fusion
 6. cut off      (`cut_off`)            what is a match; the rest of the window is related
-7. re-rank      (`rerank`)             "cheap" prefers lower prices; a learned ranker's seam
+7. re-rank      (`rerank`)             "cheap" prefers lower prices; then the window's
+                                       features (search.features) and the live learned
+                                       ranker (search.ranker), when there is one
 8. rules        (search.rules)         hide, boost, pin
 9. sort         (search.sorting)       the shopper's order, over the matches only
 10. related     (search.related)       a thin first page filled, or help for an empty one
@@ -27,10 +29,12 @@ from catalog.models import Product
 from catalog.selectors import category_nodes
 from embeddings.models import EmbeddingSpace
 from embeddings.spaces import space_active, space_encoder
+from search.features import QueryFeatures, features_attached, query_features
 from search.interleaving import hits_alike, interleaved_ranking
 from search.matching import MatchPlan, match_plan
 from search.models import MerchandisingRule
 from search.query import QueryAnalysis, query_analyse, query_is_sku, query_tokens
+from search.ranker import LoadedRanker, ranker_live, ranker_rerank
 from search.retrieval import RankedProduct, SearchFilters, fuse, ranked_order, retrieve
 from search.rules import (
     NO_RULES,
@@ -68,6 +72,7 @@ class TextQuery:
     scanned: SearchFilters  # the shopper's own: those the vector index scan applies
     plan: MatchPlan
     meaning: str  # what the text tower sees: the query without its price phrases
+    features: QueryFeatures  # the query's part of the learned ranker's features
 
 
 def text_query_prepare(
@@ -90,14 +95,16 @@ def text_query_prepare(
         meaning += query[last : token.start] + " "
         last = token.end
     meaning = " ".join((meaning + query[last:]).split())
+    plan = match_plan(analysis, filters, understood=bool(understanding.taken))
     return TextQuery(
         query=query,
         analysis=analysis,
         understanding=understanding,
         filters=filters,
         scanned=scanned,
-        plan=match_plan(analysis, filters, understood=bool(understanding.taken)),
+        plan=plan,
         meaning=meaning or query,
+        features=query_features(analysis, understanding, counted=len(plan.match.counted)),
     )
 
 
@@ -109,10 +116,19 @@ def search_preload() -> None:
     space_encoder(space_active()).encode_texts([prepared.meaning])
 
 
+# `rank`'s default ranker: the live one (search.ranker.ranker_live).
+LIVE = "live"
+
+
 def rank(
-    prepared: TextQuery, space: EmbeddingSpace, *, pinned: tuple[int, ...] = ()
+    prepared: TextQuery,
+    space: EmbeddingSpace,
+    *,
+    pinned: tuple[int, ...] = (),
+    ranker: LoadedRanker | None | str = LIVE,
 ) -> list[RankedProduct]:
-    """Stages 4-7 in `space`: the fused window, each row marked relevant or related."""
+    """Stages 4-7 in `space`: the fused window, each row marked relevant or related, with
+    its features; re-ranked by `ranker` (default: the live one; None: fusion alone)."""
     rows = retrieve(
         space=space,
         vector=text_vector(space, prepared.meaning),
@@ -124,7 +140,8 @@ def rank(
         scanned=prepared.scanned,
     )
     rows = cut_off(fuse(rows), floor=query_similarity_floor(space, prepared.analysis))
-    return rerank(rows, prepared)
+    rows = features_attached(rerank(rows, prepared), prepared.features)
+    return ranker_rerank(rows, ranker_live() if ranker == LIVE else ranker)
 
 
 def cut_off(rows: list[RankedProduct], *, floor: float) -> list[RankedProduct]:
@@ -169,8 +186,8 @@ def vector_match_bar(rows: list[RankedProduct], *, floor: float) -> float:
 
 
 def rerank(rows: list[RankedProduct], prepared: TextQuery) -> list[RankedProduct]:
-    """The re-ranking stage: "cheap" moves cheaper matches up (a learned ranker plugs in
-    here: it sees the rows with their retrieval features)."""
+    """The re-ranking stage's first step: "cheap" moves cheaper matches up (the learned
+    ranker follows, in `rank`, and sees the score this gives as its `fused` feature)."""
     if not prepared.understanding.cheap:
         return rows
     prices = sorted(row.price for row in rows if row.relevant and row.price is not None)
@@ -223,9 +240,10 @@ def product_search_by_text(
         filters=prepared.filters,
         sort=sort,
     )
+    window = interleaved.ranked if interleaved else ranked
     page = search_page(
         space=space,
-        ranked=interleaved.ranked if interleaved else ranked,
+        ranked=window,
         limit=limit,
         offset=offset,
         # The merged window has the rules applied already.
@@ -247,8 +265,10 @@ def product_search_by_text(
             results=hits_alike(page.results, offset=offset),
         )
     synonyms = {t.word: list(t.synonyms) for t in prepared.analysis.terms if t.synonyms}
+    shown = {hit.product.pk for hit in page.results}
     return replace(
         page,
+        features={row.product_id: row.features for row in window if row.product_id in shown},
         synonyms=synonyms,
         corrected_query=prepared.analysis.corrected_query,
         understood=prepared.understanding.items,

@@ -230,6 +230,10 @@ class RankedProduct:
     vector_rank: int | None = None
     text_rank: int | None = None
     words_matched: int = 0
+    text_score: float | None = None  # ts_rank of its word match (title above description)
+    photos: int = 0
+    # Its learned ranker features (search.features), once the pipeline computed them.
+    features: tuple[float, ...] = ()
 
     def rescored(self, score: float) -> RankedProduct:
         return replace(self, score=score)
@@ -347,7 +351,7 @@ def text_ctes(filters: SearchFilters, match: TextMatch) -> list[str]:
             ) capped
         )""",
         """txt AS (
-            SELECT product_id, words_matched, own,
+            SELECT product_id, words_matched, own, text_score,
                    row_number() OVER (
                        ORDER BY words_matched DESC, own DESC, text_score DESC, product_id
                    ) AS rank
@@ -373,7 +377,8 @@ def pin_cte(filters: SearchFilters) -> str:
 RETRIEVED_COLUMNS = """
     f.product_id, f.vector_rank, 1 - f.distance AS similarity, f.text_rank, f.words_matched,
     f.sku_match, f.synonym_match, f.pinned,
-    p.price, p.created, p.brand, p.category_id, p.in_stock
+    p.price, p.created, p.brand, p.category_id, p.in_stock, f.text_score,
+    (SELECT count(*) FROM catalog_productimage pi WHERE pi.product_id = p.id)::int AS photos
 """
 
 
@@ -400,7 +405,7 @@ def hybrid_search_sql(
         lists = """
             SELECT product_id, vec.rank AS vector_rank, vec.distance, NULL::bigint AS text_rank,
                    0 AS words_matched, false AS sku_match, false AS synonym_match,
-                   pin.product_id IS NOT NULL AS pinned
+                   pin.product_id IS NOT NULL AS pinned, NULL::real AS text_score
             FROM vec FULL JOIN pin USING (product_id)"""
     else:
         ctes += text_ctes(filters, match)
@@ -410,7 +415,7 @@ def hybrid_search_sql(
                    coalesce(txt.words_matched, 0) AS words_matched,
                    sku.product_id IS NOT NULL AS sku_match,
                    coalesce(NOT txt.own, false) AS synonym_match,
-                   pin.product_id IS NOT NULL AS pinned
+                   pin.product_id IS NOT NULL AS pinned, txt.text_score
             FROM vec FULL JOIN txt USING (product_id) FULL JOIN sku USING (product_id)
                  FULL JOIN pin USING (product_id)"""
     return f"""
@@ -502,10 +507,12 @@ def retrieve(
             vector_rank=vector_rank,
             text_rank=text_rank,
             words_matched=words_matched,
+            text_score=text_score,
+            photos=photos,
         )
         for (
             pid, vector_rank, similarity, text_rank, words_matched, sku_match, synonym_match,
-            pinned_row, price, created, brand, category_id, in_stock,
+            pinned_row, price, created, brand, category_id, in_stock, text_score, photos,
         ) in rows
     ]  # fmt: skip
 

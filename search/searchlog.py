@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import math
 import re
 import uuid
 from collections.abc import Mapping, Sequence
@@ -24,6 +25,7 @@ from django.utils import timezone
 
 from catalog.models import Product
 from embeddings.models import EmbeddingSpace
+from search.features import FEATURES
 from search.models import SearchEvent, SearchLog
 from search.selectors import SearchPage
 
@@ -106,6 +108,7 @@ def search_log_record(
     client: str = "",
     interleaved_with: EmbeddingSpace | None = None,
     teams: Sequence[int] = (),
+    features: Sequence[float] = (),
 ) -> uuid.UUID | None:
     """Store one search (the first SEARCH_LOG_TOP products shown) and return its search_id;
     None when the row could not be written (the search itself goes on)."""
@@ -124,6 +127,7 @@ def search_log_record(
         client=client_key(client),
         interleaved_with=interleaved_with,
         teams=list(teams)[: settings.SEARCH_LOG_TOP],
+        features=list(features)[: settings.SEARCH_LOG_TOP * len(FEATURES)],
     )
     try:
         if connection.in_atomic_block:
@@ -205,8 +209,23 @@ def search_logged(
         client=client,
         interleaved_with=page.interleaved_with,
         teams=page.teams,
+        features=page_features(page),
     )
     return replace(page, search_id=search_id)
+
+
+def page_features(page: SearchPage) -> list[float]:
+    """The features of the products shown, in order, row after row (SearchLog.features);
+    NaN for a product the ranked window did not have (a related product from elsewhere);
+    none for a page without features (photo searches)."""
+    if not page.features:
+        return []
+    missing = (math.nan,) * len(FEATURES)
+    return [
+        value
+        for hit in page.results[: settings.SEARCH_LOG_TOP]
+        for value in page.features.get(hit.product.pk, missing)
+    ]
 
 
 _INSERT_EVENT = """

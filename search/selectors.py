@@ -112,6 +112,9 @@ class SearchPage:
     understood: tuple = ()
     ignored_words: tuple[str, ...] = ()
     matched_words: tuple[str, ...] = ()
+    # A text search: the learned ranker's features of each product shown (search.features),
+    # by product id, for the log.
+    features: dict[int, tuple[float, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -402,6 +402,21 @@ if not 0.0 <= SEARCH_INTERLEAVE_FRACTION <= 1.0:
         f"SEARCH_INTERLEAVE_FRACTION must be between 0 and 1, got {SEARCH_INTERLEAVE_FRACTION}"
     )
 SEARCH_INTERLEAVE_AUTO_PROMOTE = env.bool("SEARCH_INTERLEAVE_AUTO_PROMOTE", default=False)
+# The learned ranker (search.ranker): re-ranks the first SEARCH_RANKER_WINDOW rows of a text
+# search when one is live; SEARCH_RANKER_ENABLED off: fusion's order, nothing loaded. Which
+# is live is checked at most every SEARCH_RANKER_REFRESH_SECONDS; products' popularity
+# (a feature) recounted every SEARCH_RANKER_POPULARITY_SECONDS over the last _DAYS.
+SEARCH_RANKER_ENABLED = env.bool("SEARCH_RANKER_ENABLED", default=True)
+SEARCH_RANKER_WINDOW = env.int("SEARCH_RANKER_WINDOW", default=200)
+SEARCH_RANKER_REFRESH_SECONDS = env.float("SEARCH_RANKER_REFRESH_SECONDS", default=10.0)
+SEARCH_RANKER_POPULARITY_SECONDS = env.float("SEARCH_RANKER_POPULARITY_SECONDS", default=600.0)
+SEARCH_RANKER_POPULARITY_DAYS = env.int("SEARCH_RANKER_POPULARITY_DAYS", default=30)
+# Training (search.ranker_training): a candidate must beat the live ranker's (or fusion's)
+# held-out nDCG@10 by this margin; it trains when the log has at least _MIN_QUERIES judged
+# queries to train on; beat trains one every SEARCH_RANKER_TRAIN_INTERVAL seconds.
+SEARCH_RANKER_MARGIN = env.float("SEARCH_RANKER_MARGIN", default=0.02)
+SEARCH_RANKER_MIN_QUERIES = env.int("SEARCH_RANKER_MIN_QUERIES", default=10)
+SEARCH_RANKER_TRAIN_INTERVAL = env.float("SEARCH_RANKER_TRAIN_INTERVAL", default=86400.0)
 SEARCH_INTERLEAVE_MIN_SEARCHES = env.int("SEARCH_INTERLEAVE_MIN_SEARCHES", default=200)
 SEARCH_INTERLEAVE_CHECK_INTERVAL = env.float("SEARCH_INTERLEAVE_CHECK_INTERVAL", default=600.0)
 # Query vectors (and photo searches' vectors) are kept this long in the cache; bounded, so
@@ -535,6 +550,12 @@ CELERY_BEAT_SCHEDULE = {
         "task": "search.tasks.interleaving_check",
         "schedule": SEARCH_INTERLEAVE_CHECK_INTERVAL,
         "options": {"expires": SEARCH_INTERLEAVE_CHECK_INTERVAL},
+    },
+    # A learned ranker trained on the log's judgments; it goes live only through the gates.
+    "train-ranker": {
+        "task": "search.tasks.ranker_train",
+        "schedule": SEARCH_RANKER_TRAIN_INTERVAL,
+        "options": {"expires": SEARCH_RANKER_TRAIN_INTERVAL},
     },
     # Expired sessions (admin sign-ins) are deleted once a day; nothing else removes them.
     "clear-expired-sessions": {
