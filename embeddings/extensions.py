@@ -132,11 +132,6 @@ def promotion_gates_run(
     return verdicts
 
 
-def gate_blocking(verdicts: Sequence[GateVerdict]) -> GateVerdict | None:
-    """The first gate that failed, which then decides: the candidate stays one."""
-    return next((v for v in verdicts if v.passed is False), None)
-
-
 def gates_summary(verdicts: Sequence[GateVerdict]) -> str:
     """The registered gates' say, as a sentence to follow the recall gate's."""
     said = {True: "passed", False: "failed", None: "had nothing to measure"}

@@ -23,12 +23,12 @@ from embeddings.encoder import ClipEncoder, ModelSpec
 from embeddings.extensions import (
     catalog_images_by_product,
     extra_pairs_collect,
-    gate_blocking,
     gates_summary,
     promotion_gates_run,
 )
 from embeddings.models import EmbeddingSpace, FinetuneRun
 from embeddings.pairfiles import BadLine, PairFileExamples, pair_file_examples
+from embeddings.promotion import GateResult, Verdict, promotion_decide
 from embeddings.reindex import space_activate_fanout, space_prepare_fanout
 from embeddings.signals import candidate_held
 from embeddings.spaces import space_active, space_create, space_encoder, space_spec
@@ -516,13 +516,26 @@ def _execute(
 
     margin = settings.FINETUNE_PROMOTION_MARGIN if options.margin is None else options.margin
     gain = result.metrics_after.get("mean_recall", 0.0) - active_metrics.get("mean_recall", 0.0)
-    blocked = gate_blocking(verdicts)
-    passed = bool(gate_on_catalog and gain >= margin and not blocked)
-    promote = passed and not options.no_promote
-    decided_by = "catalog recall"
-    # Interleaving first (SEARCH_INTERLEAVE_FRACTION > 0): a candidate that passed the offline
+    # The one promotion decision of spaces and rankers (embeddings.promotion): the catalog
+    # recall gate first (required: no validation products, no promotion), then the others.
+    # Interleaving (SEARCH_INTERLEAVE_FRACTION > 0): a candidate that passed the offline
     # gates is filled and left for the online test (search.interleaving), which promotes it.
-    held = promote and settings.SEARCH_INTERLEAVE_FRACTION > 0
+    promotion = promotion_decide(
+        offline=[
+            GateResult(
+                "catalog recall",
+                gain >= margin if gate_on_catalog else None,
+                f"validation mean recall {gain:+.3f} over {active.name}, margin {margin:.3f}",
+                required=True,
+            ),
+            *(GateResult(v.gate, v.passed, v.detail) for v in verdicts),
+        ],
+        interleave=settings.SEARCH_INTERLEAVE_FRACTION > 0,
+    )
+    passed = promotion.verdict != Verdict.REFUSE
+    promote = passed and not options.no_promote
+    decided_by = promotion.decided_by
+    held = promote and promotion.verdict == Verdict.HOLD
     if held:
         promote = False
         decided_by = "every gate passed; held for an interleaving test"
@@ -550,9 +563,8 @@ def _execute(
             f"{active.name} is below the margin of {margin:.3f}"
         )
     else:
-        decided_by = blocked.gate
         decision = (
-            f"kept as a candidate by the {blocked.gate} gate: validation mean recall "
+            f"kept as a candidate by the {decided_by} gate: validation mean recall "
             f"{gain:+.3f} over {active.name} passed the margin of {margin:.3f}"
         )
     decided_by = "promotion not asked for" if options.no_promote else decided_by
@@ -564,6 +576,7 @@ def _execute(
         "decision": decision,
         "decided_by": decided_by,
         "passed_offline_gates": passed,
+        "promotion": promotion.as_dict(),
         # The catalog recall gate's own say, for the report (None: no validation products).
         "catalog_gate": {"passed": gain >= margin if gate_on_catalog else None, "margin": margin},
     }

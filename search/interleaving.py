@@ -29,9 +29,18 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from embeddings.models import EmbeddingSpace
+from embeddings.promotion import (
+    INTERLEAVING,
+    GateResult,
+    OnlineResult,
+    PromotionDecision,
+    Verdict,
+    promotion_decide,
+)
 from embeddings.services import space_activate_start
-from embeddings.spaces import space_drop_indexes
-from search.models import InterleavingTest, SearchEvent, SearchLog
+from embeddings.spaces import space_active, space_drop_indexes
+from search.models import InterleavingTest, Ranker, SearchEvent, SearchLog
+from search.ranker import RankerUnusable, ranker_activate, ranker_live_row, ranker_loaded
 from search.retrieval import RankedProduct, SearchFilters
 from search.rules import RuleEffects, rules_apply
 from search.sorting import Sort
@@ -42,8 +51,8 @@ logger = logging.getLogger(__name__)
 TEAM_CONTROL = 0  # the active space (SearchLog.space)
 TEAM_CANDIDATE = 1  # SearchLog.interleaved_with
 TEAM_NONE = -1  # pinned by a rule, or a related product under the floor: credits nobody
-# A candidate is promoted (or its test stopped) when the sign test says p below this.
-SIGNIFICANCE = 0.05
+# Any fixed number: the key of the advisory lock that makes "check, then start" one step.
+INTERLEAVING_START_LOCK = 7_301_126
 
 
 class InterleavingError(ValueError):
@@ -127,7 +136,7 @@ def interleaving_test_running() -> InterleavingTest | None:
     """The test whose candidate searches are merged with now (one indexed lookup)."""
     return (
         InterleavingTest.objects.filter(status=InterleavingTest.Status.RUNNING)
-        .select_related("candidate", "control")
+        .select_related("candidate", "control", "candidate_ranker")
         .first()
     )
 
@@ -136,7 +145,7 @@ def interleaved_ranking(
     *,
     space: EmbeddingSpace,
     ranked: list[RankedProduct],
-    rank: Callable[[EmbeddingSpace], list[RankedProduct]],
+    rank: Callable[..., list[RankedProduct]],
     rules: RuleEffects,
     session: str,
     query: str,
@@ -145,8 +154,9 @@ def interleaved_ranking(
 ) -> InterleavedRanking | None:
     """The merged window when this search is one of the interleaved ones, else None.
 
-    `ranked` is the active space's window; `rank(space)` ranks the same query in another
-    space. Only relevance order is interleaved: under a price or date sort the shopper's
+    `ranked` is the active space's window (by the live ranker); `rank(space)` ranks the same
+    query in another space, `rank(space, ranker)` by another ranker (a test of rankers).
+    Only relevance order is interleaved: under a price or date sort the shopper's
     order, not either space's, decides positions, so clicks would say nothing about ranking.
     """
     fraction = settings.SEARCH_INTERLEAVE_FRACTION
@@ -160,7 +170,15 @@ def interleaved_ranking(
     )
     if digest_share(digest) >= fraction:
         return None
-    windows = {TEAM_CONTROL: ranked, TEAM_CANDIDATE: rank(test.candidate)}
+    if test.candidate_ranker_id:
+        try:
+            candidate = ranker_loaded(test.candidate_ranker)
+        except RankerUnusable as exc:
+            logger.error("interleaving test %s not merged: %s", test.pk, exc)
+            return None
+        windows = {TEAM_CONTROL: ranked, TEAM_CANDIDATE: rank(space, candidate)}
+    else:
+        windows = {TEAM_CONTROL: ranked, TEAM_CANDIDATE: rank(test.candidate)}
     # Hidden products go and boosts apply within each ranking; pins are placed after the
     # merge, at the positions the rules give them, credited to neither space.
     natural: dict[int, list[RankedProduct]] = {}
@@ -346,20 +364,25 @@ def interleaving_test_stop(*, test: InterleavingTest, decision: str) -> Interlea
 
 
 def interleaving_test_promote(*, test: InterleavingTest, decision: str) -> InterleavingTest:
-    """End the test and make the candidate the active space, through the space activation
-    service (a task on the `train` queue: little is left to fill)."""
+    """End the test and make the candidate live: a ranker at once, a space through the space
+    activation service (a task on the `train` queue: little is left to fill)."""
     test = _end(test, InterleavingTest.Status.PROMOTED, decision)
-    space_activate_start(space=test.candidate)
+    if test.candidate_ranker_id:
+        ranker_activate(ranker=test.candidate_ranker)
+    else:
+        space_activate_start(space=test.candidate)
     return test
 
 
 def interleaving_check() -> InterleavingTally | None:
     """Beat, every SEARCH_INTERLEAVE_CHECK_INTERVAL: one aggregate over the running test.
 
-    With SEARCH_INTERLEAVE_AUTO_PROMOTE, after SEARCH_INTERLEAVE_MIN_SEARCHES sessions with
-    clicks a significant win (sign test p < 0.05) promotes the candidate, if it passed
-    fine-tuning's offline gates (else staff decide), a significant loss stops the test. A
-    test whose control is no longer the active space is stopped.
+    With SEARCH_INTERLEAVE_AUTO_PROMOTE, the shared decision (embeddings.promotion) over
+    the candidate's offline gates (fine-tuning's, or the ranker's) and the tally: after
+    SEARCH_INTERLEAVE_MIN_SEARCHES sessions with clicks a significant win (sign test p <
+    0.05) promotes the candidate, if it passed its offline gates (else staff decide), a
+    significant loss stops the test. A test whose control is no longer the active space (or
+    the live ranker) is stopped.
     """
     test = interleaving_test_running()
     if test is None:
@@ -370,21 +393,80 @@ def interleaving_check() -> InterleavingTally | None:
             test=test, decision=f"stopped: the active space is no longer {test.control}"
         )
         return None
+    live = ranker_live_row()
+    if test.candidate_ranker_id and getattr(live, "pk", None) != test.control_ranker_id:
+        interleaving_test_stop(
+            test=test,
+            decision=f"stopped: the live ranker is no longer {test.control_ranker or 'fusion'}",
+        )
+        return None
     tally = interleaving_tally(test=test)
     if not settings.SEARCH_INTERLEAVE_AUTO_PROMOTE:
         return tally
-    if tally.decided < settings.SEARCH_INTERLEAVE_MIN_SEARCHES or tally.p_value >= SIGNIFICANCE:
+    decision = interleaving_decision(test, tally)
+    if decision.verdict == Verdict.HOLD:
         return tally
-    if tally.candidate_wins > tally.control_wins:
-        if not (test.candidate.metrics or {}).get("passed_offline_gates"):
-            # Clicks can be steered by whoever sends them; the offline gates cannot.
-            logger.warning(
-                "interleaving test %s: %s won but did not pass the offline gates: not promoted",
-                test.pk,
-                test.candidate,
-            )
-            return tally
+    if decision.decided_by != INTERLEAVING:  # won, yet it did not pass its offline gates
+        # Clicks can be steered by whoever sends them; the offline gates cannot.
+        logger.warning(
+            "interleaving test %s: %s won but did not pass the offline gates: not promoted",
+            test.pk,
+            test.candidate_ranker or test.candidate,
+        )
+        return tally
+    if decision.verdict == Verdict.PROMOTE:
         interleaving_test_promote(test=test, decision=f"promoted: the candidate won; {tally}")
     else:
-        interleaving_test_stop(test=test, decision=f"stopped: the active space won; {tally}")
+        what = "live ranker" if test.candidate_ranker_id else "active space"
+        interleaving_test_stop(test=test, decision=f"stopped: the {what} won; {tally}")
     return tally
+
+
+def interleaving_decision(test: InterleavingTest, tally: InterleavingTally) -> PromotionDecision:
+    """The shared promotion decision on a test's candidate: its offline gates (as its
+    training recorded them), then this tally. A significant loss refuses whatever the
+    offline gates said (the online say comes first here: the test is what is decided)."""
+    candidate = test.candidate_ranker if test.candidate_ranker_id else test.candidate
+    online = OnlineResult(tally.candidate_wins, tally.control_wins, tally.decided, tally.p_value)
+    online_say = promotion_decide(
+        offline=[],
+        interleave=True,
+        online=online,
+        min_sessions=settings.SEARCH_INTERLEAVE_MIN_SEARCHES,
+    )
+    if online_say.verdict != Verdict.PROMOTE:
+        return online_say
+    passed = bool((candidate.metrics or {}).get("passed_offline_gates"))
+    return promotion_decide(
+        offline=[GateResult("offline gates", passed, required=True)],
+        interleave=True,
+        online=online,
+        min_sessions=settings.SEARCH_INTERLEAVE_MIN_SEARCHES,
+    )
+
+
+def ranker_interleaving_start(*, ranker: Ranker) -> str:
+    """Test `ranker` against the live one (or fusion) on shoppers: an interleaving test in
+    the active space, merging both rankers' orders. What happened, as a sentence."""
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [INTERLEAVING_START_LOCK])
+        unfinished = InterleavingTest.objects.filter(status__in=InterleavingTest.UNFINISHED)
+        if unfinished.exists():
+            return (
+                "no interleaving test started (another one is running): start it from the "
+                "ranker's page when that one ends"
+            )
+        space = space_active()
+        now = timezone.now()
+        test = InterleavingTest.objects.create(
+            candidate=space,
+            control=space,
+            candidate_ranker=ranker,
+            control_ranker=ranker_live_row(),
+            status=InterleavingTest.Status.RUNNING,
+            created=now,
+            started=now,
+        )
+    logger.info("interleaving test %s: ranker %s", test.pk, ranker)
+    return "the interleaving test started"

@@ -330,6 +330,13 @@ def engagement_counts(*, since: datetime) -> list[tuple[str, int, int, int]]:
     )
 
 
+def counted_searches_fetch(select: str, *, since: datetime, more: str = "", **params) -> list:
+    """Rows of `select`, a statement over `searches`: the text searches the judgments count
+    (no shopper filters, no robots; `voter` and `client` columns), `more` added to their
+    conditions (the learned ranker's features are read through it)."""
+    return _fetch(f"{_with_searches(more)} {select}", {"since": since, **params})
+
+
 def product_engagement(*, since: datetime) -> list[tuple[int, int, int, int]]:
     """(product, clicking clients, carting clients, buying clients) since `since`: the
     learned ranker's popularity. The judgments' protections hold: text searches without

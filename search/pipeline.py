@@ -233,7 +233,9 @@ def product_search_by_text(
     interleaved = interleave and interleaved_ranking(
         space=space,
         ranked=ranked,
-        rank=lambda in_space: rank(prepared, in_space, pinned=rules.pinned_ids),
+        rank=lambda in_space, ranker=LIVE: rank(
+            prepared, in_space, pinned=rules.pinned_ids, ranker=ranker
+        ),
         rules=rules,
         session=session,
         query=query,

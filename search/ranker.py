@@ -23,7 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from django.conf import settings
-from django.db import connection
+from django.db import connection, transaction
+from django.utils import timezone
 
 from search.features import FEATURES, features_matrix
 from search.models import Ranker
@@ -62,6 +63,18 @@ def ranker_load(ranker: Ranker) -> LoadedRanker:
     if booster.num_feature() != len(FEATURES):
         raise RankerUnusable(f"ranker {ranker.name}'s model has {booster.num_feature()} features")
     return LoadedRanker(ranker.pk, ranker.name, booster)
+
+
+_loaded: dict[tuple, LoadedRanker] = {}
+
+
+def ranker_loaded(ranker: Ranker) -> LoadedRanker:
+    """`ranker` parsed once per process (an interleaving test's candidate, searched often)."""
+    key = (ranker.pk, ranker.created)
+    if key not in _loaded:
+        _loaded.clear()  # one candidate at a time is tested
+        _loaded[key] = ranker_load(ranker)
+    return _loaded[key]
 
 
 _live: dict = {"checked": -math.inf, "key": None, "ranker": None}
@@ -127,6 +140,49 @@ def ranker_rerank(rows: list[RankedProduct], ranker: LoadedRanker | None) -> lis
         score = window[place].score + (len(places) - rank) * 1e-9
         reranked[place] = moving[i].rescored(score)
     return reranked
+
+
+# --- going live, rolling back -------------------------------------------------------------
+
+
+def ranker_live_row() -> Ranker | None:
+    return Ranker.objects.filter(status=Ranker.Status.ACTIVE).first()
+
+
+def ranker_activate(*, ranker: Ranker) -> Ranker:
+    """Make `ranker` the live one in one transaction (the live one retires); every process
+    loads it within SEARCH_RANKER_REFRESH_SECONDS."""
+    with transaction.atomic():
+        Ranker.objects.select_for_update().filter(status=Ranker.Status.ACTIVE).exclude(
+            pk=ranker.pk
+        ).update(status=Ranker.Status.RETIRED)
+        Ranker.objects.filter(pk=ranker.pk).update(
+            status=Ranker.Status.ACTIVE, activated=timezone.now()
+        )
+    ranker.refresh_from_db()
+    ranker_forget()
+    logger.info("learned ranker %s is live", ranker)
+    return ranker
+
+
+def ranker_rollback() -> Ranker | None:
+    """One step back: the ranker that was live before the live one (the latest retired that
+    was ever live), or none (fusion alone). Returns the ranker now live."""
+    live = ranker_live_row()
+    previous = (
+        Ranker.objects.filter(status=Ranker.Status.RETIRED, activated__isnull=False)
+        .exclude(pk=getattr(live, "pk", None))
+        .order_by("-activated")
+        .first()
+    )
+    if previous is not None:
+        if live is not None:  # older than `previous` from now on: not what the next step finds
+            Ranker.objects.filter(pk=live.pk).update(activated=None)
+        return ranker_activate(ranker=previous)
+    Ranker.objects.filter(status=Ranker.Status.ACTIVE).update(status=Ranker.Status.RETIRED)
+    ranker_forget()
+    logger.info("learned ranker %s rolled back: fusion ranks", live)
+    return None
 
 
 def ranker_forget() -> None:

@@ -10,15 +10,12 @@ from django.utils import timezone
 
 from embeddings.models import EmbeddingSpace
 from embeddings.spaces import space_active
-from search.interleaving import InterleavingError
+from search.interleaving import INTERLEAVING_START_LOCK, InterleavingError
 from search.models import InterleavingTest
 from search.tasks import interleaving_test_prepare as interleaving_test_prepare_task
 from shop_search.celery import queue_long_task
 
 logger = logging.getLogger(__name__)
-
-# Any fixed number: the key of the advisory lock that makes "check, then start" one step.
-INTERLEAVING_START_LOCK = 7_301_126
 
 
 def interleaving_test_start(

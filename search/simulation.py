@@ -147,6 +147,12 @@ class ShopperBehaviour:
     purchase: float = 0.5  # after adding it to the cart
     reformulate: float = 0.9  # searches again in catalog words after a page without a click
     page_size: int = 20
+    # Preferences the fused order cannot know (the learned ranker's to learn): a relevant
+    # product out of stock is clicked this much as often; of the others, those not among
+    # the shop's `favourite_share` favourites (fixed by the seed) `other_appeal` as often.
+    out_of_stock_appeal: float = 1.0
+    favourite_share: float = 0.0
+    other_appeal: float = 1.0
 
 
 def shoppers_simulate(
@@ -158,11 +164,18 @@ def shoppers_simulate(
 ) -> SimulationReport:
     """Run shoppers until `searches` searches have been made; returns what they did."""
     rng = random.Random(seed)
-    catalog = list(Product.objects.order_by("pk").values_list("pk", "attributes"))
-    catalog = [(pk, attrs) for pk, attrs in catalog if attrs.get("category") in CATEGORIES]
-    if not catalog:
+    rows = list(Product.objects.order_by("pk").values_list("pk", "attributes", "in_stock"))
+    rows = [row for row in rows if row[1].get("category") in CATEGORIES]
+    if not rows:
         raise ValueError("no demo products to shop for: load the demo catalog first")
+    catalog = [(pk, attrs) for pk, attrs, _ in rows]
     attributes = dict(catalog)
+    favourites = random.Random(f"favourites-{seed}")
+    appeal = {
+        pk: (1.0 if in_stock else behaviour.out_of_stock_appeal)
+        * (1.0 if favourites.random() < behaviour.favourite_share else behaviour.other_appeal)
+        for pk, _, in_stock in rows
+    }
     report = SimulationReport()
     while report.searches < searches:
         _, wanted = rng.choice(catalog)
@@ -176,7 +189,9 @@ def shoppers_simulate(
         report.sessions += 1
         own = intent.has_own_words() and rng.random() < behaviour.own_words
         query = intent.query(own_words=own, rng=rng)
-        clicked = _shop_once(query, session, intent, attributes, behaviour, rng, path, report)
+        clicked = _shop_once(
+            query, session, intent, attributes, appeal, behaviour, rng, path, report
+        )
         report.own_word_searches += own
         if (
             not clicked
@@ -186,11 +201,13 @@ def shoppers_simulate(
         ):
             report.reformulations += 1
             catalog_query = intent.query(own_words=False, rng=rng)
-            _shop_once(catalog_query, session, intent, attributes, behaviour, rng, path, report)
+            _shop_once(
+                catalog_query, session, intent, attributes, appeal, behaviour, rng, path, report
+            )
     return report
 
 
-def _shop_once(query, session, intent, attributes, behaviour, rng, path, report) -> bool:
+def _shop_once(query, session, intent, attributes, appeal, behaviour, rng, path, report) -> bool:
     shown = path.search(query, session, behaviour.page_size)
     report.searches += 1
     if shown.search_id is None:
@@ -200,7 +217,10 @@ def _shop_once(query, session, intent, attributes, behaviour, rng, path, report)
         if rng.random() >= 1.0 / position**behaviour.examine_power:
             continue
         relevant = intent.relevant(attributes.get(pid, {}))
-        if rng.random() >= (behaviour.click_relevant if relevant else behaviour.click_other):
+        chance = (
+            behaviour.click_relevant * appeal.get(pid, 1.0) if relevant else behaviour.click_other
+        )
+        if rng.random() >= chance:
             continue
         clicked = True
         path.event(shown.search_id, session, "click", pid, position)

@@ -52,3 +52,17 @@ def interleaving_check() -> dict:
 
     tally = check()
     return tally.as_dict() if tally else {}
+
+
+@shared_task(acks_late=False, time_limit=3600, soft_time_limit=3600 - 60)
+def ranker_train() -> str:
+    """Beat, every SEARCH_RANKER_TRAIN_INTERVAL: train a learned ranker on the log; it goes
+    live only through the gates (search.ranker_training). Too little log: nothing, logged."""
+    from search.ranker_training import RankerTrainingError
+    from search.ranker_training import ranker_train as train
+
+    try:
+        return train().metrics["decision"]
+    except RankerTrainingError as exc:
+        logger.info("no ranker trained: %s", exc)
+        return str(exc)
