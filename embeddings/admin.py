@@ -30,14 +30,29 @@ def training_report(metrics: dict) -> str:
         rows["latest evaluation"] = metrics["evaluation"]
     recall = [e.get("val_mean_recall") for e in metrics.get("epochs", [])]
     return format_html(
-        "{}<p>{}</p><p>{}</p>{}{}{}{}",
+        "{}<p>{}</p>{}<p>{}</p>{}{}{}{}",
         metrics_table(rows),
         metrics.get("decision", ""),
+        promotion_report(metrics),
         training_summary(metrics.get("training", {})),
         gates_report(metrics),
         calibration_report(metrics.get("calibration")),
         line_chart_svg(metrics.get("losses", []), title="training loss by step"),
         line_chart_svg(recall, title="validation mean recall by epoch", colour="#ba2121"),
+    )
+
+
+def promotion_report(metrics: dict) -> str:
+    """The shared promotion decision (embeddings.promotion) as one line: the fine-tune report
+    and the ranker report show the same."""
+    promotion = metrics.get("promotion")
+    if not promotion:
+        return ""
+    return format_html(
+        "<p><strong>Promotion: {}</strong> (decided by {}): {}</p>",
+        promotion.get("verdict", "?"),
+        promotion.get("decided_by", "?"),
+        promotion.get("reason", ""),
     )
 
 

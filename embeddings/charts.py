@@ -54,6 +54,51 @@ def line_chart_svg(
     )
 
 
+def bar_chart_svg(
+    values: dict[str, float], *, title: str, width: int = 360, colour: str = "#417690"
+) -> str:
+    """Horizontal bars of `values` (name -> a non-negative number), largest first."""
+    items = sorted(((k, v) for k, v in values.items() if v), key=lambda kv: -kv[1])
+    if not items:
+        return format_html("<p>{}: nothing to show yet</p>", title)
+    row, label, pad = 16, 130, 4
+    high = items[0][1]
+    height = 20 + row * len(items)
+    bars = format_html_join(
+        "",
+        '<text x="{}" y="{}" font-size="10" text-anchor="end">{}</text>'
+        '<rect x="{}" y="{}" width="{:.1f}" height="{}" fill="{}"/>'
+        '<text x="{:.1f}" y="{}" font-size="10">{}</text>',
+        (
+            (
+                label - pad,
+                20 + i * row + 10,
+                name,
+                label,
+                20 + i * row + 2,
+                (width - label - 50) * value / high,
+                row - 4,
+                colour,
+                label + (width - label - 50) * value / high + pad,
+                20 + i * row + 10,
+                f"{value / high:.0%}",
+            )
+            for i, (name, value) in enumerate(items)
+        ),
+    )
+    return format_html(
+        '<svg xmlns="http://www.w3.org/2000/svg" width="{}" height="{}" role="img" '
+        'aria-label="{}" style="background:#fff;border:1px solid #ddd;margin:4px">'
+        '<text x="{}" y="12" font-size="11">{}</text>{}</svg>',
+        width,
+        height,
+        title,
+        pad,
+        title,
+        bars,
+    )
+
+
 METRIC_KEYS = ["t2i_r1", "t2i_r5", "t2i_r10", "i2t_r1", "i2t_r5", "i2t_r10", "mean_recall"]
 # Column headers a person reads: which way it searches, and at how many results.
 METRIC_LABELS = {

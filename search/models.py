@@ -507,6 +507,9 @@ class InterleavingTest(models.Model):
         ]
 
     def __str__(self):
+        if self.candidate_ranker_id:
+            control = self.control_ranker or "fusion"
+            return f"ranker {self.candidate_ranker} vs {control} ({self.status})"
         return f"{self.candidate} vs {self.control} ({self.status})"
 
 

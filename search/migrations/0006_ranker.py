@@ -14,10 +14,16 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
+        # A database default too: statements that name their columns (the benches' bulk
+        # INSERTs, code that predates the column) still write a row, with no features.
         migrations.AddField(
             model_name='searchlog',
             name='features',
             field=django.contrib.postgres.fields.ArrayField(base_field=search.models.RealField(), blank=True, default=list, size=None),
+        ),
+        migrations.RunSQL(
+            "ALTER TABLE search_searchlog ALTER COLUMN features SET DEFAULT '{}'",
+            reverse_sql=migrations.RunSQL.noop,
         ),
         migrations.CreateModel(
             name='Ranker',
