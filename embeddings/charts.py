@@ -67,8 +67,8 @@ def bar_chart_svg(
     bars = format_html_join(
         "",
         '<text x="{}" y="{}" font-size="10" text-anchor="end">{}</text>'
-        '<rect x="{}" y="{}" width="{:.1f}" height="{}" fill="{}"/>'
-        '<text x="{:.1f}" y="{}" font-size="10">{}</text>',
+        '<rect x="{}" y="{}" width="{}" height="{}" fill="{}"/>'
+        '<text x="{}" y="{}" font-size="10">{}</text>',
         (
             (
                 label - pad,
@@ -76,10 +76,10 @@ def bar_chart_svg(
                 name,
                 label,
                 20 + i * row + 2,
-                (width - label - 50) * value / high,
+                f"{(width - label - 50) * value / high:.1f}",
                 row - 4,
                 colour,
-                label + (width - label - 50) * value / high + pad,
+                f"{label + (width - label - 50) * value / high + pad:.1f}",
                 20 + i * row + 10,
                 f"{value / high:.0%}",
             )

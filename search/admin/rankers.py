@@ -34,7 +34,7 @@ def ranker_report(ranker: Ranker) -> str:
             "<h4>{}</h4><table><thead><tr><th>query</th><th>fusion</th><th>{}</th>"
             "<th>this ranker</th></tr></thead><tbody>{}</tbody></table>",
             title,
-            "live" if baseline == "live" else "",
+            "live ranker",
             format_html_join(
                 "",
                 "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
