@@ -100,8 +100,9 @@ class Clusters:
         }
 
     def centre(self, attributes: dict) -> np.ndarray:
+        # A product sold in several colours lists them: its photos lie by the first.
         return sum(
-            weight * table[attributes[name]]
+            weight * table[value[0] if isinstance(value := attributes[name], list) else value]
             for name, (table, weight) in self.parts.items()
             if name in attributes
         )

@@ -115,4 +115,7 @@ class InterleavingTestAdmin(admin.ModelAdmin):
                 test=test,
                 decision=f"promoted by {request.user}; {interleaving_test_tally(test)}",
             )
-            self.message_user(request, f"Activating {test.candidate} (filled, then switched).")
+            if test.candidate_ranker_id:
+                self.message_user(request, f"{test.candidate_ranker} is the live ranker now.")
+            else:
+                self.message_user(request, f"Activating {test.candidate} (filled, then switched).")
