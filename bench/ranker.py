@@ -78,6 +78,7 @@ def main() -> None:
     from embeddings.models import EmbeddingSpace
     from search.features import features_attached
     from search.pipeline import cut_off, fuse, text_query_prepare
+    from search.ranker import ranker_live, ranker_rerank
     from search.retrieval import SearchFilters, retrieve
     from search.searchlog import search_log_record
     from search.selectors import text_vector
@@ -117,7 +118,8 @@ def main() -> None:
     )
 
     # 2. Feature logging: the window's features, then the INSERT with and without them.
-    feature_ms, rows_seen = [], []
+    feature_ms, rows_seen, rerank_ms = [], [], []
+    live = ranker_live()
     for i in range(args.queries):
         prepared = text_query_prepare(query=QUERIES[i % len(QUERIES)], filters=SearchFilters())
         rows = cut_off(
@@ -131,14 +133,17 @@ def main() -> None:
             ),
             floor=-1.0,
         )
-        _, ms = timed(
+        attached, ms = timed(
             lambda rows=rows, prepared=prepared: features_attached(rows, prepared.features)
         )
         feature_ms.append(ms)
         rows_seen.append(len(rows))
+        _, ms = timed(lambda attached=attached: ranker_rerank(attached, live))
+        rerank_ms.append(ms)
     print(
         f"features of the window ({statistics.median(rows_seen):.0f} rows): "
-        f"{percentiles(feature_ms, 2)}"
+        f"{percentiles(feature_ms, 2)}   re-ranking its first {settings.SEARCH_RANKER_WINDOW} "
+        f"alone: {percentiles(rerank_ms, 2)}"
     )
     shown = list(Product.objects.values_list("pk", flat=True)[:20])
     features = features_attached(rows[:20], prepared.features)

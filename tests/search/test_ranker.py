@@ -122,8 +122,11 @@ def test_choosy_shoppers_teach_a_ranker_that_goes_live_and_forgers_do_not(
     assert [hit.product.pk for hit in page.results if not hit.related] == ranked
     assert page.count == len(ranked)  # re-ranking changes the order, not the count
 
-    # 500 clicks on the ranker's last match, from one client in 500 sessions (each session
-    # searched, then clicked what it was shown: events the API accepts).
+    # 500 clicks on a ranker's last match, from one client in 500 sessions (each session
+    # searched, then clicked what it was shown: events the API accepts), and a ranker
+    # trained on the same log without them, then with them.
+    call_command("train_ranker", name="unforged", no_promote=True)
+    ranked = order(query, ranker_load(Ranker.objects.get(name="unforged")))
     target = ranked[-1]
     logged = SearchLog.objects.filter(query=query, product_ids__contains=[target]).latest("created")
     forged = SearchLog.objects.bulk_create(
