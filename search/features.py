@@ -10,7 +10,8 @@ rows; the ranker scores them (search.ranker) and the log keeps those of the prod
   words it matches and their share, word, synonym and SKU match, above the cut-off or not;
 - the product: its popularity (clients who clicked, carted, bought it over
   SEARCH_RANKER_POPULARITY_DAYS, 1/2/3 each, per day listed with SMOOTHING_DAYS added, so a
-  new product's first click is not a best seller), price and where it stands among the
+  new product's first click is not a best seller; 0 until POPULARITY_MIN_CLIENTS clients
+  clicked it), price and where it stands among the
   window's prices (0 the cheapest, 1 the dearest), days since it was listed, stock, photos;
 - the query: its words, how many filters were understood from it, corrected or not, whether
   the catalog knows a word of it, "cheap".
@@ -62,6 +63,10 @@ FEATURES = (
 )
 # A product's first days weigh as if it had been listed this much longer without a sale.
 SMOOTHING_DAYS = 7.0
+# A product is popular only once this many clients (addresses, else sessions) clicked it:
+# below, one client alone (a forger's 500 clicks count once) would lift a product nobody
+# else chose above all those never clicked, the step a ranker learns first.
+POPULARITY_MIN_CLIENTS = 3
 NAN = math.nan
 
 
@@ -107,6 +112,7 @@ def popularity_scores() -> dict[int, float]:
             _popularity["scores"] = {
                 product: clicks + 2.0 * carts + 3.0 * purchases
                 for product, clicks, carts, purchases in product_engagement(since=since)
+                if clicks >= POPULARITY_MIN_CLIENTS
             }
             _popularity["checked"] = now
     return _popularity["scores"]

@@ -23,12 +23,13 @@ from dataclasses import dataclass
 
 import numpy as np
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from search.features import FEATURES, features_matrix
 from search.models import Ranker
 from search.retrieval import RankedProduct
+from shop_search.db_routers import read_connection
 
 logger = logging.getLogger(__name__)
 
@@ -82,8 +83,9 @@ _live_lock = threading.Lock()
 
 
 def _live_key() -> tuple | None:
-    # xmin: a row rewritten (rolled back and made live again) is another version.
-    with connection.cursor() as cursor:
+    # xmin: a row rewritten (rolled back and made live again) is another version. Inside a
+    # search, on its replica: a ranker made live reaches it with the replica's lag.
+    with read_connection().cursor() as cursor:
         cursor.execute(
             "SELECT id, xmin::text FROM search_ranker WHERE status = %s", [Ranker.Status.ACTIVE]
         )

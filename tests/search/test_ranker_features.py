@@ -39,14 +39,24 @@ def test_a_text_search_logs_the_features_of_what_it_showed(client, catalog_shop,
     assert 0 <= top["price_position"] <= 1
     assert math.isnan(top["similarity"]) or -1 <= top["similarity"] <= 1
 
-    # A click of the searching session makes the product popular in the next search.
+    # Clicks of searching sessions make the product popular, from the third client on.
     clicked = search.product_ids[0]
-    search_event_record(search_id=search.pk, type="click", product_id=clicked, session="s1")
-    popularity_forget()
-    again = client.get("/api/search/", {"q": "red striped", "session": "s2"}).json()
-    later = SearchLog.objects.get(pk=again["search_id"])
-    popular = feature_rows(later)[later.product_ids.index(clicked)]["popularity"]
-    assert popular > 0
+
+    def popularity_after(session: str, address: str) -> float:
+        body = client.get(
+            "/api/search/", {"q": "red striped", "session": session}, REMOTE_ADDR=address
+        ).json()
+        later = SearchLog.objects.get(pk=body["search_id"])
+        search_event_record(search_id=later.pk, type="click", product_id=clicked, session=session)
+        popularity_forget()
+        return feature_rows(later)[later.product_ids.index(clicked)]["popularity"]
+
+    # One client in many sessions counts once.
+    assert [popularity_after(f"s{i}", "192.0.2.1") for i in range(3)] == [0, 0, 0]
+    assert popularity_after("s3", "192.0.2.2") == 0
+    assert popularity_after("s4", "192.0.2.3") == 0  # its own click counts from the next
+    # Three clients: 3 a day over its first week (SMOOTHING_DAYS), for a product listed now.
+    assert popularity_after("s5", "192.0.2.4") == pytest.approx(3 / 7, rel=1e-3)
 
 
 @pytest.fixture
