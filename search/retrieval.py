@@ -103,8 +103,12 @@ class SearchFilters:
             summarised = self._summary_sql(alias, prefix, exact=decided)
             sql += "".join(f" AND {condition}" for condition in summarised)
         elif variant_sql != "true":
+            for i, attribute in enumerate(self.attributes):
+                if attribute.lenient:  # the product's part of an option it may lack
+                    sql += f" AND {lenient_sql(alias, prefix, i)}"
+            offers, params[f"{prefix}_offers"] = self.offers_sql(alias, prefix)
             sql += f""" AND CASE WHEN {alias}.options = '[]'::jsonb THEN {product_sql}
-                ELSE {self.offers_sql(alias, prefix)} END"""
+                ELSE {offers} END"""
         for name in ("min_price", "max_price", "in_stock"):
             if getattr(self, name) is not None:
                 params[f"{prefix}_{name}"] = getattr(self, name)
@@ -127,10 +131,7 @@ class SearchFilters:
             conditions.append(f"{alias}.in_stock = %({prefix}_in_stock)s")
         for i, attribute in enumerate(self.attributes):
             if attribute.lenient:  # the others' keys are tested in sql() already
-                conditions.append(
-                    f"(NOT {alias}.facet_keys && %({prefix}_attr{i}_name)s "
-                    f"OR {alias}.facet_keys && %({prefix}_attr{i})s)"
-                )
+                conditions.append(lenient_sql(alias, prefix, i))
         return conditions
 
     def _decided_by_summary(self) -> bool:
@@ -141,41 +142,32 @@ class SearchFilters:
         alone = sum(value is not None for value in asked) == 1
         return alone and self.max_price is None and self.in_stock is not False
 
-    def offers_sql(self, alias: str, prefix: str = "f") -> str:
-        """`variant_sql` on the product row `alias` alone: one of its `variant_offers` (each
-        active variant's price, stock and option keys) meets the conditions; parameters as
-        sql() names them. A JSON path over the row costs a fraction of reading the
-        variants, which every word match and exactly ranked product would (bench/variants.py).
+    def offers_sql(self, alias: str, prefix: str = "f") -> tuple[str, str]:
+        """`variant_sql` on the product row `alias` alone, and its one parameter (named
+        `<prefix>_offers`): one of its `variant_offers` (each active variant's price, stock
+        and option keys) meets the conditions. A JSON path with constant variables over the
+        row costs a fraction of reading the variants, which every word match and exactly
+        ranked product would (bench/variants.py).
+
+        An option the variant lacks is left to the product: a product with the value as
+        an attribute passes, as `variant_sql` says; the product-level test (`facet_keys`
+        has the value, or for a lenient filter, no value of that name) is the caller's.
         """
-        tests, values = [], []
+        tests, variables = [], {}
         for name, test in (
             ("min_price", "@.p >= $min_price"),
             ("max_price", "@.p <= $max_price"),
             ("in_stock", "@.s == $in_stock"),
         ):
-            if getattr(self, name) is not None:
+            if (value := getattr(self, name)) is not None:
                 tests.append(test)
-                values.append(f"'{name}', %({prefix}_{name})s")
+                variables[name] = float(value) if name != "in_stock" else value
         for i, attribute in enumerate(self.attributes):
-            keys, name = f"%({prefix}_attr{i})s", f"%({prefix}_attr{i}_name)s"
-            product_has = f"{alias}.facet_keys && {keys}"
-            if attribute.lenient:
-                product_has = f"(NOT {alias}.facet_keys && {name} OR {product_has})"
-            # An option of the variant, else (the variant has no such option) an attribute
-            # of the product.
-            tests.append(
-                f"(@.k[*] == $keys{i}[*] || (!(@.k[*] == $name{i}[*]) && $product{i} == true))"
-            )
-            values += [
-                f"'keys{i}', to_jsonb({keys}::text[])",
-                f"'name{i}', to_jsonb({name}::text[])",
-                f"'product{i}', {product_has}",
-            ]
+            tests.append(f"(@.k[*] == $keys{i}[*] || !(@.k[*] == $name{i}))")
+            variables[f"keys{i}"], variables[f"name{i}"] = list(attribute.keys), attribute.name
         path = "$[*] ? (" + " && ".join(tests) + ")"
-        return (
-            f"jsonb_path_exists({alias}.variant_offers, '{path}', "
-            f"jsonb_build_object({', '.join(values)}))"
-        )
+        sql = f"jsonb_path_exists({alias}.variant_offers, '{path}', %({prefix}_offers)s::jsonb)"
+        return sql, json.dumps(variables)
 
     def variant_sql(self, variant: str, alias: str, prefix: str = "f") -> tuple[str, str]:
         """The conditions one variant (`variant`, a catalog_productvariant row of the
@@ -194,7 +186,7 @@ class SearchFilters:
             # An option of the variant, else an attribute of the product.
             product_has = f"{alias}.facet_keys && {keys}"
             if attribute.lenient:
-                product_has = f"(NOT {alias}.facet_keys && {name} OR {product_has})"
+                product_has = lenient_sql(alias, prefix, i)
             # An attribute only where the name is none of the product's options.
             is_option = (
                 f"EXISTS (SELECT 1 FROM jsonb_array_elements({alias}.options) {variant}_o "
@@ -207,6 +199,15 @@ class SearchFilters:
         if not on_variant:
             return "true", "true"
         return f"{variant}.active AND " + " AND ".join(on_variant), " AND ".join(on_product)
+
+
+def lenient_sql(alias: str, prefix: str, i: int) -> str:
+    """The lenient attribute filter `i` on the product row `alias`: it has one of the
+    keys, or no value of that name at all."""
+    return (
+        f"(NOT {alias}.facet_keys && %({prefix}_attr{i}_name)s "
+        f"OR {alias}.facet_keys && %({prefix}_attr{i})s)"
+    )
 
 
 @dataclass(frozen=True)
