@@ -566,13 +566,14 @@ def vector_scan(filters: SearchFilters, *, image_window: int) -> VectorScan:
     many products it keeps (EXPLAIN: no row is read; counting them cost as much as ranking
     them at 530k products, bench/search.py).
 
-    Few (at most SEARCH_EXACT_FILTER_PRODUCTS): rank them exactly, at a cost in proportion
-    to them. More: pgvector's iterative scan, which finds `image_window` filtered images
-    in about image_window / share tuples when the filter is independent of the query; it
-    may read twice that, at most SEARCH_MAX_SCAN_TUPLES. A filter that follows the vectors
-    (a category the query is far from) would need many more: the scan stops short of the
-    window and hybrid_search ranks the filtered rows exactly instead, so a failed scan
-    costs no more than twice what a successful one would.
+    Few (at most SEARCH_EXACT_FILTER_PRODUCTS, and no more than SEARCH_EXACT_FILTER_SHARE
+    of the catalog unless at most SEARCH_EXACT_FILTER_ALWAYS): rank them exactly, at a cost
+    in proportion to them. More: pgvector's iterative scan, which finds `image_window`
+    filtered images in about image_window / share tuples when the filter is independent of
+    the query; it may read twice that, at most SEARCH_MAX_SCAN_TUPLES. A filter that
+    follows the vectors (a category the query is far from) would need many more: the scan
+    stops short of the window and hybrid_search ranks the filtered rows exactly instead, so
+    a failed scan costs no more than twice what a successful one would.
     """
     default = settings.SEARCH_MAX_SCAN_TUPLES
     if not filters:
@@ -594,7 +595,13 @@ def vector_scan(filters: SearchFilters, *, image_window: int) -> VectorScan:
     if isinstance(plan, str):
         plan = json.loads(plan)
     kept = max(1, int(plan[0]["Plan"]["Plan Rows"]))
-    if kept <= settings.SEARCH_EXACT_FILTER_PRODUCTS:
+    # A filter that keeps a large share of the catalog fills the window within a few
+    # thousand tuples of the scan, where ranking it exactly reads every product it keeps
+    # (a price band of 39% at 100,000 products: 400 ms exactly, 106 ms by the scan, the
+    # same first ten; bench/README.md, Variants).
+    wide = kept > settings.SEARCH_EXACT_FILTER_SHARE * catalog
+    small = kept <= min(settings.SEARCH_EXACT_FILTER_ALWAYS, settings.SEARCH_EXACT_FILTER_PRODUCTS)
+    if small or (kept <= settings.SEARCH_EXACT_FILTER_PRODUCTS and not wide):
         return VectorScan(exact=True, max_scan_tuples=default)
     tuples = 2 * image_window * max(catalog, kept) // kept
     return VectorScan(exact=False, max_scan_tuples=min(default, tuples))

@@ -352,6 +352,10 @@ SEARCH_TEXT_CANDIDATES = env.int("SEARCH_TEXT_CANDIDATES", default=1000)
 # a wider one through HNSW's iterative scan, reading at most SEARCH_MAX_SCAN_TUPLES index
 # tuples (fewer for a wide filter) while looking for filtered hits, then exactly if short.
 SEARCH_EXACT_FILTER_PRODUCTS = env.int("SEARCH_EXACT_FILTER_PRODUCTS", default=50000)
+# ...unless it keeps more than this share of the catalog (the scan fills the window in a
+# few thousand tuples), though always at most SEARCH_EXACT_FILTER_ALWAYS products.
+SEARCH_EXACT_FILTER_SHARE = env.float("SEARCH_EXACT_FILTER_SHARE", default=0.2)
+SEARCH_EXACT_FILTER_ALWAYS = env.int("SEARCH_EXACT_FILTER_ALWAYS", default=5000)
 SEARCH_MAX_SCAN_TUPLES = env.int("SEARCH_MAX_SCAN_TUPLES", default=20000)
 # The search log (search.searchlog): products kept per logged search, and days kept.
 SEARCH_LOG_TOP = env.int("SEARCH_LOG_TOP", default=50)

@@ -135,6 +135,20 @@ def test_stock_and_price_filters_are_estimated_from_the_products_columns(shop, s
     assert vector_scan(SearchFilters(in_stock=False), image_window=40).exact
 
 
+def test_a_filter_keeping_a_large_share_takes_the_scan(shop, settings):
+    """Under the exact bound in products but over SEARCH_EXACT_FILTER_SHARE of the catalog
+    (above SEARCH_EXACT_FILTER_ALWAYS): the scan fills the window in a few tuples; a
+    filter under the share is still ranked exactly."""
+    settings.SEARCH_EXACT_FILTER_ALWAYS = 50
+    Product.objects.filter(sku__endswith="0").update(in_stock=False)  # 80 of 800
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE catalog_product")
+    assert not vector_scan(SearchFilters(in_stock=True), image_window=40).exact  # 90%
+    assert vector_scan(SearchFilters(in_stock=False), image_window=40).exact  # 10%
+    settings.SEARCH_EXACT_FILTER_ALWAYS = 1000
+    assert vector_scan(SearchFilters(in_stock=True), image_window=40).exact  # few: always
+
+
 def test_an_unfiltered_search_is_unchanged(shop):
     scan = vector_scan(SearchFilters(), image_window=40)
     assert (scan.exact, scan.max_scan_tuples) == (False, 100)  # SEARCH_MAX_SCAN_TUPLES
