@@ -150,7 +150,7 @@ class ShopperBehaviour:
     # Preferences the fused order cannot know (the learned ranker's to learn): a relevant
     # product out of stock is clicked this much as often; of the others, those not among
     # the shop's `favourite_share` favourites `other_appeal` as often. The favourites are
-    # the shop's, fixed by product whatever the seed: every day's shoppers share them.
+    # the shop's, the same whatever the seed: every day's shoppers share them.
     out_of_stock_appeal: float = 1.0
     favourite_share: float = 0.0
     other_appeal: float = 1.0
@@ -171,9 +171,13 @@ def shoppers_simulate(
         raise ValueError("no demo products to shop for: load the demo catalog first")
     catalog = [(pk, attrs) for pk, attrs, _ in rows]
     attributes = dict(catalog)
+    # Drawn in catalog order from a fixed seed, not the traffic's (nor from the ids, which
+    # differ from one test database to the next): a run with another seed, the next day's
+    # shoppers, likes the same products, as a shop's best sellers stay its best sellers.
+    favourites = random.Random("favourites")
     appeal = {
         pk: (1.0 if in_stock else behaviour.out_of_stock_appeal)
-        * (1.0 if _favourite(pk, behaviour.favourite_share) else behaviour.other_appeal)
+        * (1.0 if favourites.random() < behaviour.favourite_share else behaviour.other_appeal)
         for pk, _, in_stock in rows
     }
     report = SimulationReport()
@@ -205,12 +209,6 @@ def shoppers_simulate(
                 catalog_query, session, intent, attributes, appeal, behaviour, rng, path, report
             )
     return report
-
-
-def _favourite(product_id: int, share: float) -> bool:
-    # Seeded by the product alone: a later run (another seed) has the same favourites,
-    # as a shop's best sellers stay its best sellers from one day's shoppers to the next.
-    return random.Random(f"favourite-{product_id}").random() < share
 
 
 def _shop_once(query, session, intent, attributes, appeal, behaviour, rng, path, report) -> bool:
