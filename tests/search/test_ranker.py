@@ -105,8 +105,8 @@ def test_choosy_shoppers_teach_a_ranker_that_goes_live_and_forgers_do_not(
     assert tally.searches == INTERLEAVED * (check + 1)
     merged = SearchLog.objects.filter(interleaved_with=shop).values_list("teams", flat=True)
     assert {TEAM_CONTROL, TEAM_CANDIDATE} <= {team for teams in merged for team in teams}
-    # measured: promoted after 200 searches, 67 sessions with clicks: 42 won by the ranker,
-    # 13 by fusion, 12 ties (p = 0.0001); 150 searches gave from 27-15 (p = 0.09) to 38-12
+    # measured: promoted after 100 searches (22 sessions won to 9, p = 0.03) or 200 (42 to
+    # 13, p = 0.0001): the traffic still differs a little between runs; 150 gave 27-15 to 38-12
     assert tally.candidate_wins > tally.control_wins, str(tally)
     assert tally.p_value < 0.05, str(tally)
     assert test.status == InterleavingTest.Status.PROMOTED, test.decision
