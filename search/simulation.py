@@ -149,7 +149,8 @@ class ShopperBehaviour:
     page_size: int = 20
     # Preferences the fused order cannot know (the learned ranker's to learn): a relevant
     # product out of stock is clicked this much as often; of the others, those not among
-    # the shop's `favourite_share` favourites (fixed by the seed) `other_appeal` as often.
+    # the shop's `favourite_share` favourites `other_appeal` as often. The favourites are
+    # the shop's, the same whatever the seed: every day's shoppers share them.
     out_of_stock_appeal: float = 1.0
     favourite_share: float = 0.0
     other_appeal: float = 1.0
@@ -170,7 +171,10 @@ def shoppers_simulate(
         raise ValueError("no demo products to shop for: load the demo catalog first")
     catalog = [(pk, attrs) for pk, attrs, _ in rows]
     attributes = dict(catalog)
-    favourites = random.Random(f"favourites-{seed}")
+    # Drawn in catalog order from a fixed seed, not the traffic's (nor from the ids, which
+    # differ from one test database to the next): a run with another seed, the next day's
+    # shoppers, likes the same products, as a shop's best sellers stay its best sellers.
+    favourites = random.Random("favourites")
     appeal = {
         pk: (1.0 if in_stock else behaviour.out_of_stock_appeal)
         * (1.0 if favourites.random() < behaviour.favourite_share else behaviour.other_appeal)
