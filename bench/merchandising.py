@@ -119,8 +119,8 @@ def main() -> None:
 
     from catalog.models import Product
     from embeddings.models import EmbeddingSpace
+    from search.filters import SearchFilters
     from search.pipeline import product_search_by_text, rank, text_query_prepare
-    from search.retrieval import SearchFilters
     from search.rules import NO_RULES
     from search.selectors import search_page, text_vector
     from search.sorting import Sort

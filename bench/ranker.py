@@ -77,9 +77,10 @@ def main() -> None:
     from catalog.models import Product
     from embeddings.models import EmbeddingSpace
     from search.features import features_attached
+    from search.filters import SearchFilters
     from search.pipeline import cut_off, fuse, text_query_prepare
     from search.ranker import ranker_live, ranker_rerank
-    from search.retrieval import SearchFilters, retrieve
+    from search.retrieval import retrieve
     from search.searchlog import search_log_record
     from search.selectors import text_vector
 

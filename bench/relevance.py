@@ -45,9 +45,9 @@ QUERIES = [
 
 def stage_timings(products: int, rounds: int) -> None:
     from embeddings.models import EmbeddingSpace
+    from search.filters import SearchFilters
     from search.matching import match_plan
     from search.pipeline import product_search_by_text, text_query_prepare
-    from search.retrieval import SearchFilters
     from search.selectors import text_vector
 
     space = EmbeddingSpace.objects.get(name=bench_module("search").SPACE)

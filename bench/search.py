@@ -314,8 +314,9 @@ def main() -> None:
 
     from catalog.models import Product
     from embeddings.models import EmbeddingSpace
+    from search.filters import SearchFilters
     from search.ranking import image_window
-    from search.retrieval import SearchFilters, hybrid_search_params, hybrid_search_sql
+    from search.retrieval import hybrid_search_params, hybrid_search_sql
     from search.selectors import text_vector
 
     # serialize=False: no copy of 100k products for TransactionTestCase rollbacks.
@@ -485,8 +486,8 @@ def measure_recording(space, queries: int) -> None:
 
 def text_match(text: str):
     """What the words of `text` must match, as a text search decides (search.matching)."""
+    from search.filters import SearchFilters
     from search.pipeline import text_query_prepare
-    from search.retrieval import SearchFilters
 
     return text_query_prepare(query=text, filters=SearchFilters()).plan.match
 
@@ -507,7 +508,7 @@ def share_filter(share: float):
 
     from catalog.models import Category, Product
     from catalog.selectors import category_subtree_ids
-    from search.retrieval import SearchFilters
+    from search.filters import SearchFilters
 
     total = Product.objects.count()
     candidates = []

@@ -208,7 +208,7 @@ def summary_check(sample: int = 500) -> None:
 
 def paths():
     from catalog.selectors import facet_value_keys
-    from search.retrieval import AttributeFilter, SearchFilters
+    from search.filters import AttributeFilter, SearchFilters
 
     size_m = AttributeFilter(name="size", keys=facet_value_keys("size", ["M"]), values=("M",))
     return {

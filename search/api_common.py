@@ -18,7 +18,7 @@ from catalog.images import ImageDecodeError, decode_image
 from catalog.models import Category
 from catalog.selectors import category_subtree_ids, facet_value_keys
 from embeddings.spaces import NoActiveSpace
-from search.retrieval import AttributeFilter, SearchFilters
+from search.filters import AttributeFilter, SearchFilters
 from search.searchlog import SESSION_HELP, SESSION_MAX_LENGTH, session_is_valid
 from search.sorting import Sort
 

@@ -39,9 +39,10 @@ from embeddings.promotion import (
 )
 from embeddings.services import space_activate_start
 from embeddings.spaces import space_active, space_drop_indexes
+from search.filters import SearchFilters
 from search.models import InterleavingTest, Ranker, SearchEvent, SearchLog
 from search.ranker import RankerUnusable, ranker_activate, ranker_live_row, ranker_loaded
-from search.retrieval import RankedProduct, SearchFilters
+from search.retrieval import RankedProduct
 from search.rules import RuleEffects, rules_apply
 from search.sorting import Sort
 

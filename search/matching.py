@@ -20,8 +20,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from search.filters import SearchFilters
 from search.query import QueryAnalysis, QueryTerm, term_match_sql, term_params
-from search.retrieval import SearchFilters, TextMatch
+from search.retrieval import TextMatch
 from shop_search.db_routers import read_connection
 
 

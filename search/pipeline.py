@@ -30,12 +30,13 @@ from catalog.selectors import category_nodes
 from embeddings.models import EmbeddingSpace
 from embeddings.spaces import space_active, space_encoder
 from search.features import QueryFeatures, features_attached, query_features
+from search.filters import SearchFilters
 from search.interleaving import hits_alike, interleaved_ranking
 from search.matching import MatchPlan, match_plan
 from search.models import MerchandisingRule
 from search.query import QueryAnalysis, query_analyse, query_is_sku, query_tokens
 from search.ranker import LoadedRanker, ranker_live, ranker_rerank
-from search.retrieval import RankedProduct, SearchFilters, fuse, ranked_order, retrieve
+from search.retrieval import RankedProduct, fuse, ranked_order, retrieve
 from search.rules import (
     NO_RULES,
     RuleEffects,

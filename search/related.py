@@ -21,7 +21,8 @@ from django.db.models import Count
 
 from catalog.models import Product
 from catalog.selectors import category_nodes
-from search.retrieval import RankedProduct, SearchFilters
+from search.filters import SearchFilters
+from search.retrieval import RankedProduct
 from search.rules import filter_category_id
 
 logger = logging.getLogger(__name__)

@@ -35,8 +35,9 @@ from django.utils import timezone
 
 from catalog.models import Category, Product
 from catalog.selectors import CategoryNode, category_ancestor_ids, category_nodes
+from search.filters import SearchFilters
 from search.models import MerchandisingRule, RuleBoost, RuleProduct
-from search.retrieval import RankedProduct, SearchFilters, ranked_order
+from search.retrieval import RankedProduct, ranked_order
 from search.terms import term_key, term_spans, words
 
 

@@ -26,6 +26,7 @@ from catalog.models import Product, ProductImage, ProductVariant
 from catalog.selectors import category_ancestor_ids, category_nodes
 from embeddings.models import EmbeddingSpace
 from embeddings.spaces import space_active, space_encoder
+from search.filters import SearchFilters
 from search.query import QueryAnalysis
 from search.ranking import (
     MAX_EF_SEARCH,
@@ -34,7 +35,7 @@ from search.ranking import (
     similar_products_rows,
 )
 from search.related import NoResultsHelp, no_results_help, related_rows
-from search.retrieval import RankedProduct, SearchFilters, hybrid_search
+from search.retrieval import RankedProduct, hybrid_search
 from search.rules import (
     NO_RULES,
     RuleEffects,

@@ -14,8 +14,9 @@ from django.utils import timezone
 from catalog.models import Product
 from catalog.selectors import category_nodes
 from embeddings.spaces import space_active
+from search.filters import SearchFilters
 from search.models import SearchEvent
-from search.retrieval import RankedProduct, SearchFilters
+from search.retrieval import RankedProduct
 from search.rules import products_hidden_everywhere, rules_for_search
 from search.selectors import ProductHit, SearchPage, search_page
 from search.sorting import Sort

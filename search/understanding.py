@@ -8,7 +8,7 @@
 - An option value of some product ("red" of Colour, "xl" of Size), or a value of a
   configured facet (an attribute too) or its alias ("dark blue" for Navy):
   that option or attribute as a lenient filter (products the shop never described by it
-  stay; search.retrieval.AttributeFilter), and the variant it names is the one shown.
+  stay; search.filters.AttributeFilter), and the variant it names is the one shown.
 - A word that is a category's head noun ("dresses", "mugs", "连衣裙", but not "leather" of
   "Leather Shoes"): that category, with its sub-categories, as a filter. When several
   words name categories, the last one does (the head of "dress shoes" is "shoes").
@@ -34,9 +34,9 @@ from catalog.selectors import (
     facet_value_keys,
 )
 from catalog.text import LATIN_WORD_RE, text_fold
+from search.filters import AttributeFilter, SearchFilters
 from search.prices import cheap_spans, price_phrases
 from search.query import QueryAnalysis, QueryToken
-from search.retrieval import AttributeFilter, SearchFilters
 from shop_search.db_routers import read_connection
 
 MAX_BRAND_WORDS = 4  # brand names of up to this many words are looked for

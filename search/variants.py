@@ -17,8 +17,8 @@ import numpy as np
 from catalog.models import ProductVariant
 from catalog.selectors import FacetConfig, facet_config
 from embeddings.models import EmbeddingSpace
+from search.filters import SearchFilters
 from search.ranking import cosine_distance
-from search.retrieval import SearchFilters
 from shop_search.db_routers import read_connection
 
 NO_FILTERS = SearchFilters()

@@ -9,9 +9,9 @@ from django.utils.html import format_html
 from catalog.models import Category
 from catalog.selectors import category_nodes, category_subtree_ids
 from embeddings.spaces import NoActiveSpace
+from search.filters import SearchFilters
 from search.models import MerchandisingRule, RuleBoost, RuleProduct
 from search.pipeline import rule_preview
-from search.retrieval import SearchFilters
 from search.rules import (
     boost_factor,
     merchandising_rule_save,

@@ -16,13 +16,8 @@ from catalog.models import Product, ProductImage
 from catalog.services import category_get_or_create_path
 from embeddings.models import ImageEmbedding
 from embeddings.spaces import space_active
-from search.retrieval import (
-    SearchFilters,
-    hybrid_search,
-    hybrid_search_params,
-    hybrid_search_sql,
-    vector_scan,
-)
+from search.filters import SearchFilters
+from search.retrieval import hybrid_search, hybrid_search_params, hybrid_search_sql, vector_scan
 
 NEAR, FAR = 400, 400  # products beside the query, and the filtered ones farther away
 

@@ -14,6 +14,7 @@ from embeddings.models import EmbeddingSpace, FinetuneRun, ImageEmbedding
 from embeddings.spaces import space_active, space_create
 from embeddings.training import is_validation_key
 from embeddings.vectors import space_is_filled, space_prepare
+from search.filters import SearchFilters
 from search.interleaving import (
     TEAM_CANDIDATE,
     TEAM_CONTROL,
@@ -29,7 +30,6 @@ from search.interleaving import (
 )
 from search.models import InterleavingTest, MerchandisingRule, RuleProduct, SearchLog
 from search.pipeline import product_search_by_text, rank, rule_preview, text_query_prepare
-from search.retrieval import SearchFilters
 from search.rules import merchandising_rule_save, rule_products_save
 from search.searchlog import search_event_record, search_log_record
 from search.services import interleaving_test_start

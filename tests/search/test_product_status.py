@@ -8,10 +8,10 @@ from django.urls import reverse
 from catalog.images import decode_image
 from catalog.models import Product, ProductVariant
 from catalog.services import category_get_or_create_path, product_save
+from search.filters import SearchFilters
 from search.pipeline import product_search_by_text
 from search.query import query_is_sku
 from search.related import categories_popular
-from search.retrieval import SearchFilters
 from search.rules import merchandising_rule_create
 from search.selectors import captions_by_image, product_search_by_image, products_similar
 from search.suggest import suggestions_for_prefix

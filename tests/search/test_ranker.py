@@ -15,6 +15,7 @@ from catalog.models import Product
 from catalog.services import demo_catalog_load
 from embeddings.spaces import space_active
 from search.features import popularity_forget
+from search.filters import SearchFilters
 from search.interleaving import (
     TEAM_CANDIDATE,
     TEAM_CONTROL,
@@ -23,7 +24,6 @@ from search.interleaving import (
 from search.models import InterleavingTest, Ranker, SearchEvent, SearchLog
 from search.pipeline import product_search_by_text, rank, text_query_prepare
 from search.ranker import ranker_forget, ranker_live, ranker_load, ranker_rollback
-from search.retrieval import SearchFilters
 from search.searchlog import client_key, session_key
 from search.simulation import ShopperBehaviour, shoppers_simulate
 

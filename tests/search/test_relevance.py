@@ -8,8 +8,8 @@ from django.urls import reverse
 
 from catalog.models import Category
 from catalog.services import category_get_or_create_path, product_create
+from search.filters import SearchFilters
 from search.pipeline import product_search_by_text, text_query_prepare
-from search.retrieval import SearchFilters
 from tests.builders import jpeg_bytes
 
 pytestmark = pytest.mark.django_db

@@ -13,9 +13,9 @@ from django.utils import timezone
 from catalog.models import Category, Product
 from catalog.selectors import category_subtree_ids
 from catalog.services import category_get_or_create_path
+from search.filters import SearchFilters
 from search.models import MerchandisingRule, RuleBoost, RuleProduct
 from search.pipeline import product_search_by_text
-from search.retrieval import SearchFilters
 from search.rules import merchandising_rule_create, rule_problems
 
 pytestmark = pytest.mark.django_db

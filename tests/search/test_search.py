@@ -11,9 +11,10 @@ from catalog.models import Product, ProductImage
 from embeddings.encoder import ModelSpec
 from embeddings.models import ImageEmbedding
 from embeddings.spaces import space_active, space_create
+from search.filters import SearchFilters
 from search.pipeline import product_search_by_text
 from search.query import QueryTerm
-from search.retrieval import SearchFilters, TextMatch, hybrid_search_params, hybrid_search_sql
+from search.retrieval import TextMatch, hybrid_search_params, hybrid_search_sql
 from search.selectors import captions_by_image, products_nearest, text_vector
 from tests.builders import COLOURS, brute_force_ranking, jpeg_bytes
 

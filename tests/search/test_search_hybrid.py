@@ -12,8 +12,8 @@ from catalog.services import demo_catalog_load
 from embeddings.encoder import ModelSpec
 from embeddings.models import ImageEmbedding
 from embeddings.spaces import space_active, space_create
+from search.filters import SearchFilters
 from search.pipeline import product_search_by_text, rank, text_query_prepare
-from search.retrieval import SearchFilters
 from search.selectors import (
     normalise_query,
     products_nearest,

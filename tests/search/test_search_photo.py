@@ -8,8 +8,8 @@ from catalog.images import decode_image
 from catalog.models import Product
 from embeddings.models import CaptionEmbedding, ImageEmbedding
 from embeddings.spaces import space_active
+from search.filters import SearchFilters
 from search.ranking import product_image_title_agree
-from search.retrieval import SearchFilters
 from search.selectors import (
     image_text_match,
     image_vector,

@@ -10,9 +10,9 @@ from django.utils import timezone
 
 from catalog.models import Category, Product
 from catalog.selectors import category_subtree_ids
+from search.filters import SearchFilters
 from search.pipeline import product_search_by_text
 from search.related import POPULAR_CATEGORIES_KEY
-from search.retrieval import SearchFilters
 from search.rules import merchandising_rule_create
 from search.sorting import Sort
 
