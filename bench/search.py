@@ -35,6 +35,7 @@ two cores; bench/README.md has what it measured.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -47,7 +48,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "shop_search.settings.test")
-from harness import percentiles, setup_django  # noqa: E402 (after sys.path is set)
+from harness import CpuClock, p50_p99, percentiles, setup_django  # noqa: E402 (after sys.path)
 
 DATABASE = "bench_shop_search_search"
 DIM = 512
@@ -233,8 +234,6 @@ def load(
 
 
 def _json(value) -> str:
-    import json
-
     return json.dumps(value, ensure_ascii=False)
 
 
@@ -306,18 +305,22 @@ def main() -> None:
     parser.add_argument(
         "--only", choices=["recording"], help="measure only the search log's overhead"
     )
+    parser.add_argument("--json", type=Path, help="also write every path's figures here")
+    parser.add_argument(
+        "--ways", action="store_true", help="every way of running a filter, not only the code's"
+    )
+    parser.add_argument(
+        "--no-inprocess", action="store_true", help="skip the in-process HNSW (faiss) baseline"
+    )
     args = parser.parse_args()
     setup_django(DATABASE)
     from django.conf import settings
     from django.db import connection
-    from django.test import Client
 
     from catalog.models import Product
     from embeddings.models import EmbeddingSpace
     from search.filters import SearchFilters
     from search.ranking import image_window
-    from search.retrieval import hybrid_search_params, hybrid_search_sql
-    from search.selectors import text_vector
 
     # serialize=False: no copy of 100k products for TransactionTestCase rollbacks.
     connection.creation.create_test_db(verbosity=0, keepdb=not args.fresh, serialize=False)
@@ -333,10 +336,10 @@ def main() -> None:
         return
     space = EmbeddingSpace.objects.get(name=SPACE)
     images = space_images(space)
+    window = image_window(settings.SEARCH_MAX_RESULTS)
     print(
         f"catalog: {args.products:,} products, {images:,} image vectors ({DIM}-d halfvec), "
-        f"result window {settings.SEARCH_MAX_RESULTS} products "
-        f"(ef_search {image_window(settings.SEARCH_MAX_RESULTS)})"
+        f"result window {settings.SEARCH_MAX_RESULTS} products (ef_search {window})"
     )
     if args.only == "recording":
         measure_recording(space, args.queries)
@@ -345,73 +348,190 @@ def main() -> None:
     rng = np.random.default_rng(7)
     clusters = Clusters()
     queries = [clusters.query(rng) for _ in range(args.queries)]
-    hnsw = {"hnsw.ef_search": str(image_window(settings.SEARCH_MAX_RESULTS))}
+    filter_queries = queries[: args.filter_queries]
+    hnsw = {"hnsw.ef_search": str(window)}
+    clock = CpuClock(connection)
+    results: dict[str, object] = {"products": args.products, "vectors": images}
 
-    # 1. The vector search SQL, unfiltered.
-    none = SearchFilters()
-    sql = hybrid_search_sql(space, none, match=None)
-    # A first pass reads the index into shared buffers: what a freshly started server pays.
-    cold = [
-        timed(
-            lambda q=q: run_sql(
-                sql, hybrid_search_params(space=space, vector=q, filters=none), settings=hnsw
-            )
-        )[1]
-        for q in queries
-    ]
-    print(f"vector SQL, first pass (cold): {percentiles(cold)}", flush=True)
-    times, recalls, exact_times = [], [], []
-    for query in queries:
-        params = hybrid_search_params(space=space, vector=query, filters=none)
-        rows, ms = timed(lambda params=params: run_sql(sql, params, settings=hnsw))
-        exact, exact_ms = timed(lambda params=params: run_sql(sql, params, settings=EXACT))
-        times.append(ms)
-        exact_times.append(exact_ms)
-        recalls.append(recall(top_products(rows), top_products(exact)))
-    print(
-        f"vector SQL, unfiltered:        {percentiles(times)}   recall@10 {np.mean(recalls):.3f}   "
-        f"{statistics.median(exact_times) / statistics.median(times):.0f}x faster than exact",
-        flush=True,
-    )
-    print(f"  exact (no index):            {percentiles(exact_times)}", flush=True)
+    # 1. The vector search SQL, unfiltered; exact search is the reference of recall.
+    vector, exact_tops = measure_vector(space, queries, hnsw, clock)
+    results["vector"] = vector
 
     # 2. The hybrid SQL (vector + text + SKU), as text search runs it.
-    times = []
-    for i, query in enumerate(queries):
-        text = TEXT_QUERIES[i % len(TEXT_QUERIES)]
-        match = text_match(text)
-        params = hybrid_search_params(space=space, vector=query, filters=none, match=match)
-        sql = hybrid_search_sql(space, none, match=match)
-        _, ms = timed(lambda params=params, sql=sql: run_sql(sql, params, settings=hnsw))
-        times.append(ms)
-    print(f"hybrid SQL (text + vector):    {percentiles(times)}")
+    results["hybrid"] = measure_hybrid(space, queries, hnsw, clock)
 
-    # 3. Filters that keep about 1% and 10% of the catalog, several ways each.
-    shares = {}
-    for share in (0.01, 0.10):
-        filters, kept = share_filter(share)
-        shares[share] = filters
-        print(f"{share:.0%} filter: {filters} keeps {kept:,} products ({kept / args.products:.2%})")
-        filtered_ways(space, filters, queries[: args.filter_queries], hnsw)
+    # 3. Filters: category subtrees that keep 0.1% to 50% of the catalog (they follow the
+    # vectors' strongest direction: the hard case), a price band and stock, the code's way.
+    total = Product.objects.count()
+    filters = {f"filter_{label}": share_filter(share) for label, share in SHARES.items()}
+    filters["filter_price_band"] = price_band_filter(total)
+    kept_in_stock = Product.objects.filter(in_stock=True).count()
+    filters["filter_in_stock"] = (SearchFilters(in_stock=True), kept_in_stock)
+    for key, (path_filters, kept) in filters.items():
+        print(f"{key}: {path_filters} keeps {kept:,} products ({kept / total:.2%})", flush=True)
+        if args.ways:
+            filtered_ways(space, path_filters, filter_queries, hnsw)
+        results[key] = measure_filtered(space, path_filters, filter_queries, clock)
+        results[key]["share"] = round(kept / total, 5)
 
     # 4. GET /api/search/, warm: the model loaded and the query vectors cached.
+    api_filters, _ = filters["filter_10pct"]
+    for key, extra in (("api", {}), ("api_filter_10pct", filter_params(api_filters))):
+        results[key] = measure_api(space, extra, args.filter_queries or args.queries, clock)
+    print_server_memory()
+
+    # 5. The same vectors in an in-process HNSW (faiss), one thread, tuned to the same recall.
+    if not args.no_inprocess:
+        results["inprocess_hnsw"] = measure_inprocess_hnsw(
+            space, queries, exact_tops, window, target=results["vector"]["recall_at_10"]
+        )
+    print_ratios(results)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+        print(f"wrote {args.json}")
+
+    # 6. What recording every search costs.
+    measure_recording(space, args.queries)
+
+
+# The category filters of the --json keys: the share of the catalog each keeps.
+SHARES = {"0_1pct": 0.001, "1pct": 0.01, "10pct": 0.10, "50pct": 0.50}
+
+
+def path_figures(times: list[float], cpu: list[float], recalls: list[float] | None) -> dict:
+    p50, p99 = p50_p99(times)
+    return {
+        "p50_ms": round(p50, 2),
+        "p99_ms": round(p99, 2),
+        # On a shared machine wall time grows with the load, CPU time does not.
+        "cpu_p50_ms": round(statistics.median(cpu), 2),
+        "recall_at_10": None if recalls is None else round(float(np.mean(recalls)), 4),
+        "queries": len(times),
+    }
+
+
+def print_path(label: str, figures: dict) -> None:
+    recall_text = (
+        "" if figures["recall_at_10"] is None else f"   recall@10 {figures['recall_at_10']:.3f}"
+    )
+    print(
+        f"{label:32} p50 {figures['p50_ms']:.1f} ms, p99 {figures['p99_ms']:.1f} ms, "
+        f"CPU p50 {figures['cpu_p50_ms']:.1f} ms{recall_text}",
+        flush=True,
+    )
+
+
+def measured(clock, function):
+    """`function()`, its wall time and its CPU time (this process and the server's), in ms."""
+    cpu_started = clock.start()
+    result, ms = timed(function)
+    return result, ms, clock.stop(cpu_started)
+
+
+def measure_vector(space, queries, hnsw, clock) -> tuple[dict, list[list[int]]]:
+    from search.filters import SearchFilters
+    from search.retrieval import hybrid_search_params, hybrid_search_sql
+
+    none = SearchFilters()
+    sql = hybrid_search_sql(space, none, match=None)
+    params = [hybrid_search_params(space=space, vector=q, filters=none) for q in queries]
+    # A first pass reads the index into shared buffers: what a freshly started server pays.
+    cold = [timed(lambda p=p: run_sql(sql, p, settings=hnsw))[1] for p in params]
+    print(f"vector SQL, first pass (cold): {percentiles(cold)}", flush=True)
+    times, cpu, recalls, exact_times, exact_tops = [], [], [], [], []
+    for p in params:
+        rows, ms, cpu_ms = measured(clock, lambda p=p: run_sql(sql, p, settings=hnsw))
+        exact, exact_ms = timed(lambda p=p: run_sql(sql, p, settings=EXACT))
+        times.append(ms)
+        cpu.append(cpu_ms)
+        exact_times.append(exact_ms)
+        exact_tops.append(top_products(exact))
+        recalls.append(recall(top_products(rows), exact_tops[-1]))
+    figures = path_figures(times, cpu, recalls)
+    print_path("vector SQL, unfiltered", figures)
+    print(
+        f"  exact (no index):              {percentiles(exact_times)}   "
+        f"{statistics.median(exact_times) / figures['p50_ms']:.0f}x the index's p50",
+        flush=True,
+    )
+    return figures, exact_tops
+
+
+def measure_hybrid(space, queries, hnsw, clock) -> dict:
+    from search.filters import SearchFilters
+    from search.retrieval import hybrid_search_params, hybrid_search_sql
+
+    none = SearchFilters()
+    times, cpu, recalls = [], [], []
+    for i, query in enumerate(queries):
+        match = text_match(TEXT_QUERIES[i % len(TEXT_QUERIES)])
+        params = hybrid_search_params(space=space, vector=query, filters=none, match=match)
+        sql = hybrid_search_sql(space, none, match=match)
+        rows, ms, cpu_ms = measured(clock, lambda p=params, s=sql: run_sql(s, p, settings=hnsw))
+        times.append(ms)
+        cpu.append(cpu_ms)
+        if i < RECALL_QUERIES:  # exact hybrid costs a full scan: a sample of the queries
+            exact = run_sql(sql, params, settings=EXACT)
+            recalls.append(recall(top_products(rows), top_products(exact)))
+    figures = path_figures(times, cpu, recalls)
+    print_path("hybrid SQL (text + vector)", figures)
+    return figures
+
+
+RECALL_QUERIES = 40
+
+
+def measure_filtered(space, filters, queries, clock) -> dict:
+    """The code's way (search.retrieval.hybrid_search: vector_scan's choice, its fallback),
+    against the exact ranking of every image the filter keeps."""
+    from search.retrieval import hybrid_search, hybrid_search_params, hybrid_search_sql
+
+    exact_sql = hybrid_search_sql(space, filters, match=None, exact=True)
+    times, cpu, recalls = [], [], []
+    for query in queries:
+        ranked, ms, cpu_ms = measured(
+            clock, lambda q=query: hybrid_search(space=space, vector=q, filters=filters)
+        )
+        params = hybrid_search_params(space=space, vector=query, filters=filters)
+        exact = run_sql(exact_sql, params, settings={})
+        times.append(ms)
+        cpu.append(cpu_ms)
+        recalls.append(recall([r.product_id for r in ranked[:10]], top_products(exact)))
+    figures = path_figures(times, cpu, recalls)
+    print_path("  the code", figures)
+    return figures
+
+
+def measure_api(space, extra: dict, count: int, clock) -> dict:
+    from django.test import Client
+
+    from search.selectors import text_vector
+
     client = Client()
     for text in TEXT_QUERIES:
         text_vector(space, text)
-    labelled = [({}, "unfiltered")]
-    labelled += [(filter_params(f), f"{share:.0%} filter") for share, f in shares.items()]
-    for extra, label in labelled:
-        times = []
-        for i in range(args.filter_queries or args.queries):
-            params = {"q": TEXT_QUERIES[i % len(TEXT_QUERIES)], **extra}
-            response, ms = timed(lambda params=params: client.get("/api/search/", params))
-            assert response.status_code == 200, response.content
-            times.append(ms)
-        print(f"GET /api/search/ ({label}):{' ' * (12 - len(label))}{percentiles(times)}")
-    print_server_memory()
+    times, cpu = [], []
+    for i in range(count):
+        params = {"q": TEXT_QUERIES[i % len(TEXT_QUERIES)], **extra}
+        response, ms, cpu_ms = measured(clock, lambda p=params: client.get("/api/search/", p))
+        assert response.status_code == 200, response.content
+        times.append(ms)
+        cpu.append(cpu_ms)
+    figures = path_figures(times, cpu, None)
+    print_path(f"GET /api/search/ {extra or '(unfiltered)'}", figures)
+    return figures
 
-    # 5. What recording every search costs.
-    measure_recording(space, args.queries)
+
+def print_ratios(results: dict) -> None:
+    vector = results["vector"]["p50_ms"]
+    print("ratios (p50):")
+    for key, figures in results.items():
+        if isinstance(figures, dict) and key.startswith("filter_"):
+            print(f"  {key} / vector: {figures['p50_ms'] / vector:.2f}x")
+    print(f"  hybrid / vector: {results['hybrid']['p50_ms'] / vector:.2f}x")
+    print(f"  api / hybrid: {results['api']['p50_ms'] / results['hybrid']['p50_ms']:.2f}x")
+    if "inprocess_hnsw" in results:
+        print(f"  vector / inprocess_hnsw: {vector / results['inprocess_hnsw']['p50_ms']:.2f}x")
 
 
 def measure_recording(space, queries: int) -> None:
@@ -499,11 +619,14 @@ def space_images(space) -> int:
 
 
 def share_filter(share: float):
-    """The category, or (category, brand) pair, whose products are closest to `share`.
+    """The category subtree, (subtree, brand) pair, or for a half of the catalog the union
+    of top-level subtrees, whose products are closest to `share`; and how many it keeps.
 
     Filters on category follow the vectors' strongest direction, so most queries (a random
     category and colour) look for products far from their own neighbourhood: the hard case.
     """
+    from itertools import combinations
+
     from django.db.models import Count
 
     from catalog.models import Category, Product
@@ -511,16 +634,127 @@ def share_filter(share: float):
     from search.filters import SearchFilters
 
     total = Product.objects.count()
-    candidates = []
-    for category in Category.objects.all():
-        ids = tuple(category_subtree_ids(category=category))
-        kept = Product.objects.filter(category_id__in=ids).count()
-        candidates.append((SearchFilters(category_ids=ids), kept))
+    per_category = dict(
+        Product.objects.values_list("category_id")
+        .annotate(n=Count("id"))
+        .values_list("category_id", "n")
+    )
+    subtrees = {
+        category.pk: tuple(category_subtree_ids(category=category))
+        for category in Category.objects.all()
+    }
+    candidates = [
+        (SearchFilters(category_ids=ids), sum(per_category.get(i, 0) for i in ids))
+        for ids in subtrees.values()
+    ]
     pairs = Product.objects.values("category_id", "brand").annotate(n=Count("id"))
     for row in pairs:
-        ids = tuple(category_subtree_ids(category=Category.objects.get(pk=row["category_id"])))
+        ids = subtrees[row["category_id"]]
         candidates.append((SearchFilters(category_ids=ids, brand=row["brand"]), row["n"]))
+    if share >= 0.3:  # no one department holds half the shop: several together
+        tops = [c.pk for c in Category.objects.filter(parent=None)]
+        for size in range(2, len(tops)):
+            for chosen in combinations(tops, size):
+                ids = tuple(sorted(i for top in chosen for i in subtrees[top]))
+                kept = sum(per_category.get(i, 0) for i in ids)
+                candidates.append((SearchFilters(category_ids=ids), kept))
     return min(candidates, key=lambda candidate: abs(candidate[1] - share * total))
+
+
+def price_band_filter(total: int):
+    """A price band in the middle of the catalog's prices (20 to 60), and how many it keeps."""
+    from decimal import Decimal
+
+    from catalog.models import Product
+    from search.filters import SearchFilters
+
+    low, high = Decimal(20), Decimal(60)
+    kept = Product.objects.filter(price__gte=low, price__lte=high).count()
+    return SearchFilters(min_price=low, max_price=high), kept
+
+
+def measure_inprocess_hnsw(space, queries, exact_tops, window: int, *, target: float) -> dict:
+    """The same image vectors in faiss's IndexHNSWFlat (m 16, ef_construction 64, as the
+    SQL index), searched one query at a time on one thread for the same window of images,
+    products ranked by their best image; ef_search raised until recall@10 reaches `target`
+    (the SQL path's), then timed."""
+    try:
+        import faiss
+    except ImportError:
+        print("in-process HNSW: faiss-cpu is not installed (pip install -e '.[dev]')")
+        return {}
+    started = time.perf_counter()
+    image_ids, product_ids, vectors = space_vectors(space)
+    read = time.perf_counter()
+    index = faiss.IndexHNSWFlat(vectors.shape[1], 16, faiss.METRIC_INNER_PRODUCT)
+    index.hnsw.efConstruction = 64
+    index.add(vectors)
+    built = time.perf_counter()
+    print(
+        f"in-process HNSW (faiss {faiss.__version__}): {len(vectors):,} vectors read in "
+        f"{read - started:.0f} s, built in {built - read:.0f} s",
+        flush=True,
+    )
+    faiss.omp_set_num_threads(1)
+    query_matrix = np.asarray(queries, dtype=np.float32)
+
+    def search(query: np.ndarray) -> list[int]:
+        _, found = index.search(query[None, :], window)
+        best: dict[int, None] = {}
+        for position in found[0]:
+            if position >= 0:
+                best.setdefault(int(product_ids[position]), None)  # in distance order
+        return list(best)[:10]
+
+    for ef_search in (window, int(window * 1.5), window * 2, window * 3, window * 4):
+        index.hnsw.efSearch = ef_search
+        recalls = [recall(search(q), exact_tops[i]) for i, q in enumerate(query_matrix)]
+        if np.mean(recalls) >= target:
+            break
+    times = [timed(lambda q=q: search(q))[1] for q in query_matrix]
+    p50, p99 = p50_p99(times)
+    figures = {
+        "p50_ms": round(p50, 3),
+        "p99_ms": round(p99, 3),
+        "cpu_p50_ms": round(p50, 3),  # one thread, in this process: wall is CPU
+        "recall_at_10": round(float(np.mean(recalls)), 4),
+        "queries": len(times),
+        "ef_search": ef_search,
+        "build_s": round(built - read, 1),
+    }
+    print_path(f"in-process HNSW, ef_search {ef_search}", figures)
+    return figures
+
+
+def space_vectors(space) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every image vector of the space as float32, with its image and product ids: read by
+    a binary COPY parsed in place (fixed-size rows), not 2 million Python objects."""
+    import io
+
+    from django.db import connection
+
+    buffer = io.BytesIO()
+    with connection.cursor() as cursor:
+        sql = (
+            "COPY (SELECT e.image_id, i.product_id, e.vector FROM embeddings_imageembedding e "
+            "JOIN catalog_productimage i ON i.id = e.image_id "
+            f"WHERE e.space_id = {int(space.pk)} AND e.vector IS NOT NULL ORDER BY e.image_id) "
+            "TO STDOUT (FORMAT BINARY)"
+        )
+        with cursor.cursor.copy(sql) as copy:
+            for block in copy:
+                buffer.write(block)
+    data = buffer.getvalue()
+    row = np.dtype(
+        [("fields", ">i2"), ("l1", ">i4"), ("image", ">i8"), ("l2", ">i4"), ("product", ">i8"),
+         ("l3", ">i4"), ("dim", ">i2"), ("unused", ">i2"), ("vector", ">f2", (DIM,))]
+    )  # fmt: skip
+    header, trailer = 19, 2  # PGCOPY signature, flags, extension; the -1 that ends it
+    rows = np.frombuffer(data[header : len(data) - trailer], dtype=row)
+    assert (rows["dim"] == DIM).all(), "every vector of the bench space has DIM dimensions"
+    vectors = rows["vector"].astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    return rows["image"].copy(), rows["product"].copy(), vectors
 
 
 def filtered_ways(space, filters, queries, hnsw) -> None:

@@ -11,9 +11,9 @@ from catalog.admin import ProductImageAdmin
 from catalog.models import ProductImage
 from embeddings.charts import line_chart_svg, metrics_table
 from embeddings.finetuning import FinetuneOptions, training_epochs_text
-from embeddings.models import EmbeddingSpace, FinetuneRun, ImageEmbedding
+from embeddings.models import CaptionEmbedding, EmbeddingSpace, FinetuneRun, ImageEmbedding
 from embeddings.services import FinetuneRunInProgress, finetune_run_start, space_activate_start
-from embeddings.spaces import space_active_or_none
+from embeddings.spaces import space_active_or_none, space_delete
 
 
 def training_report(metrics: dict) -> str:
@@ -249,6 +249,31 @@ class EmbeddingSpaceAdmin(admin.ModelAdmin):
     def has_add_permission(self, request):
         # Spaces come from settings, training, or reindexing, never from a hand-made form.
         return False
+
+    def has_delete_permission(self, request, obj=None):
+        # The live space, or one being switched to, is what searches read.
+        in_use = obj is not None and obj.status in ("active", "filling")
+        return not in_use and super().has_delete_permission(request, obj)
+
+    def get_deleted_objects(self, objs, request):
+        # Counted, not listed: the default lists every vector (millions) on the page.
+        summary = [
+            f"{space}: {ImageEmbedding.objects.filter(space=space).count()} image vectors and "
+            f"{CaptionEmbedding.objects.filter(space=space).count()} caption vectors "
+            "(its partitions are dropped)"
+            for space in objs
+        ]
+        perms_needed = {
+            "embedding space" for space in objs if not self.has_delete_permission(request, space)
+        }
+        return summary, {"embedding spaces": len(summary)}, perms_needed, []
+
+    def delete_model(self, request, obj):
+        space_delete(space=obj)
+
+    def delete_queryset(self, request, queryset):
+        for space in queryset:
+            space_delete(space=space)
 
     # Short headers and cells: beside the filters, seven columns fit a 1280 px screen.
     @admin.display(description="dim", ordering="embed_dim")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 
@@ -121,25 +123,28 @@ def space_ensure_default() -> EmbeddingSpace:
 
 
 def _index_names(space: EmbeddingSpace) -> dict[str, str]:
+    """{the space's partition of each vector table: its HNSW index}."""
     return {
-        ImageEmbedding._meta.db_table: f"emb_image_hnsw_s{int(space.pk)}",
-        CaptionEmbedding._meta.db_table: f"emb_caption_hnsw_s{int(space.pk)}",
+        space_partition(ImageEmbedding, space): f"emb_image_hnsw_s{int(space.pk)}",
+        space_partition(CaptionEmbedding, space): f"emb_caption_hnsw_s{int(space.pk)}",
     }
 
 
-def space_build_indexes(space: EmbeddingSpace) -> None:
-    """A partial HNSW index per table on the space's own `vector::halfvec(n)` expression.
+def space_partition(model: type[ImageEmbedding | CaptionEmbedding], space: EmbeddingSpace) -> str:
+    """The table that holds `space`'s rows of `model` (embeddings migration 0006: vectors are
+    partitioned by space; a trigger creates a space's partitions with it)."""
+    return f"{model._meta.db_table}_s{int(space.pk)}"
 
-    Queries repeat the same expression and `space_id = <id>` predicate so the planner
-    matches this index; other spaces' rows are not in it at all. Outside a transaction
-    the build is CONCURRENTLY, so uploads keep being embedded while it runs.
+
+def space_build_indexes(space: EmbeddingSpace) -> None:
+    """An HNSW index on each of the space's partitions, on its own `vector::halfvec(n)`.
+
+    Queries repeat the same expression and say `space_id = <id>`, which prunes them to the
+    space's partition; other spaces' rows are in other tables. Outside a transaction the
+    build is CONCURRENTLY, so uploads keep being embedded while it runs.
     """
     concurrently = "" if connection.in_atomic_block else "CONCURRENTLY"
-    with connection.cursor() as cursor:
-        if connection.in_atomic_block:
-            # Postgres refuses CREATE INDEX while deferred FK checks of this transaction
-            # are pending; run them now (and restore deferral after).
-            cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+    with connection.cursor() as cursor, _pending_checks_run(cursor):
         for table, index in _index_names(space).items():
             cursor.execute(
                 "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
@@ -151,11 +156,19 @@ def space_build_indexes(space: EmbeddingSpace) -> None:
                 cursor.execute(f"DROP INDEX {concurrently} {index}")
             cursor.execute(
                 f"CREATE INDEX {concurrently} IF NOT EXISTS {index} ON {table} USING hnsw "
-                f"((vector::{space.vector_type}) halfvec_cosine_ops) "
-                f"WHERE space_id = {int(space.pk)}"
+                f"((vector::{space.vector_type}) halfvec_cosine_ops)"
             )
-        if connection.in_atomic_block:
-            cursor.execute("SET CONSTRAINTS ALL DEFERRED")
+
+
+@contextmanager
+def _pending_checks_run(cursor):
+    """Postgres refuses DDL on a table while deferred foreign key checks of the transaction
+    are pending on it: run them first, and defer again after (as every key here is)."""
+    if connection.in_atomic_block:
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+    yield
+    if connection.in_atomic_block:
+        cursor.execute("SET CONSTRAINTS ALL DEFERRED")
 
 
 def space_drop_indexes(space: EmbeddingSpace) -> None:
@@ -164,3 +177,32 @@ def space_drop_indexes(space: EmbeddingSpace) -> None:
     with connection.cursor() as cursor:
         for index in _index_names(space).values():
             cursor.execute(f"DROP INDEX {concurrently} IF EXISTS {index}")
+
+
+class SpaceInUse(ValueError):
+    """The space is live or being filled: searches or a switch read it."""
+
+
+def space_delete(*, space: EmbeddingSpace) -> None:
+    """Delete a space that searches no longer read, with all its vectors.
+
+    Its partitions are dropped first: no vector is deleted row by row. Outside a transaction
+    they are detached CONCURRENTLY before, so the live space's searches and uploads never
+    wait for a lock on the shared tables; inside one (the admin's delete) the drop holds
+    that lock until the commit, a moment later.
+    """
+    space.refresh_from_db(fields=["status"])
+    if space.status in (EmbeddingSpace.Status.ACTIVE, EmbeddingSpace.Status.FILLING):
+        raise SpaceInUse(f"space {space.name} is {space.status}: activate another one first")
+    with connection.cursor() as cursor, _pending_checks_run(cursor):
+        for model in (ImageEmbedding, CaptionEmbedding):
+            partition = space_partition(model, space)
+            cursor.execute(
+                "SELECT 1 FROM pg_inherits WHERE inhrelid = to_regclass(%s)", [partition]
+            )
+            if cursor.fetchone() and not connection.in_atomic_block:
+                cursor.execute(
+                    f"ALTER TABLE {model._meta.db_table} DETACH PARTITION {partition} CONCURRENTLY"
+                )
+            cursor.execute(f"DROP TABLE IF EXISTS {partition}")
+    space.delete()  # its vectors' cascade finds no partition left to delete from
