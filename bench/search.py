@@ -837,17 +837,20 @@ def filtered_ways(space, filters, queries, hnsw) -> None:
 def print_sizes(space) -> None:
     from django.db import connection
 
+    from embeddings.models import ImageEmbedding
+    from embeddings.spaces import space_partition
+
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT pg_size_pretty(pg_relation_size(%s)), "
-            "pg_size_pretty(pg_total_relation_size('embeddings_imageembedding')), "
+            "pg_size_pretty(pg_total_relation_size(%s)), "
             "pg_size_pretty(pg_database_size(current_database())), "
             "current_setting('shared_buffers'), current_setting('work_mem')",
-            [f"emb_image_hnsw_s{space.pk}"],
+            [f"emb_image_hnsw_s{space.pk}", space_partition(ImageEmbedding, space)],
         )
         index, table, database, buffers, work_mem = cursor.fetchone()
     print(
-        f"sizes: HNSW index {index}; image vectors with their indexes {table}; "
+        f"sizes: HNSW index {index}; the space's image vectors with their indexes {table}; "
         f"database {database} (shared_buffers {buffers}, work_mem {work_mem})"
     )
 
