@@ -10,6 +10,12 @@ New spaces get their partitions from a trigger on the space table, so a space cr
 any way (a service, the ORM, a bench) can be written to at once. A unique constraint on a
 partitioned table must hold the partition key: the primary key becomes (id, space_id);
 ids still come from one sequence and Django still addresses rows by id.
+
+Each image vector row also carries its product's category (`category_id`, kept by
+triggers), so a category filter applies on the vector rows themselves: inside the HNSW scan
+with no join per tuple, through a partial HNSW index of the category's block of the
+catalog (embeddings.spaces.space_category_indexes_sync), or exactly through a btree on the
+column. Added here, with the copy into partitions, so the vectors are rewritten once.
 """
 
 from django.db import migrations
@@ -45,6 +51,7 @@ TABLES = {
 }
 # Django's index on the foreign key, kept with its name (the space's is pointless now:
 # a partition holds one space).
+IMAGES = "embeddings_imageembedding"
 KEY_INDEXES = {
     "embeddings_imageembedding": ("embeddings_imageembedding_image_id_a5385656", "image_id"),
     "embeddings_captionembedding": ("embeddings_captionembedding_product_id_2679158f", "product_id"),
@@ -86,6 +93,41 @@ CREATE TRIGGER embeddings_space_partitions
 """
 
 
+CATEGORY_TRIGGERS = """
+CREATE INDEX embeddings_imageembedding_category ON embeddings_imageembedding (category_id);
+CREATE FUNCTION {schema}.shop_search_image_vector_category() RETURNS trigger
+LANGUAGE plpgsql AS $fn$
+BEGIN
+  SELECT p.category_id INTO NEW.category_id
+  FROM catalog_productimage i JOIN catalog_product p ON p.id = i.product_id
+  WHERE i.id = NEW.image_id;
+  RETURN NEW;
+END
+$fn$;
+CREATE TRIGGER embeddings_image_vector_category
+  BEFORE INSERT ON embeddings_imageembedding
+  FOR EACH ROW EXECUTE FUNCTION {schema}.shop_search_image_vector_category();
+CREATE FUNCTION {schema}.shop_search_product_category_vectors() RETURNS trigger
+LANGUAGE plpgsql AS $fn$
+BEGIN
+  UPDATE embeddings_imageembedding e SET category_id = NEW.category_id
+  FROM catalog_productimage i
+  WHERE i.product_id = NEW.id AND e.image_id = i.id;
+  RETURN NULL;
+END
+$fn$;
+CREATE TRIGGER embeddings_product_category_vectors
+  AFTER UPDATE OF category_id ON catalog_product
+  FOR EACH ROW WHEN (OLD.category_id IS DISTINCT FROM NEW.category_id)
+  EXECUTE FUNCTION {schema}.shop_search_product_category_vectors();
+"""
+CATEGORY_TRIGGERS_DROP = """
+DROP TRIGGER embeddings_product_category_vectors ON catalog_product;
+DROP FUNCTION {schema}.shop_search_product_category_vectors();
+DROP FUNCTION {schema}.shop_search_image_vector_category() CASCADE;
+"""
+
+
 def _schema(cursor, schema_editor) -> str:
     cursor.execute("SELECT current_schema()")
     return schema_editor.quote_name(cursor.fetchone()[0])
@@ -100,6 +142,8 @@ def _hnsw_indexes(cursor, table: str, prefix: str) -> dict[int, str]:
     )
     found = {}
     for name, definition in cursor.fetchall():
+        if not name.removeprefix(prefix).isdigit():  # a category block's: rebuilt by sync
+            continue
         cast = definition.split("::", 1)[1].split(")", 1)[0]  # "halfvec(512)"
         found[int(name.removeprefix(prefix))] = cast + ")"
     return found
@@ -110,12 +154,21 @@ def _rebuild(cursor, table: str, columns: str, partitioned: bool, space_ids: lis
     new = f"{table}_new"
     by = " PARTITION BY LIST (space_id)" if partitioned else ""
     cursor.execute(f"CREATE TABLE {new} (LIKE {table}){by}")  # its id default: below
+    source = f"SELECT {columns} FROM {table}"
+    if table == IMAGES and partitioned:  # and the category of each vector's product
+        cursor.execute(f"ALTER TABLE {new} ADD COLUMN category_id bigint")
+        source = f"""SELECT {", ".join(f"e.{c}" for c in columns.split(", "))}, p.category_id
+            FROM {table} e JOIN catalog_productimage i ON i.id = e.image_id
+            JOIN catalog_product p ON p.id = i.product_id"""
+        columns += ", category_id"
+    elif table == IMAGES:
+        cursor.execute(f"ALTER TABLE {new} DROP COLUMN category_id")
     if partitioned:
         for space_id in space_ids:
             cursor.execute(
                 f"CREATE TABLE {table}_s{space_id} PARTITION OF {new} FOR VALUES IN ({space_id})"
             )
-    cursor.execute(f"INSERT INTO {new} ({columns}) SELECT {columns} FROM {table}")
+    cursor.execute(f"INSERT INTO {new} ({columns}) {source}")
     cursor.execute(f"SELECT coalesce(max(id), 0) + 1 FROM {table}")
     (next_id,) = cursor.fetchone()
     cursor.execute(f"DROP TABLE {table}")  # its identity sequence, indexes and constraints
@@ -139,6 +192,7 @@ def _move(schema_editor, partitioned: bool) -> None:
         if not partitioned:
             cursor.execute("DROP TRIGGER embeddings_space_partitions ON embeddings_embeddingspace")
             cursor.execute(f"DROP FUNCTION {schema}.shop_search_space_partitions()")
+            cursor.execute(CATEGORY_TRIGGERS_DROP.format(schema=schema))
         for table, (columns, constraints, prefix) in TABLES.items():
             indexed = _hnsw_indexes(cursor, table, prefix)
             _rebuild(cursor, table, columns, partitioned, space_ids)
@@ -163,6 +217,7 @@ def _move(schema_editor, partitioned: bool) -> None:
                 )
         if partitioned:
             cursor.execute(PARTITIONS_FUNCTION.format(schema=schema))
+            cursor.execute(CATEGORY_TRIGGERS.format(schema=schema))
         cursor.execute("SET CONSTRAINTS ALL DEFERRED")
 
 

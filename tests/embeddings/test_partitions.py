@@ -5,6 +5,8 @@ import pytest
 from django.core.management import call_command
 from django.db import connection
 
+from catalog.models import Product
+from catalog.services import category_get_or_create_path
 from embeddings.encoder import ModelSpec
 from embeddings.models import CaptionEmbedding, EmbeddingSpace, ImageEmbedding
 from embeddings.spaces import (
@@ -117,6 +119,8 @@ def test_the_migration_moves_existing_vectors_into_partitions_and_back(shop):
     HNSW index rebuilt where it was, new rows numbered after the old ones."""
     ids = sorted(ImageEmbedding.objects.values_list("id", flat=True))
     captions = CaptionEmbedding.objects.count()
+    scarves = category_get_or_create_path(["Accessories", "Scarves"])
+    Product.objects.update(category=scarves)
     try:
         call_command("migrate", "embeddings", "0005", verbosity=0)
         with connection.cursor() as cursor:
@@ -136,6 +140,9 @@ def test_the_migration_moves_existing_vectors_into_partitions_and_back(shop):
     assert sorted(ImageEmbedding.objects.values_list("id", flat=True)) == ids
     assert CaptionEmbedding.objects.count() == captions
     assert f"emb_image_hnsw_s{shop.pk}" in table_indexes(space_partition(ImageEmbedding, shop))
+    with connection.cursor() as cursor:  # each vector row carries its product's category
+        cursor.execute("SELECT DISTINCT category_id FROM embeddings_imageembedding")
+        assert cursor.fetchall() == [(scarves.pk,)]
     fresh = ImageEmbedding.objects.create(
         image_id=ImageEmbedding.objects.first().image_id,
         space=space_create(name="after", spec=ModelSpec("shop-micro", seed=4)),
