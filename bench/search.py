@@ -265,8 +265,6 @@ def recall(found: list[int], exact: list[int]) -> float:
     return len(set(found) & set(exact)) / len(exact) if exact else 1.0
 
 
-
-
 def overfetch_sql(space, filters) -> str:
     """The unfiltered HNSW window of 1000 images, filtered afterwards."""
     where, _ = filters.sql("p")
