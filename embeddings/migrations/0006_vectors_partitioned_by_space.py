@@ -12,10 +12,11 @@ partitioned table must hold the partition key: the primary key becomes (id, spac
 ids still come from one sequence and Django still addresses rows by id.
 
 Each image vector row also carries its product's category (`category_id`, kept by
-triggers), so a filter on a category alone applies to the vector rows themselves: inside
-the HNSW scan with no join per tuple, or exactly through a btree on the column (search.
-retrieval.vector_filter_sql). Added here, with the copy into partitions, so the vectors
-are rewritten once.
+triggers) and its binary code (`bq`, the signs of its dimensions: 64 bytes for 512), so a
+filter on a category alone applies to the vector rows themselves: inside the HNSW scan
+with no join per tuple, or ranked by Hamming distance from a covering index and re-ranked
+exactly (search.retrieval.vector_ctes). Added here, with the copy into partitions, so the
+vectors are rewritten once.
 """
 
 from django.db import migrations
@@ -76,7 +77,8 @@ BEGIN
       part := parent || '_s' || NEW.id;
       -- A partition left by a TRUNCATE of the spaces (tests) is taken as it is.
       CONTINUE WHEN to_regclass(quote_ident(part)) IS NOT NULL;
-      EXECUTE format('CREATE TABLE %I (LIKE %I INCLUDING DEFAULTS)', part, parent);
+      EXECUTE format('CREATE TABLE %I (LIKE %I INCLUDING DEFAULTS INCLUDING GENERATED)',
+                     part, parent);
       EXECUTE format('ALTER TABLE %I ATTACH PARTITION %I FOR VALUES IN (%s)',
                      parent, part, NEW.id);
     ELSE
@@ -94,7 +96,9 @@ CREATE TRIGGER embeddings_space_partitions
 
 
 CATEGORY_TRIGGERS = """
-CREATE INDEX embeddings_imageembedding_category ON embeddings_imageembedding (category_id);
+-- Covering: a category's vectors ranked by their binary code alone, from the index.
+CREATE INDEX embeddings_imageembedding_category ON embeddings_imageembedding (category_id)
+  INCLUDE (image_id, bq);
 CREATE FUNCTION {schema}.shop_search_image_vector_category() RETURNS trigger
 LANGUAGE plpgsql AS $fn$
 BEGIN
@@ -142,7 +146,7 @@ def _hnsw_indexes(cursor, table: str, prefix: str) -> dict[int, str]:
     )
     found = {}
     for name, definition in cursor.fetchall():
-        if not name.removeprefix(prefix).isdigit():  # a category block's: rebuilt by sync
+        if not name.removeprefix(prefix).isdigit():  # not a space's own index
             continue
         cast = definition.split("::", 1)[1].split(")", 1)[0]  # "halfvec(512)"
         found[int(name.removeprefix(prefix))] = cast + ")"
@@ -157,12 +161,16 @@ def _rebuild(cursor, table: str, columns: str, partitioned: bool, space_ids: lis
     source = f"SELECT {columns} FROM {table}"
     if table == IMAGES and partitioned:  # and the category of each vector's product
         cursor.execute(f"ALTER TABLE {new} ADD COLUMN category_id bigint")
+        cursor.execute(
+            f"ALTER TABLE {new} ADD COLUMN bq bit varying "
+            "GENERATED ALWAYS AS (binary_quantize(vector)) STORED"
+        )
         source = f"""SELECT {", ".join(f"e.{c}" for c in columns.split(", "))}, p.category_id
             FROM {table} e JOIN catalog_productimage i ON i.id = e.image_id
             JOIN catalog_product p ON p.id = i.product_id"""
         columns += ", category_id"
     elif table == IMAGES:
-        cursor.execute(f"ALTER TABLE {new} DROP COLUMN category_id")
+        cursor.execute(f"ALTER TABLE {new} DROP COLUMN category_id, DROP COLUMN bq")
     if partitioned:
         for space_id in space_ids:
             cursor.execute(

@@ -357,6 +357,11 @@ SEARCH_EXACT_FILTER_PRODUCTS = env.int("SEARCH_EXACT_FILTER_PRODUCTS", default=5
 SEARCH_EXACT_FILTER_SHARE = env.float("SEARCH_EXACT_FILTER_SHARE", default=0.2)
 SEARCH_EXACT_FILTER_ALWAYS = env.int("SEARCH_EXACT_FILTER_ALWAYS", default=5000)
 SEARCH_MAX_SCAN_TUPLES = env.int("SEARCH_MAX_SCAN_TUPLES", default=20000)
+# A category filter that keeps at least SEARCH_BINARY_MIN_PRODUCTS, ranked exactly: its images
+# by their binary codes first, then this many times the image window re-ranked by their
+# vectors (search.retrieval.vector_ctes). Fewer are read whole: their exact order, at once.
+SEARCH_BINARY_CANDIDATES = env.int("SEARCH_BINARY_CANDIDATES", default=4)
+SEARCH_BINARY_MIN_PRODUCTS = env.int("SEARCH_BINARY_MIN_PRODUCTS", default=10000)
 # The search log (search.searchlog): products kept per logged search, and days kept.
 SEARCH_LOG_TOP = env.int("SEARCH_LOG_TOP", default=50)
 SEARCH_LOG_DAYS = env.int("SEARCH_LOG_DAYS", default=90)

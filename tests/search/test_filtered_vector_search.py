@@ -173,3 +173,26 @@ def test_vector_rows_follow_their_products_category(shop):
     assert vector_categories(near) == {far_id}
     found = hybrid_search(space=shop["space"], vector=shop["query"], filters=shop["filters"])
     assert found[0].product_id == near.pk  # nearer than any far product: now first of Far
+
+
+def test_a_large_category_is_ranked_by_binary_codes_then_by_its_vectors(shop, settings):
+    """Past SEARCH_BINARY_MIN_PRODUCTS a category's images are ranked by their binary codes
+    from the covering index first, and the nearest few times the window re-ranked by their
+    vectors: with the candidates covering all of them, exactly the exact order."""
+    settings.SEARCH_BINARY_MIN_PRODUCTS = 100
+    space, filters = shop["space"], shop["filters"]
+    scan = vector_scan(filters, image_window=40)
+    assert (scan.exact, scan.binary) == (True, True)
+    params = hybrid_search_params(space=space, vector=shop["query"], filters=filters)
+    with connection.cursor() as cursor:
+        sql = hybrid_search_sql(space, filters, match=None, exact=True, binary=True)
+        cursor.execute("EXPLAIN " + sql, params)
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    assert "::\"bit\" <~> '" in plan, plan  # Hamming distance to the query's code
+    assert "_category_id_image_id_bq_idx" in plan  # read from the covering index
+    assert f"emb_image_hnsw_s{space.pk}" not in plan
+
+    settings.SEARCH_BINARY_CANDIDATES = FAR // 40  # every far image re-ranked
+    assert top_ten(shop) == shop["expected"]
+    settings.SEARCH_BINARY_CANDIDATES = 4  # a fifth of them: approximate, still all Far
+    assert set(top_ten(shop)) <= shop["far"]
