@@ -188,7 +188,7 @@ def test_a_large_category_is_ranked_by_binary_codes_then_by_its_vectors(shop, se
         sql = hybrid_search_sql(space, filters, match=None, exact=True, binary=True)
         cursor.execute("EXPLAIN " + sql, params)
         plan = "\n".join(row[0] for row in cursor.fetchall())
-    assert "::\"bit\" <~> '" in plan, plan  # Hamming distance to the query's code
+    assert '::"bit" <~> \'' in plan, plan  # Hamming distance to the query's code
     assert "_category_id_image_id_bq_idx" in plan  # read from the covering index
     assert f"emb_image_hnsw_s{space.pk}" not in plan
 
