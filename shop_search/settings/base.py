@@ -461,6 +461,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # Two fields named "type": the search events' keep their name, /api/ask/'s get their own.
+    "ENUM_NAME_OVERRIDES": {
+        "TypeEnum": "search.models.SearchEvent.Type",
+        "QuestionTypeEnum": "search.questions.TYPES",
+    },
 }
 
 # Bulk import (catalog.importing): rows per committed batch, and limits beyond which a
