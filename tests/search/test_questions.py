@@ -91,3 +91,29 @@ def test_a_yes_no_question_names_the_value_that_is_not_the_thing_itself():
     assert (got.type, got.attribute, got.value, got.lang) == ("yes_no", "colour", "black", "zh")
     got = question_classify("是皮鞋吗", lexicon=lexicon)  # the longer name wins: not "皮"
     assert (got.attribute, got.value) == ("category", "Leather Shoes")
+
+
+@pytest.mark.django_db
+def test_what_no_keyword_places_goes_to_the_nearest_prototypes_or_is_unsupported():
+    from embeddings.spaces import space_active
+    from search.questions import PROTOTYPE_MARGIN, prototype_vectors
+
+    space = space_active()
+    vectors = prototype_vectors(space)
+    assert vectors.shape == (len(PROTOTYPES), space.embed_dim)
+    assert prototype_vectors(space) is vectors  # encoded once per space, then cached
+    decided = {}
+    for prototype in PROTOTYPES:
+        got = question_classify(prototype.question, lexicon=ValueLexicon(), space=space)
+        if got.by != "prototypes":
+            continue
+        # A prototype's own words are nearest itself: its type, unless another type's
+        # prototype is within the margin (then no guess), and yes/no needs a catalog value.
+        similarity = vectors @ vectors[PROTOTYPES.index(prototype)]
+        others = [p.type != prototype.type for p in PROTOTYPES]
+        rival = similarity[others].max()
+        close = similarity.max() - rival < PROTOTYPE_MARGIN or prototype.type == "yes_no"
+        assert got.type == ("unsupported" if close else prototype.type), prototype
+        decided[prototype.question] = got.type
+    print(f"\n{len(decided)} prototypes left to the text tower: {decided}")
+    assert decided  # the path is exercised
