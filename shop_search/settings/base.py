@@ -267,6 +267,10 @@ EMBED_BATCH_SIZE = env.int("EMBED_BATCH_SIZE", default=64)
 EMBED_BATCH_SIZE_CUDA = env.int("EMBED_BATCH_SIZE_CUDA", default=256)
 # Threads that read and decode the next batches while one encodes (0: none, in turn).
 EMBED_DECODE_THREADS = env.int("EMBED_DECODE_THREADS", default=min(32, os.cpu_count() or 1))
+# Zero-shot attributes (embeddings.zero_shot): labelled products whose photos fit the blend and
+# temperature per attribute, and how often the catalog's values are read again.
+ZERO_SHOT_CALIBRATION_PRODUCTS = env.int("ZERO_SHOT_CALIBRATION_PRODUCTS", default=4000)
+ZERO_SHOT_REFRESH_SECONDS = env.int("ZERO_SHOT_REFRESH_SECONDS", default=600)
 # What a CPU encoder computes in: fp32 (exact), bf16 (CPUs with native bf16; others fall
 # back to fp32), int8 (dynamic quantization of the MLP layers). CUDA is always fp16.
 CLIP_CPU_PRECISION = env.str("CLIP_CPU_PRECISION", default="fp32").strip().lower()
