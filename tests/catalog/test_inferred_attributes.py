@@ -60,10 +60,12 @@ def test_an_inferred_value_never_overwrites_an_entered_one(make_product):
     assert missing.inferred_attributes == {"colour": "red"}
     assert missing.attributes == {"material": "ceramic"}  # what was entered is untouched
 
-    # A value entered later wins: the inferred one stops counting.
-    missing.attributes = {"material": "ceramic", "colour": "green"}
+    record(missing, "pattern", "dotted")
+
+    # A value entered later wins: the inferred one stops counting, a suggestion goes.
+    missing.attributes = {"material": "ceramic", "colour": "green", "pattern": "plain"}
     product_save(product=missing, changed_fields=["attributes"])
-    inferred_attributes_sync(product_ids=[missing.pk])
+    assert not InferredAttribute.objects.filter(name="pattern").exists()
     assert with_facet_key("colour=green") == ["M-2"]
     assert with_facet_key("colour=red") == []
     missing.refresh_from_db()
