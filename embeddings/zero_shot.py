@@ -266,6 +266,8 @@ def _labelled_photos(space: EmbeddingSpace) -> tuple[np.ndarray, list[dict[str, 
     vectors, labels = [], []
     for _, vector, attributes, category in rows:
         vectors.append(json.loads(vector) if isinstance(vector, str) else vector.to_numpy())
+        if isinstance(attributes, str):  # Django's psycopg loader leaves jsonb as text
+            attributes = json.loads(attributes)
         attributes = attributes if isinstance(attributes, dict) else {}
         values = {
             name: attributes[name].strip()
