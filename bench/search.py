@@ -265,9 +265,6 @@ def recall(found: list[int], exact: list[int]) -> float:
     return len(set(found) & set(exact)) / len(exact) if exact else 1.0
 
 
-EXACT = {"enable_indexscan": "off", "enable_bitmapscan": "on"}
-
-
 def overfetch_sql(space, filters) -> str:
     """The unfiltered HNSW window of 1000 images, filtered afterwards."""
     where, _ = filters.sql("p")
@@ -323,7 +320,9 @@ def main() -> None:
     from search.ranking import image_window
 
     # serialize=False: no copy of 100k products for TransactionTestCase rollbacks.
-    connection.creation.create_test_db(verbosity=0, keepdb=not args.fresh, serialize=False)
+    connection.creation.create_test_db(
+        verbosity=0, autoclobber=args.fresh, keepdb=not args.fresh, serialize=False
+    )
     # --resume: load the rest, then build the index if it is missing (after a stopped load).
     if Product.objects.count() != args.products or args.fresh or args.resume:
         load(
@@ -434,6 +433,7 @@ def measure_vector(space, queries, hnsw, clock) -> tuple[dict, list[list[int]]]:
 
     none = SearchFilters()
     sql = hybrid_search_sql(space, none, match=None)
+    exact_sql = hybrid_search_sql(space, none, match=None, exact=True)
     params = [hybrid_search_params(space=space, vector=q, filters=none) for q in queries]
     # A first pass reads the index into shared buffers: what a freshly started server pays.
     cold = [timed(lambda p=p: run_sql(sql, p, settings=hnsw))[1] for p in params]
@@ -441,7 +441,7 @@ def measure_vector(space, queries, hnsw, clock) -> tuple[dict, list[list[int]]]:
     times, cpu, recalls, exact_times, exact_tops = [], [], [], [], []
     for p in params:
         rows, ms, cpu_ms = measured(clock, lambda p=p: run_sql(sql, p, settings=hnsw))
-        exact, exact_ms = timed(lambda p=p: run_sql(sql, p, settings=EXACT))
+        exact, exact_ms = timed(lambda p=p: run_sql(exact_sql, p, settings={}))
         times.append(ms)
         cpu.append(cpu_ms)
         exact_times.append(exact_ms)
@@ -471,7 +471,8 @@ def measure_hybrid(space, queries, hnsw, clock) -> dict:
         times.append(ms)
         cpu.append(cpu_ms)
         if i < RECALL_QUERIES:  # exact hybrid costs a full scan: a sample of the queries
-            exact = run_sql(sql, params, settings=EXACT)
+            exact_sql = hybrid_search_sql(space, none, match=match, exact=True)
+            exact = run_sql(exact_sql, params, settings={})
             recalls.append(recall(top_products(rows), top_products(exact)))
     figures = path_figures(times, cpu, recalls)
     print_path("hybrid SQL (text + vector)", figures)

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 from contextlib import contextmanager
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Count
 
-from catalog.models import Product
-from catalog.selectors import category_nodes, category_subtree_ids_of
 from embeddings.encoder import ClipEncoder, ModelSpec, file_sha256, get_encoder, model_embed_dim
 from embeddings.models import CaptionEmbedding, EmbeddingSpace, ImageEmbedding
 
@@ -162,7 +158,6 @@ def space_build_indexes(space: EmbeddingSpace) -> None:
                 f"CREATE INDEX {concurrently} IF NOT EXISTS {index} ON {table} USING hnsw "
                 f"((vector::{space.vector_type}) halfvec_cosine_ops)"
             )
-    space_category_indexes_sync(space)
 
 
 @contextmanager
@@ -180,83 +175,8 @@ def space_drop_indexes(space: EmbeddingSpace) -> None:
     # CONCURRENTLY when possible: a plain DROP INDEX would lock out searches meanwhile.
     concurrently = "" if connection.in_atomic_block else "CONCURRENTLY"
     with connection.cursor() as cursor:
-        names = [*_index_names(space).values(), *_category_indexes(cursor, space)]
-        for index in names:
+        for index in _index_names(space).values():
             cursor.execute(f"DROP INDEX {concurrently} IF EXISTS {index}")
-
-
-def category_index_prefix(space: EmbeddingSpace) -> str:
-    """The names of a space's partial HNSW indexes of category blocks start with this."""
-    return f"emb_image_hnsw_s{int(space.pk)}_c"
-
-
-def category_blocks() -> dict[int, tuple[int, ...]]:
-    """{category: its subtree} of the blocks of the catalog that get a partial HNSW index.
-
-    From the top of the tree down, a category whose subtree holds at least
-    SEARCH_CATEGORY_INDEX_MIN_PRODUCTS active products and at most
-    SEARCH_CATEGORY_INDEX_MAX_SHARE of them; a larger one is split into its children. A
-    filter on a subtree inside a block scans the block's own index (a category far from the
-    query is no longer a needle in the whole catalog); smaller subtrees are ranked exactly,
-    and each vector is in at most one block's index besides the space's own.
-    """
-    nodes = category_nodes()
-    counts = dict(
-        Product.objects.filter(status=Product.Status.ACTIVE, category__isnull=False)
-        .values_list("category_id")
-        .annotate(n=Count("id"))
-    )
-    total = sum(counts.values())
-    children: dict[int | None, list[int]] = {}
-    for node in nodes.values():
-        children.setdefault(node.parent_id, []).append(node.id)
-    blocks: dict[int, tuple[int, ...]] = {}
-    todo = list(children.get(None, ()))
-    while todo:
-        pk = todo.pop()
-        subtree = tuple(category_subtree_ids_of(nodes, [pk]))
-        held = sum(counts.get(i, 0) for i in subtree)
-        if held < settings.SEARCH_CATEGORY_INDEX_MIN_PRODUCTS:
-            continue
-        if held > settings.SEARCH_CATEGORY_INDEX_MAX_SHARE * total:
-            todo.extend(children.get(pk, ()))
-        else:
-            blocks[pk] = subtree
-    return blocks
-
-
-def _category_indexes(cursor, space: EmbeddingSpace) -> list[str]:
-    cursor.execute(
-        "SELECT indexname FROM pg_indexes WHERE tablename = %s AND indexname LIKE %s",
-        [space_partition(ImageEmbedding, space), category_index_prefix(space) + "%%"],
-    )
-    return [row[0] for row in cursor.fetchall()]
-
-
-def space_category_indexes_sync(space: EmbeddingSpace) -> dict[str, list[str]]:
-    """Build the partial HNSW index of each block of `category_blocks()` the space lacks and
-    drop those of blocks that changed (a name holds its block's members, hashed), on its
-    image partition. CONCURRENTLY outside a transaction: searches and uploads go on."""
-    concurrently = "" if connection.in_atomic_block else "CONCURRENTLY"
-    partition = space_partition(ImageEmbedding, space)
-    wanted = {}
-    for pk, subtree in category_blocks().items():
-        members = hashlib.sha256(",".join(map(str, subtree)).encode()).hexdigest()[:8]
-        wanted[f"{category_index_prefix(space)}{pk}_{members}"] = subtree
-    with connection.cursor() as cursor, _pending_checks_run(cursor):
-        existing = _category_indexes(cursor, space)
-        dropped = [name for name in existing if name not in wanted]
-        for name in dropped:
-            cursor.execute(f"DROP INDEX {concurrently} IF EXISTS {name}")
-        built = [name for name in wanted if name not in existing]
-        for name in built:
-            ids = ",".join(map(str, wanted[name]))
-            cursor.execute(
-                f"CREATE INDEX {concurrently} IF NOT EXISTS {name} ON {partition} USING hnsw "
-                f"((vector::{space.vector_type}) halfvec_cosine_ops) "
-                f"WHERE category_id = ANY('{{{ids}}}'::bigint[])"
-            )
-    return {"built": built, "dropped": dropped}
 
 
 class SpaceInUse(ValueError):

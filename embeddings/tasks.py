@@ -16,7 +16,7 @@ from embeddings.distributed_finetune import finetune_run_train
 from embeddings.inference import attributes_infer_for_images
 from embeddings.models import EmbeddingSpace, FinetuneRun
 from embeddings.reindex import REINDEX_CHUNK_TASK, reindex_chunk_run, space_activate_fanout
-from embeddings.spaces import space_active, space_category_indexes_sync
+from embeddings.spaces import space_active
 from embeddings.vectors import (
     caption_embeddings_compute,
     chunks,
@@ -134,8 +134,7 @@ def activate_space(space_id: int) -> str:
 @shared_task(acks_late=False)
 def sweep_missing_embeddings() -> dict:
     """Beat, every EMBED_SWEEP_INTERVAL: re-queue what has no vector, so lost messages heal,
-    delete the vectors of draft and archived products that something left, and bring the
-    category blocks' indexes up to date with the catalog.
+    and delete the vectors of draft and archived products that something left.
 
     The re-queuing is skipped while embed tasks still wait in their queue: they may be the missing
     images, and queuing those again would only grow the backlog.
@@ -144,10 +143,6 @@ def sweep_missing_embeddings() -> dict:
     dropped = hidden_vectors_delete()
     if dropped:
         logger.info("sweep deleted %d vectors of draft or archived products", dropped)
-    # The category tree or the catalog grew: the blocks' partial HNSW indexes follow.
-    blocks = space_category_indexes_sync(space_active())
-    if blocks["built"] or blocks["dropped"]:
-        logger.info("sweep rebuilt category block indexes: %s", blocks)
     if not settings.CELERY_TASK_ALWAYS_EAGER:
         queue = settings.CELERY_TASK_ROUTES[embed_images.name]["queue"]
         waiting = queued_messages(queue)

@@ -12,10 +12,10 @@ partitioned table must hold the partition key: the primary key becomes (id, spac
 ids still come from one sequence and Django still addresses rows by id.
 
 Each image vector row also carries its product's category (`category_id`, kept by
-triggers), so a category filter applies on the vector rows themselves: inside the HNSW scan
-with no join per tuple, through a partial HNSW index of the category's block of the
-catalog (embeddings.spaces.space_category_indexes_sync), or exactly through a btree on the
-column. Added here, with the copy into partitions, so the vectors are rewritten once.
+triggers), so a filter on a category alone applies to the vector rows themselves: inside
+the HNSW scan with no join per tuple, or exactly through a btree on the column (search.
+retrieval.vector_filter_sql). Added here, with the copy into partitions, so the vectors
+are rewritten once.
 """
 
 from django.db import migrations

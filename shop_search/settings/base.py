@@ -367,10 +367,6 @@ SEARCH_EXACT_FILTER_PRODUCTS = env.int("SEARCH_EXACT_FILTER_PRODUCTS", default=5
 SEARCH_EXACT_FILTER_SHARE = env.float("SEARCH_EXACT_FILTER_SHARE", default=0.2)
 SEARCH_EXACT_FILTER_ALWAYS = env.int("SEARCH_EXACT_FILTER_ALWAYS", default=5000)
 SEARCH_MAX_SCAN_TUPLES = env.int("SEARCH_MAX_SCAN_TUPLES", default=20000)
-# A partial HNSW index of each block of the category tree (embeddings.spaces.category_blocks):
-# subtrees from the top down holding at least this many products and at most this share.
-SEARCH_CATEGORY_INDEX_MIN_PRODUCTS = env.int("SEARCH_CATEGORY_INDEX_MIN_PRODUCTS", default=5000)
-SEARCH_CATEGORY_INDEX_MAX_SHARE = env.float("SEARCH_CATEGORY_INDEX_MAX_SHARE", default=0.5)
 # The search log (search.searchlog): products kept per logged search, and days kept.
 SEARCH_LOG_TOP = env.int("SEARCH_LOG_TOP", default=50)
 SEARCH_LOG_DAYS = env.int("SEARCH_LOG_DAYS", default=90)

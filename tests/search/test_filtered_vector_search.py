@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from django.db import connection
 
-from catalog.models import Category, Product, ProductImage
+from catalog.models import Product, ProductImage
 from catalog.services import category_get_or_create_path
 from embeddings.models import ImageEmbedding
-from embeddings.spaces import space_active, space_category_indexes_sync
+from embeddings.spaces import space_active
 from search.filters import SearchFilters
 from search.retrieval import hybrid_search, hybrid_search_params, hybrid_search_sql, vector_scan
 
@@ -152,7 +152,7 @@ def test_an_unfiltered_search_is_unchanged(shop):
 
 
 def vector_categories(product) -> set:
-    """The category its image vector rows carry (kept by embeddings migration 0007)."""
+    """The category its image vector rows carry (kept by embeddings migration 0006)."""
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT DISTINCT e.category_id FROM embeddings_imageembedding e "
@@ -162,42 +162,9 @@ def vector_categories(product) -> set:
         return {row[0] for row in cursor.fetchall()}
 
 
-@pytest.fixture
-def blocks(shop, settings):
-    """Near and Far, half the catalog each, are category blocks with their own index."""
-    settings.SEARCH_CATEGORY_INDEX_MIN_PRODUCTS = 100
-    settings.SEARCH_CATEGORY_INDEX_MAX_SHARE = 0.5
-    built = space_category_indexes_sync(shop["space"])["built"]
-    with connection.cursor() as cursor:
-        cursor.execute("ANALYZE embeddings_imageembedding")
-    return built
-
-
-def test_a_filter_inside_a_category_block_scans_the_blocks_own_index(shop, blocks, settings):
-    """Far is half the catalog, all of it farther from the query than Near: the whole
-    index's scan would read Near first; the block's index holds only Far's images, so the
-    scan fills the window at once and returns the nearest of Far."""
-    settings.SEARCH_EXACT_FILTER_ALWAYS = 50  # 400 products stand for a large block
-    space, filters = shop["space"], shop["filters"]
-    (far_index,) = [name for name in blocks if f"_c{filters.category_ids[0]}_" in name]
-    assert len(blocks) == 2
-
-    scan = vector_scan(filters, image_window=40, space=space)
-    assert not scan.exact  # all of its block: no exact ranking
-    params = hybrid_search_params(space=space, vector=shop["query"], filters=filters)
-    with connection.cursor() as cursor:
-        # At 800 images sorting them costs less than any index; a large block's does not.
-        cursor.execute("SET LOCAL enable_sort = off")
-        cursor.execute("EXPLAIN " + hybrid_search_sql(space, filters, match=None), params)
-        plan = "\n".join(row[0] for row in cursor.fetchall())
-    assert f"Index Scan using {far_index}" in plan, plan
-
-    found = top_ten(shop)
-    assert set(found) <= shop["far"]
-    assert len(set(found) & set(shop["expected"])) >= 9  # HNSW: approximate, nearly all
-
-
-def test_vector_rows_follow_their_products_category(shop, blocks):
+def test_vector_rows_follow_their_products_category(shop):
+    """A category filter alone is tested on the vector rows' own category: a product moved
+    to another category is found under it at once."""
     near = Product.objects.filter(category__name="Near").first()
     far_id = shop["filters"].category_ids[0]
     assert vector_categories(near) == {near.category_id}
@@ -206,15 +173,3 @@ def test_vector_rows_follow_their_products_category(shop, blocks):
     assert vector_categories(near) == {far_id}
     found = hybrid_search(space=shop["space"], vector=shop["query"], filters=shop["filters"])
     assert found[0].product_id == near.pk  # nearer than any far product: now first of Far
-
-
-def test_a_changed_category_tree_rebuilds_its_blocks_index(shop, blocks):
-    far = Category.objects.get(name="Far")
-    child = category_get_or_create_path(["Far", "Farther"])
-    Product.objects.filter(category=far, sku__endswith="1").update(category=child)
-    changed = space_category_indexes_sync(shop["space"])
-    # Far's subtree has a new member: its index is rebuilt; Near's is left alone.
-    assert [name for name in changed["dropped"]] == [n for n in blocks if f"_c{far.pk}_" in n]
-    (rebuilt,) = changed["built"]
-    assert f"_c{far.pk}_" in rebuilt
-    assert space_category_indexes_sync(shop["space"]) == {"built": [], "dropped": []}
