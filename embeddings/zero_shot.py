@@ -30,11 +30,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from django.conf import settings
-from django.db import connection
 
 from catalog.models import Category, FacetValueAlias
 from embeddings.models import EmbeddingSpace
 from embeddings.spaces import space_encoder
+from shop_search.db_routers import read_connection
 
 # Attributes read from `Product.attributes`, each with its Chinese names in `<name>_zh`.
 STORED_ATTRIBUTES = ("colour", "pattern", "material")
@@ -124,7 +124,7 @@ def _vocabulary_read() -> _Vocabulary:
     vocabulary = _Vocabulary()
     labels: dict[tuple[str, str], dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
     counts: dict[str, Counter] = defaultdict(Counter)
-    with connection.cursor() as cursor:
+    with read_connection().cursor() as cursor:  # a replica inside search_read
         cursor.execute(_STORED_SQL, [list(STORED_ATTRIBUTES)])
         stored = cursor.fetchall()
         cursor.execute(_CATEGORY_SQL)
@@ -260,7 +260,7 @@ ORDER BY p.id, i.position, i.id
 def _labelled_photos(space: EmbeddingSpace) -> tuple[np.ndarray, list[dict[str, str]]]:
     """The first photo vector of up to ZERO_SHOT_CALIBRATION_PRODUCTS labelled products,
     and each one's values (a list of several colours says nothing about one photo)."""
-    with connection.cursor() as cursor:
+    with read_connection().cursor() as cursor:  # a replica inside search_read
         cursor.execute(_LABELLED_SQL, [space.pk, settings.ZERO_SHOT_CALIBRATION_PRODUCTS])
         rows = cursor.fetchall()
     vectors, labels = [], []
