@@ -1,14 +1,17 @@
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.contrib.admin.helpers import ActionForm
 from django.db.models import Count, Q
 from django.utils.html import format_html
 
 from catalog.importing import admin as import_admin  # noqa: F401 (the import pages)
+from catalog.inferred import inferred_attributes_review, inferred_attributes_sync
 from catalog.models import (
     MAX_OPTIONS,
     Category,
     Facet,
     FacetValueAlias,
+    InferredAttribute,
     Product,
     ProductImage,
     ProductVariant,
@@ -210,10 +213,16 @@ class FacetValueAliasInline(admin.TabularInline):
 class FacetAdmin(admin.ModelAdmin):
     """Which options and attributes are facets, in which order, and other names of values."""
 
-    list_display = ["name", "label", "position", "alias_count"]
-    list_editable = ["label", "position"]
+    list_display = ["name", "label", "position", "inferred_threshold", "alias_count"]
+    list_editable = ["label", "position", "inferred_threshold"]
     search_fields = ["name", "label", "aliases__alias", "aliases__value"]
     inlines = [FacetValueAliasInline]
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        if "inferred_threshold" in form.changed_data:
+            # Values read from photos count, or stop counting, at the new threshold.
+            inferred_attributes_sync()
 
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(alias_count=Count("aliases"))
@@ -221,3 +230,71 @@ class FacetAdmin(admin.ModelAdmin):
     @admin.display(description="Aliases", ordering="alias_count")
     def alias_count(self, obj):
         return obj.alias_count
+
+
+class InferredReviewForm(ActionForm):
+    value = forms.CharField(required=False, max_length=200, help_text='for "Correct to this value"')
+
+
+@admin.register(InferredAttribute)
+class InferredAttributeAdmin(admin.ModelAdmin):
+    """Values read from photos for products that miss them: confirm, correct or reject them
+    in bulk. Confirmed ones (and suggestions at least as sure as their facet's threshold)
+    count as facet values and filters; an entered value always wins."""
+
+    list_display = ["photo", "product", "name", "value", "confidence_shown", "status", "space"]
+    list_display_links = ["product"]
+    list_filter = ["status", "name", "space"]
+    search_fields = ["product__sku", "product__title", "value"]
+    list_select_related = ["product"]
+    readonly_fields = ["product", "name", "confidence", "space", "reviewed_by", "created"]
+    fields = ["product", "name", "value", "status", "confidence", "space", "reviewed_by"]
+    action_form = InferredReviewForm
+    actions = ["confirm", "reject", "correct"]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).prefetch_related("product__images")
+
+    def has_add_permission(self, request):
+        return False  # read from photos, not typed
+
+    @admin.display(description="Photo")
+    def photo(self, obj):
+        images = list(obj.product.images.all())
+        return thumbnail(images[0] if images else None, 48)
+
+    @admin.display(description="Confidence", ordering="confidence")
+    def confidence_shown(self, obj):
+        return f"{obj.confidence:.0%}"
+
+    def save_model(self, request, obj, form, change):
+        inferred_attributes_review(
+            ids=[obj.pk], status=obj.status, value=obj.value, user=request.user
+        )
+
+    def _review(self, request, queryset, status, value=None):
+        try:
+            changed = inferred_attributes_review(
+                ids=queryset.values_list("pk", flat=True),
+                status=status,
+                value=value,
+                user=request.user,
+            )
+        except ValueError as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+            return
+        noun = "value" if changed == 1 else "values"
+        self.message_user(request, f"{changed} {noun} {status}.", messages.SUCCESS)
+
+    @admin.action(description="Confirm the selected values", permissions=["change"])
+    def confirm(self, request, queryset):
+        self._review(request, queryset, InferredAttribute.Status.CONFIRMED)
+
+    @admin.action(description="Reject the selected values", permissions=["change"])
+    def reject(self, request, queryset):
+        self._review(request, queryset, InferredAttribute.Status.REJECTED)
+
+    @admin.action(description="Correct to this value (and confirm)", permissions=["change"])
+    def correct(self, request, queryset):
+        value = request.POST.get("value", "")
+        self._review(request, queryset, InferredAttribute.Status.CONFIRMED, value=value)

@@ -69,6 +69,10 @@ class Product(models.Model):
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.ACTIVE)
     # Anything else the shop knows: colour, material, translated titles ("title_zh")...
     attributes = models.JSONField(default=dict, blank=True)
+    # Values read from its photos that count as entered ones where it has none (confirmed in
+    # the admin, or surer than their facet's threshold): kept by catalog.inferred from its
+    # InferredAttribute rows. Its facet keys read both, its own `attributes` winning.
+    inferred_attributes = models.JSONField(default=dict, db_default={}, blank=True, editable=False)
     # The options its variants differ by, in the shop's order, with their values in the
     # variants' order: [{"name": "Size", "values": ["S", "M"]}]. Empty: no variants.
     options = models.JSONField(default=list, blank=True, editable=False)
@@ -150,6 +154,12 @@ class Facet(models.Model):
     )
     label = models.CharField(max_length=100, blank=True, help_text="shown; the name if empty")
     position = models.PositiveSmallIntegerField(default=0)
+    inferred_threshold = models.FloatField(
+        null=True,
+        blank=True,
+        help_text="a value read from photos at least this sure (0..1) counts as entered without "
+        "review; empty: only values confirmed in the admin count",
+    )
 
     class Meta:
         ordering = ["position", "name"]
@@ -177,6 +187,41 @@ class FacetValueAlias(models.Model):
 
     def __str__(self):
         return f"{self.alias} → {self.value}"
+
+
+class InferredAttribute(models.Model):
+    """An attribute value read from a product's photos (embeddings.inference), for a product
+    that has none: a suggestion until reviewed. It never changes what was entered: it counts
+    as a facet value and filter only once confirmed, or when surer than its facet's
+    `inferred_threshold`, and only while the product has no value of its own."""
+
+    class Status(models.TextChoices):
+        SUGGESTED = "suggested"
+        CONFIRMED = "confirmed"
+        REJECTED = "rejected"
+
+    product = models.ForeignKey(Product, on_delete=models.CASCADE, related_name="inferred")
+    name = models.CharField(max_length=100, help_text='the attribute, e.g. "colour"')
+    value = models.CharField(max_length=200)
+    confidence = models.FloatField(help_text="the model's calibrated probability, 0..1")
+    status = models.CharField(
+        max_length=10, choices=Status.choices, default=Status.SUGGESTED, db_index=True
+    )
+    space = models.CharField(max_length=120, help_text="the embedding space that read it")
+    reviewed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created = models.DateTimeField(auto_now_add=True)
+    updated = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-confidence", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["product", "name"], name="catalog_inferred_unique")
+        ]
+
+    def __str__(self):
+        return f"{self.product_id} {self.name}={self.value} ({self.confidence:.2f}, {self.status})"
 
 
 def import_file_name(instance, filename: str) -> str:

@@ -13,6 +13,7 @@ from django.db import connection, transaction
 from django.utils.text import slugify
 from PIL import Image
 
+from catalog.inferred import inferred_attributes_sync
 from catalog.models import (
     Category,
     Facet,
@@ -81,6 +82,9 @@ def product_save(*, product: Product, changed_fields: Iterable[str] = ()) -> Pro
     adding = product._state.adding
     changed = set(changed_fields)
     product.save()
+    if not adding and {"attributes", "category"} & changed:
+        # A value entered now wins over one read from photos: its suggestion goes.
+        inferred_attributes_sync(product_ids=[product.pk])
     if adding or SIGNALLED_FIELDS & changed:
         products_changed_send(
             product_ids=[product.pk], status_changed=[product.pk] if STATUS_FIELDS & changed else []

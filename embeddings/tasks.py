@@ -13,6 +13,7 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError, transaction
 
 from embeddings.distributed_finetune import finetune_run_train
+from embeddings.inference import attributes_infer_for_images
 from embeddings.models import EmbeddingSpace, FinetuneRun
 from embeddings.reindex import REINDEX_CHUNK_TASK, reindex_chunk_run, space_activate_fanout
 from embeddings.spaces import space_active
@@ -54,7 +55,14 @@ def embed_images(image_ids: list[int], space_id: int | None = None) -> dict:
     space = _space(space_id)
     if space is None:
         return {}
-    return image_embeddings_compute(space=space, image_ids=image_ids).as_dict()
+    report = image_embeddings_compute(space=space, image_ids=image_ids).as_dict()
+    if settings.INFER_ATTRIBUTES_ON_EMBED:
+        # Their products' missing attributes, read from the photos just embedded: suggestions
+        # for review (catalog.inferred), never over what was entered.
+        inferred = attributes_infer_for_images(space=space, image_ids=image_ids)
+        if inferred.suggested:
+            report["inferred"] = inferred.suggested
+    return report
 
 
 @shared_task(name=REINDEX_CHUNK_TASK, bind=True, **RETRY_POLICY)

@@ -91,7 +91,8 @@ def attribute_facets(
 ) -> list[AttributeFacet]:
     """Facets over the options of `product_ids` (and the attributes the facet
     configuration names): each value with the number of products that have it in an
-    active variant or as an attribute. Aliases count as their value."""
+    active variant or as an attribute (entered, or read from photos and accepted: see
+    catalog.inferred). Aliases count as their value."""
     if not product_ids:
         return []
     config = config if config is not None else facet_config()
@@ -106,7 +107,8 @@ def attribute_facets(
               WHERE p.id = ANY(%(ids)s)
               UNION ALL
               SELECT p.id, a.key, v.value, 100000
-              FROM catalog_product p, jsonb_each(p.attributes) a,
+              -- Values read from photos and accepted count where none was entered.
+              FROM catalog_product p, jsonb_each(p.inferred_attributes || p.attributes) a,
                    jsonb_array_elements_text(CASE jsonb_typeof(a.value)
                        WHEN 'array' THEN a.value ELSE jsonb_build_array(a.value) END) v(value)
               WHERE p.id = ANY(%(ids)s) AND lower(a.key) = ANY(%(attributes)s)

@@ -336,10 +336,18 @@ def _photo_stored(photo_id: str):
 @with_shop_session
 @needs_active_space
 def product_detail(request, pk: int):
-    product = get_object_or_404(
+    return product_page(request, _product_shown(request, pk))
+
+
+def _product_shown(request, pk: int) -> Product:
+    return get_object_or_404(
         products_shown_to(user=request.user).select_related("category").prefetch_related("images"),
         pk=pk,
     )
+
+
+def product_page(request, product: Product, *, ask: dict | None = None, status: int = 200):
+    """A product's page; `ask`: the ask box's question and its answer or error (views_ask)."""
     similar, search_id = [], None
     if model_warmup() is None:  # else the page's banner says that similar products wait
         page = search_logged(
@@ -361,7 +369,9 @@ def product_detail(request, pk: int):
             "similar": similar,
             "search_id": search_id,
             "click_prefix": click_url_prefix(search_id),
+            "ask": ask or {},
         },
+        status=status,
     )
 
 

@@ -267,6 +267,16 @@ EMBED_BATCH_SIZE = env.int("EMBED_BATCH_SIZE", default=64)
 EMBED_BATCH_SIZE_CUDA = env.int("EMBED_BATCH_SIZE_CUDA", default=256)
 # Threads that read and decode the next batches while one encodes (0: none, in turn).
 EMBED_DECODE_THREADS = env.int("EMBED_DECODE_THREADS", default=min(32, os.cpu_count() or 1))
+# Zero-shot attributes (embeddings.zero_shot): labelled products whose photos fit the blend and
+# temperature per attribute, and how often the catalog's values are read again.
+ZERO_SHOT_CALIBRATION_PRODUCTS = env.int("ZERO_SHOT_CALIBRATION_PRODUCTS", default=4000)
+ZERO_SHOT_REFRESH_SECONDS = env.int("ZERO_SHOT_REFRESH_SECONDS", default=600)
+# The embed worker reads the missing attributes of a product from its photos once they are
+# embedded (embeddings.inference): suggestions to review in the admin.
+INFER_ATTRIBUTES_ON_EMBED = env.bool("INFER_ATTRIBUTES_ON_EMBED", default=True)
+# A value read from photos is suggested only when this many times surer than a guess among
+# its attribute's values (2: twice 1/12 for twelve colours, twice 1/4 for four patterns).
+INFER_ATTRIBUTES_MIN_LIFT = env.float("INFER_ATTRIBUTES_MIN_LIFT", default=2.0)
 # What a CPU encoder computes in: fp32 (exact), bf16 (CPUs with native bf16; others fall
 # back to fp32), int8 (dynamic quantization of the MLP layers). CUDA is always fp16.
 CLIP_CPU_PRECISION = env.str("CLIP_CPU_PRECISION", default="fp32").strip().lower()
@@ -462,6 +472,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # Two fields named "type": the search events' keep their name, /api/ask/'s get their own.
+    "ENUM_NAME_OVERRIDES": {
+        "TypeEnum": "search.models.SearchEvent.Type",
+        "QuestionTypeEnum": "search.questions.TYPES",
+    },
 }
 
 # Bulk import (catalog.importing): rows per committed batch, and limits beyond which a
