@@ -182,10 +182,10 @@ def test_a_large_category_is_ranked_by_binary_codes_then_by_its_vectors(shop, se
     settings.SEARCH_BINARY_MIN_PRODUCTS = 100
     space, filters = shop["space"], shop["filters"]
     scan = vector_scan(filters, image_window=40)
-    assert (scan.exact, scan.binary) == (True, True)
+    assert (scan.exact, scan.binary) == (True, settings.SEARCH_BINARY_CANDIDATES)
     params = hybrid_search_params(space=space, vector=shop["query"], filters=filters)
     with connection.cursor() as cursor:
-        sql = hybrid_search_sql(space, filters, match=None, exact=True, binary=True)
+        sql = hybrid_search_sql(space, filters, match=None, exact=True, binary=4)
         cursor.execute("EXPLAIN " + sql, params)
         plan = "\n".join(row[0] for row in cursor.fetchall())
     assert '::"bit" <~> \'' in plan, plan  # Hamming distance to the query's code
