@@ -177,7 +177,7 @@ def catalog_pairs(
 
 def catalog_kind_examples(catalog_images: Mapping[Hashable, list]) -> list[Example]:
     """Kind captions of these products (`training.kind_examples`): their category's name in
-    each language it has, paired with their images, at half a title's weight."""
+    each language it has, paired with their images, weighted as `training.captions` says."""
     products = Product.objects.filter(pk__in=list(catalog_images), category__isnull=False)
     examples: list[Example] = []
     for product in products.select_related("category").only("pk", "title", "category"):

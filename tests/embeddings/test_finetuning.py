@@ -27,6 +27,7 @@ from embeddings.services import (
 )
 from embeddings.spaces import space_active, space_encoder
 from embeddings.training import gibberish_queries, shopper_queries
+from embeddings.training.captions import KIND_CAPTION_WEIGHT
 from search.pipeline import product_search_by_text
 from search.query import query_analyse
 from tests.builders import demo_shop_pinned
@@ -44,7 +45,7 @@ def demo_shop(settings):
 
 def test_training_products_also_learn_their_category_names(demo_shop):
     """Kind captions: each training product's photos with its category's names, English
-    and Chinese, at half a title's weight; none for validation products."""
+    and Chinese, weighted like a title; none for validation products."""
     from catalog.models import Product
     from embeddings.extensions import catalog_images_by_product
 
@@ -54,7 +55,7 @@ def test_training_products_also_learn_their_category_names(demo_shop):
     by_product: dict = {}
     for example in examples:
         by_product.setdefault(example.product_key, set()).add(example.text)
-        assert example.weight == 0.5
+        assert example.weight == KIND_CAPTION_WEIGHT
         assert any(example.image is image for image in images[example.product_key])
     assert set(by_product) == set(images)
     for product in Product.objects.filter(pk__in=by_product).select_related("category"):

@@ -10,6 +10,7 @@ import numpy as np
 from PIL import Image
 
 from embeddings.training import kind_captions, kind_examples
+from embeddings.training.captions import KIND_CAPTION_WEIGHT
 from embeddings.training.data import collect_examples, epoch_text_batches
 from embeddings.training.split import WeightedExample
 
@@ -18,21 +19,22 @@ def test_kind_captions_are_the_category_names_once_each():
     assert kind_captions(["Dresses", " 连衣裙 ", "", "Dresses"]) == ["Dresses", "连衣裙"]
 
 
-def test_kind_examples_pair_every_image_with_each_new_kind_caption_at_half_weight():
+def test_kind_examples_pair_every_image_with_each_new_kind_caption():
     images = [Image.new("RGB", (4, 4), (i, 0, 0)) for i in range(2)]
     examples = kind_examples("p1", ["Mugs", "马克杯"], images, titles=["马克杯"])
     assert examples == [
-        WeightedExample("p1", "Mugs", images[0], 0.5),
-        WeightedExample("p1", "Mugs", images[1], 0.5),
+        WeightedExample("p1", "Mugs", images[0], KIND_CAPTION_WEIGHT),
+        WeightedExample("p1", "Mugs", images[1], KIND_CAPTION_WEIGHT),
     ]
+    assert KIND_CAPTION_WEIGHT == 1.0  # once an epoch, like a title
 
 
-def test_kind_captions_come_up_every_other_epoch_and_titles_every_epoch():
+def test_kind_captions_at_half_weight_come_up_every_other_epoch_and_titles_every_epoch():
     image = Image.new("RGB", (4, 4))
     examples = []
     for p in range(200):
         examples.append((p, f"plain red thing {p}", image))
-        examples += kind_examples(p, ["Things", "东西"], [image])
+        examples += kind_examples(p, ["Things", "东西"], [image], weight=0.5)
     data = collect_examples(examples)
     assert data.text_weight.tolist() == [1.0, 0.5, 0.5] * 200
     rng = np.random.default_rng(0)
