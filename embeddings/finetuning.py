@@ -392,7 +392,8 @@ def _execute(
         )
     train = pairs.train + (files.train if files else [])
     train_images = {key: catalog_images[key] for key in {e.product_key for e in pairs.train}}
-    train += catalog_kind_examples(train_images)
+    kind = catalog_kind_examples(train_images)
+    train += kind
     train += [example for extra in extras.values() for example in extra.train]
     # The catalog's validation split validates and gates, as for any run; the files' only
     # when the catalog has none (then the result cannot be promoted: nothing to compare).
@@ -483,6 +484,7 @@ def _execute(
         "validated_on": "catalog" if gate_on_catalog else "pair files",
         "training": {
             "train_pairs": len(train),
+            "kind_pairs": len(kind),  # of train_pairs: kind captions (training.captions)
             "val_pairs": len(val),
             "train_products": pairs.train_products,
             "val_products": pairs.val_products,
