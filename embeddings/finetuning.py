@@ -175,6 +175,20 @@ def catalog_pairs(
     )
 
 
+def catalog_kind_examples(catalog_images: Mapping[Hashable, list]) -> list[Example]:
+    """Kind captions of these products (`training.kind_examples`): their category's name in
+    each language it has, paired with their images, weighted as `training.captions` says."""
+    products = Product.objects.filter(pk__in=list(catalog_images), category__isnull=False)
+    examples: list[Example] = []
+    for product in products.select_related("category").only("pk", "title", "category"):
+        category = product.category
+        names = [category.name, *(n for n in category.names.values() if isinstance(n, str))]
+        examples += training.kind_examples(
+            product.pk, names, catalog_images[product.pk], titles=[product.title]
+        )
+    return examples
+
+
 def _progress_writer(
     run: FinetuneRun, also: Callable[[dict], None] | None = None
 ) -> Callable[[dict], None]:
@@ -377,6 +391,9 @@ def _execute(
             catalog_images=catalog_images, options=options.as_dict(), emit=emit
         )
     train = pairs.train + (files.train if files else [])
+    train_images = {key: catalog_images[key] for key in {e.product_key for e in pairs.train}}
+    kind = catalog_kind_examples(train_images)
+    train += kind
     train += [example for extra in extras.values() for example in extra.train]
     # The catalog's validation split validates and gates, as for any run; the files' only
     # when the catalog has none (then the result cannot be promoted: nothing to compare).
@@ -467,6 +484,7 @@ def _execute(
         "validated_on": "catalog" if gate_on_catalog else "pair files",
         "training": {
             "train_pairs": len(train),
+            "kind_pairs": len(kind),  # of train_pairs: kind captions (training.captions)
             "val_pairs": len(val),
             "train_products": pairs.train_products,
             "val_products": pairs.val_products,

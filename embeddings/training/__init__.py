@@ -12,6 +12,7 @@ One module per concern:
 * `precision`: the autocast dtype that pays on a device, and the GradScaler it needs.
 * `schedule`: linear warmup + cosine decay, fitted to a wall-clock budget.
 * `loop`: `finetune`, the symmetric InfoNCE loss (open_clip's `ClipLoss`) with AdamW.
+* `captions`: kind captions, a product's category names as texts of its own.
 * `checkpoint`: `save_checkpoint` writes safetensors that `load_checkpoint` reads back.
 * `floors`: the similarity floors of a trained model, for queries of catalog words and
   for queries of none (calibrated on random letter strings).
@@ -30,6 +31,8 @@ _MODULES = {
     "load_checkpoint": "checkpoint",
     "model_config": "checkpoint",
     "save_checkpoint": "checkpoint",
+    "kind_captions": "captions",
+    "kind_examples": "captions",
     "epoch_batches": "data",
     "FloorCalibration": "floors",
     "gibberish_queries": "floors",

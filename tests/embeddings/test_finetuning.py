@@ -15,6 +15,7 @@ from embeddings.encoder import file_sha256
 from embeddings.finetuning import (
     FinetuneError,
     FinetuneOptions,
+    catalog_kind_examples,
     catalog_pairs,
     finetune_run_execute,
 )
@@ -26,6 +27,7 @@ from embeddings.services import (
 )
 from embeddings.spaces import space_active, space_encoder
 from embeddings.training import gibberish_queries, shopper_queries
+from embeddings.training.captions import KIND_CAPTION_WEIGHT
 from search.pipeline import product_search_by_text
 from search.query import query_analyse
 from tests.builders import demo_shop_pinned
@@ -39,6 +41,27 @@ def demo_shop(settings):
     settings.FINETUNE_VAL_FRACTION = 0.25
     demo_shop_pinned(64, ids_after=1_000_000)
     return space_active()
+
+
+def test_training_products_also_learn_their_category_names(demo_shop):
+    """Kind captions: each training product's photos with its category's names, English
+    and Chinese, weighted like a title; none for validation products."""
+    from catalog.models import Product
+    from embeddings.extensions import catalog_images_by_product
+
+    pairs = catalog_pairs(image_size=64)
+    images = catalog_images_by_product(pairs.train)
+    examples = catalog_kind_examples(images)
+    by_product: dict = {}
+    for example in examples:
+        by_product.setdefault(example.product_key, set()).add(example.text)
+        assert example.weight == KIND_CAPTION_WEIGHT
+        assert any(example.image is image for image in images[example.product_key])
+    assert set(by_product) == set(images)
+    for product in Product.objects.filter(pk__in=by_product).select_related("category"):
+        assert by_product[product.pk] == {product.category.name, product.category.names["zh"]}
+    dress = Product.objects.filter(pk__in=by_product, category__name="Dresses").first()
+    assert by_product[dress.pk] == {"Dresses", "连衣裙"}
 
 
 def run_finetune(**options) -> FinetuneRun:

@@ -346,7 +346,9 @@ def test_training_files_merge_with_the_catalog_leave_out_validation_and_report_b
     assert files.catalog_groups > 0
     merged, alone = collect_examples(catalog.train + files.train), collect_examples(catalog.train)
     assert (len(merged.texts), len(merged.images)) == (len(alone.texts), len(alone.images))
-    assert run.space.metrics["training"]["train_pairs"] == len(catalog.train) + len(files.train)
+    training = run.space.metrics["training"]
+    assert training["kind_pairs"] > 0  # the catalog's products also learn their categories
+    assert training["train_pairs"] == len(catalog.train) + training["kind_pairs"] + len(files.train)
 
     # A validation file of photos the catalog trains on measures nothing: left out.
     swapped = file_pairs(
