@@ -67,6 +67,9 @@ class FinetuneOptions:
     no_catalog: bool = False
     # Leave out the pairs other apps add (embeddings.extensions: the shoppers' queries).
     no_events: bool = False
+    # Titles only: no kind captions (training.captions). A very small model trained briefly
+    # learns either colour or kind well, and they teach kind (docs/decisions.md).
+    no_kind_captions: bool = False
     # Training processes on this machine (torchrun, embeddings.distributed_finetune); None:
     # FINETUNE_NPROC.
     nproc: int | None = None
@@ -392,7 +395,7 @@ def _execute(
         )
     train = pairs.train + (files.train if files else [])
     train_images = {key: catalog_images[key] for key in {e.product_key for e in pairs.train}}
-    kind = catalog_kind_examples(train_images)
+    kind = [] if options.no_kind_captions else catalog_kind_examples(train_images)
     train += kind
     train += [example for extra in extras.values() for example in extra.train]
     # The catalog's validation split validates and gates, as for any run; the files' only

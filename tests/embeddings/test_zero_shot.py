@@ -47,6 +47,9 @@ def trained_demo(settings):
         margin=-1.0,
         name="zero-shot",
         no_events=True,
+        # 30 epochs of a micro model learn colour or kind, not both: with kind captions its
+        # colour fell to 0.10 here (chance 0.08). The answers are tested on titles alone.
+        no_kind_captions=True,
     )
     return space_active()
 

@@ -262,6 +262,7 @@ def test_answers_on_held_out_demo_photos_with_a_trained_model(client, settings, 
     call_command(
         "finetune_clip", scratch=True, architecture="shop-micro", epochs=30, batch_size=16,
         lr=3e-3, margin=-1.0, name="ask-trained", verbosity=0,
+        no_kind_captions=True,  # as test_zero_shot: the micro model learns colour from titles
     )  # fmt: skip
     assert space_active().name == "ask-trained"
     held_out = [demo_product(TRAINED_SHOP + 1000 + i) for i in range(HELD_OUT)]

@@ -80,6 +80,11 @@ class Command(BaseCommand):
             action="store_true",
             help="leave out the shoppers' (query, chosen product) pairs from the search log",
         )
+        parser.add_argument(
+            "--no-kind-captions",
+            action="store_true",
+            help="titles only: no pairs of each photo with its category's names",
+        )
         files = parser.add_argument_group("the toolkits' 'text<TAB>base64 image' files")
         files.add_argument(
             "--pairs", metavar="TRAIN.TSV", help="train on this file as well as the catalog"
