@@ -26,7 +26,7 @@ from typing import IO
 from django.conf import settings
 
 from catalog.images import ImageDecodeError, decode_image
-from embeddings.finetuning import catalog_is_validation, catalog_titles, catalog_trained_products
+from embeddings.catalog_pairs import catalog_is_validation, catalog_titles, catalog_trained_products
 
 FORMATS = ("tsv", "csv")
 FILE_NAMES = {"tsv": ("train.tsv", "dev.tsv"), "csv": ("train.csv", "val.csv")}

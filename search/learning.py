@@ -22,9 +22,9 @@ import numpy as np
 from django.conf import settings
 from PIL import Image
 
+from embeddings.catalog_pairs import catalog_is_validation
 from embeddings.encoder import ClipEncoder
 from embeddings.extensions import ExtraPairs, GateVerdict
-from embeddings.finetuning import catalog_is_validation
 from embeddings.models import EmbeddingSpace
 from embeddings.training import WeightedExample
 from search.evaluation import (

@@ -13,7 +13,7 @@ from django.core.management import CommandError, call_command
 
 from catalog.models import ProductImage
 from catalog.services import demo_catalog_load
-from embeddings.finetuning import catalog_pairs
+from embeddings.catalog_pairs import catalog_pairs
 from embeddings.models import EmbeddingSpace
 from embeddings.pairfiles import PairLine, pair_lines
 from embeddings.spaces import space_active, space_encoder, space_ensure_default

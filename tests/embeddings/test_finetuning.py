@@ -11,14 +11,9 @@ from django.utils import timezone
 
 from catalog.services import demo_catalog_load
 from embeddings.admin import training_report
+from embeddings.catalog_pairs import catalog_kind_examples, catalog_pairs
 from embeddings.encoder import file_sha256
-from embeddings.finetuning import (
-    FinetuneError,
-    FinetuneOptions,
-    catalog_kind_examples,
-    catalog_pairs,
-    finetune_run_execute,
-)
+from embeddings.finetuning import FinetuneError, FinetuneOptions, finetune_run_execute
 from embeddings.models import EmbeddingSpace, FinetuneRun, ImageEmbedding
 from embeddings.services import (
     FINETUNE_RUN_STALE_AFTER,

@@ -12,7 +12,8 @@ from django.urls import reverse
 from PIL import Image
 
 from catalog.models import Product, ProductImage
-from embeddings.finetuning import FinetuneOptions, catalog_pairs, file_pairs
+from embeddings.catalog_pairs import catalog_pairs
+from embeddings.finetuning import FinetuneOptions, file_pairs
 from embeddings.models import CaptionEmbedding, EmbeddingSpace, FinetuneRun, ImageEmbedding
 from embeddings.spaces import space_active, space_encoder
 from embeddings.training.data import collect_examples

@@ -6,8 +6,8 @@ import pytest
 
 from catalog.models import Product
 from catalog.services import product_save
+from embeddings.catalog_pairs import catalog_pairs
 from embeddings.encoder import ModelSpec
-from embeddings.finetuning import catalog_pairs
 from embeddings.models import CaptionEmbedding, ImageEmbedding, ReindexChunk
 from embeddings.reindex import reindex_plan
 from embeddings.spaces import space_active, space_create, space_encoder

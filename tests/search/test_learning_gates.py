@@ -7,7 +7,7 @@ from catalog.demo_catalog import COLOURS
 from catalog.models import Product
 from catalog.services import demo_catalog_load
 from embeddings.admin import training_report
-from embeddings.finetuning import catalog_is_validation
+from embeddings.catalog_pairs import catalog_is_validation
 from embeddings.models import EmbeddingSpace, FinetuneRun
 from embeddings.spaces import space_active
 from embeddings.vectors import space_fill
