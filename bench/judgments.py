@@ -120,9 +120,10 @@ def judgments_compute_rows(*, since):
     import numpy as np
     from django.conf import settings
 
+    from search import engagement as e
     from search import judgments as j
 
-    cells = j.impression_cells(since=since)
+    cells = e.impression_cells(since=since)
     pairs: dict = {}
     positions: dict = {}
     pair_ix = np.fromiter((pairs.setdefault((q, p), len(pairs)) for q, p, *_ in cells), np.int64)
@@ -155,12 +156,12 @@ def judgments_compute_rows(*, since):
         row = counts.setdefault((query, product), [0, 0, 0, 0, 0])
         row[0] += n
         row[1] += c
-    for query, product, carts, purchases in j.engagement_counts(since=since):
+    for query, product, carts, purchases in e.engagement_counts(since=since):
         row = counts.setdefault((query, product), [0, 0, 0, 0, 0])
         row[2], row[3] = carts, purchases
-    for query, product, linked in j.reformulation_clicks(since=since):
+    for query, product, linked in e.reformulation_clicks(since=since):
         counts.setdefault((query, product), [0, 0, 0, 0, 0])[4] = linked
-    searches = j.query_search_counts(since=since)
+    searches = e.query_search_counts(since=since)
     by_query: dict = {}
     for (query, product), (n, c, carts, purchases, linked) in sorted(counts.items()):
         gamma_qd = attractiveness.get((query, product), 0.0)

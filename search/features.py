@@ -32,7 +32,7 @@ import numpy as np
 from django.conf import settings
 from django.utils import timezone
 
-from search.judgments import product_engagement
+from search.engagement import product_engagement
 from search.query import QueryAnalysis
 from search.retrieval import RankedProduct
 from search.understanding import Understanding

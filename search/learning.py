@@ -27,6 +27,7 @@ from embeddings.encoder import ClipEncoder
 from embeddings.extensions import ExtraPairs, GateVerdict
 from embeddings.models import EmbeddingSpace
 from embeddings.training import WeightedExample
+from search.engagement import judgments_discarded
 from search.evaluation import (
     encoder_image_vectors,
     queries_own_words,
@@ -39,7 +40,6 @@ from search.judgments import (
     gate_queries,
     judged_queries,
     judgments_compute,
-    judgments_discarded,
     judgments_since,
     query_is_held_out,
 )

@@ -30,12 +30,12 @@ from django.conf import settings
 from django.utils import timezone
 
 from embeddings.promotion import GateResult, Verdict, promotion_decide
+from search.engagement import counted_searches_fetch
 from search.evaluation import ranking_quality
 from search.features import FEATURES
 from search.interleaving import ranker_interleaving_start
 from search.judged import JudgedQuery, product_grades
 from search.judgments import (
-    counted_searches_fetch,
     gate_queries,
     judged_queries,
     judgments_compute,

@@ -6,7 +6,8 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from search.judgments import click_model_fit, impression_cells, judged_queries, judgments_compute
+from search.engagement import impression_cells
+from search.judgments import click_model_fit, judged_queries, judgments_compute
 from search.models import SearchEvent, SearchLog
 from search.searchlog import search_event_record, search_log_record
 
@@ -232,7 +233,8 @@ def test_sessions_that_behave_like_robots_give_no_judgments(three, settings):
 
 def test_the_fine_tune_report_shows_what_was_left_out_and_why(three, settings, admin_client):
     from embeddings.spaces import space_ensure_default
-    from search.judgments import judgments_discarded, judgments_since
+    from search.engagement import judgments_discarded
+    from search.judgments import judgments_since
 
     a, b, c = three
     settings.SEARCH_JUDGMENT_CLIENT_CAP = 1
